@@ -1,0 +1,110 @@
+"""The identity of the training program: a digest of its source tree.
+
+The source root is the top-level package of the entry point's module (or the module file when it
+is not in a package), found without importing it. Files counted: every regular file below the root
+except ``__pycache__`` directories, ``*.pyc``/``*.pyo`` files and names starting with ``.``.
+Paths are relative, ``/``-separated, sorted by their UTF-8 bytes. Content is hashed as stored (no
+line-ending normalisation: the bytes are what runs); the executable bit is recorded. Symbolic links
+are refused. Tree digest: Merkle root over leaves ``{"executable","path","sha256","type":"file"}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .canonical import JSONValue, canonical_json
+from .errors import MalformedInputError
+from .hashing import format_digest
+from .merkle import merkle_root
+
+__all__ = ["SourceFile", "locate_source_root", "source_files", "tree_digest", "git_commit", "code_identity"]
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str
+    sha256: str
+    executable: bool
+
+    def leaf(self) -> bytes:
+        return canonical_json({"executable": self.executable, "path": self.path, "sha256": self.sha256, "type": "file"})
+
+
+def locate_source_root(entry_point: str) -> Path:
+    """The directory (or single file) whose digest identifies the program, found without importing it."""
+    top_level = entry_point.partition(":")[0].split(".")[0]
+    spec = importlib.util.find_spec(top_level)
+    if spec is None:
+        raise MalformedInputError(f"entry point {entry_point}: package {top_level!r} is not importable")
+    if spec.submodule_search_locations:
+        locations = list(spec.submodule_search_locations)
+        if len(locations) != 1:
+            raise MalformedInputError(f"{top_level} is a namespace package spread over {len(locations)} directories")
+        return Path(locations[0])
+    if spec.origin is None:
+        raise MalformedInputError(f"{top_level} has no source file")
+    return Path(spec.origin)
+
+
+def _skipped(name: str) -> bool:
+    return name.startswith(".") or name == "__pycache__" or name.endswith((".pyc", ".pyo"))
+
+
+def source_files(root: Path) -> list[SourceFile]:
+    if root.is_file():
+        candidates = [(root.name, root)]
+    else:
+        candidates = []
+        for directory, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not _skipped(d))
+            for name in filenames:
+                if not _skipped(name):
+                    full = Path(directory) / name
+                    candidates.append((full.relative_to(root).as_posix(), full))
+    files = []
+    for rel, full in candidates:
+        info = full.lstat()
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode):
+            raise MalformedInputError(f"source tree {root}: {rel} is not a regular file")
+        digest = hashlib.sha256(full.read_bytes()).hexdigest()
+        files.append(SourceFile(rel, "sha256:" + digest, bool(info.st_mode & stat.S_IXUSR)))
+    files.sort(key=lambda f: f.path.encode("utf-8"))
+    return files
+
+
+def tree_digest(files: list[SourceFile]) -> str:
+    return format_digest(merkle_root([f.leaf() for f in files]))
+
+
+def git_commit(root: Path) -> str | None:
+    """HEAD of the git work tree holding ``root``, or None (no git, not a work tree, or dirty)."""
+    where = root if root.is_dir() else root.parent
+    try:
+        head = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--", "."], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0 or dirty.returncode != 0 or dirty.stdout.strip():
+        return None
+    return head.stdout.strip()
+
+
+def code_identity(entry_point: str, root: Path | None = None) -> tuple[dict[str, JSONValue], list[SourceFile]]:
+    root = root or locate_source_root(entry_point)
+    files = source_files(root)
+    identity: dict[str, JSONValue] = {
+        "entry_point": entry_point,
+        "source_root": root.name,
+        "tree_digest": tree_digest(files),
+        "file_count": len(files),
+        "git_commit": git_commit(root),
+    }
+    return identity, files

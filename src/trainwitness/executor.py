@@ -1,0 +1,94 @@
+"""The step executor: the one loop that both training and replay run.
+
+Recording and replay differ only in what they do with each step's batch and RNG state before the
+step runs (the prover commits them, the verifier checks them against the commitments); the step
+itself, the batch derivation and the state capture are this module's, shared, so that replay runs
+the very code path that produced the evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .canonical import JSONValue
+from .data import Batch
+from .errors import MalformedInputError
+from .rng import capture_rng, restore_rng, seed_everything
+from .sampler import ShuffledEpochSampler
+from .spec import SpecFunction, TrainingSpec
+from .state import FlatState, flatten, unflatten
+
+__all__ = ["StepObserver", "TrainingRun", "snapshot", "weights_of"]
+
+# (step, sample ids, batch, RNG state the step starts from) -> None; raises to stop the run.
+StepObserver = Callable[[int, list[int], Batch, FlatState], None]
+
+
+def snapshot(flat: FlatState) -> FlatState:
+    """A private CPU copy of every tensor (copy point: device-to-host, or host-to-host on CPU)."""
+    return FlatState({k: v.detach().to("cpu", copy=True).contiguous() for k, v in flat.tensors.items()}, flat.skeleton)
+
+
+def weights_of(flat: FlatState) -> dict[str, torch.Tensor]:
+    """The model tensors of a captured state, named as the model's ``state_dict`` names them."""
+    return {name[len("model/") :]: t for name, t in flat.tensors.items() if name.startswith("model/")}
+
+
+@dataclass
+class TrainingRun:
+    spec: TrainingSpec
+    hyperparameters: Mapping[str, JSONValue]
+    sampler: ShuffledEpochSampler
+
+    @classmethod
+    def start(cls, function: SpecFunction, hyperparameters: Mapping[str, JSONValue]) -> TrainingRun:
+        """Seed every generator from the declared seed, then build: this is checkpoint 0."""
+        seed_everything(int(hyperparameters["seed"]))  # type: ignore[arg-type]
+        spec = function(hyperparameters)
+        sampler = ShuffledEpochSampler(
+            num_samples=len(spec.dataset),
+            batch_size=int(hyperparameters["batch_size"]),  # type: ignore[arg-type]
+            seed=int(hyperparameters["data_seed"]),  # type: ignore[arg-type]
+        )
+        return cls(spec=spec, hyperparameters=hyperparameters, sampler=sampler)
+
+    def capture(self) -> FlatState:
+        """Everything the next step depends on; tensors are references, not copies."""
+        scheduler = self.spec.scheduler.state_dict() if self.spec.scheduler is not None else None
+        trainable = flatten(
+            {"model": self.spec.model.state_dict(), "optimizer": self.spec.optimizer.state_dict(), "scheduler": scheduler}
+        )
+        rng = capture_rng()
+        skeleton = dict(trainable.skeleton)  # type: ignore[arg-type]
+        skeleton["rng"] = rng.skeleton
+        return FlatState({**trainable.tensors, **rng.tensors}, skeleton)
+
+    def restore(self, flat: FlatState) -> None:
+        skeleton: Any = flat.skeleton
+        if not isinstance(skeleton, dict) or set(skeleton) != {"model", "optimizer", "scheduler", "rng"}:
+            raise MalformedInputError("checkpoint skeleton does not hold exactly model, optimizer, scheduler, rng")
+        rng_tensors = {k: v for k, v in flat.tensors.items() if k.startswith("rng/")}
+        rest = {k: v for k, v in flat.tensors.items() if not k.startswith("rng/")}
+        state = unflatten(FlatState(rest, {k: skeleton[k] for k in ("model", "optimizer", "scheduler")}))
+        try:
+            self.spec.model.load_state_dict(state["model"], strict=True)
+            self.spec.optimizer.load_state_dict(state["optimizer"])
+            if (state["scheduler"] is None) != (self.spec.scheduler is None):
+                raise MalformedInputError("checkpoint and spec disagree on whether there is a scheduler")
+            if self.spec.scheduler is not None:
+                self.spec.scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise MalformedInputError(f"checkpoint does not fit the spec's model or optimizer: {e}") from e
+        restore_rng(FlatState(rng_tensors, skeleton["rng"]))
+
+    def run(self, start: int, stop: int, observe: StepObserver) -> None:
+        """Steps ``start`` .. ``stop - 1`` from the current state."""
+        for step in range(start, stop):
+            ids = self.sampler.batch_ids(step)
+            batch = self.spec.dataset.batch(ids)
+            observe(step, ids, batch, capture_rng())
+            self.spec.step(batch)

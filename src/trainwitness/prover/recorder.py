@@ -1,0 +1,124 @@
+"""The Recorder: commits each step's batch and RNG state and writes checkpoints, off the training thread.
+
+The training thread only copies what it must (the batch, a CPU snapshot of a checkpoint) and hands
+it to one background writer through a bounded queue; a full queue blocks the trainer
+(back-pressure) rather than growing memory. The writer hashes, serialises, compresses and writes in
+order. Durability: a checkpoint's file is durable before its index record is appended, and every
+checkpoint record is fsync'd before ``checkpoint`` is acknowledged by ``wait``; step records are
+fsync'd in groups, and any lost after a crash lie after the last checkpoint, where resume re-runs.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ..canonical import canonical_json
+from ..data import Batch, batch_digest
+from ..executor import snapshot, weights_of
+from ..rng import rng_digest
+from ..checkpoint import encode_checkpoint
+from ..state import FlatState, state_digest, weights_digest
+from ..store import INDEX_FILE, CheckpointRecord, StepRecord, atomic_write, checkpoint_relpath
+
+__all__ = ["Recorder"]
+
+_STOP = object()
+_FSYNC_EVERY = 64
+
+
+class Recorder:
+    def __init__(self, store: Path, compress_level: int | None = 3, queue_depth: int = 8, hash_workers: int = 2) -> None:
+        self.store = store
+        self.compress_level = compress_level
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_depth)
+        self._error: BaseException | None = None
+        self._index = open(store / INDEX_FILE, "ab")
+        self._unsynced = 0
+        self._hashers = ThreadPoolExecutor(max_workers=hash_workers, thread_name_prefix="trainwitness-hash")
+        self.checkpoints: list[CheckpointRecord] = []
+        self._worker = threading.Thread(target=self._drain, name="trainwitness-recorder", daemon=True)
+        self._worker.start()
+
+    # -- training thread -------------------------------------------------------------------------
+
+    def record_step(self, step: int, sample_ids: list[int], batch: Batch, rng: FlatState) -> None:
+        """Commit the batch about to be trained on and the RNG state the step starts from."""
+        # Copy point: the step may modify the batch in place; the RNG capture is already a copy.
+        private = {k: v.detach().clone() for k, v in batch.items()}
+        self._put(lambda: self._write_step(step, tuple(sample_ids), private, rng))
+
+    def record_checkpoint(self, index: int, step: int, state: FlatState) -> None:
+        """Commit a full checkpoint. ``state`` is copied here (device-to-host where on a GPU)."""
+        private = snapshot(state)
+        self._put(lambda: self._write_checkpoint(index, step, private))
+
+    def wait(self) -> None:
+        """Block until everything handed over so far is durable; re-raise a writer failure."""
+        self._queue.join()
+        self._raise_if_failed()
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._worker.join()
+        self._hashers.shutdown()
+        self._index.close()
+        self._raise_if_failed()
+
+    def _put(self, job: Callable[[], None]) -> None:
+        self._raise_if_failed()
+        self._queue.put(job)  # blocks when the writer is behind: back-pressure, bounded memory
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"the recorder's writer failed: {self._error}") from self._error
+
+    # -- writer thread ---------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is _STOP:
+                    self._sync()
+                    return
+                if self._error is None:
+                    job()  # type: ignore[operator]
+                    if self._queue.empty():
+                        self._sync()
+            except BaseException as e:  # kept, and raised on the training thread
+                self._error = e
+            finally:
+                self._queue.task_done()
+
+    def _append(self, record: StepRecord | CheckpointRecord) -> None:
+        self._index.write(canonical_json(record.to_json()) + b"\n")
+        self._unsynced += 1
+        if self._unsynced >= _FSYNC_EVERY:
+            self._sync()
+
+    def _sync(self) -> None:
+        if self._unsynced:
+            self._index.flush()
+            os.fsync(self._index.fileno())
+            self._unsynced = 0
+
+    def _write_step(self, step: int, ids: tuple[int, ...], batch: Batch, rng: FlatState) -> None:
+        self._append(StepRecord(step=step, sample_ids=ids, batch_digest=batch_digest(batch), rng_digest=rng_digest(rng)))
+
+    def _write_checkpoint(self, index: int, step: int, state: FlatState) -> None:
+        record = CheckpointRecord(
+            index=index,
+            step=step,
+            state_digest=state_digest(state, self._hashers),
+            weights_digest=weights_digest(weights_of(state), self._hashers),
+        )
+        data = encode_checkpoint(state, self.compress_level)
+        atomic_write(self.store / checkpoint_relpath(step, self.compress_level is not None), data)
+        self._append(record)
+        self._sync()  # a checkpoint record is durable once written
+        self.checkpoints.append(record)

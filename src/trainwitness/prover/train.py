@@ -1,0 +1,138 @@
+"""``trainwitness train``: run a training spec with recording, resuming a store a crash left behind."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..canonical import JSONValue, canonical_json, parse_json
+from ..checkpoint import decode_checkpoint, encode_weights
+from ..code_identity import code_identity
+from ..data import dataset_digest
+from ..environment import apply_execution_settings, capture_environment
+from ..errors import MalformedInputError, MissingInputError
+from ..executor import TrainingRun, weights_of
+from ..state import state_digest
+from ..store import (
+    INDEX_FILE,
+    RUN_FILE,
+    CheckpointRecord,
+    atomic_write,
+    checkpoint_steps,
+    find_checkpoint,
+    read_index,
+    read_store_file,
+)
+from ..checkpoint import MAX_CHECKPOINT_BYTES
+from ..spec import load_entry_point, resolve_hyperparameters
+from .recorder import Recorder
+
+__all__ = ["RecordedRun", "record_run"]
+
+STORE_FORMAT = "trainwitness-store/v1"
+
+# (steps done, total steps) -> None, for progress display.
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    store: Path
+    weights_path: Path
+    final: CheckpointRecord
+    resumed_from_step: int | None
+
+
+def _declare(entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, compress_level: int | None) -> dict[str, JSONValue]:
+    identity, files = code_identity(entry_point)
+    return {
+        "format": STORE_FORMAT,
+        "code": identity,
+        "code_files": [{"path": f.path, "sha256": f.sha256, "executable": f.executable} for f in files],
+        "environment": capture_environment(),
+        "hyperparameters": dict(hp),
+        "data": {
+            "dataset": run.spec.dataset.name,
+            "dataset_digest": dataset_digest(run.spec.dataset),
+            "num_samples": len(run.spec.dataset),
+            "sampler": run.sampler.describe(),  # type: ignore[dict-item]
+        },
+        "compression": compress_level,
+    }
+
+
+def _resume_point(store: Path, run: TrainingRun) -> CheckpointRecord | None:
+    """Cut the index back to its last checkpoint whose file is intact, and restore that checkpoint."""
+    index = read_index(store, allow_torn_tail=True)
+    for record in reversed(index.checkpoints):
+        try:
+            flat = decode_checkpoint(read_store_file(store, find_checkpoint(store, record.step), MAX_CHECKPOINT_BYTES), f"checkpoint {record.step}")
+        except (MalformedInputError, MissingInputError):
+            continue
+        if state_digest(flat) != record.state_digest:
+            continue
+        # Drop what follows the checkpoint (step records the re-run will write again, identically).
+        data = (store / INDEX_FILE).read_bytes()
+        lines = data.split(b"\n")
+        keep = 0
+        for number, line in enumerate(lines):
+            if line == canonical_json(record.to_json()):
+                keep = number + 1
+                break
+        atomic_write(store / INDEX_FILE, b"\n".join(lines[:keep]) + b"\n")
+        run.restore(flat)
+        return record
+    (store / INDEX_FILE).write_bytes(b"")
+    return None
+
+
+def record_run(
+    entry_point: str,
+    overrides: Mapping[str, JSONValue],
+    store: Path,
+    weights_path: Path,
+    *,
+    torch_threads: int = 1,
+    compress_level: int | None = 3,
+    progress: Progress | None = None,
+) -> RecordedRun:
+    """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run."""
+    apply_execution_settings(torch_threads)
+    function = load_entry_point(entry_point)
+    hp = resolve_hyperparameters(function.defaults, overrides)
+    run = TrainingRun.start(function, hp)
+    declared = _declare(entry_point, hp, run, compress_level)
+
+    resumed: CheckpointRecord | None = None
+    if (store / RUN_FILE).exists():
+        previous = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
+        if previous != declared:
+            raise MalformedInputError(f"store {store} holds a different run; use a new store directory")
+        resumed = _resume_point(store, run)
+    else:
+        store.mkdir(parents=True, exist_ok=True)
+        if any(store.iterdir()):
+            raise MalformedInputError(f"store {store} is not empty and has no {RUN_FILE}")
+        atomic_write(store / RUN_FILE, canonical_json(declared) + b"\n")
+        (store / INDEX_FILE).touch()
+
+    steps = checkpoint_steps(int(hp["total_steps"]), int(hp["checkpoint_interval"]))  # type: ignore[arg-type]
+    start_index = 0 if resumed is None else resumed.index + 1
+    recorder = Recorder(store, compress_level=compress_level)
+    try:
+        if resumed is None:
+            recorder.record_checkpoint(0, 0, run.capture())
+            start_index = 1
+        for index in range(start_index, len(steps)):
+            run.run(steps[index - 1], steps[index], recorder.record_step)
+            recorder.record_checkpoint(index, steps[index], run.capture())
+            if progress is not None:
+                progress(steps[index], steps[-1])
+        final_state = run.capture()
+        recorder.wait()
+    finally:
+        recorder.close()
+    final = read_index(store).checkpoints[-1]
+    atomic_write(weights_path, encode_weights(weights_of(final_state)))
+    return RecordedRun(store=store, weights_path=weights_path, final=final, resumed_from_step=None if resumed is None else resumed.step)

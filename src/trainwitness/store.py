@@ -1,0 +1,256 @@
+"""The store: the directory where a run's evidence lives.
+
+    STORE/
+      run.json                          canonical JSON: what the prover declared at the start
+      index.jsonl                       append-only log, one canonical JSON record per line, fsync'd
+      checkpoints/<step:010d>.safetensors[.zst]
+
+Files are only ever created whole (written to a temporary name, fsync'd, renamed) or appended to.
+Every name the readers open is derived from integers, never taken from the files themselves, so a
+hostile index cannot point outside the store; symlinks and non-regular files are refused.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from .canonical import JSONValue, canonical_json, parse_json
+from .errors import MalformedInputError, MissingInputError
+from .hashing import parse_digest
+
+__all__ = [
+    "RUN_FILE",
+    "INDEX_FILE",
+    "StepRecord",
+    "CheckpointRecord",
+    "RunIndex",
+    "checkpoint_steps",
+    "checkpoint_relpath",
+    "atomic_write",
+    "append_line",
+    "read_store_file",
+    "find_checkpoint",
+    "read_index",
+]
+
+RUN_FILE = "run.json"
+INDEX_FILE = "index.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+MAX_INDEX_BYTES = 8 * 1024**3
+MAX_BATCH_IDS = 1 << 20
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What was committed for one step: its batch and the RNG state it started from."""
+
+    step: int
+    sample_ids: tuple[int, ...]
+    batch_digest: str
+    rng_digest: str
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {
+            "batch_digest": self.batch_digest,
+            "kind": "step",
+            "rng_digest": self.rng_digest,
+            "sample_ids": list(self.sample_ids),
+            "step": self.step,
+        }
+
+    def batch_leaf(self) -> bytes:
+        return canonical_json(
+            {"batch_digest": self.batch_digest, "sample_ids": list(self.sample_ids), "step": self.step, "type": "batch"}
+        )
+
+    def rng_leaf(self) -> bytes:
+        return canonical_json({"rng_digest": self.rng_digest, "step": self.step, "type": "rng"})
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """A full checkpoint: the state digest of everything, and the digest of the weights alone."""
+
+    index: int
+    step: int
+    state_digest: str
+    weights_digest: str
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {
+            "index": self.index,
+            "kind": "checkpoint",
+            "state_digest": self.state_digest,
+            "step": self.step,
+            "weights_digest": self.weights_digest,
+        }
+
+    def leaf(self) -> bytes:
+        return canonical_json(
+            {
+                "index": self.index,
+                "state_digest": self.state_digest,
+                "step": self.step,
+                "type": "checkpoint",
+                "weights_digest": self.weights_digest,
+            }
+        )
+
+
+def checkpoint_steps(total_steps: int, interval: int) -> list[int]:
+    """Steps at which checkpoints are taken: 0, k, 2k, ... and always the last step."""
+    if total_steps < 1 or interval < 1:
+        raise ValueError("total_steps and checkpoint interval must be positive")
+    steps = list(range(0, total_steps, interval))
+    steps.append(total_steps)
+    return steps
+
+
+def checkpoint_relpath(step: int, compressed: bool) -> str:
+    return f"{CHECKPOINT_DIR}/{step:010d}.safetensors" + (".zst" if compressed else "")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Create ``path`` whole or not at all, durably."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def append_line(path: Path, record: JSONValue) -> None:
+    """Append one canonical JSON record and fsync: once this returns, the record survives a crash."""
+    with open(path, "ab") as f:
+        f.write(canonical_json(record) + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_store_file(store: Path, relpath: str, max_bytes: int) -> bytes:
+    """Read a regular file inside the store, refusing symlinks, special files and oversize files."""
+    path = store / relpath
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError as e:
+        raise MissingInputError(f"store {store}: {relpath} is missing") from e
+    except OSError as e:
+        raise MalformedInputError(f"store {store}: {relpath} cannot be opened safely ({e.strerror})") from e
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise MalformedInputError(f"store {store}: {relpath} is not a regular file")
+        if info.st_size > max_bytes:
+            raise MalformedInputError(f"store {store}: {relpath} is {info.st_size} bytes, over the limit")
+        return f.read(max_bytes + 1)
+
+
+def find_checkpoint(store: Path, step: int) -> str:
+    """The relative path of the checkpoint file for ``step``, compressed or not."""
+    for compressed in (True, False):
+        rel = checkpoint_relpath(step, compressed)
+        if os.path.lexists(store / rel):
+            return rel
+    raise MissingInputError(f"store {store}: the checkpoint for step {step} is missing")
+
+
+@dataclass(frozen=True)
+class RunIndex:
+    steps: tuple[StepRecord, ...]
+    checkpoints: tuple[CheckpointRecord, ...]
+    torn_tail_bytes: int = 0  # bytes of an unfinished last line (only tolerated when resuming)
+
+    def batch_leaves(self) -> list[bytes]:
+        return [s.batch_leaf() for s in self.steps]
+
+    def rng_leaves(self) -> list[bytes]:
+        return [s.rng_leaf() for s in self.steps]
+
+    def checkpoint_leaves(self) -> list[bytes]:
+        return [c.leaf() for c in self.checkpoints]
+
+
+def _field(record: dict[str, JSONValue], key: str, kind: type, where: str) -> JSONValue:
+    value = record.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise MalformedInputError(f"{where}: field {key!r} is missing or not {kind.__name__}")
+    return value
+
+
+def _parse_record(line: bytes, where: str) -> StepRecord | CheckpointRecord:
+    record = parse_json(line, where)
+    if not isinstance(record, dict):
+        raise MalformedInputError(f"{where}: not a JSON object")
+    kind = record.get("kind")
+    if kind == "step":
+        expected = {"kind", "step", "sample_ids", "batch_digest", "rng_digest"}
+        ids = _field(record, "sample_ids", list, where)
+        if len(ids) > MAX_BATCH_IDS or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):  # type: ignore[arg-type]
+            raise MalformedInputError(f"{where}: sample_ids must be non-negative integers")
+        parsed: StepRecord | CheckpointRecord = StepRecord(
+            step=_field(record, "step", int, where),  # type: ignore[arg-type]
+            sample_ids=tuple(ids),  # type: ignore[arg-type]
+            batch_digest=_field(record, "batch_digest", str, where),  # type: ignore[arg-type]
+            rng_digest=_field(record, "rng_digest", str, where),  # type: ignore[arg-type]
+        )
+        parse_digest(parsed.batch_digest, f"{where} batch_digest")
+        parse_digest(parsed.rng_digest, f"{where} rng_digest")
+    elif kind == "checkpoint":
+        expected = {"kind", "index", "step", "state_digest", "weights_digest"}
+        parsed = CheckpointRecord(
+            index=_field(record, "index", int, where),  # type: ignore[arg-type]
+            step=_field(record, "step", int, where),  # type: ignore[arg-type]
+            state_digest=_field(record, "state_digest", str, where),  # type: ignore[arg-type]
+            weights_digest=_field(record, "weights_digest", str, where),  # type: ignore[arg-type]
+        )
+        parse_digest(parsed.state_digest, f"{where} state_digest")
+        parse_digest(parsed.weights_digest, f"{where} weights_digest")
+    else:
+        raise MalformedInputError(f"{where}: unknown record kind {kind!r}")
+    if set(record) != expected:
+        raise MalformedInputError(f"{where}: unexpected fields {sorted(set(record) - expected)}")
+    return parsed
+
+
+def read_index(store: Path, allow_torn_tail: bool = False) -> RunIndex:
+    """Parse and order-check the index. Steps run 0, 1, 2, ...; checkpoints 0, 1, 2, ... in step order."""
+    if not store.is_dir():
+        raise MissingInputError(f"store {store} does not exist or is not a directory")
+    data = read_store_file(store, INDEX_FILE, MAX_INDEX_BYTES)
+    torn = 0
+    if data and not data.endswith(b"\n"):
+        if not allow_torn_tail:
+            raise MalformedInputError(f"store {store}: {INDEX_FILE} ends in an unfinished record (truncated)")
+        torn = len(data) - (data.rfind(b"\n") + 1)
+        data = data[: len(data) - torn]
+    steps: list[StepRecord] = []
+    checkpoints: list[CheckpointRecord] = []
+    for number, line in enumerate(data.split(b"\n")[:-1], start=1):
+        where = f"{INDEX_FILE} line {number}"
+        record = _parse_record(line, where)
+        if isinstance(record, StepRecord):
+            if record.step != len(steps):
+                raise MalformedInputError(f"{where}: step {record.step} out of order (expected {len(steps)})")
+            steps.append(record)
+        else:
+            if record.index != len(checkpoints) or record.step != len(steps):
+                raise MalformedInputError(
+                    f"{where}: checkpoint {record.index} at step {record.step} out of order "
+                    f"(expected checkpoint {len(checkpoints)} at step {len(steps)})"
+                )
+            checkpoints.append(record)
+    return RunIndex(steps=tuple(steps), checkpoints=tuple(checkpoints), torn_tail_bytes=torn)
