@@ -42,20 +42,18 @@ def encode_weights(weights: Mapping[str, torch.Tensor]) -> bytes:
 
 
 def _decompress(data: bytes, what: str, max_bytes: int) -> bytes:
+    """Decompress in bounded pieces, stopping at ``max_bytes``: a zstd bomb costs at most that."""
+    chunks: list[bytes] = []
+    total = 0
     try:
-        reader = zstandard.ZstdDecompressor().stream_reader(data)
-        out = reader.read(max_bytes + 1)
-        # read() may return less than asked before the end; keep reading until EOF or the cap.
-        chunks = [out]
-        total = len(out)
-        while out and total <= max_bytes:
-            out = reader.read(max_bytes + 1 - total)
-            chunks.append(out)
-            total += len(out)
+        reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
+        while piece := reader.read(1 << 24):
+            total += len(piece)
+            if total > max_bytes:
+                raise MalformedInputError(f"{what}: decompresses to more than {max_bytes} bytes")
+            chunks.append(piece)
     except zstandard.ZstdError as e:
-        raise MalformedInputError(f"{what}: corrupt zstd data ({e})") from e
-    if total > max_bytes:
-        raise MalformedInputError(f"{what}: decompresses to more than {max_bytes} bytes")
+        raise MalformedInputError(f"{what}: corrupt or truncated zstd data ({e})") from e
     return b"".join(chunks)
 
 

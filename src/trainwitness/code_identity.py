@@ -1,7 +1,9 @@
 """The identity of the training program: a digest of its source tree.
 
 The source root is the top-level package of the entry point's module (or the module file when it
-is not in a package), found without importing it. Files counted: every regular file below the root
+is not in a package), found without importing it. The one exception is trainwitness's own built-in
+workloads, whose root is ``trainwitness/workloads``: the framework around them is identified by
+its version in the recorded environment. Files counted: every regular file below the root
 except ``__pycache__`` directories, ``*.pyc``/``*.pyo`` files and names starting with ``.``.
 Paths are relative, ``/``-separated, sorted by their UTF-8 bytes. Content is hashed as stored (no
 line-ending normalisation: the bytes are what runs); the executable bit is recorded. Symbolic links
@@ -38,7 +40,10 @@ class SourceFile:
 
 def locate_source_root(entry_point: str) -> Path:
     """The directory (or single file) whose digest identifies the program, found without importing it."""
-    top_level = entry_point.partition(":")[0].split(".")[0]
+    module = entry_point.partition(":")[0]
+    top_level = module.split(".")[0]
+    if module.startswith("trainwitness.workloads."):
+        return Path(__file__).resolve().parent / "workloads"
     spec = importlib.util.find_spec(top_level)
     if spec is None:
         raise MalformedInputError(f"entry point {entry_point}: package {top_level!r} is not importable")

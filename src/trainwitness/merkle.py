@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .errors import CommitmentError
 
-__all__ = ["leaf_hash", "node_hash", "merkle_root", "InclusionProof", "inclusion_proof", "verify_inclusion"]
+__all__ = ["leaf_hash", "node_hash", "MerkleTree", "merkle_root", "InclusionProof", "inclusion_proof", "verify_inclusion"]
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
@@ -27,28 +27,17 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
-def _split(n: int) -> int:
-    """The largest power of two strictly below ``n`` (n >= 2)."""
-    return 1 << ((n - 1).bit_length() - 1)
-
-
-def _root_of_hashes(hashes: Sequence[bytes]) -> bytes:
-    # Bottom-up over the level list; pairing left to right and carrying an odd last node up
-    # unchanged yields exactly the RFC's recursive split at the largest power of two.
-    level = list(hashes)
-    while len(level) > 1:
+def _levels(hashes: Sequence[bytes]) -> list[list[bytes]]:
+    # Bottom-up: pair left to right and carry an odd last node up unchanged. This builds exactly the
+    # RFC's recursive split at the largest power of two, and keeps every level for O(log n) proofs.
+    levels = [list(hashes)]
+    while len(levels[-1]) > 1:
+        level = levels[-1]
         paired = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
         if len(level) % 2:
             paired.append(level[-1])
-        level = paired
-    return level[0]
-
-
-def merkle_root(leaves: Sequence[bytes]) -> bytes:
-    """Root hash of ``leaves`` (raw leaf data, hashed here with the leaf prefix)."""
-    if not leaves:
-        return EMPTY_ROOT
-    return _root_of_hashes([leaf_hash(leaf) for leaf in leaves])
+        levels.append(paired)
+    return levels
 
 
 @dataclass(frozen=True)
@@ -58,20 +47,37 @@ class InclusionProof:
     path: tuple[bytes, ...]  # sibling hashes, leaf level first
 
 
-def _path(hashes: Sequence[bytes], index: int) -> list[bytes]:
-    if len(hashes) == 1:
-        return []
-    k = _split(len(hashes))
-    if index < k:
-        return _path(hashes[:k], index) + [_root_of_hashes(hashes[k:])]
-    return _path(hashes[k:], index - k) + [_root_of_hashes(hashes[:k])]
+class MerkleTree:
+    """A tree over raw leaves, built once; ``proof(i)`` costs O(log n)."""
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        self.size = len(leaves)
+        self._levels = _levels([leaf_hash(leaf) for leaf in leaves]) if leaves else []
+
+    @property
+    def root(self) -> bytes:
+        return self._levels[-1][0] if self._levels else EMPTY_ROOT
+
+    def proof(self, index: int) -> InclusionProof:
+        if not 0 <= index < self.size:
+            raise ValueError(f"leaf index {index} outside a tree of {self.size} leaves")
+        path = []
+        position = index
+        for level in self._levels[:-1]:
+            sibling = position ^ 1
+            if sibling < len(level):  # a carried last node has no sibling at this level
+                path.append(level[sibling])
+            position >>= 1
+        return InclusionProof(index=index, tree_size=self.size, path=tuple(path))
+
+
+def merkle_root(leaves: Sequence[bytes]) -> bytes:
+    """Root hash of ``leaves`` (raw leaf data, hashed here with the leaf prefix)."""
+    return MerkleTree(leaves).root
 
 
 def inclusion_proof(leaves: Sequence[bytes], index: int) -> InclusionProof:
-    if not 0 <= index < len(leaves):
-        raise ValueError(f"leaf index {index} outside a tree of {len(leaves)} leaves")
-    hashes = [leaf_hash(leaf) for leaf in leaves]
-    return InclusionProof(index=index, tree_size=len(leaves), path=tuple(_path(hashes, index)))
+    return MerkleTree(leaves).proof(index)
 
 
 def verify_inclusion(root: bytes, leaf: bytes, proof: InclusionProof) -> None:

@@ -156,7 +156,10 @@ def read_store_file(store: Path, relpath: str, max_bytes: int) -> bytes:
             raise MalformedInputError(f"store {store}: {relpath} is not a regular file")
         if info.st_size > max_bytes:
             raise MalformedInputError(f"store {store}: {relpath} is {info.st_size} bytes, over the limit")
-        return f.read(max_bytes + 1)
+        data = f.read(info.st_size + 1)
+        if len(data) != info.st_size:
+            raise MalformedInputError(f"store {store}: {relpath} changed while it was read")
+        return data
 
 
 def find_checkpoint(store: Path, step: int) -> str:

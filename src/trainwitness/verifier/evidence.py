@@ -1,0 +1,79 @@
+"""The committed evidence, read from an untrusted store and checked against the signed roots.
+
+Every leaf handed out by ``Evidence`` has had its inclusion proof verified against the attested
+root; every checkpoint file handed out has had its state digest checked against its leaf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from ..attestation import TrainingClaim
+from ..checkpoint import MAX_CHECKPOINT_BYTES, decode_checkpoint
+from ..errors import CommitmentError, ReplayMismatchError
+from ..hashing import format_digest, parse_digest
+from ..merkle import MerkleTree, verify_inclusion
+from ..state import FlatState, state_digest
+from ..store import CheckpointRecord, RunIndex, StepRecord, find_checkpoint, read_index, read_store_file
+
+__all__ = ["Evidence"]
+
+
+@dataclass
+class Evidence:
+    store: Path
+    claim: TrainingClaim
+    index: RunIndex
+    checkpoint_bytes_read: int = 0
+
+    @classmethod
+    def open(cls, store: Path, claim: TrainingClaim) -> Evidence:
+        """Read the index and recompute all three roots (no checkpoint file is read for this)."""
+        evidence = cls(store=store, claim=claim, index=read_index(store))
+        for name, tree in evidence._trees.items():
+            committed = claim.commitments[name]
+            if tree.size != committed.size:
+                raise CommitmentError(f"store index has {tree.size} {name} leaves, the attestation commits to {committed.size}")
+            if format_digest(tree.root) != committed.root:
+                raise CommitmentError(f"store index does not match the attested {name} root")
+        steps = [c.step for c in evidence.index.checkpoints]
+        if steps != claim.checkpoint_steps:
+            raise CommitmentError(f"checkpoints are at steps {steps[:5]}..., not every {claim.checkpoint_interval} steps")
+        return evidence
+
+    @cached_property
+    def _trees(self) -> dict[str, MerkleTree]:
+        return {
+            "checkpoints": MerkleTree(self.index.checkpoint_leaves()),
+            "batches": MerkleTree(self.index.batch_leaves()),
+            "rng": MerkleTree(self.index.rng_leaves()),
+        }
+
+    def _proven(self, tree: str, leaf: bytes, position: int) -> None:
+        """Verify the leaf's inclusion proof standalone against the signed root."""
+        root = parse_digest(self.claim.commitments[tree].root, f"{tree} root")
+        verify_inclusion(root, leaf, self._trees[tree].proof(position))
+
+    def checkpoint(self, i: int) -> CheckpointRecord:
+        record = self.index.checkpoints[i]
+        self._proven("checkpoints", record.leaf(), i)
+        return record
+
+    def step(self, s: int) -> StepRecord:
+        record = self.index.steps[s]
+        self._proven("batches", record.batch_leaf(), s)
+        self._proven("rng", record.rng_leaf(), s)
+        return record
+
+    def load_checkpoint(self, i: int) -> FlatState:
+        """Checkpoint i's file, accepted only if its contents hash to the committed leaf."""
+        record = self.checkpoint(i)
+        relpath = find_checkpoint(self.store, record.step)
+        data = read_store_file(self.store, relpath, MAX_CHECKPOINT_BYTES)
+        self.checkpoint_bytes_read += len(data)
+        flat = decode_checkpoint(data, f"{self.store}/{relpath}")
+        if state_digest(flat) != record.state_digest:
+            raise ReplayMismatchError(f"checkpoint file {relpath} does not hash to its committed state digest (tampered)")
+        return flat
