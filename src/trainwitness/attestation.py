@@ -61,11 +61,11 @@ class TrainingClaim:
 
     @property
     def total_steps(self) -> int:
-        return int(self.hyperparameters["total_steps"])  # type: ignore[arg-type]
+        return int(self.hyperparameters["total_steps"])
 
     @property
     def checkpoint_interval(self) -> int:
-        return int(self.hyperparameters["checkpoint_interval"])  # type: ignore[arg-type]
+        return int(self.hyperparameters["checkpoint_interval"])
 
     @property
     def checkpoint_steps(self) -> list[int]:
@@ -77,7 +77,7 @@ class TrainingClaim:
 
     @property
     def torch_threads(self) -> int:
-        return int(self.environment["torch_threads"])  # type: ignore[arg-type]
+        return int(self.environment["torch_threads"])
 
     def to_json(self) -> dict[str, JSONValue]:
         return {

@@ -24,7 +24,8 @@ Batch = dict[str, torch.Tensor]
 
 
 class Dataset(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def __len__(self) -> int: ...
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .prover import attest_store, record_run
 from .progress import progress_line
+from .prover import attest_store, record_run
 from .signing import generate_keypair, load_private_key
 from .verifier import Report, VerifyOptions, verify_run
 

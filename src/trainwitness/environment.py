@@ -19,7 +19,7 @@ RESULT_AFFECTING = ("torch", "numpy", "torch_threads", "device", "deterministic_
 
 def capture_environment() -> dict[str, JSONValue]:
     device = "cpu"
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         device = f"cuda:{torch.cuda.get_device_name()}"
     return {
         "python": platform.python_version(),

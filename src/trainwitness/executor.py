@@ -47,12 +47,12 @@ class TrainingRun:
     @classmethod
     def start(cls, function: SpecFunction, hyperparameters: Mapping[str, JSONValue]) -> TrainingRun:
         """Seed every generator from the declared seed, then build: this is checkpoint 0."""
-        seed_everything(int(hyperparameters["seed"]))  # type: ignore[arg-type]
+        seed_everything(int(hyperparameters["seed"]))
         spec = function(hyperparameters)
         sampler = ShuffledEpochSampler(
             num_samples=len(spec.dataset),
-            batch_size=int(hyperparameters["batch_size"]),  # type: ignore[arg-type]
-            seed=int(hyperparameters["data_seed"]),  # type: ignore[arg-type]
+            batch_size=int(hyperparameters["batch_size"]),
+            seed=int(hyperparameters["data_seed"]),
         )
         return cls(spec=spec, hyperparameters=hyperparameters, sampler=sampler)
 
@@ -63,7 +63,7 @@ class TrainingRun:
             {"model": self.spec.model.state_dict(), "optimizer": self.spec.optimizer.state_dict(), "scheduler": scheduler}
         )
         rng = capture_rng()
-        skeleton = dict(trainable.skeleton)  # type: ignore[arg-type]
+        skeleton = dict(trainable.skeleton)
         skeleton["rng"] = rng.skeleton
         return FlatState({**trainable.tensors, **rng.tensors}, skeleton)
 

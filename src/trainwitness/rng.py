@@ -31,10 +31,10 @@ def seed_everything(seed: int) -> None:
 def capture_rng() -> FlatState:
     """A copy of every global generator's state, as tensors plus a skeleton."""
     tensors: dict[str, torch.Tensor] = {"rng/torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng/torch_cuda/{i}"] = state
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     tensors["rng/numpy_keys"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
     version, py_state, gauss_next = random.getstate()
     tensors["rng/python_state"] = torch.tensor(py_state, dtype=torch.int64)
@@ -49,7 +49,7 @@ def capture_rng() -> FlatState:
 def restore_rng(flat: FlatState) -> None:
     """Set every global generator from a captured state (read from a verified checkpoint)."""
     try:
-        sk: dict[str, Any] = flat.skeleton  # type: ignore[assignment]
+        sk: dict[str, Any] = flat.skeleton
         torch.set_rng_state(flat.tensors["rng/torch_cpu"].to(torch.uint8))
         cuda_states = [flat.tensors[f"rng/torch_cuda/{i}"] for i in range(int(sk["cuda_devices"]))]
         if cuda_states:

@@ -147,7 +147,7 @@ def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
     if t.device.type != "cpu":
         raise ValueError("tensor digests are taken on CPU tensors; copy device tensors first")
     t = t.contiguous().reshape(-1)
-    return memoryview(t.view(torch.uint8).numpy())
+    return memoryview(t.view(torch.uint8).numpy())  # type: ignore[arg-type]
 
 
 def tensor_digest(name: str, tensor: torch.Tensor, executor: ThreadPoolExecutor | None = None) -> bytes:
@@ -169,7 +169,7 @@ def digest_tensors(
         digests = [tensor_digest(n, tensors[n]) for n in names]
     else:
         digests = list(executor.map(lambda n: tensor_digest(n, tensors[n], None), names))
-    document = {"skeleton": skeleton, "tensors": {n: format_digest(d) for n, d in zip(names, digests)}}
+    document = {"skeleton": skeleton, "tensors": {n: format_digest(d) for n, d in zip(names, digests, strict=True)}}
     return format_digest(domain_hash(domain, canonical_json(document)))
 
 

@@ -202,26 +202,26 @@ def _parse_record(line: bytes, where: str) -> StepRecord | CheckpointRecord:
     if kind == "step":
         expected = {"kind", "step", "sample_ids", "batch_digest", "rng_digest"}
         ids = _field(record, "sample_ids", list, where)
-        if len(ids) > MAX_BATCH_IDS or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):  # type: ignore[arg-type]
+        if len(ids) > MAX_BATCH_IDS or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
             raise MalformedInputError(f"{where}: sample_ids must be non-negative integers")
         parsed: StepRecord | CheckpointRecord = StepRecord(
-            step=_field(record, "step", int, where),  # type: ignore[arg-type]
-            sample_ids=tuple(ids),  # type: ignore[arg-type]
-            batch_digest=_field(record, "batch_digest", str, where),  # type: ignore[arg-type]
-            rng_digest=_field(record, "rng_digest", str, where),  # type: ignore[arg-type]
+            step=_field(record, "step", int, where),
+            sample_ids=tuple(ids),
+            batch_digest=_field(record, "batch_digest", str, where),
+            rng_digest=_field(record, "rng_digest", str, where),
         )
-        parse_digest(parsed.batch_digest, f"{where} batch_digest")
-        parse_digest(parsed.rng_digest, f"{where} rng_digest")
+        parse_digest(record["batch_digest"], f"{where} batch_digest")
+        parse_digest(record["rng_digest"], f"{where} rng_digest")
     elif kind == "checkpoint":
         expected = {"kind", "index", "step", "state_digest", "weights_digest"}
         parsed = CheckpointRecord(
-            index=_field(record, "index", int, where),  # type: ignore[arg-type]
-            step=_field(record, "step", int, where),  # type: ignore[arg-type]
-            state_digest=_field(record, "state_digest", str, where),  # type: ignore[arg-type]
-            weights_digest=_field(record, "weights_digest", str, where),  # type: ignore[arg-type]
+            index=_field(record, "index", int, where),
+            step=_field(record, "step", int, where),
+            state_digest=_field(record, "state_digest", str, where),
+            weights_digest=_field(record, "weights_digest", str, where),
         )
-        parse_digest(parsed.state_digest, f"{where} state_digest")
-        parse_digest(parsed.weights_digest, f"{where} weights_digest")
+        parse_digest(record["state_digest"], f"{where} state_digest")
+        parse_digest(record["weights_digest"], f"{where} weights_digest")
     else:
         raise MalformedInputError(f"{where}: unknown record kind {kind!r}")
     if set(record) != expected:

@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..canonical import canonical_json
+from ..checkpoint import encode_checkpoint
 from ..data import Batch, batch_digest
 from ..executor import snapshot, weights_of
 from ..rng import rng_digest
-from ..checkpoint import encode_checkpoint
 from ..state import FlatState, state_digest, weights_digest
 from ..store import INDEX_FILE, CheckpointRecord, StepRecord, atomic_write, checkpoint_relpath
 

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..canonical import JSONValue, canonical_json, parse_json
-from ..checkpoint import decode_checkpoint, encode_weights
+from ..checkpoint import MAX_CHECKPOINT_BYTES, decode_checkpoint, encode_weights
 from ..code_identity import code_identity
 from ..data import dataset_digest
 from ..environment import apply_execution_settings, capture_environment
 from ..errors import MalformedInputError, MissingInputError
 from ..executor import TrainingRun, weights_of
+from ..spec import load_entry_point, resolve_hyperparameters
 from ..state import state_digest
 from ..store import (
     INDEX_FILE,
@@ -24,8 +25,6 @@ from ..store import (
     read_index,
     read_store_file,
 )
-from ..checkpoint import MAX_CHECKPOINT_BYTES
-from ..spec import load_entry_point, resolve_hyperparameters
 from .recorder import Recorder
 
 __all__ = ["RecordedRun", "record_run"]
@@ -56,7 +55,7 @@ def _declare(entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, co
             "dataset": run.spec.dataset.name,
             "dataset_digest": dataset_digest(run.spec.dataset),
             "num_samples": len(run.spec.dataset),
-            "sampler": run.sampler.describe(),  # type: ignore[dict-item]
+            "sampler": run.sampler.describe(),
         },
         "compression": compress_level,
     }
@@ -117,7 +116,7 @@ def record_run(
         atomic_write(store / RUN_FILE, canonical_json(declared) + b"\n")
         (store / INDEX_FILE).touch()
 
-    steps = checkpoint_steps(int(hp["total_steps"]), int(hp["checkpoint_interval"]))  # type: ignore[arg-type]
+    steps = checkpoint_steps(int(hp["total_steps"]), int(hp["checkpoint_interval"]))
     start_index = 0 if resumed is None else resumed.index + 1
     recorder = Recorder(store, compress_level=compress_level)
     try:

@@ -51,7 +51,8 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dropout(F.relu(self.fc1(x)))
         x = self.dropout(F.relu(self.fc2(x)))
-        return self.head(x)
+        out: torch.Tensor = self.head(x)
+        return out
 
 
 DEFAULTS: dict[str, JSONValue] = {
@@ -70,17 +71,17 @@ DEFAULTS: dict[str, JSONValue] = {
 
 @training_spec(defaults=DEFAULTS)
 def digits(hp: Mapping[str, JSONValue]) -> TrainingSpec:
-    model = MLP(hidden=int(hp["hidden"]), dropout=float(hp["dropout"]))  # type: ignore[arg-type]
+    model = MLP(hidden=int(hp["hidden"]), dropout=float(hp["dropout"]))
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=float(hp["lr"]), momentum=float(hp["momentum"]), weight_decay=float(hp["weight_decay"])  # type: ignore[arg-type]
+        model.parameters(), lr=float(hp["lr"]), momentum=float(hp["momentum"]), weight_decay=float(hp["weight_decay"])
     )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(hp["total_steps"]))  # type: ignore[arg-type]
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(hp["total_steps"]))
 
     def step(batch: Batch) -> torch.Tensor:
         model.train()
         loss = F.cross_entropy(model(batch["image"]), batch["label"])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         scheduler.step()
         return loss.detach()

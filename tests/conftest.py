@@ -1,0 +1,60 @@
+"""Shared fixtures: one short honest digits run, recorded and signed once per session, copied per test."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from trainwitness.prover import attest_store, record_run
+from trainwitness.signing import generate_keypair, load_private_key
+
+DIGITS = "trainwitness.workloads.digits:digits"
+# 120 steps at interval 20: 6 segments, a few seconds to record and to replay in full.
+SHORT_DIGITS = {"total_steps": 120, "checkpoint_interval": 20}
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    root: Path
+    store: Path
+    weights: Path
+    attestation: Path
+    private_key: Path
+    public_key: Path
+
+    def verify_args(self, *extra: str) -> list[str]:
+        return [
+            "verify", str(self.attestation), "--store", str(self.store), "--weights", str(self.weights),
+            "--key", str(self.public_key), *extra,
+        ]
+
+
+def record_and_sign(root: Path, entry_point: str = DIGITS, overrides: dict | None = None, threads: int = 1) -> RecordedRun:
+    root.mkdir(parents=True, exist_ok=True)
+    run = RecordedRun(
+        root=root, store=root / "store", weights=root / "model.safetensors", attestation=root / "attestation.json",
+        private_key=root / "k.key", public_key=root / "k.pub",
+    )
+    generate_keypair(run.private_key, run.public_key)
+    record_run(entry_point, overrides if overrides is not None else SHORT_DIGITS, run.store, run.weights, torch_threads=threads)
+    run.attestation.write_bytes(attest_store(run.store, run.weights, load_private_key(run.private_key)))
+    return run
+
+
+@pytest.fixture(scope="session")
+def _recorded_digits(tmp_path_factory: pytest.TempPathFactory) -> RecordedRun:
+    return record_and_sign(tmp_path_factory.mktemp("digits-run"))
+
+
+@pytest.fixture
+def digits_run(_recorded_digits: RecordedRun, tmp_path: Path) -> RecordedRun:
+    """A private copy of an honest, signed short digits run: tests may tamper with it freely."""
+    root = tmp_path / "run"
+    shutil.copytree(_recorded_digits.root, root)
+    return RecordedRun(*(root / p.relative_to(_recorded_digits.root) for p in (
+        _recorded_digits.root, _recorded_digits.store, _recorded_digits.weights, _recorded_digits.attestation,
+        _recorded_digits.private_key, _recorded_digits.public_key,
+    )))
