@@ -108,6 +108,11 @@ def verify_run(
         for name, (recorded, here) in environment_differences(claim.environment).items():
             report.notes.append(f"environment differs: {name} recorded {recorded!r}, here {here!r}")
         function = load_entry_point(claim.entry_point)
+        if set(function.defaults) != set(claim.hyperparameters):
+            # Nothing may be filled in from defaults: every value that shapes the run must be signed.
+            raise CodeMismatchError(
+                f"the attested hyperparameters {sorted(claim.hyperparameters)} are not the spec's {sorted(function.defaults)}"
+            )
         hp = resolve_hyperparameters(function.defaults, claim.hyperparameters)
         run = TrainingRun.start(function, hp)
         if dataset_digest(run.spec.dataset) != claim.data["dataset_digest"]:
