@@ -125,3 +125,15 @@ def test_cli_manifest_of_the_digits_file_is_the_one_the_prover_signed(digits_run
 def test_cli_manifest_refuses_a_missing_source(tmp_path: Path, capsys) -> None:
     assert main(["data", "manifest", f"x={tmp_path / 'absent.csv'}", "--out", str(tmp_path / "m.jsonl")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_files_are_records_in_the_byte_order_of_their_relative_paths(tmp_path: Path) -> None:
+    # "a.txt" < "a/b" in bytes ('.' is 0x2E, '/' is 0x2F), although the directory "a" sorts before "a.txt" by name.
+    for rel in ["a/b", "a.txt", "a-c", "b/z/y", "b/z.txt", "B"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    from trainwitness.records import list_files
+
+    paths = [rel for rel, _ in list_files(tmp_path)]
+    assert paths == sorted(paths, key=lambda p: p.encode("utf-8"))
+    assert paths == ["B", "a-c", "a.txt", "a/b", "b/z.txt", "b/z/y"]

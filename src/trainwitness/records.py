@@ -26,7 +26,7 @@ from typing import IO
 
 from .errors import MalformedInputError, MissingInputError
 
-__all__ = ["RECORD_FORMATS", "LINE_SUFFIXES", "detect_format", "iter_records", "read_records", "source_size"]
+__all__ = ["RECORD_FORMATS", "LINE_SUFFIXES", "detect_format", "list_files", "iter_records", "read_records"]
 
 RECORD_FORMATS = ("files", "file", "lines", "npy-rows")
 LINE_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv", ".txt")
@@ -64,21 +64,34 @@ def _skipped(name: str) -> bool:
     return name.startswith(".")
 
 
-def list_files(root: Path) -> list[tuple[str, Path]]:
-    """The records of a ``files`` source: (relative path, full path), in record order."""
+def list_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """The records of a ``files`` source: (relative path, full path), in record order, streamed.
+
+    Each directory is listed on its own, its entries sorted by name bytes with a directory's name
+    followed by ``/``, and walked depth first: that visits files exactly in the byte order of their
+    full relative paths, while memory holds one listing per level, never every path of the source.
+    """
     if not root.is_dir():
         raise MissingInputError(f"data source {root} is not a directory")
-    found: list[tuple[str, Path]] = []
-    for directory, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = [d for d in dirnames if not _skipped(d)]
-        for link in (d for d in dirnames if (Path(directory) / d).is_symlink()):
-            raise MalformedInputError(f"data source {root}: {link} is a symbolic link")
-        for name in filenames:
-            if not _skipped(name):
-                full = Path(directory) / name
-                found.append((full.relative_to(root).as_posix(), full))
-    found.sort(key=lambda item: item[0].encode("utf-8"))
-    return found
+    yield from _walk(root, "", root)
+
+
+def _walk(root: Path, prefix: str, directory: Path) -> Iterator[tuple[str, Path]]:
+    entries = []
+    with os.scandir(directory) as listing:
+        for entry in listing:
+            if _skipped(entry.name):
+                continue
+            if entry.is_symlink():
+                raise MalformedInputError(f"data source {root}: {prefix}{entry.name} is a symbolic link")
+            is_dir = entry.is_dir(follow_symlinks=False)
+            entries.append(((entry.name + "/" if is_dir else entry.name).encode("utf-8"), entry.name, is_dir))
+    entries.sort()
+    for _, name, is_dir in entries:
+        if is_dir:
+            yield from _walk(root, f"{prefix}{name}/", directory / name)
+        else:
+            yield prefix + name, directory / name
 
 
 def _read_whole(path: Path) -> bytes:
@@ -137,8 +150,13 @@ def read_records(path: Path, fmt: str, compression: str | None, wanted: Iterable
     if not want:
         return {}
     if fmt == "files":
-        listing = list_files(path)
-        return {i: _read_whole(listing[i][1]) for i in want if i < len(listing)}
+        targets, found = set(want), {}
+        for i, (_, full) in enumerate(list_files(path)):
+            if i in targets:
+                found[i] = _read_whole(full)
+            if i >= want[-1]:
+                break
+        return found
     if fmt == "npy-rows":
         array = _npy(path)
         return {i: array[i].tobytes(order="C") for i in want if i < array.shape[0]}
@@ -151,9 +169,3 @@ def read_records(path: Path, fmt: str, compression: str | None, wanted: Iterable
             break
     return found
 
-
-def source_size(path: Path) -> int:
-    """Bytes the source occupies on disk (for the report's 'read X of Y')."""
-    if path.is_dir():
-        return sum(full.stat().st_size for _, full in list_files(path))
-    return path.stat().st_size
