@@ -149,22 +149,17 @@ def read_records(path: Path, fmt: str, compression: str | None, wanted: Iterable
     want = sorted(set(wanted))
     if not want:
         return {}
-    if fmt == "files":
-        targets, found = set(want), {}
-        for i, (_, full) in enumerate(list_files(path)):
-            if i in targets:
-                found[i] = _read_whole(full)
-            if i >= want[-1]:
-                break
-        return found
     if fmt == "npy-rows":
         array = _npy(path)
         return {i: array[i].tobytes(order="C") for i in want if i < array.shape[0]}
-    found: dict[int, bytes] = {}
-    targets = set(want)
-    for i, record in enumerate(iter_records(path, fmt, compression)):
+    # files: walk the listing, open only the wanted files; lines: scan, keep only the wanted lines.
+    positions: Iterator[Path] | Iterator[bytes] = (
+        (full for _, full in list_files(path)) if fmt == "files" else iter_records(path, fmt, compression)
+    )
+    targets, found = set(want), {}
+    for i, item in enumerate(positions):
         if i in targets:
-            found[i] = record
+            found[i] = _read_whole(item) if isinstance(item, Path) else item
         if i >= want[-1]:
             break
     return found
