@@ -156,7 +156,7 @@ def read_records(path: Path, fmt: str, compression: str | None, wanted: Iterable
     positions: Iterator[Path] | Iterator[bytes] = (
         (full for _, full in list_files(path)) if fmt == "files" else iter_records(path, fmt, compression)
     )
-    targets, found = set(want), {}
+    targets, found = set(want), dict[int, bytes]()
     for i, item in enumerate(positions):
         if i in targets:
             found[i] = _read_whole(item) if isinstance(item, Path) else item
