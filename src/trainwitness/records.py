@@ -153,7 +153,7 @@ def read_records(path: Path, fmt: str, compression: str | None, wanted: Iterable
         array = _npy(path)
         return {i: array[i].tobytes(order="C") for i in want if i < array.shape[0]}
     # files: walk the listing, open only the wanted files; lines: scan, keep only the wanted lines.
-    positions: Iterator[Path] | Iterator[bytes] = (
+    positions: Iterator[Path | bytes] = (
         (full for _, full in list_files(path)) if fmt == "files" else iter_records(path, fmt, compression)
     )
     targets, found = set(want), dict[int, bytes]()
