@@ -1,10 +1,11 @@
 """Peak memory of building a dataset manifest: it must stay flat as the data grows (target < 200 MB at 1 GB).
 
-Generates N files of random bytes in a temporary directory (about --gib GiB in all), then builds the
+Generates random samples in a temporary directory (about --gib GiB in all: files, one JSON-lines file or
+one .npy array), then builds the
 manifest in a fresh child process (so that generation does not count) and reports that process's
 peak resident set size, with its baseline after imports, for each requested size.
 
-    PYTHONPATH=src python benchmarks/manifest_memory.py --gib 0.25 1
+    PYTHONPATH=src python benchmarks/manifest_memory.py --gib 0.25 1 [--kind files|jsonl|npy] [--sample-kib 64]
 """
 
 from __future__ import annotations
@@ -32,19 +33,37 @@ print(json.dumps({
 """
 
 
-def _generate(directory: Path, total_bytes: int, file_bytes: int) -> int:
-    count = max(1, total_bytes // file_bytes)
-    for i in range(count):
-        sub = directory / f"{i // 1000:04d}"
-        sub.mkdir(exist_ok=True)
-        (sub / f"{i:08d}.bin").write_bytes(os.urandom(file_bytes))
-    return count
+def _generate(directory: Path, kind: str, total_bytes: int, sample_bytes: int) -> tuple[Path, int]:
+    """The source to build a manifest of, and its number of samples."""
+    count = max(1, total_bytes // sample_bytes)
+    if kind == "files":
+        for i in range(count):
+            sub = directory / f"{i // 1000:04d}"
+            sub.mkdir(exist_ok=True)
+            (sub / f"{i:08d}.bin").write_bytes(os.urandom(sample_bytes))
+        return directory, count
+    if kind == "jsonl":
+        path = directory / "data.jsonl"
+        with open(path, "wb") as f:
+            for i in range(count):
+                f.write(b'{"id":%d,"text":"%s"}\n' % (i, os.urandom(sample_bytes // 2 - 16).hex().encode()))
+        return path, count
+    path = directory / "data.npy"
+    header = {"descr": "|u1", "fortran_order": False, "shape": (count, sample_bytes)}
+    with open(path, "wb") as f:
+        import numpy as np
+
+        np.lib.format.write_array_header_1_0(f, header)
+        for _ in range(count):
+            f.write(os.urandom(sample_bytes))
+    return path, count
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, nargs="+", default=[0.25, 1.0], help="dataset sizes to measure, in GiB")
-    parser.add_argument("--file-kib", type=int, default=64, help="size of each generated file (one sample)")
+    parser.add_argument("--kind", choices=["files", "jsonl", "npy"], default="files", help="a directory of files, a JSON-lines file or a .npy array")
+    parser.add_argument("--sample-kib", type=int, default=64, help="size of each generated sample")
     args = parser.parse_args()
     results = []
     for gib in args.gib:
@@ -52,17 +71,17 @@ def main() -> None:
             data = Path(tmp) / "data"
             data.mkdir()
             started = time.perf_counter()
-            files = _generate(data, int(gib * 1024**3), args.file_kib * 1024)
+            source, samples = _generate(data, args.kind, int(gib * 1024**3), args.sample_kib * 1024)
             generated = time.perf_counter() - started
             child = subprocess.run(
-                [sys.executable, "-c", _CHILD, str(data), str(Path(tmp) / "manifest.jsonl")],
+                [sys.executable, "-c", _CHILD, str(source), str(Path(tmp) / "manifest.jsonl")],
                 check=True, capture_output=True, text=True,
             )
             result = json.loads(child.stdout)
-            result.update({"gib": gib, "files": files, "generate_seconds": round(generated, 1)})
+            result.update({"gib": gib, "kind": args.kind, "generate_seconds": round(generated, 1)})
             results.append(result)
             print(
-                f"{gib:g} GiB, {files} files of {args.file_kib} KiB: manifest in {result['seconds']:.1f} s, "
+                f"{gib:g} GiB, {samples} samples of {args.sample_kib} KiB ({args.kind}): manifest in {result['seconds']:.1f} s, "
                 f"peak RSS {result['peak_rss_mib']:.1f} MiB (baseline after imports {result['baseline_rss_mib']:.1f} MiB)",
                 flush=True,
             )

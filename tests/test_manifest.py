@@ -67,6 +67,7 @@ def test_records_of_each_format(tmp_path: Path) -> None:
     assert list(iter_records(tmp_path / "x.npy", "npy-rows")) == [np.array([2 * i, 2 * i + 1], dtype=np.int16).tobytes() for i in range(3)]
     assert read_records(tmp_path / "dir", "files", None, [2, 0, 9]) == {0: b"A", 2: b"C"}
     assert read_records(tmp_path / "x.jsonl", "lines", None, [1]) == {1: b'{"a":2}'}
+    assert read_records(tmp_path / "x.npy", "npy-rows", None, [2, 7]) == {2: np.array([4, 5], dtype=np.int16).tobytes()}
 
 
 def test_manifest_built_from_sources_lists_every_sample(tmp_path: Path) -> None:

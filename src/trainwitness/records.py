@@ -111,16 +111,39 @@ def _lines(path: Path, compression: str | None) -> Iterator[bytes]:
             raise MalformedInputError(f"data source {path}: cannot be decompressed ({e})") from e
 
 
-def _npy(path: Path):  # type: ignore[no-untyped-def]
-    import numpy as np
+def _npy_layout(f: IO[bytes], path: Path) -> tuple[int, int, int]:
+    """(rows, bytes per row, offset of row 0) of a C-order ``.npy`` file without objects; read with plain reads
+    (not a memory map, whose touched pages would count against the process's memory)."""
+    from numpy.lib import format as npy_format
 
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        version = npy_format.read_magic(f)
+        read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(f)
     except (ValueError, OSError) as e:
         raise MalformedInputError(f"data source {path}: not a readable .npy array without objects ({e})") from e
-    if array.ndim == 0:
+    if dtype.hasobject:
+        raise MalformedInputError(f"data source {path}: not a readable .npy array without objects (dtype {dtype})")
+    if len(shape) == 0:
         raise MalformedInputError(f"data source {path}: a 0-dimensional array has no rows")
-    return array
+    if fortran_order and len(shape) > 1:
+        raise MalformedInputError(f"data source {path}: a Fortran-order array's rows are not contiguous; save it in C order")
+    row_bytes = dtype.itemsize
+    for extent in shape[1:]:
+        row_bytes *= extent
+    return shape[0], row_bytes, f.tell()
+
+
+def _npy_rows(path: Path, wanted: list[int] | None) -> Iterator[tuple[int, bytes]]:
+    with _open_regular(path) as f:
+        rows, row_bytes, offset = _npy_layout(f, path)
+        for i in range(rows) if wanted is None else (i for i in wanted if i < rows):
+            if wanted is not None:
+                f.seek(offset + i * row_bytes)
+            row = f.read(row_bytes)
+            if len(row) != row_bytes:
+                raise MalformedInputError(f"data source {path}: truncated at row {i}")
+            yield i, row
 
 
 def iter_records(path: Path, fmt: str, compression: str | None = None) -> Iterator[bytes]:
@@ -133,9 +156,8 @@ def iter_records(path: Path, fmt: str, compression: str | None = None) -> Iterat
     elif fmt == "lines":
         yield from _lines(path, compression)
     elif fmt == "npy-rows":
-        array = _npy(path)
-        for i in range(array.shape[0]):
-            yield array[i].tobytes(order="C")
+        for _, row in _npy_rows(path, None):
+            yield row
     else:
         raise MalformedInputError(f"data source {path}: unknown record format {fmt!r}")
 
@@ -150,8 +172,7 @@ def read_records(path: Path, fmt: str, compression: str | None, wanted: Iterable
     if not want:
         return {}
     if fmt == "npy-rows":
-        array = _npy(path)
-        return {i: array[i].tobytes(order="C") for i in want if i < array.shape[0]}
+        return dict(_npy_rows(path, want))
     # files: walk the listing, open only the wanted files; lines: scan, keep only the wanted lines.
     positions: Iterator[Path | bytes] = (
         (full for _, full in list_files(path)) if fmt == "files" else iter_records(path, fmt, compression)
