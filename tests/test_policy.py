@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -136,3 +137,20 @@ def test_a_signed_data_licence_that_contradicts_the_code_is_rejected(digits_run:
 def test_an_unknown_policy_name_is_an_input_error(digits_run: RecordedRun, capsys) -> None:
     assert main(digits_run.verify_args("--segments", "1", "--policy", "nonesuch")) == 2
     assert "nonesuch" in capsys.readouterr().err
+
+
+def test_weights_licence_and_source_uri_given_at_training_are_signed(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "cli"
+    assert main(["keygen", "--out", str(root)]) == 0
+    assert main([
+        "train", "trainwitness.workloads.digits:digits", "--store", str(root / "store"), "--weights", str(root / "m.safetensors"),
+        "--set", "total_steps=4", "--set", "checkpoint_interval=2", "--weights-license", "CC-BY-4.0",
+        "--source-uri", "https://example.org/src.git", "--key", str(root / "trainwitness.key"), "--attestation", str(root / "a.json"),
+    ]) == 0
+    statement = json.loads(base64.b64decode(json.loads((root / "a.json").read_text())["payload"]))
+    assert statement["predicate"]["weights_license"] == "CC-BY-4.0"
+    assert statement["predicate"]["code"]["source_uri"] == "https://example.org/src.git"
+    verify = ["verify", str(root / "a.json"), "--store", str(root / "store"), "--weights", str(root / "m.safetensors"),
+              "--key", str(root / "trainwitness.pub"), "--all", "--policy", "debian-dfsg"]
+    assert main(verify) == 0
+    assert "[ok] policy: policy debian-dfsg: weights CC-BY-4.0" in capsys.readouterr().out

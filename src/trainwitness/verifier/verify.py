@@ -95,7 +95,8 @@ def _import_from(code: Path, entry_point: str) -> None:
     if name != top_level:
         raise MalformedInputError(f"--code {code}: the entry point's package is {top_level!r}, not {name!r}")
     loaded = sys.modules.get(top_level)
-    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve().parent != code.resolve():
+    expected = code.resolve() if code.is_file() else code.resolve() / "__init__.py"
+    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() != expected:
         raise MalformedInputError(f"--code {code}: {top_level} is already imported from {loaded.__file__}")
     sys.path.insert(0, str(code.resolve().parent))
     importlib.invalidate_caches()
