@@ -117,3 +117,32 @@ def test_verify_rejects_augmentation_from_an_uncommitted_generator(tmp_path: Pat
     assert main(run.verify_args("--all")) == 1
     out = capsys.readouterr().out
     assert "[FAIL] replay: segment 0 (steps 0->10): replay does not land on checkpoint 1" in out
+
+
+def test_two_sources_verify_from_auditor_copies_and_a_missing_file_is_named(tmp_path: Path, monkeypatch, capsys) -> None:
+    import shutil
+
+    from .two_source_spec import write_data
+
+    prover_data = tmp_path / "prover-data"
+    prover_data.mkdir()
+    write_data(prover_data)
+    monkeypatch.setenv("TRAINWITNESS_TEST_DATA", str(prover_data))
+    run = record_and_sign(tmp_path / "run", "tests.two_source_spec:two_sources", {})
+    manifest = json.loads((run.store / "manifest.jsonl").read_bytes().split(b"\n")[0])
+    assert [(s["name"], s["format"], s["num_samples"]) for s in manifest["sources"]] == [("points", "files", 24), ("extra", "npy-rows", 16)]
+
+    auditor = tmp_path / "auditor"
+    shutil.copytree(prover_data, auditor)
+    monkeypatch.setenv("TRAINWITNESS_TEST_DATA", str(tmp_path / "nowhere"))  # only --data can find the data now
+    data = ["--data", f"points={auditor / 'points'}", "--data", f"extra={auditor / 'extra.npy'}"]
+    assert main(run.verify_args("--all", *data)) == 0
+    assert "ACCEPT" in capsys.readouterr().out
+
+    used = sorted({i for step in range(10) for i in ShuffledEpochSampler(40, 8, 3).batch_ids(step)})
+    gone = next(i for i in used if i < 24)
+    (auditor / "points" / "a" / f"{gone:03d}.txt").unlink()  # a later file moves up: every id from here on differs
+    assert main(run.verify_args("--all", *data)) == 1
+    out = capsys.readouterr().out
+    assert f"source points: missing from {auditor / 'points'}: sample ids 23" in out
+    assert f"differ from the manifest: sample ids {gone}, " in out

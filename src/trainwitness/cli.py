@@ -93,7 +93,6 @@ def _name_value(text: str, option: str) -> tuple[str, str]:
 
 def _data_manifest(args: argparse.Namespace) -> int:
     from .manifest import SourceInput, build_manifest
-    from .progress import progress_line
 
     licenses = dict(_name_value(item, "--license") for item in args.license)
     descriptions = dict(_name_value(item, "--description") for item in args.description)
@@ -112,8 +111,13 @@ def _data_manifest(args: argparse.Namespace) -> int:
     unknown = sorted((set(licenses) | set(descriptions) | set(uris)) - {i.name for i in inputs})
     if unknown:
         raise MalformedInputError(f"--license/--description/--uri name sources that are not given: {', '.join(unknown)}")
-    show = progress_line("samples")
-    summary = build_manifest(inputs, args.out, progress=lambda samples, _bytes: show(samples, samples + 1))
+    def show(samples: int, source_bytes: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\rsamples: {samples}, this source: {source_bytes / 2**20:.1f} MiB", end="", file=sys.stderr, flush=True)
+
+    summary = build_manifest(inputs, args.out, progress=show)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
     print(f"manifest {args.out}: {summary.num_samples} samples, {summary.total_bytes} bytes, root {summary.root}")
     for source in summary.sources:
         print(f"  {source.name}: {source.num_samples} samples ({source.format}), licence {source.license}")

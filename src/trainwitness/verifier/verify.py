@@ -220,8 +220,10 @@ def verify_run(
         ]
         report.data_total_bytes = manifest.summary.total_bytes
         if isinstance(run.spec.dataset, SourceDataset):
-            prefetch(run.spec.dataset, access, needed)
-            report.data_bytes_read, report.data_samples_read = access.bytes_read, access.samples_read
+            try:
+                prefetch(run.spec.dataset, access, needed)
+            finally:  # a rejected audit still reports what it read
+                report.data_bytes_read, report.data_samples_read = access.bytes_read, access.samples_read
         else:
             report.data_bytes_read = check_code_built_samples(run.spec.dataset, manifest, needed)
             report.data_samples_read = len(set(needed))
