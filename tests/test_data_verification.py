@@ -146,3 +146,10 @@ def test_two_sources_verify_from_auditor_copies_and_a_missing_file_is_named(tmp_
     out = capsys.readouterr().out
     assert f"source points: missing from {auditor / 'points'}: sample ids 23" in out
     assert f"differ from the manifest: sample ids {gone}, " in out
+
+
+def test_an_uncompressed_auditor_copy_verifies_because_records_not_files_are_proven(digits_run: RecordedRun, tmp_path: Path, capsys) -> None:
+    plain = tmp_path / "digits.csv"
+    plain.write_bytes(gzip.decompress(digits_csv_path().read_bytes()))
+    assert main(digits_run.verify_args("--segments", "1", "--seed", "0", "--data", f"{SOURCE}={plain}")) == 0
+    assert "ACCEPT" in capsys.readouterr().out

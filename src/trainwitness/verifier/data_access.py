@@ -13,7 +13,7 @@ from pathlib import Path
 from ..data import Dataset, DataSource, SourceDataset, sample_digest
 from ..errors import DataMismatchError, MalformedInputError
 from ..manifest import ManifestIndex, record_digest
-from ..records import read_records
+from ..records import detect_format, read_records
 
 __all__ = ["CheckedRecords", "prefetch", "check_code_built_samples", "describe_ids"]
 
@@ -64,7 +64,9 @@ class CheckedRecords:
         if declared.format == "tensors":
             raise MalformedInputError(f"source {source.name} is built in code; it has no records to read")
         path = self._path(source)
-        found = read_records(path, declared.format, declared.compression, wanted)
+        # Records are what is proven, not files: a line source may be kept compressed or not.
+        compression = detect_format(path)[1] if declared.format == "lines" else declared.compression
+        found = read_records(path, declared.format, compression, wanted)
         missing = [offset + p for p in wanted if p not in found]
         changed = []
         for p, record in found.items():
