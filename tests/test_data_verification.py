@@ -153,3 +153,13 @@ def test_an_uncompressed_auditor_copy_verifies_because_records_not_files_are_pro
     plain.write_bytes(gzip.decompress(digits_csv_path().read_bytes()))
     assert main(digits_run.verify_args("--segments", "1", "--seed", "0", "--data", f"{SOURCE}={plain}")) == 0
     assert "ACCEPT" in capsys.readouterr().out
+
+
+def test_a_dataset_built_at_import_still_reads_only_proven_records(tmp_path: Path, capsys) -> None:
+    run = record_and_sign(tmp_path / "early", "tests.early_dataset_spec:early_digits", {"total_steps": 4, "checkpoint_interval": 2})
+    lines = _digits_lines()
+    changed = _first_batch()[3]
+    lines[changed] = lines[changed].replace(b"0,", b"2,", 1)
+    copy = _auditor_copy(tmp_path / "changed.csv.gz", lines)
+    assert main(run.verify_args("--all", "--data", f"{SOURCE}={copy}")) == 1
+    assert f"differ from the manifest: sample ids {changed}" in capsys.readouterr().out

@@ -146,6 +146,11 @@ class SourceDataset:
         self.access: RecordAccess = _record_access.get() or LocalRecords()  # captured when the spec builds it
         self._counts: list[int] | None = None
 
+    def bind(self, access: RecordAccess) -> None:
+        """Read records through ``access`` from now on (the verifier's, if the spec built this dataset early)."""
+        self.access = access
+        self._counts = None
+
     def _locate(self, index: int) -> tuple[DataSource, int]:
         if self._counts is None:
             self._counts = [self.access.count(s) for s in self.sources]

@@ -199,7 +199,9 @@ def verify_run(
         access = CheckedRecords(manifest, options.data)
         with use_record_access(access):
             run = TrainingRun.start(function, hp)
-        if len(run.spec.dataset) != manifest.summary.num_samples:
+        if isinstance(run.spec.dataset, SourceDataset) and run.spec.dataset.access is not access:
+            run.spec.dataset.bind(access)  # built outside the spec call (e.g. at import): still read only proven records
+        if len(run.spec.dataset) != manifest.summary.num_samples or run.sampler.num_samples != manifest.summary.num_samples:
             raise DataMismatchError(f"dataset {run.spec.dataset.name} has {len(run.spec.dataset)} samples, the manifest {len(manifest)}")
         _check_committed_batches(evidence, run)
         report.passed("batches", f"every step's sample ids are the declared sampler's (seed {hp['data_seed']})")
