@@ -11,6 +11,7 @@ from trainwitness.cli import main
 from trainwitness.prover import attest_store
 from trainwitness.sampler import ShuffledEpochSampler
 from trainwitness.signing import load_private_key
+from trainwitness.verifier.data_access import CheckedRecords
 from trainwitness.workloads.digits import digits_csv_path
 
 from .conftest import RecordedRun, record_and_sign
@@ -163,3 +164,6 @@ def test_a_dataset_built_at_import_still_reads_only_proven_records(tmp_path: Pat
     copy = _auditor_copy(tmp_path / "changed.csv.gz", lines)
     assert main(run.verify_args("--all", "--data", f"{SOURCE}={copy}")) == 1
     assert f"differ from the manifest: sample ids {changed}" in capsys.readouterr().out
+    from .early_dataset_spec import DATASET
+
+    assert isinstance(DATASET.access, CheckedRecords)  # replay reads the proven records, not the local copy
