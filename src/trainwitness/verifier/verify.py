@@ -135,8 +135,8 @@ def verify_run(
     """Verify a training run's attestation against its store and final weights.
 
     Plan: (1) signature, (2) statement and licence policy, (3) code identity, (4) store index against
-    the three roots and every batch's sample ids against the sampler, (5) final weights, (6) manifest
-    and seeded start, (7) draw segments and prove the samples they use, (8) replay each bitwise.
+    the three roots, (5) final weights, (6) manifest, seeded start, and every step's sample ids
+    against the sampler, (7) draw segments and prove the samples they use, (8) replay each bitwise.
     A failed check ends the run of checks that depend on it and is recorded in the report;
     unreadable input raises ``InputError`` (nothing was decided).
     """
