@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trainwitness.prover import attest_store, record_run
+from trainwitness.prover import Declarations, attest_store, record_run
 from trainwitness.signing import generate_keypair, load_private_key
 
 DIGITS = "trainwitness.workloads.digits:digits"
@@ -32,14 +32,20 @@ class RecordedRun:
         ]
 
 
-def record_and_sign(root: Path, entry_point: str = DIGITS, overrides: dict | None = None, threads: int = 1) -> RecordedRun:
+def record_and_sign(
+    root: Path, entry_point: str = DIGITS, overrides: dict | None = None, threads: int = 1, *,
+    weights_license: str | None = None, source_uri: str | None = None,
+) -> RecordedRun:
     root.mkdir(parents=True, exist_ok=True)
     run = RecordedRun(
         root=root, store=root / "store", weights=root / "model.safetensors", attestation=root / "attestation.json",
         private_key=root / "k.key", public_key=root / "k.pub",
     )
     generate_keypair(run.private_key, run.public_key)
-    record_run(entry_point, overrides if overrides is not None else SHORT_DIGITS, run.store, run.weights, torch_threads=threads)
+    record_run(
+        entry_point, overrides if overrides is not None else SHORT_DIGITS, run.store, run.weights, torch_threads=threads,
+        declarations=Declarations(weights_license=weights_license, source_uri=source_uri),
+    )
     run.attestation.write_bytes(attest_store(run.store, run.weights, load_private_key(run.private_key)))
     return run
 

@@ -13,6 +13,7 @@ from typing import Any
 from .canonical import JSONValue, canonical_json, parse_json
 from .errors import MalformedInputError
 from .hashing import parse_digest
+from .manifest import ManifestSummary
 from .spec import REQUIRED_HYPERPARAMETERS
 from .store import checkpoint_steps
 
@@ -58,6 +59,12 @@ class TrainingClaim:
     commitments: dict[str, TreeCommitment]
     final_state_digest: str
     final_weights_digest: str
+    weights_license: str | None = None  # SPDX expression the prover declares for the weights
+
+    @property
+    def manifest(self) -> ManifestSummary:
+        """The signed data summary (validated in ``from_json``)."""
+        return ManifestSummary.from_json(self.data["manifest"], "attestation: predicate.data.manifest")
 
     @property
     def total_steps(self) -> int:
@@ -87,6 +94,7 @@ class TrainingClaim:
             "data": self.data,
             "commitments": {name: c.to_json() for name, c in self.commitments.items()},
             "final": {"state_digest": self.final_state_digest, "weights_digest": self.final_weights_digest},
+            "weights_license": self.weights_license,
         }
 
     @classmethod
@@ -94,6 +102,8 @@ class TrainingClaim:
         code = _get(obj, "code", dict, "predicate")
         _get(code, "entry_point", str, "predicate.code")
         _digest(code, "tree_digest", "predicate.code")
+        if code.get("source_uri") is not None:
+            _get(code, "source_uri", str, "predicate.code")
         environment = _get(obj, "environment", dict, "predicate")
         threads = _get(environment, "torch_threads", int, "predicate.environment")
         if not 1 <= threads <= 1024:
@@ -104,12 +114,16 @@ class TrainingClaim:
             if value < (0 if key in ("seed", "data_seed") else 1):
                 raise MalformedInputError(f"attestation: predicate.hyperparameters.{key} out of range")
         data = _get(obj, "data", dict, "predicate")
-        _digest(data, "dataset_digest", "predicate.data")
-        _get(data, "num_samples", int, "predicate.data")
+        manifest = ManifestSummary.from_json(_get(data, "manifest", dict, "predicate.data"), "attestation: predicate.data.manifest")
+        if _get(data, "num_samples", int, "predicate.data") != manifest.num_samples:
+            raise MalformedInputError("attestation: predicate.data.num_samples is not the manifest's sample count")
         sampler = _get(data, "sampler", dict, "predicate.data")
         for key in ("seed", "batch_size"):
             if _get(sampler, key, int, "predicate.data.sampler") != hp["batch_size" if key == "batch_size" else "data_seed"]:
                 raise MalformedInputError(f"attestation: predicate.data.sampler.{key} contradicts the hyperparameters")
+        if _get(sampler, "num_samples", int, "predicate.data.sampler") != manifest.num_samples:
+            raise MalformedInputError("attestation: predicate.data.sampler.num_samples is not the manifest's sample count")
+        weights_license = _get(obj, "weights_license", str, "predicate") if obj.get("weights_license") is not None else None
         raw_commitments = _get(obj, "commitments", dict, "predicate")
         if set(raw_commitments) != set(TREES):
             raise MalformedInputError(f"attestation: predicate.commitments must name exactly {TREES}")
@@ -129,6 +143,7 @@ class TrainingClaim:
             commitments=commitments,
             final_state_digest=_digest(final, "state_digest", "predicate.final"),
             final_weights_digest=_digest(final, "weights_digest", "predicate.final"),
+            weights_license=weights_license,
         )
         claim._check_tree_sizes()
         return claim

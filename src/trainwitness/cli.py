@@ -32,7 +32,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from .progress import progress_line
-    from .prover import attest_store, record_run
+    from .prover import Declarations, attest_store, record_run
     from .signing import load_private_key
     from .spec import parse_override
 
@@ -45,6 +45,7 @@ def _train(args: argparse.Namespace) -> int:
         torch_threads=args.threads,
         compress_level=None if args.no_compress else args.zstd_level,
         progress=progress_line("steps"),
+        declarations=Declarations(weights_license=args.weights_license, source_uri=args.source_uri),
     )
     if run.resumed_from_step is not None:
         print(f"resumed from the checkpoint at step {run.resumed_from_step}")
@@ -69,12 +70,58 @@ def _verify(args: argparse.Namespace) -> int:
     from .progress import progress_line
     from .verifier import VerifyOptions, verify_run
 
-    options = VerifyOptions(segments=None if args.all else args.segments, seed=args.seed)
+    options = VerifyOptions(
+        segments=None if args.all else args.segments,
+        seed=args.seed,
+        data={name: Path(path) for name, path in (_name_value(item, "--data") for item in args.data)},
+        code=args.code,
+        policy=args.policy,
+    )
     report = verify_run(args.attestation, args.store, args.weights, args.key, options, progress_line("segments"))
     print(report.to_text())
     if args.json is not None:
         args.json.write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
     return 0 if report.accepted else 1
+
+
+def _name_value(text: str, option: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise MalformedInputError(f"{option} expects NAME=VALUE, not {text!r}")
+    return name, value
+
+
+def _data_manifest(args: argparse.Namespace) -> int:
+    from .manifest import SourceInput, build_manifest
+
+    licenses = dict(_name_value(item, "--license") for item in args.license)
+    descriptions = dict(_name_value(item, "--description") for item in args.description)
+    uris = dict(_name_value(item, "--uri") for item in args.uri)
+    inputs = []
+    for item in args.sources:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = Path(item).name.split(".")[0] or "source", item
+        inputs.append(
+            SourceInput(
+                name=name, path=Path(path), license=licenses.get(name, "NOASSERTION"),
+                description=descriptions.get(name, ""), uri=uris.get(name),
+            )
+        )
+    unknown = sorted((set(licenses) | set(descriptions) | set(uris)) - {i.name for i in inputs})
+    if unknown:
+        raise MalformedInputError(f"--license/--description/--uri name sources that are not given: {', '.join(unknown)}")
+    def show(samples: int, source_bytes: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\rsamples: {samples}, this source: {source_bytes / 2**20:.1f} MiB", end="", file=sys.stderr, flush=True)
+
+    summary = build_manifest(inputs, args.out, progress=show)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(f"manifest {args.out}: {summary.num_samples} samples, {summary.total_bytes} bytes, root {summary.root}")
+    for source in summary.sources:
+        print(f"  {source.name}: {source.num_samples} samples ({source.format}), licence {source.license}")
+    return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -119,6 +166,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compress", action="store_true")
     p.add_argument("--key", type=Path, help="private key: sign an attestation when training ends")
     p.add_argument("--attestation", type=Path, default=Path("attestation.json"))
+    p.add_argument("--weights-license", "--weights-licence", dest="weights_license", metavar="SPDX",
+                   help="SPDX licence expression of the weights (signed)")
+    p.add_argument("--source-uri", help="where the training program's source can be obtained (signed)")
 
     p = sub.add_parser("attest", help="sign the attestation of a completed store")
     p.add_argument("--store", type=Path, required=True)
@@ -136,6 +186,20 @@ def _parser() -> argparse.ArgumentParser:
     how_many.add_argument("--all", action="store_true", help="replay every segment")
     p.add_argument("--seed", type=int, help="seed the segment draw for a reproducible audit (default: OS randomness)")
     p.add_argument("--json", type=Path, help="also write the report as JSON")
+    p.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
+                   help="read declared data source NAME from the auditor's copy at PATH")
+    p.add_argument("--code", type=Path, metavar="DIR", help="the auditor's copy of the training program's source tree")
+    p.add_argument("--policy", metavar="NAME|FILE", help="licence policy (fedora-content, debian-dfsg, or a TOML file)")
+
+    p = sub.add_parser("data", help="dataset manifests")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser("manifest", help="build a manifest (per-sample digests, Merkle root) from data sources")
+    q.add_argument("sources", nargs="+", metavar="[NAME=]PATH",
+                   help="a directory of files, a file, a .jsonl/.csv (optionally .gz) file, or a .npy array")
+    q.add_argument("--out", type=Path, required=True)
+    q.add_argument("--license", "--licence", action="append", default=[], metavar="NAME=SPDX")
+    q.add_argument("--description", action="append", default=[], metavar="NAME=TEXT")
+    q.add_argument("--uri", action="append", default=[], metavar="NAME=URI", help="where the source can be obtained")
 
     p = sub.add_parser("inspect", help="print what an attestation claims (signature not checked)")
     p.add_argument("attestation", type=Path)
@@ -151,6 +215,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _train,
     "attest": _attest,
     "verify": _verify,
+    "data": _data_manifest,
     "inspect": _inspect,
     "demo": _demo,
 }

@@ -8,6 +8,11 @@ except ``__pycache__`` directories, ``*.pyc``/``*.pyo`` files and names starting
 Paths are relative, ``/``-separated, sorted by their UTF-8 bytes. Content is hashed as stored (no
 line-ending normalisation: the bytes are what runs); the executable bit is recorded. Symbolic links
 are refused. Tree digest: Merkle root over leaves ``{"executable","path","sha256","type":"file"}``.
+
+The per-file list is kept in the store (``run.json``, ``code_files``); it is trusted only after it
+hashes to the signed tree digest, and then tells an auditor exactly which files differ
+(``diff_files``). Where the prover names where the source can be obtained (``train --source-uri``),
+that URI is signed with the digest (``code.source_uri``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,17 @@ from .errors import MalformedInputError
 from .hashing import format_digest
 from .merkle import merkle_root
 
-__all__ = ["SourceFile", "locate_source_root", "source_files", "tree_digest", "git_commit", "code_identity"]
+__all__ = [
+    "SourceFile",
+    "FileDiff",
+    "locate_source_root",
+    "source_files",
+    "tree_digest",
+    "files_from_json",
+    "diff_files",
+    "git_commit",
+    "code_identity",
+]
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,52 @@ def source_files(root: Path) -> list[SourceFile]:
 
 def tree_digest(files: list[SourceFile]) -> str:
     return format_digest(merkle_root([f.leaf() for f in files]))
+
+
+def files_from_json(value: object, where: str) -> list[SourceFile]:
+    """A per-file list read from untrusted JSON (check it against a signed tree digest before use)."""
+    if not isinstance(value, list):
+        raise MalformedInputError(f"{where}: the file list is not a list")
+    files = []
+    for item in value:
+        if (
+            not isinstance(item, dict)
+            or set(item) != {"path", "sha256", "executable"}
+            or not isinstance(item["path"], str)
+            or not isinstance(item["sha256"], str)
+            or not isinstance(item["executable"], bool)
+        ):
+            raise MalformedInputError(f"{where}: each file is {{path, sha256, executable}}")
+        files.append(SourceFile(item["path"], item["sha256"], item["executable"]))
+    return files
+
+
+@dataclass(frozen=True)
+class FileDiff:
+    added: tuple[str, ...]  # here, not attested
+    removed: tuple[str, ...]  # attested, not here
+    changed: tuple[str, ...]  # content or executable bit differs
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+    def describe(self, limit: int = 10) -> str:
+        parts = []
+        for label, paths in (("added", self.added), ("removed", self.removed), ("changed", self.changed)):
+            if paths:
+                more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
+                parts.append(f"{label}: {', '.join(paths[:limit])}{more}")
+        return "; ".join(parts) or "no file differs"
+
+
+def diff_files(attested: list[SourceFile], local: list[SourceFile]) -> FileDiff:
+    theirs = {f.path: f for f in attested}
+    ours = {f.path: f for f in local}
+    return FileDiff(
+        added=tuple(sorted(set(ours) - set(theirs))),
+        removed=tuple(sorted(set(theirs) - set(ours))),
+        changed=tuple(sorted(p for p in set(ours) & set(theirs) if ours[p] != theirs[p])),
+    )
 
 
 def git_commit(root: Path) -> str | None:

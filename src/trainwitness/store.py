@@ -2,6 +2,7 @@
 
     STORE/
       run.json                          canonical JSON: what the prover declared at the start
+      manifest.jsonl                    the dataset manifest (docs/DATA.md); its summary is in run.json
       index.jsonl                       append-only log, one canonical JSON record per line, fsync'd
       checkpoints/<step:010d>.safetensors[.zst]
 
@@ -24,6 +25,7 @@ from .hashing import parse_digest
 __all__ = [
     "RUN_FILE",
     "INDEX_FILE",
+    "MANIFEST_FILE",
     "StepRecord",
     "CheckpointRecord",
     "RunIndex",
@@ -38,6 +40,7 @@ __all__ = [
 
 RUN_FILE = "run.json"
 INDEX_FILE = "index.jsonl"
+MANIFEST_FILE = "manifest.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 MAX_INDEX_BYTES = 8 * 1024**3
 MAX_BATCH_IDS = 1 << 20

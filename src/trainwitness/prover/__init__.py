@@ -2,6 +2,6 @@
 
 from .attest import attest_store
 from .recorder import Recorder
-from .train import RecordedRun, record_run
+from .train import Declarations, RecordedRun, record_run
 
-__all__ = ["Recorder", "RecordedRun", "record_run", "attest_store"]
+__all__ = ["Declarations", "Recorder", "RecordedRun", "record_run", "attest_store"]

@@ -46,6 +46,7 @@ def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey) -> byt
         },
         final_state_digest=final.state_digest,
         final_weights_digest=final.weights_digest,
+        weights_license=declared.get("weights_license"),
     )
     statement = Statement(subject_name=weights_path.name, subject_sha256=file_sha256(str(weights_path)).hex(), claim=claim)
     return seal_envelope(statement.to_payload(), key)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 from ..canonical import JSONValue, canonical_json, parse_json
 from ..checkpoint import MAX_CHECKPOINT_BYTES, decode_checkpoint, encode_weights
 from ..code_identity import code_identity
-from ..data import dataset_digest
+from ..data import build_dataset_manifest
 from ..environment import apply_execution_settings, capture_environment
 from ..errors import MalformedInputError, MissingInputError
 from ..executor import TrainingRun, weights_of
@@ -17,6 +19,7 @@ from ..spec import load_entry_point, resolve_hyperparameters
 from ..state import state_digest
 from ..store import (
     INDEX_FILE,
+    MANIFEST_FILE,
     RUN_FILE,
     CheckpointRecord,
     atomic_write,
@@ -27,7 +30,7 @@ from ..store import (
 )
 from .recorder import Recorder
 
-__all__ = ["RecordedRun", "record_run"]
+__all__ = ["Declarations", "RecordedRun", "record_run"]
 
 STORE_FORMAT = "trainwitness-store/v1"
 
@@ -43,8 +46,21 @@ class RecordedRun:
     resumed_from_step: int | None
 
 
-def _declare(entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, compress_level: int | None) -> dict[str, JSONValue]:
+@dataclass(frozen=True)
+class Declarations:
+    """What the prover declares beyond the spec itself: licence of the weights, where the code can be obtained."""
+
+    weights_license: str | None = None  # SPDX expression
+    source_uri: str | None = None
+
+
+def _declare(
+    entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, compress_level: int | None, manifest: Path,
+    declarations: Declarations,
+) -> dict[str, JSONValue]:
     identity, files = code_identity(entry_point)
+    identity["source_uri"] = declarations.source_uri
+    summary = build_dataset_manifest(run.spec.dataset, manifest)
     return {
         "format": STORE_FORMAT,
         "code": identity,
@@ -53,11 +69,12 @@ def _declare(entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, co
         "hyperparameters": dict(hp),
         "data": {
             "dataset": run.spec.dataset.name,
-            "dataset_digest": dataset_digest(run.spec.dataset),
+            "manifest": summary.to_json(),
             "num_samples": len(run.spec.dataset),
             "sampler": run.sampler.describe(),
         },
         "compression": compress_level,
+        "weights_license": declarations.weights_license,
     }
 
 
@@ -95,26 +112,35 @@ def record_run(
     torch_threads: int = 1,
     compress_level: int | None = 3,
     progress: Progress | None = None,
+    declarations: Declarations = Declarations(),
 ) -> RecordedRun:
     """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run."""
     apply_execution_settings(torch_threads)
     function = load_entry_point(entry_point)
     hp = resolve_hyperparameters(function.defaults, overrides)
     run = TrainingRun.start(function, hp)
-    declared = _declare(entry_point, hp, run, compress_level)
-
-    resumed: CheckpointRecord | None = None
-    if (store / RUN_FILE).exists():
-        previous = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
-        if previous != declared:
-            raise MalformedInputError(f"store {store} holds a different run; use a new store directory")
-        resumed = _resume_point(store, run)
-    else:
-        store.mkdir(parents=True, exist_ok=True)
-        if any(store.iterdir()):
-            raise MalformedInputError(f"store {store} is not empty and has no {RUN_FILE}")
-        atomic_write(store / RUN_FILE, canonical_json(declared) + b"\n")
-        (store / INDEX_FILE).touch()
+    # The manifest is built aside and moved into the store only once the store is known to be ours.
+    fd, staged_name = tempfile.mkstemp(prefix="trainwitness-manifest-", suffix=".jsonl")
+    os.close(fd)
+    staged = Path(staged_name)
+    try:
+        declared = _declare(entry_point, hp, run, compress_level, staged, declarations)
+        resumed: CheckpointRecord | None = None
+        if (store / RUN_FILE).exists():
+            previous = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
+            if previous != declared:
+                raise MalformedInputError(f"store {store} holds a different run; use a new store directory")
+            atomic_write(store / MANIFEST_FILE, staged.read_bytes())
+            resumed = _resume_point(store, run)
+        else:
+            store.mkdir(parents=True, exist_ok=True)
+            if any(store.iterdir()):
+                raise MalformedInputError(f"store {store} is not empty and has no {RUN_FILE}")
+            atomic_write(store / MANIFEST_FILE, staged.read_bytes())
+            atomic_write(store / RUN_FILE, canonical_json(declared) + b"\n")
+            (store / INDEX_FILE).touch()
+    finally:
+        staged.unlink(missing_ok=True)
 
     steps = checkpoint_steps(int(hp["total_steps"]), int(hp["checkpoint_interval"]))
     start_index = 0 if resumed is None else resumed.index + 1

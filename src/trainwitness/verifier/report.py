@@ -32,6 +32,9 @@ class Report:
     sample_seed: int | None = None
     notes: list[str] = field(default_factory=list)
     checkpoint_bytes_read: int = 0
+    data_bytes_read: int = 0  # bytes of sample records read from the auditor's copy and proven
+    data_samples_read: int = 0
+    data_total_bytes: int = 0  # the whole dataset, as the manifest declares it
 
     @property
     def accepted(self) -> bool:
@@ -71,6 +74,11 @@ class Report:
             },
             "detection_probability": self.detection(),
             "checkpoint_bytes_read": self.checkpoint_bytes_read,
+            "data": {
+                "bytes_read": self.data_bytes_read,
+                "samples_read": self.data_samples_read,
+                "total_bytes": self.data_total_bytes,
+            },
             "notes": self.notes,
         }
 
@@ -83,6 +91,12 @@ class Report:
             lines.append(
                 f"  replayed {len(self.segments)} of {self.segment_count} segments (drawn from {how}), "
                 f"bitwise equal: {len(self.segments)}; checkpoint bytes read: {self.checkpoint_bytes_read}"
+            )
+        if self.data_total_bytes:
+            share = self.data_bytes_read / self.data_total_bytes
+            lines.append(
+                f"  data read: {self.data_bytes_read} of {self.data_total_bytes} bytes ({share:.1%}), "
+                f"{self.data_samples_read} samples, each proven against the manifest"
             )
         detection = self.detection()
         if detection:

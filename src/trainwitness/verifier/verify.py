@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import importlib
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..attestation import Statement
+from ..canonical import parse_json
 from ..checkpoint import decode_weights
-from ..code_identity import locate_source_root, source_files, tree_digest
-from ..data import dataset_digest
+from ..code_identity import SourceFile, diff_files, files_from_json, locate_source_root, source_files, tree_digest
+from ..data import SourceDataset, use_record_access
 from ..environment import apply_execution_settings, environment_differences
 from ..errors import (
     CodeMismatchError,
+    CommitmentError,
     DataMismatchError,
+    MalformedInputError,
     MissingInputError,
     ReplayMismatchError,
     VerificationError,
@@ -21,9 +26,13 @@ from ..errors import (
 )
 from ..executor import TrainingRun
 from ..hashing import file_sha256
+from ..manifest import read_manifest
+from ..policy import check_licences, load_policy
 from ..signing import load_public_key, open_envelope
 from ..spec import load_entry_point, resolve_hyperparameters
 from ..state import state_digest, weights_digest
+from ..store import MANIFEST_FILE, RUN_FILE, read_store_file
+from .data_access import CheckedRecords, check_code_built_samples, describe_ids, prefetch
 from .evidence import Evidence
 from .replay import replay_segment
 from .report import Report
@@ -41,6 +50,9 @@ Progress = Callable[[int, int], None]
 class VerifyOptions:
     segments: int | None = 10  # None: replay every segment
     seed: int | None = None  # None: draw from the operating system's randomness
+    data: Mapping[str, Path] = field(default_factory=dict)  # source name -> the auditor's copy (--data)
+    code: Path | None = None  # the auditor's copy of the training program's source tree (--code)
+    policy: str | None = None  # a licence policy: a shipped name or a TOML file (--policy)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -50,6 +62,66 @@ def _read(path: Path, what: str) -> bytes:
         raise MissingInputError(f"{what} {path} does not exist") from e
     except OSError as e:
         raise MissingInputError(f"{what} {path} cannot be read ({e.strerror})") from e
+
+
+def _attested_files(store: Path, claim_digest: str) -> list[SourceFile] | None:
+    """The store's per-file list, trusted only because it hashes to the signed tree digest."""
+    try:
+        declared = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
+    except MissingInputError:
+        return None
+    if not isinstance(declared, dict) or "code_files" not in declared:
+        return None
+    files = files_from_json(declared["code_files"], f"{store}/{RUN_FILE} code_files")
+    if tree_digest(files) != claim_digest:
+        raise CommitmentError(f"{store}/{RUN_FILE}: its code file list does not hash to the signed tree digest")
+    return files
+
+
+def _check_tree(root: Path, attested_digest: str, attested: list[SourceFile] | None) -> None:
+    local = source_files(root)
+    digest = tree_digest(local)
+    if digest != attested_digest:
+        detail = diff_files(attested, local).describe() if attested is not None else "the store lists no files"
+        raise CodeMismatchError(f"source tree {root} has digest {digest}, the attestation names {attested_digest}; {detail}")
+
+
+def _import_from(code: Path, entry_point: str) -> None:
+    """Make the entry point's top-level package import from the auditor's copy ``code``."""
+    top_level = entry_point.partition(":")[0].split(".")[0]
+    if entry_point.startswith("trainwitness.workloads."):
+        return  # built in: the installed copy runs, and is checked separately
+    name = code.stem if code.is_file() else code.name
+    if name != top_level:
+        raise MalformedInputError(f"--code {code}: the entry point's package is {top_level!r}, not {name!r}")
+    loaded = sys.modules.get(top_level)
+    expected = code.resolve() if code.is_file() else code.resolve() / "__init__.py"
+    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() != expected:
+        raise MalformedInputError(f"--code {code}: {top_level} is already imported from {loaded.__file__}")
+    sys.path.insert(0, str(code.resolve().parent))
+    importlib.invalidate_caches()
+
+
+def _check_committed_batches(evidence: Evidence, run: TrainingRun) -> None:
+    """Every committed step's sample ids, against the sampler (a pure function of the signed seed): no data needed."""
+    n = len(run.spec.dataset)
+    for record in evidence.index.steps:
+        ids = run.sampler.batch_ids(record.step)
+        committed = list(record.sample_ids)
+        if committed != ids:
+            outside = [i for i in committed if i >= n]
+            if outside:
+                raise DataMismatchError(
+                    f"step {record.step}: the committed batch holds sample ids {describe_ids(outside)} from outside the dataset of {n}"
+                )
+            if sorted(committed) == sorted(ids):
+                raise DataMismatchError(
+                    f"step {record.step}: the committed batch reorders sample ids {describe_ids(committed)}; the sampler gives {describe_ids(ids)}"
+                )
+            wrong = [i for i in committed if i not in set(ids)]
+            raise DataMismatchError(
+                f"step {record.step}: the committed batch holds sample ids {describe_ids(wrong)} that the declared sampler does not draw"
+            )
 
 
 def verify_run(
@@ -62,8 +134,9 @@ def verify_run(
 ) -> Report:
     """Verify a training run's attestation against its store and final weights.
 
-    Plan: (1) signature, (2) statement, (3) code identity, (4) store index against the three roots,
-    (5) final weights, (6) seeded start and dataset, (7) draw segments, (8) replay each bitwise.
+    Plan: (1) signature, (2) statement and licence policy, (3) code identity, (4) store index against
+    the three roots, (5) final weights, (6) manifest, seeded start, and every step's sample ids
+    against the sampler, (7) draw segments and prove the samples they use, (8) replay each bitwise.
     A failed check ends the run of checks that depend on it and is recorded in the report;
     unreadable input raises ``InputError`` (nothing was decided).
     """
@@ -81,12 +154,20 @@ def verify_run(
         report.subject = f"{statement.subject_name} sha256:{statement.subject_sha256}"
         report.entry_point = claim.entry_point
 
+        # (2b): licences, when the auditor brings a policy; a missing or unknown licence fails it.
+        if options.policy is not None:
+            policy = load_policy(options.policy)
+            report.passed("policy", check_licences(policy, claim.weights_license, claim.manifest.sources))
+
         # (3): the code we are about to run is the code that was attested, checked before importing it.
+        attested_files = _attested_files(store, str(claim.code["tree_digest"]))
+        if options.code is not None:
+            _check_tree(options.code, str(claim.code["tree_digest"]), attested_files)
+            _import_from(options.code, claim.entry_point)
         root = locate_source_root(claim.entry_point)
-        local = tree_digest(source_files(root))
-        if local != claim.code["tree_digest"]:
-            raise CodeMismatchError(f"source tree {root} has digest {local}, the attestation names {claim.code['tree_digest']}")
-        report.passed("code", f"source tree {root.name} matches {local}")
+        _check_tree(root, str(claim.code["tree_digest"]), attested_files)
+        where = f" (obtainable from {claim.code['source_uri']})" if claim.code.get("source_uri") else ""
+        report.passed("code", f"source tree {root.name} matches {claim.code['tree_digest']}{where}")
 
         # (4): the store's index against the signed roots; no checkpoint is read for this.
         evidence = Evidence.open(store, claim)
@@ -103,7 +184,13 @@ def verify_run(
             raise WeightsMismatchError("the attested final digests are not the last checkpoint's")
         report.passed("final-weights", f"{weights.name} is the subject and the weights of checkpoint at step {last.step}")
 
-        # (6): rebuild the run from its declared seed: the start is recomputed, never trusted.
+        # (6): the manifest, checked against the signed summary; then the run rebuilt from its declared
+        # seed (the start is recomputed, never trusted), reading data only through proven records.
+        manifest = read_manifest(store / MANIFEST_FILE, claim.manifest)
+        unknown = sorted(set(options.data) - {s.name for s in claim.manifest.sources})
+        if unknown:
+            raise MalformedInputError(f"--data names {', '.join(unknown)}, which the attestation does not declare")
+        report.passed("manifest", f"{len(manifest)} samples in {len(claim.manifest.sources)} sources match the signed root")
         apply_execution_settings(claim.torch_threads)
         for name, (recorded, here) in environment_differences(claim.environment).items():
             report.notes.append(f"environment differs: {name} recorded {recorded!r}, here {here!r}")
@@ -114,18 +201,44 @@ def verify_run(
                 f"the attested hyperparameters {sorted(claim.hyperparameters)} are not the spec's {sorted(function.defaults)}"
             )
         hp = resolve_hyperparameters(function.defaults, claim.hyperparameters)
-        run = TrainingRun.start(function, hp)
-        if dataset_digest(run.spec.dataset) != claim.data["dataset_digest"]:
-            raise DataMismatchError(f"dataset {run.spec.dataset.name} here differs from the attested dataset digest")
-        report.passed("dataset", f"{run.spec.dataset.name}: {len(run.spec.dataset)} samples match the attested digest")
+        access = CheckedRecords(manifest, options.data)
+        with use_record_access(access):
+            run = TrainingRun.start(function, hp)
+        if isinstance(run.spec.dataset, SourceDataset) and run.spec.dataset.access is not access:
+            run.spec.dataset.bind(access)  # built outside the spec call (e.g. at import): still read only proven records
+        if len(run.spec.dataset) != manifest.summary.num_samples or run.sampler.num_samples != manifest.summary.num_samples:
+            raise DataMismatchError(f"dataset {run.spec.dataset.name} has {len(run.spec.dataset)} samples, the manifest {len(manifest)}")
+        _check_committed_batches(evidence, run)
+        report.passed("batches", f"every step's sample ids are the declared sampler's (seed {hp['data_seed']})")
         if state_digest(run.capture()) != evidence.checkpoint(0).state_digest:
             raise ReplayMismatchError("the state built from the declared seed is not checkpoint 0")
         report.passed("initial-state", f"checkpoint 0 is the state seeded from seed {hp['seed']}")
 
-        # (7): the verifier alone chooses which segments to replay.
+        # (7): the verifier alone chooses which segments to replay; the samples they use are fetched
+        # from the auditor's copy and each proven against the manifest root before any step runs.
         report.segment_count = len(claim.checkpoint_steps) - 1
         report.sample_seed = options.seed
         report.sampled = choose_segments(report.segment_count, options.segments, options.seed)
+        needed = [
+            i
+            for seg in report.sampled
+            for step in range(claim.checkpoint_steps[seg], claim.checkpoint_steps[seg + 1])
+            for i in run.sampler.batch_ids(step)
+        ]
+        report.data_total_bytes = manifest.summary.total_bytes
+        if isinstance(run.spec.dataset, SourceDataset):
+            try:
+                prefetch(run.spec.dataset, access, needed)
+            finally:  # a rejected audit still reports what it read
+                report.data_bytes_read, report.data_samples_read = access.bytes_read, access.samples_read
+        else:
+            report.data_bytes_read = check_code_built_samples(run.spec.dataset, manifest, needed)
+            report.data_samples_read = len(set(needed))
+        report.passed(
+            "data",
+            f"{report.data_samples_read} samples proven against the manifest; "
+            f"{report.data_bytes_read} of {report.data_total_bytes} bytes of data read",
+        )
 
         # (8): replay each sampled segment and compare bitwise.
         for done, i in enumerate(report.sampled):
