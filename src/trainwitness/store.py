@@ -150,10 +150,12 @@ def read_store_file(store: Path, relpath: str, max_bytes: int) -> bytes:
         raise MissingInputError(f"store {store}: {relpath} is missing") from e
     except OSError as e:
         raise MalformedInputError(f"store {store}: {relpath} cannot be opened safely ({e.strerror})") from e
+    # fstat before fdopen: fdopen raises a bare IsADirectoryError (naming only the fd) on a directory.
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise MalformedInputError(f"store {store}: {relpath} is not a regular file")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise MalformedInputError(f"store {store}: {relpath} is not a regular file")
         if info.st_size > max_bytes:
             raise MalformedInputError(f"store {store}: {relpath} is {info.st_size} bytes, over the limit")
         data = f.read(info.st_size + 1)
