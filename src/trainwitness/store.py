@@ -145,7 +145,8 @@ def read_store_file(store: Path, relpath: str, max_bytes: int) -> bytes:
     """Read a regular file inside the store, refusing symlinks, special files and oversize files."""
     path = store / relpath
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # O_NONBLOCK: opening a FIFO planted in the store would otherwise wait forever for a writer.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError as e:
         raise MissingInputError(f"store {store}: {relpath} is missing") from e
     except OSError as e:
