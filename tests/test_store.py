@@ -173,6 +173,16 @@ def test_store_reads_refuse_symlinks_and_oversize_files(tmp_path: Path) -> None:
         read_store_file(store, "dir", 9)
 
 
+def test_store_reads_refuse_a_symlinked_directory_pointing_outside(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    atomic_write(outside / "0000000000.safetensors", b"data")
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "checkpoints").symlink_to(outside)
+    with pytest.raises(MalformedInputError, match="is a symlink"):
+        read_store_file(store, checkpoint_relpath(0, compressed=False), 100)
+
+
 def test_store_read_of_a_planted_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(MalformedInputError, match="fifo is not a regular file"):
