@@ -14,8 +14,8 @@ from ..environment import apply_execution_settings, environment_differences
 from ..errors import (
     CodeMismatchError,
     DataMismatchError,
+    InitialStateError,
     MissingInputError,
-    ReplayMismatchError,
     VerificationError,
     WeightsMismatchError,
 )
@@ -114,7 +114,7 @@ def verify_run(
             raise DataMismatchError(f"dataset {run.spec.dataset.name} here differs from the attested dataset digest")
         report.passed("dataset", f"{run.spec.dataset.name}: {len(run.spec.dataset)} samples match the attested digest")
         if state_digest(run.capture()) != evidence.checkpoint(0).state_digest:
-            raise ReplayMismatchError("the state built from the declared seed is not checkpoint 0")
+            raise InitialStateError("the state built from the declared seed is not checkpoint 0")
         report.passed("initial-state", f"checkpoint 0 is the state seeded from seed {hp['seed']}")
 
         # (7): the verifier alone chooses which segments to replay.
