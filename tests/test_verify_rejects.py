@@ -137,7 +137,7 @@ def test_verify_rejects_lr_changed_in_run_json_and_re_signed(digits_run: Recorde
     resign(digits_run)
     assert payload_of(digits_run.attestation)["predicate"]["hyperparameters"]["lr"] == 0.5
     # The optimizer's lr is part of checkpoint 0's state, so the seeded start already disagrees.
-    assert_rejected(digits_run, capsys, "replay", "the state built from the declared seed is not checkpoint 0", "replay does not land")
+    assert_rejected(digits_run, capsys, "initial-state", "the state built from the declared seed is not checkpoint 0")
 
 
 # -- the key -----------------------------------------------------------------------------------------
@@ -225,4 +225,4 @@ def test_verify_rejects_a_run_started_from_other_weights(digits_run: RecordedRun
         recorder.close()
     digits_run.weights.write_bytes(encode_weights(weights_of(run.capture())))
     resign(digits_run)
-    assert_rejected(digits_run, capsys, "replay", "the state built from the declared seed is not checkpoint 0")
+    assert_rejected(digits_run, capsys, "initial-state", "the state built from the declared seed is not checkpoint 0")
