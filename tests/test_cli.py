@@ -188,3 +188,19 @@ def test_attest_refuses_weights_that_are_not_the_last_checkpoint(
     args = ["attest", "--store", str(digits_run.store), "--weights", str(digits_run.weights), "--key", str(digits_run.private_key),
             "--out", str(tmp_path / "a.json")]
     assert_could_not_verify(args, capsys, "is not the final checkpoint's weights")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["verify", "a.json", "--store", "s", "--weights", "w", "--key", "k", "--segments", "0"],
+        ["verify", "a.json", "--store", "s", "--weights", "w", "--key", "k", "--segments", "-3"],
+        ["train", "m:f", "--store", "s", "--weights", "w", "--threads", "0"],
+    ],
+)
+def test_counts_below_one_are_usage_errors_not_tracebacks(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(args)
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert "is not a positive integer" in err and "Traceback" not in err
