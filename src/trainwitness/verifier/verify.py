@@ -16,6 +16,7 @@ from ..errors import (
     DataMismatchError,
     InitialStateError,
     MissingInputError,
+    PolicyError,
     VerificationError,
     WeightsMismatchError,
 )
@@ -108,6 +109,9 @@ def verify_run(
         for name, (recorded, here) in environment_differences(claim.environment).items():
             report.notes.append(f"environment differs: {name} recorded {recorded!r}, here {here!r}")
         function = load_entry_point(claim.entry_point)
+        unstated = sorted(set(function.defaults) - set(claim.hyperparameters))
+        if unstated:  # a default filled in here would be a value nobody signed
+            raise PolicyError(f"the attestation does not state the hyperparameters {unstated} that the spec reads")
         hp = resolve_hyperparameters(function.defaults, claim.hyperparameters)
         run = TrainingRun.start(function, hp)
         if dataset_digest(run.spec.dataset) != claim.data["dataset_digest"]:
