@@ -226,3 +226,15 @@ def test_verify_rejects_a_run_started_from_other_weights(digits_run: RecordedRun
     digits_run.weights.write_bytes(encode_weights(weights_of(run.capture())))
     resign(digits_run)
     assert_rejected(digits_run, capsys, "initial-state", "the state built from the declared seed is not checkpoint 0")
+
+
+def test_verify_rejects_an_attestation_that_leaves_a_hyperparameter_unstated(
+    digits_run: RecordedRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Without lr in the signed claim, the verifier would replay with the spec's default: a value nobody signed.
+    run_file = digits_run.store / RUN_FILE
+    declared = parse_json(run_file.read_bytes(), "run.json")
+    del declared["hyperparameters"]["lr"]
+    run_file.write_bytes(canonical_json(declared) + b"\n")
+    resign(digits_run)
+    assert_rejected(digits_run, capsys, "policy", "does not state the hyperparameters ['lr']")
