@@ -116,6 +116,9 @@ def verify_run(
         run = TrainingRun.start(function, hp)
         if dataset_digest(run.spec.dataset) != claim.data["dataset_digest"]:
             raise DataMismatchError(f"dataset {run.spec.dataset.name} here differs from the attested dataset digest")
+        # Replay uses the sampler the spec builds, whatever the claim says: so the claim must say exactly that.
+        if (claim.data["sampler"], claim.data["num_samples"]) != (run.sampler.describe(), len(run.spec.dataset)):
+            raise DataMismatchError("the attested sampler and sample count are not what the spec builds for this dataset")
         report.passed("dataset", f"{run.spec.dataset.name}: {len(run.spec.dataset)} samples match the attested digest")
         if state_digest(run.capture()) != evidence.checkpoint(0).state_digest:
             raise InitialStateError("the state built from the declared seed is not checkpoint 0")
