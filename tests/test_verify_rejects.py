@@ -238,3 +238,22 @@ def test_verify_rejects_an_attestation_that_leaves_a_hyperparameter_unstated(
     run_file.write_bytes(canonical_json(declared) + b"\n")
     resign(digits_run)
     assert_rejected(digits_run, capsys, "policy", "does not state the hyperparameters ['lr']")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [(("sampler", "name"), "sequential/v1"), (("num_samples",), 1000), (("sampler", "num_samples"), 1000)],
+)
+def test_verify_rejects_a_false_data_claim_re_signed(
+    digits_run: RecordedRun, capsys: pytest.CaptureFixture[str], field: tuple[str, ...], value: object
+) -> None:
+    # Replay would still pass (the spec builds the real sampler), so the signed claim would be a false statement.
+    run_file = digits_run.store / RUN_FILE
+    declared = parse_json(run_file.read_bytes(), "run.json")
+    node = declared["data"]
+    for key in field[:-1]:
+        node = node[key]
+    node[field[-1]] = value
+    run_file.write_bytes(canonical_json(declared) + b"\n")
+    resign(digits_run)
+    assert_rejected(digits_run, capsys, "data", "the attested sampler and sample count are not what the spec builds")
