@@ -148,6 +148,17 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if run_demo(out, args.workload).accepted else 1
 
 
+def _positive_int(text: str) -> int:
+    """argparse type for counts: a usage error (exit 2, no traceback) rather than a ValueError deep inside."""
+    try:
+        value = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from e
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainwitness", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--store", type=Path, required=True)
     p.add_argument("--weights", type=Path, required=True, help="where to write the final model.safetensors")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a hyperparameter")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (recorded; replay uses the same)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads (recorded; replay uses the same)")
     p.add_argument("--zstd-level", type=int, default=3)
     p.add_argument("--no-compress", action="store_true")
     p.add_argument("--key", type=Path, help="private key: sign an attestation when training ends")
@@ -182,7 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, required=True)
     p.add_argument("--key", type=Path, required=True, help="the prover's public key")
     how_many = p.add_mutually_exclusive_group()
-    how_many.add_argument("--segments", type=int, default=10, help="segments to replay (default 10)")
+    how_many.add_argument("--segments", type=_positive_int, default=10, help="segments to replay (default 10)")
     how_many.add_argument("--all", action="store_true", help="replay every segment")
     p.add_argument("--seed", type=int, help="seed the segment draw for a reproducible audit (default: OS randomness)")
     p.add_argument("--json", type=Path, help="also write the report as JSON")

@@ -14,6 +14,7 @@ __all__ = [
     "CommitmentError",
     "WeightsMismatchError",
     "ReplayMismatchError",
+    "InitialStateError",
     "DataMismatchError",
     "CodeMismatchError",
     "PolicyError",
@@ -52,6 +53,12 @@ class WeightsMismatchError(VerificationError):
 
 class ReplayMismatchError(VerificationError):
     check = "replay"
+
+
+class InitialStateError(ReplayMismatchError):
+    """Checkpoint 0 is not the state the declared seed builds: the run started from somewhere else."""
+
+    check = "initial-state"
 
 
 class DataMismatchError(VerificationError):

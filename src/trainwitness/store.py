@@ -13,6 +13,7 @@ hostile index cannot point outside the store; symlinks and non-regular files are
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -144,19 +145,41 @@ def append_line(path: Path, record: JSONValue) -> None:
         os.fsync(f.fileno())
 
 
+def _open_inside(store: Path, relpath: str) -> int:
+    """Open ``store/relpath`` read-only, following no symlink at any component below ``store``.
+
+    O_NOFOLLOW alone guards only the last component: a symlinked ``checkpoints`` directory would be
+    followed out of the store, so each directory is opened relative to its parent's descriptor.
+    """
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    *directories, name = relpath.split("/")
+    dir_fd = os.open(store, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        for part in directories:
+            inner = os.open(part, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | nofollow, dir_fd=dir_fd)
+            os.close(dir_fd)
+            dir_fd = inner
+        # O_NONBLOCK: opening a FIFO planted in the store would otherwise wait forever for a writer.
+        return os.open(name, os.O_RDONLY | nofollow | getattr(os, "O_NONBLOCK", 0), dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def read_store_file(store: Path, relpath: str, max_bytes: int) -> bytes:
     """Read a regular file inside the store, refusing symlinks, special files and oversize files."""
-    path = store / relpath
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = _open_inside(store, relpath)
     except FileNotFoundError as e:
         raise MissingInputError(f"store {store}: {relpath} is missing") from e
     except OSError as e:
-        raise MalformedInputError(f"store {store}: {relpath} cannot be opened safely ({e.strerror})") from e
+        why = "it or a directory on its path is a symlink" if e.errno in (errno.ELOOP, errno.ENOTDIR) else e.strerror
+        raise MalformedInputError(f"store {store}: {relpath} cannot be opened safely ({why})") from e
+    # fstat before fdopen: fdopen raises a bare IsADirectoryError (naming only the fd) on a directory.
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise MalformedInputError(f"store {store}: {relpath} is not a regular file")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise MalformedInputError(f"store {store}: {relpath} is not a regular file")
         if info.st_size > max_bytes:
             raise MalformedInputError(f"store {store}: {relpath} is {info.st_size} bytes, over the limit")
         data = f.read(info.st_size + 1)

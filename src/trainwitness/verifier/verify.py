@@ -18,9 +18,10 @@ from ..errors import (
     CodeMismatchError,
     CommitmentError,
     DataMismatchError,
+    InitialStateError,
     MalformedInputError,
     MissingInputError,
-    ReplayMismatchError,
+    PolicyError,
     VerificationError,
     WeightsMismatchError,
 )
@@ -195,11 +196,12 @@ def verify_run(
         for name, (recorded, here) in environment_differences(claim.environment).items():
             report.notes.append(f"environment differs: {name} recorded {recorded!r}, here {here!r}")
         function = load_entry_point(claim.entry_point)
-        if set(function.defaults) != set(claim.hyperparameters):
-            # Nothing may be filled in from defaults: every value that shapes the run must be signed.
-            raise CodeMismatchError(
-                f"the attested hyperparameters {sorted(claim.hyperparameters)} are not the spec's {sorted(function.defaults)}"
-            )
+        unstated = sorted(set(function.defaults) - set(claim.hyperparameters))
+        if unstated:  # a default filled in here would be a value nobody signed
+            raise CodeMismatchError(f"the attestation does not state the hyperparameters {unstated} that the spec reads")
+        unknown = sorted(set(claim.hyperparameters) - set(function.defaults))
+        if unknown:
+            raise CodeMismatchError(f"the attestation states hyperparameters {unknown} that the spec does not read")
         hp = resolve_hyperparameters(function.defaults, claim.hyperparameters)
         access = CheckedRecords(manifest, options.data)
         with use_record_access(access):
@@ -208,10 +210,13 @@ def verify_run(
             run.spec.dataset.bind(access)  # built outside the spec call (e.g. at import): still read only proven records
         if len(run.spec.dataset) != manifest.summary.num_samples or run.sampler.num_samples != manifest.summary.num_samples:
             raise DataMismatchError(f"dataset {run.spec.dataset.name} has {len(run.spec.dataset)} samples, the manifest {len(manifest)}")
+        # Replay uses the sampler the spec builds, whatever the claim says: so the claim must say exactly that.
+        if claim.data["sampler"] != run.sampler.describe():
+            raise DataMismatchError("the attested sampler is not the one the spec builds for this dataset")
         _check_committed_batches(evidence, run)
         report.passed("batches", f"every step's sample ids are the declared sampler's (seed {hp['data_seed']})")
         if state_digest(run.capture()) != evidence.checkpoint(0).state_digest:
-            raise ReplayMismatchError("the state built from the declared seed is not checkpoint 0")
+            raise InitialStateError("the state built from the declared seed is not checkpoint 0")
         report.passed("initial-state", f"checkpoint 0 is the state seeded from seed {hp['seed']}")
 
         # (7): the verifier alone chooses which segments to replay; the samples they use are fetched
