@@ -21,7 +21,6 @@ from ..errors import (
     InitialStateError,
     MalformedInputError,
     MissingInputError,
-    PolicyError,
     VerificationError,
     WeightsMismatchError,
 )
