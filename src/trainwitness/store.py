@@ -141,19 +141,34 @@ def append_line(path: Path, record: JSONValue) -> None:
         os.fsync(f.fileno())
 
 
+def _refuse_linked_directories(store: Path, relpath: str) -> None:
+    """O_NOFOLLOW guards only the last name: a directory inside the store must not be a symlink either."""
+    parents = Path(relpath).parents
+    for parent in reversed(list(parents)[:-1]):  # e.g. "checkpoints" for "checkpoints/0000000000.safetensors"
+        try:
+            linked = stat.S_ISLNK(os.lstat(store / parent).st_mode)
+        except OSError:
+            continue  # a missing directory is reported when the file itself is opened
+        if linked:
+            raise MalformedInputError(f"store {store}: {parent} is a symlink; store directories must be real")
+
+
 def read_store_file(store: Path, relpath: str, max_bytes: int) -> bytes:
     """Read a regular file inside the store, refusing symlinks, special files and oversize files."""
     path = store / relpath
+    _refuse_linked_directories(store, relpath)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # O_NONBLOCK: opening a FIFO planted under this name would otherwise wait for a writer forever.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError as e:
         raise MissingInputError(f"store {store}: {relpath} is missing") from e
     except OSError as e:
         raise MalformedInputError(f"store {store}: {relpath} cannot be opened safely ({e.strerror})") from e
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # checked before fdopen, which raises IsADirectoryError itself
+        os.close(fd)
+        raise MalformedInputError(f"store {store}: {relpath} is not a regular file")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise MalformedInputError(f"store {store}: {relpath} is not a regular file")
         if info.st_size > max_bytes:
             raise MalformedInputError(f"store {store}: {relpath} is {info.st_size} bytes, over the limit")
         data = f.read(info.st_size + 1)
