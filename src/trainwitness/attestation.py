@@ -136,7 +136,10 @@ class TrainingClaim:
     def _check_tree_sizes(self) -> None:
         if self.total_steps > 10**9:
             raise MalformedInputError("attestation: total_steps is implausibly large")
-        expected = {"batches": self.total_steps, "rng": self.total_steps, "checkpoints": len(self.checkpoint_steps)}
+        # Counted, not listed: a signed (or, for `inspect`, unsigned) claim of 10**9 steps at interval 1
+        # would otherwise build a billion-element list here (tens of GB) before any check could fail.
+        checkpoints = -(-self.total_steps // self.checkpoint_interval) + 1  # == len(self.checkpoint_steps)
+        expected = {"batches": self.total_steps, "rng": self.total_steps, "checkpoints": checkpoints}
         for name, size in expected.items():
             if self.commitments[name].size != size:
                 raise MalformedInputError(
