@@ -16,7 +16,7 @@ GIB_OF_ZEROS_PIECES = 64  # 64 pieces of 16 MiB: 1 GiB once decompressed, about 
 
 
 def _bomb(prefix: bytes) -> bytes:
-    compressor = zstandard.ZstdCompressor(level=19).compressobj()
+    compressor = zstandard.ZstdCompressor(level=1).compressobj()
     zeros = b"\0" * (1 << 24)
     return compressor.compress(prefix) + b"".join(compressor.compress(zeros) for _ in range(GIB_OF_ZEROS_PIECES)) + compressor.flush()
 
