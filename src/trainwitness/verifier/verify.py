@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from ..environment import apply_execution_settings, environment_differences
 from ..errors import (
     CodeMismatchError,
     DataMismatchError,
+    MalformedInputError,
     MissingInputError,
     ReplayMismatchError,
     VerificationError,
@@ -45,6 +47,8 @@ class VerifyOptions:
 
 def _read(path: Path, what: str) -> bytes:
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block read_bytes forever, a directory raise
+            raise MalformedInputError(f"{what} {path} is not a regular file")
         return path.read_bytes()
     except FileNotFoundError as e:
         raise MissingInputError(f"{what} {path} does not exist") from e
