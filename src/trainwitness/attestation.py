@@ -38,6 +38,16 @@ def _digest(obj: Any, key: str, where: str) -> str:
     return value  # type: ignore[no-any-return]
 
 
+def _is_plain_file_name(name: str) -> bool:
+    """A subject name a tool may safely write under: no directories, traversal or control characters."""
+    return (
+        0 < len(name) <= 255
+        and name not in (".", "..")
+        and not any(c in name for c in "/\\:")
+        and all(c.isprintable() for c in name)
+    )
+
+
 @dataclass(frozen=True)
 class TreeCommitment:
     root: str
@@ -175,6 +185,8 @@ class Statement:
         if len(subjects) != 1:
             raise MalformedInputError("attestation: exactly one subject (the final weights file) is expected")
         name = _get(subjects[0], "name", str, "statement.subject[0]")
+        if not _is_plain_file_name(name):
+            raise MalformedInputError(f"attestation: subject name {name[:80]!r} is not a plain file name")
         digest = _get(_get(subjects[0], "digest", dict, "statement.subject[0]"), "sha256", str, "statement.subject[0].digest")
         parse_digest("sha256:" + digest, "attestation: subject digest")
         return cls(subject_name=name, subject_sha256=digest, claim=TrainingClaim.from_json(_get(obj, "predicate", dict, "statement")))
