@@ -11,8 +11,9 @@ Shared by tests/attacks/ (small runs, CI) and benchmarks/attacks.py (larger runs
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -317,11 +318,37 @@ def verdict(run: Run, segments: int | None, seed: int | None) -> tuple[bool, str
     return report.accepted, (failed[0] if failed else "")
 
 
+@contextlib.contextmanager
+def dataset_digest_cached() -> Iterator[None]:
+    """Many verifications of one run in one process: hash the (unchanging, code-loaded) dataset once.
+
+    Only the verifier's own recomputation is cached, within a ``measure``; every other check runs
+    each time. This keeps a few hundred verifications to minutes.
+    """
+    import trainwitness.verifier.verify as verify_module
+
+    original = verify_module.dataset_digest
+    cache: dict[tuple[str, int], str] = {}
+
+    def cached(dataset):  # type: ignore[no-untyped-def]
+        key = (dataset.name, len(dataset))
+        if key not in cache:
+            cache[key] = original(dataset)
+        return cache[key]
+
+    verify_module.dataset_digest = cached  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        verify_module.dataset_digest = original  # type: ignore[assignment]
+
+
 def measure(run: Run, segment_count: int, sample: int, seeds: Iterable[int]) -> Measurement:
     """The verifier's verdict for each seed, next to the exact prediction for that seed's draw."""
     result = Measurement()
-    for seed in seeds:
-        accepted, check = verdict(run, sample, seed)
+    with dataset_digest_cached():
+        outcomes = [(seed, *verdict(run, sample, seed)) for seed in seeds]
+    for seed, accepted, check in outcomes:
         drawn = set(choose_segments(segment_count, sample, seed))
         always = not run.forged  # a forgery outside the replayed segments must fail every time
         result.outcomes.append(Outcome(accepted, check, always or bool(drawn & run.forged)))
