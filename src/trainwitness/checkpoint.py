@@ -48,13 +48,13 @@ def _declared_size(prefix: bytes, what: str) -> int | None:
     """The file size a safetensors header declares (8 + header + last data offset), once it is all in."""
     if len(prefix) < 8:
         return None
-    (size,) = struct.unpack("<Q", prefix[:8])
+    size: int = struct.unpack("<Q", prefix[:8])[0]
     if size > _MAX_HEADER_BYTES:
         raise MalformedInputError(f"{what}: truncated or corrupt (header claims {size} bytes)")
     if len(prefix) < 8 + size:
         return None
     header = parse_json(prefix[8 : 8 + size], f"{what} header")
-    ends = [
+    ends: list[int] = [
         o
         for info in (header.values() if isinstance(header, dict) else ())
         if isinstance(info, dict) and isinstance(info.get("data_offsets"), list)
