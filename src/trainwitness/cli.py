@@ -69,7 +69,7 @@ def _verify(args: argparse.Namespace) -> int:
     from .progress import progress_line
     from .verifier import VerifyOptions, verify_run
 
-    options = VerifyOptions(segments=None if args.all else args.segments, seed=args.seed)
+    options = VerifyOptions(segments=None if args.all else args.segments, seed=args.seed, sandbox=args.sandbox)
     report = verify_run(args.attestation, args.store, args.weights, args.key, options, progress_line("segments"))
     print(report.to_text())
     if args.json is not None:
@@ -136,6 +136,9 @@ def _parser() -> argparse.ArgumentParser:
     how_many.add_argument("--all", action="store_true", help="replay every segment")
     p.add_argument("--seed", type=int, help="seed the segment draw for a reproducible audit (default: OS randomness)")
     p.add_argument("--json", type=Path, help="also write the report as JSON")
+    p.add_argument("--sandbox", choices=["auto", "off", "required"], default="auto",
+                   help="replay the training code in a process without network and with a read-only filesystem "
+                   "(auto: where the OS allows; required: refuse otherwise; off: in-process)")
 
     p = sub.add_parser("inspect", help="print what an attestation claims (signature not checked)")
     p.add_argument("attestation", type=Path)

@@ -30,6 +30,7 @@ from .evidence import Evidence
 from .replay import replay_segment
 from .report import Report
 from .sampling import choose_segments
+from .sandbox import choose_isolation, merge_worker_report, replay_in_sandbox, sandbox_request
 
 __all__ = ["VerifyOptions", "verify_run"]
 
@@ -43,6 +44,7 @@ Progress = Callable[[int, int], None]
 class VerifyOptions:
     segments: int | None = 10  # None: replay every segment
     seed: int | None = None  # None: draw from the operating system's randomness
+    sandbox: str = "auto"  # auto | off | required: where the upstream's code runs (see sandbox.py)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -106,6 +108,14 @@ def verify_run(
         if (last.weights_digest, last.state_digest) != (claim.final_weights_digest, claim.final_state_digest):
             raise WeightsMismatchError("the attested final digests are not the last checkpoint's")
         report.passed("final-weights", f"{weights.name} is the subject and the weights of checkpoint at step {last.step}")
+
+        # (6)-(8) run the upstream's code: in a confined worker process unless the sandbox is off.
+        isolation = choose_isolation(options.sandbox)
+        report.notes.append(isolation.describe())
+        if isolation.process:
+            request = sandbox_request(attestation, store, weights, public_key, options.segments, options.seed)
+            merge_worker_report(report, replay_in_sandbox(isolation, request))
+            return report
 
         # (6): rebuild the run from its declared seed: the start is recomputed, never trusted.
         apply_execution_settings(claim.torch_threads)
