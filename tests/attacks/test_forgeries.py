@@ -93,7 +93,7 @@ def test_cli_rejects_forgery_with_exit_1_and_names_the_check(honest: Run, tmp_pa
     attack = next(a for a in ATTACKS if a.name == "steering-updates")
     forgery = attack.build(honest, tmp_path, forged_segments(attack, honest.segment_count(), FRACTION))
     args = ["verify", str(forgery.attestation), "--store", str(forgery.store), "--weights", str(forgery.weights),
-            "--key", str(forgery.public_key), "--all"]
+            "--key", str(forgery.public_key), "--all", "--sandbox", "off"]
     assert main(args) == 1
     out = capsys.readouterr().out
     assert "REJECT" in out and "[FAIL] replay" in out

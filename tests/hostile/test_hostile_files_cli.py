@@ -126,7 +126,17 @@ HOSTILE: dict[str, Callable[[RecordedRun], None]] = {
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_verify_gives_exit_1_or_2_with_one_line_reason(name: str, digits_run: RecordedRun, capsys: pytest.CaptureFixture[str]) -> None:
     HOSTILE[name](digits_run)
-    status = main(digits_run.verify_args("--all"))
+    # In-process: these tests are about parsing (one sandboxed case below covers the worker's path).
+    _assert_exit_1_or_2_with_one_line(main(digits_run.verify_args("--all", "--sandbox", "off")), capsys)
+
+
+@pytest.mark.parametrize("name", ["checkpoint-pickle", "checkpoint-nan"])
+def test_sandboxed_verify_reports_hostile_checkpoints_in_one_line(name: str, digits_run: RecordedRun, capsys: pytest.CaptureFixture[str]) -> None:
+    HOSTILE[name](digits_run)
+    _assert_exit_1_or_2_with_one_line(main(digits_run.verify_args("--all", "--sandbox", "auto")), capsys)
+
+
+def _assert_exit_1_or_2_with_one_line(status: int, capsys: pytest.CaptureFixture[str]) -> None:
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
     if status == 2:
@@ -143,4 +153,4 @@ def test_tampered_last_checkpoint_file_is_never_read_so_cannot_sway_the_verdict(
     hashes to it); its file is only opened to name differing tensors after a mismatch. Garbage there
     changes nothing that the verdict rests on."""
     _edit_checkpoint(_last_checkpoint(digits_run), _nan_model)
-    assert main(digits_run.verify_args("--all")) == 0
+    assert main(digits_run.verify_args("--all", "--sandbox", "off")) == 0

@@ -6,12 +6,16 @@ import socket
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trainwitness.cli import main
-from trainwitness.errors import MalformedInputError
-from trainwitness.verifier.sandbox import choose_isolation
+from trainwitness.errors import InputError, MalformedInputError, VerificationError
+from trainwitness.verifier.report import Report
+from trainwitness.verifier.sandbox import choose_isolation, merge_worker_report
 
 from ..conftest import record_and_sign
+from .test_parsers_fuzz import json_values
 
 HOSTILE = "tests.hostile.hostile_spec:hostile"
 needs_namespaces = pytest.mark.skipif(
@@ -63,3 +67,14 @@ def test_honest_spec_verifies_in_the_sandbox_and_the_report_says_what_isolation_
 def test_unknown_sandbox_mode_is_refused() -> None:
     with pytest.raises(MalformedInputError):
         choose_isolation("maybe")
+
+
+@settings(max_examples=200, deadline=None)
+@given(answer=st.dictionaries(st.sampled_from(["report", "input_error", "code_error", "x"]), json_values, max_size=3)
+       | st.fixed_dictionaries({"report": st.dictionaries(st.sampled_from(["checks", "segments", "notes", "checkpoint_bytes_read"]), json_values)}))
+def test_malformed_worker_answer_is_a_failed_check_not_a_traceback(answer: dict) -> None:
+    report = Report(attestation="a")
+    try:
+        merge_worker_report(report, answer)
+    except (InputError, VerificationError):
+        pass

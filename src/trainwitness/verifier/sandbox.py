@@ -165,7 +165,18 @@ def replay_in_sandbox(isolation: Isolation, request: dict[str, Any]) -> dict[str
 
 
 def merge_worker_report(report: Report, answer: dict[str, Any]) -> None:
-    """Fold the worker's checks (6)-(8) into the parent's report; its failures become ours."""
+    """Fold the worker's checks (6)-(8) into the parent's report; its failures become ours.
+
+    The worker ran untrusted code, which could have written anything to the result: a malformed
+    answer is a failed check, never a traceback.
+    """
+    try:
+        _merge(report, answer)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise SandboxError(f"the replay worker's answer is malformed ({type(e).__name__}: {e})") from e
+
+
+def _merge(report: Report, answer: dict[str, Any]) -> None:
     if "input_error" in answer:
         raise MalformedInputError(f"in the sandboxed replay: {answer['input_error']}")
     if "code_error" in answer:
