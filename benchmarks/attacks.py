@@ -8,8 +8,8 @@ verifier is then run once per sampling seed 0..seeds-1 with ``--segments N`` and
 ``--all``. For a forgery of F of M segments the prediction is 1 - C(M-F, N)/C(M, N) (sampling
 without replacement, ``detection_probability``), never below 1 - (1 - f)^N. Each seed's verdict is
 also compared with the exact prediction for its own draw ("draw includes a forged segment"):
-(the verifier's dataset digest is computed once per forgery and reused across its seeds)
-"disagree" must be 0. Then ``--honest-seeds`` honest runs, one per training seed, must all verify.
+"disagree" must be 0. (The verifier's dataset digest is computed once per forgery and reused
+across its seeds; replay runs in-process, ``--sandbox off``, as the sandbox is not under test.) Then ``--honest-seeds`` honest runs, one per training seed, must all verify.
 """
 
 from __future__ import annotations
