@@ -3,6 +3,7 @@ the claim) with a one-line reason: never a traceback, a hang or an accept."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import shutil
@@ -51,6 +52,14 @@ def _publish_weights(run: RecordedRun, data: bytes) -> None:
     _resign(run, lambda s: Statement(s.subject_name, file_sha256(str(run.weights)).hex(), s.claim))
 
 
+def _with_entry_point(entry_point: str) -> Callable[[Statement], Statement]:
+    def edit(s: Statement) -> Statement:
+        claim = dataclasses.replace(s.claim, code={**s.claim.code, "entry_point": entry_point})
+        return Statement(s.subject_name, s.subject_sha256, claim)
+
+    return edit
+
+
 def _safetensors(header: bytes, body: bytes = b"") -> bytes:
     return struct.pack("<Q", len(header)) + header + body
 
@@ -91,6 +100,9 @@ HOSTILE: dict[str, Callable[[RecordedRun], None]] = {
     "attestation-is-fifo": lambda r: (r.attestation.unlink(), os.mkfifo(r.attestation)),
     "subject-path-traversal": lambda r: _resign(r, lambda s: Statement("../../etc/passwd", s.subject_sha256, s.claim)),
     "subject-absolute-path": lambda r: _resign(r, lambda s: Statement("/etc/passwd", s.subject_sha256, s.claim)),
+    "entry-point-traversal": lambda r: _resign(r, _with_entry_point("../../etc:passwd")),
+    "entry-point-absolute": lambda r: _resign(r, _with_entry_point("/tmp/evil.py:run")),
+    "entry-point-stdlib": lambda r: _resign(r, _with_entry_point("os:system")),
     # the weights
     "weights-pickle-renamed": lambda r: r.weights.write_bytes(_pickle_bytes()),
     "weights-pickle-signed": lambda r: _publish_weights(r, _pickle_bytes()),
