@@ -92,11 +92,12 @@ class Isolation:
 
 
 def _namespaces_available() -> bool:
-    unshare = shutil.which("unshare")
-    if unshare is None or not sys.platform.startswith("linux"):
+    unshare, mount = shutil.which("unshare"), shutil.which("mount")
+    if unshare is None or mount is None or not sys.platform.startswith("linux"):
         return False
     try:
-        probe = subprocess.run([unshare, "-rnm", "true"], capture_output=True, timeout=10, check=False)
+        # The probe does what the worker will: a user+net+mount namespace in which "/" can be made read-only.
+        probe = subprocess.run([unshare, "-rnm", mount, "-o", "remount,bind,ro", "/"], capture_output=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return False
     return probe.returncode == 0
