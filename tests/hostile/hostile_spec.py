@@ -4,6 +4,7 @@ outside its scratch directory. Loaded by entry point ``tests.hostile.hostile_spe
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,7 +27,9 @@ def hostile(hp: Mapping[str, JSONValue]) -> TrainingSpec:
     def step(batch: Batch) -> torch.Tensor:
         if hp["attack"] == "network":  # e.g. exfiltrating the auditor's files
             socket.create_connection(("127.0.0.1", int(hp["port"])), timeout=5).close()  # type: ignore[arg-type]
-        elif hp["attack"] == "write":  # e.g. planting a file in the auditor's home
+        elif hp["attack"] in ("write", "remount-write"):  # e.g. planting a file in the auditor's home
+            if hp["attack"] == "remount-write":  # first try to undo a read-only mount
+                subprocess.run(["mount", "-o", "remount,rw,bind", "/"], check=False, capture_output=True)
             Path(str(hp["path"])).write_text("written by the training code\n")
         return honest.step(batch)
 

@@ -42,9 +42,12 @@ def test_replay_that_opens_a_socket_fails_under_the_sandbox(tmp_path: Path, caps
 
 
 @needs_namespaces
-def test_replay_that_writes_outside_its_scratch_fails_under_the_sandbox(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("attack", ["write", "remount-write"])
+def test_replay_that_writes_outside_its_scratch_fails_under_the_sandbox(
+    attack: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     target = tmp_path / "planted.txt"
-    run = record_and_sign(tmp_path / "run", HOSTILE, {"attack": "write", "path": str(target)})
+    run = record_and_sign(tmp_path / "run", HOSTILE, {"attack": attack, "path": str(target)})
     target.unlink()  # written while training (the prover is not sandboxed); gone before the audit
     status, out = _verify(run, capsys, "auto")
     assert status == 1

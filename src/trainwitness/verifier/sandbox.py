@@ -11,6 +11,7 @@ Isolation, strongest available first, each checked at run time (nothing needs ro
 
 * ``unshare -rnm`` (user, network and mount namespaces): no network (only a down loopback), and every
   mount re-mounted read-only except a fresh scratch directory, which is the worker's cwd and TMPDIR;
+  the code itself then runs in a nested user namespace without capabilities, unable to undo that;
 * resource limits (``setrlimit``): address space, CPU seconds, size of any file written, open files;
 * a wall-clock timeout, after which the worker's whole process group is killed.
 
@@ -91,13 +92,36 @@ class Isolation:
         )
 
 
+# Run by ``sh`` as root of a new user+net+mount namespace: keep the scratch directory ($1) writable,
+# make every other mount read-only, then drop that root by entering a nested user and mount namespace
+# without a uid mapping. There the code has no capabilities, so it cannot remount anything writable,
+# and the read-only flags are locked (they were set by a more privileged namespace).
+_CONFINE = """
+scratch="$1"; shift
+mount --bind "$scratch" "$scratch" || exit 97
+for point in $(awk '{print $2}' /proc/self/mounts | tac); do
+  [ "$point" = "$scratch" ] || mount -o remount,bind,ro "$point" 2>/dev/null
+done
+exec unshare -U -m "$@"
+"""
+
+
+def _confined(command: list[str], scratch: str) -> list[str]:
+    return [shutil.which("unshare") or "unshare", "-rnm", "sh", "-c", _CONFINE, "sh", scratch, *command]
+
+
 def _namespaces_available() -> bool:
-    unshare, mount = shutil.which("unshare"), shutil.which("mount")
-    if unshare is None or mount is None or not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or not all(shutil.which(t) for t in ("unshare", "mount", "sh", "awk", "tac")):
         return False
+    # The probe does what the worker will, then checks from inside that "/" is read-only and scratch is not.
+    check = 'touch "$0/w" && ! touch "$1/w" 2>/dev/null && ! mount -o remount,rw,bind / 2>/dev/null'
     try:
-        # The probe does what the worker will: a user+net+mount namespace in which "/" can be made read-only.
-        probe = subprocess.run([unshare, "-rnm", mount, "-o", "remount,bind,ro", "/"], capture_output=True, timeout=10, check=False)
+        with tempfile.TemporaryDirectory(prefix="trainwitness-probe-") as base:
+            scratch, outside = os.path.join(base, "scratch"), os.path.join(base, "outside")
+            os.mkdir(scratch)
+            os.mkdir(outside)
+            command = _confined(["sh", "-c", check, scratch, outside], scratch)
+            probe = subprocess.run(command, capture_output=True, timeout=20, check=False)
     except (OSError, subprocess.SubprocessError):
         return False
     return probe.returncode == 0
@@ -133,14 +157,12 @@ def replay_in_sandbox(isolation: Isolation, request: dict[str, Any]) -> dict[str
     with tempfile.TemporaryDirectory(prefix="trainwitness-sandbox-") as scratch:
         command = [sys.executable, "-c", "from trainwitness.verifier.sandbox import _worker; raise SystemExit(_worker())"]
         if isolation.namespaces:
-            command = [shutil.which("unshare") or "unshare", "-rnm", *command]
+            command = _confined(command, scratch)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p),  # entry points resolve as here
             "TMPDIR": scratch,
             "HOME": scratch,
-            "TRAINWITNESS_SANDBOX_SCRATCH": scratch,
-            "TRAINWITNESS_SANDBOX_NAMESPACES": "1" if isolation.namespaces else "0",
         }
         child = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=scratch, env=env,
@@ -215,27 +237,12 @@ def sandbox_request(attestation: Path, store: Path, weights: Path, public_key: P
 
 # -- the worker ---------------------------------------------------------------------------------
 
-def _confine_filesystem(scratch: str) -> None:
-    """Inside the new mount namespace: keep the scratch directory writable, every other mount read-only."""
-    subprocess.run(["mount", "--bind", scratch, scratch], check=True, capture_output=True)
-    with open("/proc/self/mounts", encoding="utf-8") as f:
-        points = [line.split()[1].encode().decode("unicode_escape") for line in f]
-    for point in reversed(points):
-        if point == scratch:
-            continue
-        # Some mounts (proc, sysfs) refuse a remount; they are not writable as data stores anyway.
-        subprocess.run(["mount", "-o", "remount,bind,ro", point], check=False, capture_output=True)
-
-
 def _worker() -> int:
     from .verify import VerifyOptions, verify_run
 
     result_fd = os.dup(1)
     os.dup2(2, 1)  # whatever the training code prints goes to stderr, never into the result
     request = json.loads(sys.stdin.read())
-    scratch = os.environ["TRAINWITNESS_SANDBOX_SCRATCH"]
-    if os.environ.get("TRAINWITNESS_SANDBOX_NAMESPACES") == "1":
-        _confine_filesystem(scratch)
     options = VerifyOptions(segments=request["segments"], seed=request["seed"], sandbox="off")
     try:
         report = verify_run(Path(request["attestation"]), Path(request["store"]), Path(request["weights"]),
