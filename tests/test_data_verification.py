@@ -162,7 +162,8 @@ def test_a_dataset_built_at_import_still_reads_only_proven_records(tmp_path: Pat
     changed = _first_batch()[3]
     lines[changed] = lines[changed].replace(b"0,", b"2,", 1)
     copy = _auditor_copy(tmp_path / "changed.csv.gz", lines)
-    assert main(run.verify_args("--all", "--data", f"{SOURCE}={copy}")) == 1
+    # In-process replay, so that the module-level dataset can be inspected here afterwards.
+    assert main(run.verify_args("--all", "--data", f"{SOURCE}={copy}", "--sandbox", "off")) == 1
     assert f"differ from the manifest: sample ids {changed}" in capsys.readouterr().out
     from .early_dataset_spec import DATASET
 

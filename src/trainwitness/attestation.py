@@ -39,6 +39,16 @@ def _digest(obj: Any, key: str, where: str) -> str:
     return value  # type: ignore[no-any-return]
 
 
+def _is_plain_file_name(name: str) -> bool:
+    """A subject name a tool may safely write under: no directories, traversal or control characters."""
+    return (
+        0 < len(name) <= 255
+        and name not in (".", "..")
+        and not any(c in name for c in "/\\:")
+        and all(c.isprintable() for c in name)
+    )
+
+
 @dataclass(frozen=True)
 class TreeCommitment:
     root: str
@@ -151,7 +161,10 @@ class TrainingClaim:
     def _check_tree_sizes(self) -> None:
         if self.total_steps > 10**9:
             raise MalformedInputError("attestation: total_steps is implausibly large")
-        expected = {"batches": self.total_steps, "rng": self.total_steps, "checkpoints": len(self.checkpoint_steps)}
+        # Counted, not listed: a signed (or, for `inspect`, unsigned) claim of 10**9 steps at interval 1
+        # would otherwise build a billion-element list here (tens of GB) before any check could fail.
+        checkpoints = -(-self.total_steps // self.checkpoint_interval) + 1  # == len(self.checkpoint_steps)
+        expected = {"batches": self.total_steps, "rng": self.total_steps, "checkpoints": checkpoints}
         for name, size in expected.items():
             if self.commitments[name].size != size:
                 raise MalformedInputError(
@@ -187,6 +200,8 @@ class Statement:
         if len(subjects) != 1:
             raise MalformedInputError("attestation: exactly one subject (the final weights file) is expected")
         name = _get(subjects[0], "name", str, "statement.subject[0]")
+        if not _is_plain_file_name(name):
+            raise MalformedInputError(f"attestation: subject name {name[:80]!r} is not a plain file name")
         digest = _get(_get(subjects[0], "digest", dict, "statement.subject[0]"), "sha256", str, "statement.subject[0].digest")
         parse_digest("sha256:" + digest, "attestation: subject digest")
         return cls(subject_name=name, subject_sha256=digest, claim=TrainingClaim.from_json(_get(obj, "predicate", dict, "statement")))

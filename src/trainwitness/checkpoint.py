@@ -41,10 +41,35 @@ def encode_weights(weights: Mapping[str, torch.Tensor]) -> bytes:
     return safetensors.torch.save({k: v.detach().contiguous() for k, v in weights.items()})
 
 
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+def _declared_size(prefix: bytes, what: str) -> int | None:
+    """The file size a safetensors header declares (8 + header + last data offset), once it is all in."""
+    if len(prefix) < 8:
+        return None
+    size: int = struct.unpack("<Q", prefix[:8])[0]
+    if size > _MAX_HEADER_BYTES:
+        raise MalformedInputError(f"{what}: truncated or corrupt (header claims {size} bytes)")
+    if len(prefix) < 8 + size:
+        return None
+    header = parse_json(prefix[8 : 8 + size], f"{what} header")
+    ends: list[int] = [
+        o
+        for info in (header.values() if isinstance(header, dict) else ())
+        if isinstance(info, dict) and isinstance(info.get("data_offsets"), list)
+        for o in info["data_offsets"]
+        if isinstance(o, int)
+    ]
+    return 8 + size + max(ends, default=0)
+
+
 def _decompress(data: bytes, what: str, max_bytes: int) -> bytes:
-    """Decompress in bounded pieces, stopping at ``max_bytes``: a zstd bomb costs at most that."""
+    """Decompress in bounded pieces, stopping at ``max_bytes`` or as soon as the output outgrows what
+    its own header declares: a zstd bomb (a little data expanding to gigabytes) costs one piece."""
     chunks: list[bytes] = []
     total = 0
+    declared: int | None = None
     try:
         reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
         while piece := reader.read(1 << 24):
@@ -52,6 +77,10 @@ def _decompress(data: bytes, what: str, max_bytes: int) -> bytes:
             if total > max_bytes:
                 raise MalformedInputError(f"{what}: decompresses to more than {max_bytes} bytes")
             chunks.append(piece)
+            if declared is None:
+                declared = _declared_size(b"".join(chunks), what)
+            if declared is not None and total > declared:
+                raise MalformedInputError(f"{what}: decompresses to more than the {declared} bytes its header declares")
     except zstandard.ZstdError as e:
         raise MalformedInputError(f"{what}: corrupt or truncated zstd data ({e})") from e
     return b"".join(chunks)

@@ -76,6 +76,7 @@ def _verify(args: argparse.Namespace) -> int:
         data={name: Path(path) for name, path in (_name_value(item, "--data") for item in args.data)},
         code=args.code,
         policy=args.policy,
+        sandbox=args.sandbox,
     )
     report = verify_run(args.attestation, args.store, args.weights, args.key, options, progress_line("segments"))
     print(report.to_text())
@@ -201,6 +202,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="read declared data source NAME from the auditor's copy at PATH")
     p.add_argument("--code", type=Path, metavar="DIR", help="the auditor's copy of the training program's source tree")
     p.add_argument("--policy", metavar="NAME|FILE", help="licence policy (fedora-content, debian-dfsg, or a TOML file)")
+
+    p.add_argument("--sandbox", choices=["auto", "off", "required"], default="auto",
+                   help="replay the training code in a process without network and with a read-only filesystem "
+                   "(auto: where the OS allows; required: refuse otherwise; off: in-process)")
 
     p = sub.add_parser("data", help="dataset manifests")
     data_sub = p.add_subparsers(dest="data_command", required=True)

@@ -59,7 +59,12 @@ def locate_source_root(entry_point: str) -> Path:
     top_level = module.split(".")[0]
     if module.startswith("trainwitness.workloads."):
         return Path(__file__).resolve().parent / "workloads"
-    spec = importlib.util.find_spec(top_level)
+    if not top_level.isidentifier():  # "../x", "/abs/path.py" or "": find_spec raises ValueError on some
+        raise MalformedInputError(f"entry point {entry_point!r} does not name a Python package")
+    try:
+        spec = importlib.util.find_spec(top_level)
+    except (ImportError, ValueError) as e:
+        raise MalformedInputError(f"entry point {entry_point!r}: package {top_level!r} cannot be located ({e})") from e
     if spec is None:
         raise MalformedInputError(f"entry point {entry_point}: package {top_level!r} is not importable")
     if spec.submodule_search_locations:

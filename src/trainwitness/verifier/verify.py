@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import stat
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from .evidence import Evidence
 from .replay import replay_segment
 from .report import Report
 from .sampling import choose_segments
+from .sandbox import choose_isolation, merge_worker_report, replay_in_sandbox, sandbox_request
 
 __all__ = ["VerifyOptions", "verify_run"]
 
@@ -53,10 +55,13 @@ class VerifyOptions:
     data: Mapping[str, Path] = field(default_factory=dict)  # source name -> the auditor's copy (--data)
     code: Path | None = None  # the auditor's copy of the training program's source tree (--code)
     policy: str | None = None  # a licence policy: a shipped name or a TOML file (--policy)
+    sandbox: str = "auto"  # auto | off | required: where the upstream's code runs (see sandbox.py)
 
 
 def _read(path: Path, what: str) -> bytes:
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block read_bytes forever, a directory raise
+            raise MalformedInputError(f"{what} {path} is not a regular file")
         return path.read_bytes()
     except FileNotFoundError as e:
         raise MissingInputError(f"{what} {path} does not exist") from e
@@ -183,6 +188,14 @@ def verify_run(
         if (last.weights_digest, last.state_digest) != (claim.final_weights_digest, claim.final_state_digest):
             raise WeightsMismatchError("the attested final digests are not the last checkpoint's")
         report.passed("final-weights", f"{weights.name} is the subject and the weights of checkpoint at step {last.step}")
+
+        # (6)-(8) run the upstream's code: in a confined worker process unless the sandbox is off.
+        isolation = choose_isolation(options.sandbox)
+        report.notes.append(isolation.describe())
+        if isolation.process:
+            request = sandbox_request(attestation, store, weights, public_key, options)
+            merge_worker_report(report, replay_in_sandbox(isolation, request))
+            return report
 
         # (6): the manifest, checked against the signed summary; then the run rebuilt from its declared
         # seed (the start is recomputed, never trusted), reading data only through proven records.
