@@ -12,6 +12,7 @@ from typing import Any
 
 from .canonical import JSONValue, canonical_json, parse_json
 from .errors import MalformedInputError
+from .exact import Grid
 from .hashing import parse_digest
 from .spec import REQUIRED_HYPERPARAMETERS
 from .store import checkpoint_steps
@@ -21,6 +22,7 @@ __all__ = ["STATEMENT_TYPE", "PREDICATE_TYPE", "TreeCommitment", "TrainingClaim"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://trainwitness.dev/training-run/v1"
 TREES = ("checkpoints", "batches", "rng")
+EXACT_TREES = (*TREES, "hints")  # exact mode (docs/EXACT.md) commits each step's hints too
 
 
 def _get(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -58,6 +60,11 @@ class TrainingClaim:
     commitments: dict[str, TreeCommitment]
     final_state_digest: str
     final_weights_digest: str
+    exact: Grid | None = None  # exact mode's grid; absent from the statement when off
+
+    @property
+    def trees(self) -> tuple[str, ...]:
+        return TREES if self.exact is None else EXACT_TREES
 
     @property
     def total_steps(self) -> int:
@@ -80,7 +87,9 @@ class TrainingClaim:
         return int(self.environment["torch_threads"])
 
     def to_json(self) -> dict[str, JSONValue]:
+        exact: dict[str, JSONValue] = {} if self.exact is None else {"exact": self.exact.to_json()}
         return {
+            **exact,
             "code": self.code,
             "environment": self.environment,
             "hyperparameters": self.hyperparameters,
@@ -110,15 +119,17 @@ class TrainingClaim:
         for key in ("seed", "batch_size"):
             if _get(sampler, key, int, "predicate.data.sampler") != hp["batch_size" if key == "batch_size" else "data_seed"]:
                 raise MalformedInputError(f"attestation: predicate.data.sampler.{key} contradicts the hyperparameters")
+        exact = Grid.from_json(obj["exact"], "attestation: predicate.exact") if "exact" in obj else None
+        trees = TREES if exact is None else EXACT_TREES
         raw_commitments = _get(obj, "commitments", dict, "predicate")
-        if set(raw_commitments) != set(TREES):
-            raise MalformedInputError(f"attestation: predicate.commitments must name exactly {TREES}")
+        if set(raw_commitments) != set(trees):
+            raise MalformedInputError(f"attestation: predicate.commitments must name exactly {trees}")
         commitments = {
             name: TreeCommitment(
                 root=_digest(raw_commitments[name], "root", f"predicate.commitments.{name}"),
                 size=_get(raw_commitments[name], "size", int, f"predicate.commitments.{name}"),
             )
-            for name in TREES
+            for name in trees
         }
         final = _get(obj, "final", dict, "predicate")
         claim = cls(
@@ -129,6 +140,7 @@ class TrainingClaim:
             commitments=commitments,
             final_state_digest=_digest(final, "state_digest", "predicate.final"),
             final_weights_digest=_digest(final, "weights_digest", "predicate.final"),
+            exact=exact,
         )
         claim._check_tree_sizes()
         return claim
@@ -137,6 +149,8 @@ class TrainingClaim:
         if self.total_steps > 10**9:
             raise MalformedInputError("attestation: total_steps is implausibly large")
         expected = {"batches": self.total_steps, "rng": self.total_steps, "checkpoints": len(self.checkpoint_steps)}
+        if self.exact is not None:
+            expected["hints"] = self.total_steps
         for name, size in expected.items():
             if self.commitments[name].size != size:
                 raise MalformedInputError(

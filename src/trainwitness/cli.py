@@ -31,6 +31,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from .exact import DEFAULT_GRID
     from .progress import progress_line
     from .prover import attest_store, record_run
     from .signing import load_private_key
@@ -45,6 +46,7 @@ def _train(args: argparse.Namespace) -> int:
         torch_threads=args.threads,
         compress_level=None if args.no_compress else args.zstd_level,
         progress=progress_line("steps"),
+        exact=DEFAULT_GRID if args.exact else None,
     )
     if run.resumed_from_step is not None:
         print(f"resumed from the checkpoint at step {run.resumed_from_step}")
@@ -69,7 +71,9 @@ def _verify(args: argparse.Namespace) -> int:
     from .progress import progress_line
     from .verifier import VerifyOptions, verify_run
 
-    options = VerifyOptions(segments=None if args.all else args.segments, seed=args.seed)
+    options = VerifyOptions(
+        segments=None if args.all else args.segments, seed=args.seed, threads=args.threads, bounded=args.bounded
+    )
     report = verify_run(args.attestation, args.store, args.weights, args.key, options, progress_line("segments"))
     print(report.to_text())
     if args.json is not None:
@@ -115,6 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, required=True, help="where to write the final model.safetensors")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a hyperparameter")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (recorded; replay uses the same)")
+    p.add_argument(
+        "--exact", action="store_true",
+        help="exact mode: round the state to a grid with committed hints, so replay on other threads/hardware is bitwise (docs/EXACT.md)",
+    )
     p.add_argument("--zstd-level", type=int, default=3)
     p.add_argument("--no-compress", action="store_true")
     p.add_argument("--key", type=Path, help="private key: sign an attestation when training ends")
@@ -136,6 +144,11 @@ def _parser() -> argparse.ArgumentParser:
     how_many.add_argument("--all", action="store_true", help="replay every segment")
     p.add_argument("--seed", type=int, help="seed the segment draw for a reproducible audit (default: OS randomness)")
     p.add_argument("--json", type=Path, help="also write the report as JSON")
+    p.add_argument("--threads", type=int, help="torch threads for replay (default: the recorded count)")
+    p.add_argument(
+        "--bounded", action="store_true",
+        help="for runs without exact mode: accept replays within a calibrated distance (weaker; docs/EXACT.md)",
+    )
 
     p = sub.add_parser("inspect", help="print what an attestation claims (signature not checked)")
     p.add_argument("attestation", type=Path)

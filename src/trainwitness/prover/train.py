@@ -12,7 +12,8 @@ from ..code_identity import code_identity
 from ..data import dataset_digest
 from ..environment import apply_execution_settings, capture_environment
 from ..errors import MalformedInputError, MissingInputError
-from ..executor import TrainingRun, weights_of
+from ..exact import HINTS_FILE, Grid
+from ..executor import ExactHooks, TrainingRun, weights_of
 from ..spec import load_entry_point, resolve_hyperparameters
 from ..state import state_digest
 from ..store import (
@@ -43,9 +44,12 @@ class RecordedRun:
     resumed_from_step: int | None
 
 
-def _declare(entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, compress_level: int | None) -> dict[str, JSONValue]:
+def _declare(
+    entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, compress_level: int | None, exact: Grid | None
+) -> dict[str, JSONValue]:
     identity, files = code_identity(entry_point)
     return {
+        **({} if exact is None else {"exact": exact.to_json()}),  # exact mode (docs/EXACT.md)
         "format": STORE_FORMAT,
         "code": identity,
         "code_files": [{"path": f.path, "sha256": f.sha256, "executable": f.executable} for f in files],
@@ -80,10 +84,20 @@ def _resume_point(store: Path, run: TrainingRun) -> CheckpointRecord | None:
                 keep = number + 1
                 break
         atomic_write(store / INDEX_FILE, b"\n".join(lines[:keep]) + b"\n")
+        _cut_hints(store, record.step)
         run.restore(flat)
         return record
     (store / INDEX_FILE).write_bytes(b"")
+    _cut_hints(store, 0)
     return None
+
+
+def _cut_hints(store: Path, steps: int) -> None:
+    """Exact mode: keep the hints of the steps before ``steps``; the re-run writes the rest again."""
+    path = store / HINTS_FILE
+    if path.exists():
+        lines = path.read_bytes().split(b"\n")[:steps]
+        atomic_write(path, b"".join(line + b"\n" for line in lines))
 
 
 def record_run(
@@ -95,13 +109,14 @@ def record_run(
     torch_threads: int = 1,
     compress_level: int | None = 3,
     progress: Progress | None = None,
+    exact: Grid | None = None,
 ) -> RecordedRun:
     """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run."""
     apply_execution_settings(torch_threads)
     function = load_entry_point(entry_point)
     hp = resolve_hyperparameters(function.defaults, overrides)
     run = TrainingRun.start(function, hp)
-    declared = _declare(entry_point, hp, run, compress_level)
+    declared = _declare(entry_point, hp, run, compress_level, exact)
 
     resumed: CheckpointRecord | None = None
     if (store / RUN_FILE).exists():
@@ -124,7 +139,8 @@ def record_run(
             recorder.record_checkpoint(0, 0, run.capture())
             start_index = 1
         for index in range(start_index, len(steps)):
-            run.run(steps[index - 1], steps[index], recorder.record_step)
+            hooks = None if exact is None else ExactHooks(exact, lambda step: None, recorder.record_hints)
+            run.run(steps[index - 1], steps[index], recorder.record_step, hooks)
             recorder.record_checkpoint(index, steps[index], run.capture())
             if progress is not None:
                 progress(steps[index], steps[-1])

@@ -24,6 +24,7 @@ from ..hashing import file_sha256
 from ..signing import load_public_key, open_envelope
 from ..spec import load_entry_point, resolve_hyperparameters
 from ..state import state_digest, weights_digest
+from .bounded import BOUND, BOUND_PROVENANCE
 from .evidence import Evidence
 from .replay import replay_segment
 from .report import Report
@@ -41,6 +42,8 @@ Progress = Callable[[int, int], None]
 class VerifyOptions:
     segments: int | None = 10  # None: replay every segment
     seed: int | None = None  # None: draw from the operating system's randomness
+    threads: int | None = None  # None: the recorded torch thread count; else this machine's choice
+    bounded: bool = False  # accept replays within bounded.BOUND (runs without exact mode; weaker)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -104,7 +107,12 @@ def verify_run(
         report.passed("final-weights", f"{weights.name} is the subject and the weights of checkpoint at step {last.step}")
 
         # (6): rebuild the run from its declared seed: the start is recomputed, never trusted.
-        apply_execution_settings(claim.torch_threads)
+        threads = claim.torch_threads if options.threads is None else options.threads
+        apply_execution_settings(threads)
+        if claim.exact is not None:
+            report.exact = claim.exact.to_json()
+        elif options.bounded:
+            report.bound, report.bound_provenance = BOUND, BOUND_PROVENANCE
         for name, (recorded, here) in environment_differences(claim.environment).items():
             report.notes.append(f"environment differs: {name} recorded {recorded!r}, here {here!r}")
         function = load_entry_point(claim.entry_point)
@@ -124,11 +132,15 @@ def verify_run(
 
         # (8): replay each sampled segment and compare bitwise.
         for done, i in enumerate(report.sampled):
-            report.segments.append(replay_segment(run, evidence, i))
+            report.segments.append(replay_segment(run, evidence, i, report.bound))
             if progress is not None:
                 progress(done + 1, len(report.sampled))
         report.checkpoint_bytes_read = evidence.checkpoint_bytes_read
-        report.passed("replay", f"{len(report.segments)} sampled segments replay bitwise onto their next checkpoint")
+        if report.bound is None:
+            how = "bitwise" if claim.exact is None else "bitwise in exact mode (committed hints applied)"
+            report.passed("replay", f"{len(report.segments)} sampled segments replay {how} onto their next checkpoint")
+        else:
+            report.passed("replay", f"{len(report.segments)} sampled segments replay within the bound {report.bound:.3g}")
     except VerificationError as e:
         report.failed(e.check, str(e))
     return report
