@@ -78,8 +78,8 @@ class Grid:
             raise ValueError("mantissa_bits must be in 1..22 (coarser than float32's 23)")
         if not 3 <= self.margin_log2 <= 30:
             raise ValueError("margin_log2 must be in 3..30 (a margin of at most 1/8 of a cell)")
-        if not -126 <= self.floor_exponent <= 0:
-            raise ValueError("floor_exponent must be in -126..0")
+        if not -100 <= self.floor_exponent <= 0:
+            raise ValueError("floor_exponent must be in -100..0 (keeps every scale factor a normal float32)")
 
     @property
     def margin(self) -> float:
@@ -144,18 +144,27 @@ def rounding_targets(tensors: dict[str, torch.Tensor]) -> list[RoundingTarget]:
     return targets
 
 
+_BITS = {torch.float32: (torch.int32, 23, 127), torch.float64: (torch.int64, 52, 1023)}
+
+
+def _pow2(n: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """2^n, exactly, built from its bits (n within the dtype's normal range; Grid's bounds ensure it)."""
+    int_type, mantissa, bias = _BITS[dtype]
+    return ((n.to(int_type) + bias) << mantissa).view(dtype)
+
+
 def _cells(grid: Grid, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(finite mask, grid point below |x| in cell units, position in the cell in [0, 1), binade E).
 
-    Computed in float64, where scaling by a power of two and taking the floor are exact for
-    float32 and float64 inputs, so the position is the exact value, not an approximation.
+    Computed in x's own dtype, where scaling by a power of two, taking the floor and subtracting it
+    are exact (the scaled value is below 2^(m+1) <= 2^23), so the position is exact, not approximate.
     """
-    a = x.detach().to(torch.float64).abs().reshape(-1)
+    a = x.detach().abs().reshape(-1)
     finite = torch.isfinite(a)
     a = torch.where(finite, a, torch.zeros_like(a))
     _, exponent = torch.frexp(a)  # a = mantissa * 2^exponent, mantissa in [0.5, 1)
     binade = torch.clamp(exponent - 1, min=grid.floor_exponent)
-    scaled = torch.ldexp(a, (grid.mantissa_bits - binade).to(torch.float64))
+    scaled = a * _pow2(grid.mantissa_bits - binade, a.dtype)
     below = torch.floor(scaled)
     return finite, below, scaled - below, binade
 
@@ -191,10 +200,10 @@ def round_step(grid: Grid, targets: Iterable[RoundingTarget], hints: bytes | Non
                             f"(distance {float(distance[bad]):.4f} of a cell, window {grid.window})"
                         )
                     up[index] = torch.from_numpy(given[2][lo:hi])
-            magnitude = torch.ldexp(below + up.to(torch.float64), (binade - grid.mantissa_bits).to(torch.float64))
-            original = target.tensor.detach().reshape(-1).to(torch.float64)
+            magnitude = (below + up.to(below.dtype)) * _pow2(binade - grid.mantissa_bits, below.dtype)
+            original = target.tensor.detach().reshape(-1)
             rounded = torch.where(finite, torch.copysign(magnitude, original), original)
-            target.tensor.copy_(rounded.to(target.tensor.dtype).reshape(target.tensor.shape))
+            target.tensor.copy_(rounded.reshape(target.tensor.shape))
     if hints is not None:
         return hints
     return np.concatenate(produced).astype(">u8").tobytes() if produced else b""
