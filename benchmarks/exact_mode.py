@@ -47,6 +47,23 @@ def train(spec: str, steps: int, threads: int, grid: Grid | None, committed: lis
     return {"losses": losses, "hints": hints, "seconds": seconds, "state": state_digest(run.capture()), "values": values}
 
 
+def interleaved_overhead(spec: str, grid: Grid, steps: int = 200) -> dict:
+    """Median step time, plain and exact, alternating steps in one 1-thread process (fair under load)."""
+    apply_execution_settings(1)
+    function = load_entry_point(spec)
+    run = TrainingRun.start(function, resolve_hyperparameters(function.defaults, {}))
+    hooks = ExactHooks(grid, lambda s: None, lambda s, h: None)
+    plain, exact = [], []
+    for step in range(0, steps, 2):
+        started = time.perf_counter()
+        run.run(step, step + 1, lambda *a: None)
+        plain.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        run.run(step + 1, step + 2, lambda *a: None, hooks)
+        exact.append(time.perf_counter() - started)
+    return {"step_ms_plain_interleaved": 1e3 * statistics.median(plain), "step_ms_exact_interleaved": 1e3 * statistics.median(exact)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--spec", default="trainwitness.workloads.digits:digits")
@@ -83,6 +100,7 @@ def main() -> None:
             "step_ms_exact_median": 1e3 * statistics.median(recorded["seconds"]),
             "cross_thread_replay_2_to_1": cross,
             "plain_2_vs_1_threads": "bitwise" if plain["state"] == plain1["state"] else "differ",
+            **interleaved_overhead(args.spec, grid),
         })
     print(json.dumps(rows, indent=1))
 
