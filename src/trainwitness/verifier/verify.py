@@ -111,6 +111,8 @@ def verify_run(
         apply_execution_settings(threads)
         if claim.exact is not None:
             report.exact = claim.exact.to_json()
+            if options.bounded:
+                report.notes.append("the run was recorded in exact mode: replayed bitwise, --bounded is not needed")
         elif options.bounded:
             report.bound, report.bound_provenance = BOUND, BOUND_PROVENANCE
         for name, (recorded, here) in environment_differences(claim.environment).items():
