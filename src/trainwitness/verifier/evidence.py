@@ -31,7 +31,7 @@ class Evidence:
 
     @classmethod
     def open(cls, store: Path, claim: TrainingClaim) -> Evidence:
-        """Read the index and recompute all three roots (no checkpoint file is read for this)."""
+        """Read the index and recompute every signed root (hints too in exact mode; no checkpoint file is read)."""
         evidence = cls(store=store, claim=claim, index=read_index(store))
         for name, tree in evidence._trees.items():
             committed = claim.commitments[name]

@@ -65,7 +65,7 @@ def verify_run(
 ) -> Report:
     """Verify a training run's attestation against its store and final weights.
 
-    Plan: (1) signature, (2) statement, (3) code identity, (4) store index against the three roots,
+    Plan: (1) signature, (2) statement, (3) code identity, (4) store index against the signed roots (three; four in exact mode),
     (5) final weights, (6) seeded start and dataset, (7) draw segments, (8) replay each bitwise.
     A failed check ends the run of checks that depend on it and is recorded in the report;
     unreadable input raises ``InputError`` (nothing was decided).
@@ -93,7 +93,10 @@ def verify_run(
 
         # (4): the store's index against the signed roots; no checkpoint is read for this.
         evidence = Evidence.open(store, claim)
-        report.passed("commitments", f"{claim.total_steps} steps and {len(claim.checkpoint_steps)} checkpoints match the three roots")
+        report.passed(
+            "commitments",
+            f"{claim.total_steps} steps and {len(claim.checkpoint_steps)} checkpoints match the {len(claim.trees)} roots",
+        )
 
         # (5): the final weights file is the subject, and is the last committed checkpoint's weights.
         weights_bytes = _read(weights, "weights file")
