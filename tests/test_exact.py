@@ -271,3 +271,18 @@ def test_gpu_step_and_cpu_replay_land_on_the_same_grid_points_given_the_hints() 
     round_step(DEFAULT_GRID, rounding_targets(cpu), hints)
     for n in gpu:
         assert torch.equal(gpu[n], cpu[n]), n
+
+
+def test_exact_run_resumed_after_a_crash_rewrites_its_hints_and_verifies(exact_run: RecordedRun) -> None:
+    # A crash after checkpoint 1 (step 20) and a few more steps: the index and hints.jsonl run past it.
+    index = exact_run.store / "index.jsonl"
+    lines = index.read_bytes().splitlines(keepends=True)
+    cut = next(n for n, line in enumerate(lines) if b'"kind":"checkpoint"' in line and b'"index":1' in line)
+    index.write_bytes(b"".join(lines[: cut + 4]))
+    hints = exact_run.store / HINTS_FILE
+    hints.write_bytes(b"".join(hints.read_bytes().splitlines(keepends=True)[:23]))
+    (exact_run.store / "checkpoints" / f"{40:010d}.safetensors.zst").unlink()
+    record_run(DIGITS, SHORT, exact_run.store, exact_run.weights, torch_threads=2, exact=DEFAULT_GRID)
+    exact_run.attestation.write_bytes(attest_store(exact_run.store, exact_run.weights, load_private_key(exact_run.private_key)))
+    assert len(hints.read_bytes().splitlines()) == SHORT["total_steps"]
+    assert _verify(exact_run, threads=1).accepted
