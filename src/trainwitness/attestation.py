@@ -12,6 +12,7 @@ from typing import Any
 
 from .canonical import JSONValue, canonical_json, parse_json
 from .errors import MalformedInputError
+from .exact import Grid
 from .hashing import parse_digest
 from .manifest import ManifestSummary
 from .spec import REQUIRED_HYPERPARAMETERS
@@ -22,6 +23,7 @@ __all__ = ["STATEMENT_TYPE", "PREDICATE_TYPE", "TreeCommitment", "TrainingClaim"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://trainwitness.dev/training-run/v1"
 TREES = ("checkpoints", "batches", "rng")
+EXACT_TREES = (*TREES, "hints")  # exact mode (docs/EXACT.md) commits each step's hints too
 
 
 def _get(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -75,6 +77,11 @@ class TrainingClaim:
     def manifest(self) -> ManifestSummary:
         """The signed data summary (validated in ``from_json``)."""
         return ManifestSummary.from_json(self.data["manifest"], "attestation: predicate.data.manifest")
+    exact: Grid | None = None  # exact mode's grid; absent from the statement when off
+
+    @property
+    def trees(self) -> tuple[str, ...]:
+        return TREES if self.exact is None else EXACT_TREES
 
     @property
     def total_steps(self) -> int:
@@ -97,7 +104,9 @@ class TrainingClaim:
         return int(self.environment["torch_threads"])
 
     def to_json(self) -> dict[str, JSONValue]:
+        exact: dict[str, JSONValue] = {} if self.exact is None else {"exact": self.exact.to_json()}
         return {
+            **exact,
             "code": self.code,
             "environment": self.environment,
             "hyperparameters": self.hyperparameters,
@@ -134,15 +143,17 @@ class TrainingClaim:
         if _get(sampler, "num_samples", int, "predicate.data.sampler") != manifest.num_samples:
             raise MalformedInputError("attestation: predicate.data.sampler.num_samples is not the manifest's sample count")
         weights_license = _get(obj, "weights_license", str, "predicate") if obj.get("weights_license") is not None else None
+        exact = Grid.from_json(obj["exact"], "attestation: predicate.exact") if "exact" in obj else None
+        trees = TREES if exact is None else EXACT_TREES
         raw_commitments = _get(obj, "commitments", dict, "predicate")
-        if set(raw_commitments) != set(TREES):
-            raise MalformedInputError(f"attestation: predicate.commitments must name exactly {TREES}")
+        if set(raw_commitments) != set(trees):
+            raise MalformedInputError(f"attestation: predicate.commitments must name exactly {trees}")
         commitments = {
             name: TreeCommitment(
                 root=_digest(raw_commitments[name], "root", f"predicate.commitments.{name}"),
                 size=_get(raw_commitments[name], "size", int, f"predicate.commitments.{name}"),
             )
-            for name in TREES
+            for name in trees
         }
         final = _get(obj, "final", dict, "predicate")
         claim = cls(
@@ -154,6 +165,7 @@ class TrainingClaim:
             final_state_digest=_digest(final, "state_digest", "predicate.final"),
             final_weights_digest=_digest(final, "weights_digest", "predicate.final"),
             weights_license=weights_license,
+            exact=exact,
         )
         claim._check_tree_sizes()
         return claim
@@ -165,6 +177,8 @@ class TrainingClaim:
         # would otherwise build a billion-element list here (tens of GB) before any check could fail.
         checkpoints = -(-self.total_steps // self.checkpoint_interval) + 1  # == len(self.checkpoint_steps)
         expected = {"batches": self.total_steps, "rng": self.total_steps, "checkpoints": checkpoints}
+        if self.exact is not None:
+            expected["hints"] = self.total_steps
         for name, size in expected.items():
             if self.commitments[name].size != size:
                 raise MalformedInputError(

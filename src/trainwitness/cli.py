@@ -31,6 +31,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from .exact import DEFAULT_GRID
     from .progress import progress_line
     from .prover import Declarations, attest_store, record_run
     from .signing import load_private_key
@@ -46,6 +47,7 @@ def _train(args: argparse.Namespace) -> int:
         compress_level=None if args.no_compress else args.zstd_level,
         progress=progress_line("steps"),
         declarations=Declarations(weights_license=args.weights_license, source_uri=args.source_uri),
+        exact=DEFAULT_GRID if args.exact else None,
     )
     if run.resumed_from_step is not None:
         print(f"resumed from the checkpoint at step {run.resumed_from_step}")
@@ -77,6 +79,8 @@ def _verify(args: argparse.Namespace) -> int:
         code=args.code,
         policy=args.policy,
         sandbox=args.sandbox,
+        threads=args.threads,
+        bounded=args.bounded,
     )
     report = verify_run(args.attestation, args.store, args.weights, args.key, options, progress_line("segments"))
     print(report.to_text())
@@ -174,6 +178,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, required=True, help="where to write the final model.safetensors")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a hyperparameter")
     p.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads (recorded; replay uses the same)")
+    p.add_argument(
+        "--exact", action="store_true",
+        help="exact mode: round the state to a grid with committed hints, so replay on other threads/hardware is bitwise (docs/EXACT.md)",
+    )
     p.add_argument("--zstd-level", type=int, default=3)
     p.add_argument("--no-compress", action="store_true")
     p.add_argument("--key", type=Path, help="private key: sign an attestation when training ends")
@@ -206,6 +214,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sandbox", choices=["auto", "off", "required"], default="auto",
                    help="replay the training code in a process without network and with a read-only filesystem "
                    "(auto: where the OS allows; required: refuse otherwise; off: in-process)")
+
+    p.add_argument("--threads", type=_positive_int, help="torch threads for replay (default: the recorded count)")
+    p.add_argument(
+        "--bounded", action="store_true",
+        help="for runs without exact mode: accept replays within a calibrated distance (weaker; docs/EXACT.md)",
+    )
 
     p = sub.add_parser("data", help="dataset manifests")
     data_sub = p.add_subparsers(dest="data_command", required=True)

@@ -17,15 +17,31 @@ import torch
 from .canonical import JSONValue
 from .data import Batch
 from .errors import MalformedInputError
+from .exact import Grid, round_step, rounding_targets
 from .rng import capture_rng, restore_rng, seed_everything
 from .sampler import ShuffledEpochSampler
 from .spec import SpecFunction, TrainingSpec
 from .state import FlatState, flatten, unflatten
 
-__all__ = ["StepObserver", "TrainingRun", "snapshot", "weights_of"]
+__all__ = ["ExactHooks", "StepObserver", "TrainingRun", "snapshot", "weights_of"]
 
 # (step, sample ids, batch, RNG state the step starts from) -> None; raises to stop the run.
 StepObserver = Callable[[int, list[int], Batch, FlatState], None]
+
+
+# --- exact mode (docs/EXACT.md) ---------------------------------------------------------------
+@dataclass(frozen=True)
+class ExactHooks:
+    """Exact mode for ``TrainingRun.run``: after every step the state is rounded to ``grid``.
+
+    ``committed(step)`` gives the committed hints in replay, ``None`` when recording (the prover's
+    own values decide); ``produced(step, hints)`` receives the hints the step used.
+    """
+
+    grid: Grid
+    committed: Callable[[int], bytes | None]
+    produced: Callable[[int, bytes], None] | None = None
+# --- end exact mode -----------------------------------------------------------------------------
 
 
 def snapshot(flat: FlatState) -> FlatState:
@@ -56,12 +72,16 @@ class TrainingRun:
         )
         return cls(spec=spec, hyperparameters=hyperparameters, sampler=sampler)
 
-    def capture(self) -> FlatState:
-        """Everything the next step depends on; tensors are references, not copies."""
+    def trainable(self) -> FlatState:
+        """Model, optimizer and scheduler state; tensors are references to the live ones."""
         scheduler = self.spec.scheduler.state_dict() if self.spec.scheduler is not None else None
-        trainable = flatten(
+        return flatten(
             {"model": self.spec.model.state_dict(), "optimizer": self.spec.optimizer.state_dict(), "scheduler": scheduler}
         )
+
+    def capture(self) -> FlatState:
+        """Everything the next step depends on; tensors are references, not copies."""
+        trainable = self.trainable()
         rng = capture_rng()
         skeleton = dict(trainable.skeleton)
         skeleton["rng"] = rng.skeleton
@@ -85,10 +105,14 @@ class TrainingRun:
             raise MalformedInputError(f"checkpoint does not fit the spec's model or optimizer: {e}") from e
         restore_rng(FlatState(rng_tensors, skeleton["rng"]))
 
-    def run(self, start: int, stop: int, observe: StepObserver) -> None:
-        """Steps ``start`` .. ``stop - 1`` from the current state."""
+    def run(self, start: int, stop: int, observe: StepObserver, exact: ExactHooks | None = None) -> None:
+        """Steps ``start`` .. ``stop - 1`` from the current state (rounded after each step in exact mode)."""
         for step in range(start, stop):
             ids = self.sampler.batch_ids(step)
             batch = self.spec.dataset.batch(ids)
             observe(step, ids, batch, capture_rng())
             self.spec.step(batch)
+            if exact is not None:  # exact mode: the same rounding code records and replays
+                hints = round_step(exact.grid, rounding_targets(self.trainable().tensors), exact.committed(step))
+                if exact.produced is not None:
+                    exact.produced(step, hints)

@@ -10,6 +10,7 @@ from ..attestation import Statement, TrainingClaim, TreeCommitment
 from ..canonical import parse_json
 from ..checkpoint import decode_weights
 from ..errors import MalformedInputError
+from ..exact import Grid, hints_leaves, read_hints
 from ..hashing import file_sha256, format_digest
 from ..merkle import merkle_root
 from ..signing import seal_envelope
@@ -30,6 +31,10 @@ def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey) -> byt
             f"store {store} is incomplete: {len(index.steps)} of {hp['total_steps']} steps, "
             f"{len(index.checkpoints)} of {len(expected)} checkpoints; resume training first"
         )
+    exact = None if "exact" not in declared else Grid.from_json(declared["exact"], f"{store}/{RUN_FILE} exact")
+    hints = {} if exact is None else {
+        "hints": TreeCommitment(format_digest(merkle_root(hints_leaves(read_hints(store, hp["total_steps"])))), hp["total_steps"])
+    }
     final = index.checkpoints[-1]
     weights = decode_weights(weights_path.read_bytes(), str(weights_path))
     if weights_digest(weights) != final.weights_digest:
@@ -43,10 +48,12 @@ def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey) -> byt
             "checkpoints": TreeCommitment(format_digest(merkle_root(index.checkpoint_leaves())), len(index.checkpoints)),
             "batches": TreeCommitment(format_digest(merkle_root(index.batch_leaves())), len(index.steps)),
             "rng": TreeCommitment(format_digest(merkle_root(index.rng_leaves())), len(index.steps)),
+            **hints,
         },
         final_state_digest=final.state_digest,
         final_weights_digest=final.weights_digest,
         weights_license=declared.get("weights_license"),
+        exact=exact,
     )
     statement = Statement(subject_name=weights_path.name, subject_sha256=file_sha256(str(weights_path)).hex(), claim=claim)
     return seal_envelope(statement.to_payload(), key)

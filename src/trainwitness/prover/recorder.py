@@ -16,10 +16,12 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 from ..canonical import canonical_json
 from ..checkpoint import encode_checkpoint
 from ..data import Batch, batch_digest
+from ..exact import HINTS_FILE, hints_record
 from ..executor import snapshot, weights_of
 from ..rng import rng_digest
 from ..state import FlatState, state_digest, weights_digest
@@ -38,6 +40,7 @@ class Recorder:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_depth)
         self._error: BaseException | None = None
         self._index = open(store / INDEX_FILE, "ab")
+        self._hints: BinaryIO | None = None  # exact mode's hints.jsonl, opened on first use
         self._unsynced = 0
         self._hashers = ThreadPoolExecutor(max_workers=hash_workers, thread_name_prefix="trainwitness-hash")
         self.checkpoints: list[CheckpointRecord] = []
@@ -51,6 +54,10 @@ class Recorder:
         # Copy point: the step may modify the batch in place; the RNG capture is already a copy.
         private = {k: v.detach().clone() for k, v in batch.items()}
         self._put(lambda: self._write_step(step, tuple(sample_ids), private, rng))
+
+    def record_hints(self, step: int, hints: bytes) -> None:
+        """Exact mode: append the step's hints to hints.jsonl (bytes are immutable: no copy)."""
+        self._put(lambda: self._write_hints(step, hints))
 
     def record_checkpoint(self, index: int, step: int, state: FlatState) -> None:
         """Commit a full checkpoint. ``state`` is copied here (device-to-host where on a GPU)."""
@@ -67,6 +74,8 @@ class Recorder:
         self._worker.join()
         self._hashers.shutdown()
         self._index.close()
+        if self._hints is not None:
+            self._hints.close()
         self._raise_if_failed()
 
     def _put(self, job: Callable[[], None]) -> None:
@@ -103,12 +112,20 @@ class Recorder:
 
     def _sync(self) -> None:
         if self._unsynced:
-            self._index.flush()
-            os.fsync(self._index.fileno())
+            for file in (self._hints, self._index):  # hints first: a checkpoint record vouches for them
+                if file is not None:
+                    file.flush()
+                    os.fsync(file.fileno())
             self._unsynced = 0
 
     def _write_step(self, step: int, ids: tuple[int, ...], batch: Batch, rng: FlatState) -> None:
         self._append(StepRecord(step=step, sample_ids=ids, batch_digest=batch_digest(batch), rng_digest=rng_digest(rng)))
+
+    def _write_hints(self, step: int, hints: bytes) -> None:
+        if self._hints is None:
+            self._hints = open(self.store / HINTS_FILE, "ab")
+        self._hints.write(hints_record(step, hints) + b"\n")
+        self._unsynced += 1
 
     def _write_checkpoint(self, index: int, step: int, state: FlatState) -> None:
         record = CheckpointRecord(

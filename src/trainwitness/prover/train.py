@@ -14,7 +14,8 @@ from ..code_identity import code_identity
 from ..data import build_dataset_manifest
 from ..environment import apply_execution_settings, capture_environment
 from ..errors import MalformedInputError, MissingInputError
-from ..executor import TrainingRun, weights_of
+from ..exact import HINTS_FILE, Grid
+from ..executor import ExactHooks, TrainingRun, weights_of
 from ..spec import load_entry_point, resolve_hyperparameters
 from ..state import state_digest
 from ..store import (
@@ -56,12 +57,13 @@ class Declarations:
 
 def _declare(
     entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, compress_level: int | None, manifest: Path,
-    declarations: Declarations,
+    declarations: Declarations, exact: Grid | None,
 ) -> dict[str, JSONValue]:
     identity, files = code_identity(entry_point)
     identity["source_uri"] = declarations.source_uri
     summary = build_dataset_manifest(run.spec.dataset, manifest)
     return {
+        **({} if exact is None else {"exact": exact.to_json()}),  # exact mode (docs/EXACT.md)
         "format": STORE_FORMAT,
         "code": identity,
         "code_files": [{"path": f.path, "sha256": f.sha256, "executable": f.executable} for f in files],
@@ -97,10 +99,20 @@ def _resume_point(store: Path, run: TrainingRun) -> CheckpointRecord | None:
                 keep = number + 1
                 break
         atomic_write(store / INDEX_FILE, b"\n".join(lines[:keep]) + b"\n")
+        _cut_hints(store, record.step)
         run.restore(flat)
         return record
     (store / INDEX_FILE).write_bytes(b"")
+    _cut_hints(store, 0)
     return None
+
+
+def _cut_hints(store: Path, steps: int) -> None:
+    """Exact mode: keep the hints of the steps before ``steps``; the re-run writes the rest again."""
+    path = store / HINTS_FILE
+    if path.exists():
+        lines = path.read_bytes().split(b"\n")[:steps]
+        atomic_write(path, b"".join(line + b"\n" for line in lines))
 
 
 def record_run(
@@ -113,6 +125,7 @@ def record_run(
     compress_level: int | None = 3,
     progress: Progress | None = None,
     declarations: Declarations = Declarations(),
+    exact: Grid | None = None,
 ) -> RecordedRun:
     """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run."""
     apply_execution_settings(torch_threads)
@@ -124,7 +137,7 @@ def record_run(
     os.close(fd)
     staged = Path(staged_name)
     try:
-        declared = _declare(entry_point, hp, run, compress_level, staged, declarations)
+        declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact)
         resumed: CheckpointRecord | None = None
         if (store / RUN_FILE).exists():
             previous = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
@@ -150,7 +163,8 @@ def record_run(
             recorder.record_checkpoint(0, 0, run.capture())
             start_index = 1
         for index in range(start_index, len(steps)):
-            run.run(steps[index - 1], steps[index], recorder.record_step)
+            hooks = None if exact is None else ExactHooks(exact, lambda step: None, recorder.record_hints)
+            run.run(steps[index - 1], steps[index], recorder.record_step, hooks)
             recorder.record_checkpoint(index, steps[index], run.capture())
             if progress is not None:
                 progress(steps[index], steps[-1])

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..attestation import TrainingClaim
 from ..checkpoint import MAX_CHECKPOINT_BYTES, decode_checkpoint
 from ..errors import CommitmentError, ReplayMismatchError
+from ..exact import hints_digest, hints_leaf, hints_leaves, read_hints
 from ..hashing import format_digest, parse_digest
 from ..merkle import MerkleTree, verify_inclusion
 from ..state import FlatState, state_digest
@@ -30,7 +31,7 @@ class Evidence:
 
     @classmethod
     def open(cls, store: Path, claim: TrainingClaim) -> Evidence:
-        """Read the index and recompute all three roots (no checkpoint file is read for this)."""
+        """Read the index and recompute every signed root (hints too in exact mode; no checkpoint file is read)."""
         evidence = cls(store=store, claim=claim, index=read_index(store))
         for name, tree in evidence._trees.items():
             committed = claim.commitments[name]
@@ -45,11 +46,24 @@ class Evidence:
 
     @cached_property
     def _trees(self) -> dict[str, MerkleTree]:
-        return {
+        trees = {
             "checkpoints": MerkleTree(self.index.checkpoint_leaves()),
             "batches": MerkleTree(self.index.batch_leaves()),
             "rng": MerkleTree(self.index.rng_leaves()),
         }
+        if self.claim.exact is not None:  # exact mode: the hints tree, one leaf per step
+            trees["hints"] = MerkleTree(hints_leaves(self._hints))
+        return trees
+
+    @cached_property
+    def _hints(self) -> list[bytes]:
+        return read_hints(self.store, self.claim.total_steps) if self.claim.exact is not None else []
+
+    def hints(self, s: int) -> bytes:
+        """Exact mode: step s's hint bytes, proven against the signed hints root."""
+        data = self._hints[s]
+        self._proven("hints", hints_leaf(s, hints_digest(data)), s)
+        return data
 
     def _proven(self, tree: str, leaf: bytes, position: int) -> None:
         """Verify the leaf's inclusion proof standalone against the signed root."""

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from ..data import Batch, batch_digest
 from ..errors import DataMismatchError, ReplayMismatchError
-from ..executor import TrainingRun
+from ..executor import ExactHooks, TrainingRun, snapshot
 from ..rng import rng_digest
 from ..state import FlatState, state_digest, tensor_digest
+from .bounded import SegmentDistance, segment_distance
 from .evidence import Evidence
 
 __all__ = ["SegmentResult", "replay_segment"]
@@ -21,6 +22,7 @@ class SegmentResult:
     first_step: int
     last_step: int  # exclusive: the step of checkpoint index + 1
     seconds: float
+    distance: SegmentDistance | None = None  # bounded mode only
 
 
 def _differing_tensors(replayed: FlatState, committed: FlatState) -> list[str]:
@@ -34,12 +36,18 @@ def _differing_tensors(replayed: FlatState, committed: FlatState) -> list[str]:
     ]
 
 
-def replay_segment(run: TrainingRun, evidence: Evidence, i: int) -> SegmentResult:
-    """Restore checkpoint i, re-run its steps checking each batch and RNG leaf, compare with i+1."""
+def replay_segment(run: TrainingRun, evidence: Evidence, i: int, bound: float | None = None) -> SegmentResult:
+    """Restore checkpoint i, re-run its steps checking each batch and RNG leaf, compare with i+1.
+
+    Bitwise unless ``bound`` is given (bounded mode, bound.py); an exact-mode run applies its
+    committed hints after every step and is compared bitwise.
+    """
     started = time.perf_counter()
     first = evidence.checkpoint(i).step
     last = evidence.checkpoint(i + 1).step
-    run.restore(evidence.load_checkpoint(i))
+    start = evidence.load_checkpoint(i)
+    start_copy = snapshot(start) if bound is not None else None  # restore aliases optimizer tensors
+    run.restore(start)
 
     def check_step(step: int, ids: list[int], batch: Batch, rng: FlatState) -> None:
         committed = evidence.step(step)
@@ -53,8 +61,17 @@ def replay_segment(run: TrainingRun, evidence: Evidence, i: int) -> SegmentResul
         if rng_digest(rng) != committed.rng_digest:
             raise ReplayMismatchError(f"step {step}: the RNG state before the step differs from the committed one")
 
-    run.run(first, last, check_step)
+    exact = None if evidence.claim.exact is None else ExactHooks(evidence.claim.exact, evidence.hints)
+    run.run(first, last, check_step, exact)
     replayed = run.capture()
+    if start_copy is not None and bound is not None:
+        distance = segment_distance(start_copy, replayed, evidence.load_checkpoint(i + 1))
+        if not distance.overall <= bound:
+            raise ReplayMismatchError(
+                f"segment {i} (steps {first}->{last}): bounded replay lands {distance.overall:.3g} (relative to the "
+                f"segment's update) from checkpoint {i + 1}, over the bound {bound:.3g}"
+            )
+        return SegmentResult(i, first, last, time.perf_counter() - started, distance)
     if state_digest(replayed) != evidence.checkpoint(i + 1).state_digest:
         differing = _differing_tensors(replayed, evidence.load_checkpoint(i + 1))
         shown = ", ".join(differing[:6]) + (f" and {len(differing) - 6} more" if len(differing) > 6 else "")

@@ -35,6 +35,25 @@ class Report:
     data_bytes_read: int = 0  # bytes of sample records read from the auditor's copy and proven
     data_samples_read: int = 0
     data_total_bytes: int = 0  # the whole dataset, as the manifest declares it
+    exact: dict[str, Any] | None = None  # exact mode's signed grid, when the run used it
+    bound: float | None = None  # bounded mode's bound, when the verifier used it
+    bound_provenance: str = ""
+
+    def bounded_summary(self) -> dict[str, Any]:
+        """Bounded mode: the distances seen, the bound, and the steering room it leaves a forger."""
+        if self.bound is None:
+            return {}
+        distances = [s.distance.overall for s in self.segments if s.distance is not None]
+        return {
+            "bound": self.bound,
+            "bound_provenance": self.bound_provenance,
+            "max_distance": max(distances, default=0.0),
+            "distances": {str(s.index): s.distance.overall for s in self.segments if s.distance is not None},
+            # Each segment's checkpoint may sit up to bound x that segment's update from the honest
+            # replay, compounding over every segment (replayed or not).
+            "steering_room": self.bound * self.segment_count,
+            "weaker": "bounded mode accepts checkpoints that are not what the code computes; exact mode does not",
+        }
 
     @property
     def accepted(self) -> bool:
@@ -68,7 +87,10 @@ class Report:
                 "sampled": self.sampled,
                 "sample_seed": self.sample_seed,
                 "replayed": [
-                    {"index": s.index, "steps": [s.first_step, s.last_step], "seconds": round(s.seconds, 4)}
+                    {
+                        "index": s.index, "steps": [s.first_step, s.last_step], "seconds": round(s.seconds, 4),
+                        **({"distance": vars(s.distance)} if s.distance is not None else {}),
+                    }
                     for s in self.segments
                 ],
             },
@@ -80,7 +102,14 @@ class Report:
                 "total_bytes": self.data_total_bytes,
             },
             "notes": self.notes,
+            "replay_mode": self.replay_mode,
+            **({"exact": self.exact} if self.exact is not None else {}),
+            **({"bounded": self.bounded_summary()} if self.bound is not None else {}),
         }
+
+    @property
+    def replay_mode(self) -> str:
+        return "exact" if self.exact is not None else "bounded" if self.bound is not None else "bitwise"
 
     def to_text(self) -> str:
         lines = [f"trainwitness verify: {self.verdict}", f"  subject      {self.subject}", f"  entry point  {self.entry_point}"]
@@ -88,9 +117,31 @@ class Report:
             lines.append(f"  [{'ok' if c.passed else 'FAIL'}] {c.name}: {c.detail}")
         if self.segment_count:
             how = "OS randomness" if self.sample_seed is None else f"seed {self.sample_seed}"
+            if self.bound is None:
+                lines.append(
+                    f"  replayed {len(self.segments)} of {self.segment_count} segments (drawn from {how}), "
+                    f"bitwise equal: {len(self.segments)}; checkpoint bytes read: {self.checkpoint_bytes_read}"
+                )
+            else:
+                lines.append(f"  replayed {len(self.segments)} of {self.segment_count} segments (drawn from {how}) in BOUNDED mode")
+        if self.exact is not None:
             lines.append(
-                f"  replayed {len(self.segments)} of {self.segment_count} segments (drawn from {how}), "
-                f"bitwise equal: {len(self.segments)}; checkpoint bytes read: {self.checkpoint_bytes_read}"
+                f"  exact mode: state rounded to {self.exact['mantissa_bits']} mantissa bits after every step, "
+                f"hint margin 2^-{self.exact['margin_log2']} of a cell (signed)"
+            )
+        if self.bound is not None:
+            b = self.bounded_summary()
+            for s in self.segments:
+                if s.distance is not None:
+                    lines.append(
+                        f"  segment {s.index}: distance {s.distance.overall:.3g} of its update "
+                        f"(worst tensor {s.distance.worst_tensor}: {s.distance.worst:.3g})"
+                    )
+            lines.append(f"  bound {b['bound']:.3g} ({b['bound_provenance']})")
+            lines.append(
+                f"  WEAKER THAN EXACT: bounded mode accepts checkpoints up to {b['bound']:.3g} of each segment's update "
+                f"away from what the code computes; a forger keeps that steering room in every segment: "
+                f"{b['steering_room']:.3g} x (a segment's update) in total over {self.segment_count} segments"
             )
         if self.data_total_bytes:
             share = self.data_bytes_read / self.data_total_bytes

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, MalformedInputError, VerificationError
+from .bounded import SegmentDistance
 from .replay import SegmentResult
 from .report import Check, Report
 
@@ -221,9 +222,18 @@ def _merge(report: Report, answer: dict[str, Any]) -> None:
     report.sampled = [int(i) for i in segments.get("sampled", [])]
     report.sample_seed = segments.get("sample_seed")
     report.segments = [
-        SegmentResult(index=int(s["index"]), first_step=int(s["steps"][0]), last_step=int(s["steps"][1]), seconds=float(s["seconds"]))
+        SegmentResult(
+            index=int(s["index"]), first_step=int(s["steps"][0]), last_step=int(s["steps"][1]), seconds=float(s["seconds"]),
+            distance=None if "distance" not in s else SegmentDistance(
+                float(s["distance"]["overall"]), str(s["distance"]["worst_tensor"]), float(s["distance"]["worst"])
+            ),
+        )
         for s in segments.get("replayed", [])
     ]
+    report.exact = worker.get("exact")
+    if "bounded" in worker:
+        report.bound = float(worker["bounded"]["bound"])
+        report.bound_provenance = str(worker["bounded"]["bound_provenance"])
     report.checkpoint_bytes_read = int(worker.get("checkpoint_bytes_read", 0))
     data = worker.get("data", {})
     report.data_bytes_read = int(data.get("bytes_read", 0))
@@ -244,6 +254,8 @@ def sandbox_request(attestation: Path, store: Path, weights: Path, public_key: P
         "seed": options.seed if options.seed is not None else secrets.randbelow(2**63),
         "data": {name: os.path.abspath(path) for name, path in options.data.items()},
         "code": None if options.code is None else os.path.abspath(options.code),
+        "threads": options.threads,
+        "bounded": options.bounded,
     }
 
 
@@ -259,6 +271,7 @@ def _worker() -> int:
         segments=request["segments"], seed=request["seed"], sandbox="off",
         data={name: Path(path) for name, path in request["data"].items()},
         code=None if request["code"] is None else Path(request["code"]),
+        threads=request["threads"], bounded=request["bounded"],
     )
     try:
         report = verify_run(Path(request["attestation"]), Path(request["store"]), Path(request["weights"]),

@@ -33,6 +33,7 @@ from ..signing import load_public_key, open_envelope
 from ..spec import load_entry_point, resolve_hyperparameters
 from ..state import state_digest, weights_digest
 from ..store import MANIFEST_FILE, RUN_FILE, read_store_file
+from .bounded import BOUND, BOUND_PROVENANCE
 from .data_access import CheckedRecords, check_code_built_samples, describe_ids, prefetch
 from .evidence import Evidence
 from .replay import replay_segment
@@ -56,6 +57,8 @@ class VerifyOptions:
     code: Path | None = None  # the auditor's copy of the training program's source tree (--code)
     policy: str | None = None  # a licence policy: a shipped name or a TOML file (--policy)
     sandbox: str = "auto"  # auto | off | required: where the upstream's code runs (see sandbox.py)
+    threads: int | None = None  # None: the recorded torch thread count; else this machine's choice
+    bounded: bool = False  # accept replays within bounded.BOUND (runs without exact mode; weaker)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -140,8 +143,9 @@ def verify_run(
     """Verify a training run's attestation against its store and final weights.
 
     Plan: (1) signature, (2) statement and licence policy, (3) code identity, (4) store index against
-    the three roots, (5) final weights, (6) manifest, seeded start, and every step's sample ids
-    against the sampler, (7) draw segments and prove the samples they use, (8) replay each bitwise.
+    the signed roots (three; four in exact mode), (5) final weights, (6) manifest, seeded start, and
+    every step's sample ids against the sampler, (7) draw segments and prove the samples they use,
+    (8) replay each bitwise (or within the calibrated bound, with --bounded).
     A failed check ends the run of checks that depend on it and is recorded in the report;
     unreadable input raises ``InputError`` (nothing was decided).
     """
@@ -176,7 +180,10 @@ def verify_run(
 
         # (4): the store's index against the signed roots; no checkpoint is read for this.
         evidence = Evidence.open(store, claim)
-        report.passed("commitments", f"{claim.total_steps} steps and {len(claim.checkpoint_steps)} checkpoints match the three roots")
+        report.passed(
+            "commitments",
+            f"{claim.total_steps} steps and {len(claim.checkpoint_steps)} checkpoints match the {len(claim.trees)} roots",
+        )
 
         # (5): the final weights file is the subject, and is the last committed checkpoint's weights.
         weights_bytes = _read(weights, "weights file")
@@ -204,7 +211,14 @@ def verify_run(
         if unknown:
             raise MalformedInputError(f"--data names {', '.join(unknown)}, which the attestation does not declare")
         report.passed("manifest", f"{len(manifest)} samples in {len(claim.manifest.sources)} sources match the signed root")
-        apply_execution_settings(claim.torch_threads)
+        threads = claim.torch_threads if options.threads is None else options.threads
+        apply_execution_settings(threads)
+        if claim.exact is not None:
+            report.exact = claim.exact.to_json()
+            if options.bounded:
+                report.notes.append("the run was recorded in exact mode: replayed bitwise, --bounded is not needed")
+        elif options.bounded:
+            report.bound, report.bound_provenance = BOUND, BOUND_PROVENANCE
         for name, (recorded, here) in environment_differences(claim.environment).items():
             report.notes.append(f"environment differs: {name} recorded {recorded!r}, here {here!r}")
         function = load_entry_point(claim.entry_point)
@@ -259,11 +273,15 @@ def verify_run(
 
         # (8): replay each sampled segment and compare bitwise.
         for done, i in enumerate(report.sampled):
-            report.segments.append(replay_segment(run, evidence, i))
+            report.segments.append(replay_segment(run, evidence, i, report.bound))
             if progress is not None:
                 progress(done + 1, len(report.sampled))
         report.checkpoint_bytes_read = evidence.checkpoint_bytes_read
-        report.passed("replay", f"{len(report.segments)} sampled segments replay bitwise onto their next checkpoint")
+        if report.bound is None:
+            how = "bitwise" if claim.exact is None else "bitwise in exact mode (committed hints applied)"
+            report.passed("replay", f"{len(report.segments)} sampled segments replay {how} onto their next checkpoint")
+        else:
+            report.passed("replay", f"{len(report.segments)} sampled segments replay within the bound {report.bound:.3g}")
     except VerificationError as e:
         report.failed(e.check, str(e))
     return report
