@@ -93,6 +93,9 @@ class TrainingRun:
             raise MalformedInputError("checkpoint skeleton does not hold exactly model, optimizer, scheduler, rng")
         rng_tensors = {k: v for k, v in flat.tensors.items() if k.startswith("rng/")}
         rest = {k: v for k, v in flat.tensors.items() if not k.startswith("rng/")}
+        # Copy point: optimizer.load_state_dict keeps tensors of the right dtype as they are, so without
+        # a copy the next step would write into the caller's checkpoint.
+        rest = {k: v.clone() for k, v in rest.items()}
         state = unflatten(FlatState(rest, {k: skeleton[k] for k in ("model", "optimizer", "scheduler")}))
         try:
             self.spec.model.load_state_dict(state["model"], strict=True)
