@@ -3,9 +3,11 @@
 The training thread only copies what it must (the batch, a CPU snapshot of a checkpoint) and hands
 it to one background writer through a bounded queue; a full queue blocks the trainer
 (back-pressure) rather than growing memory. The writer hashes, serialises, compresses and writes in
-order. Durability: a checkpoint's file is durable before its index record is appended, and every
-checkpoint record is fsync'd before ``checkpoint`` is acknowledged by ``wait``; step records are
-fsync'd in groups, and any lost after a crash lie after the last checkpoint, where resume re-runs.
+order. Durability: a checkpoint's file is durable before its index record is appended, and each
+checkpoint record is fsync'd (with every step record before it) as soon as it is written; ``wait``
+and ``close`` fsync whatever was handed over before them, so nothing acknowledged is lost. Step
+records are not fsync'd one by one: any a crash loses lie after the last durable checkpoint, where
+resume cuts the index back and re-runs them anyway (one fsync per checkpoint, not one per step).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from ..store import INDEX_FILE, CheckpointRecord, StepRecord, atomic_write, chec
 __all__ = ["Recorder"]
 
 _STOP = object()
-_FSYNC_EVERY = 64
 
 
 class Recorder:
@@ -59,6 +60,7 @@ class Recorder:
 
     def wait(self) -> None:
         """Block until everything handed over so far is durable; re-raise a writer failure."""
+        self._put(self._sync)  # a barrier: runs after every earlier job, in order
         self._queue.join()
         self._raise_if_failed()
 
@@ -88,8 +90,6 @@ class Recorder:
                     return
                 if self._error is None:
                     job()  # type: ignore[operator]
-                    if self._queue.empty():
-                        self._sync()
             except BaseException as e:  # kept, and raised on the training thread
                 self._error = e
             finally:
@@ -98,8 +98,6 @@ class Recorder:
     def _append(self, record: StepRecord | CheckpointRecord) -> None:
         self._index.write(canonical_json(record.to_json()) + b"\n")
         self._unsynced += 1
-        if self._unsynced >= _FSYNC_EVERY:
-            self._sync()
 
     def _sync(self) -> None:
         if self._unsynced:
