@@ -32,14 +32,19 @@ class RecordedRun:
         ]
 
 
-def record_and_sign(root: Path, entry_point: str = DIGITS, overrides: dict | None = None, threads: int = 1) -> RecordedRun:
+def record_and_sign(
+    root: Path, entry_point: str = DIGITS, overrides: dict | None = None, threads: int = 1, delta_every: int | None = None
+) -> RecordedRun:
     root.mkdir(parents=True, exist_ok=True)
     run = RecordedRun(
         root=root, store=root / "store", weights=root / "model.safetensors", attestation=root / "attestation.json",
         private_key=root / "k.key", public_key=root / "k.pub",
     )
     generate_keypair(run.private_key, run.public_key)
-    record_run(entry_point, overrides if overrides is not None else SHORT_DIGITS, run.store, run.weights, torch_threads=threads)
+    record_run(
+        entry_point, overrides if overrides is not None else SHORT_DIGITS, run.store, run.weights,
+        torch_threads=threads, delta_every=delta_every,
+    )
     run.attestation.write_bytes(attest_store(run.store, run.weights, load_private_key(run.private_key)))
     return run
 

@@ -44,6 +44,7 @@ def _train(args: argparse.Namespace) -> int:
         args.weights,
         torch_threads=args.threads,
         compress_level=None if args.no_compress else args.zstd_level,
+        delta_every=args.delta_every,
         progress=progress_line("steps"),
     )
     if run.resumed_from_step is not None:
@@ -117,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (recorded; replay uses the same)")
     p.add_argument("--zstd-level", type=int, default=3)
     p.add_argument("--no-compress", action="store_true")
+    p.add_argument("--delta-every", type=int, metavar="F", help="store checkpoints as XOR deltas, a full one every F")
     p.add_argument("--key", type=Path, help="private key: sign an attestation when training ends")
     p.add_argument("--attestation", type=Path, default=Path("attestation.json"))
 

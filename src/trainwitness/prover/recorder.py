@@ -8,6 +8,9 @@ checkpoint record is fsync'd (with every step record before it) as soon as it is
 and ``close`` fsync whatever was handed over before them, so nothing acknowledged is lost. Step
 records are not fsync'd one by one: any a crash loses lie after the last durable checkpoint, where
 resume cuts the index back and re-runs them anyway (one fsync per checkpoint, not one per step).
+With ``delta_every=F`` checkpoints are written as XOR deltas against the previous one (see
+``trainwitness.delta``), a keyframe every F checkpoints and first after every start or resume; the
+writer keeps its private copy of the previous checkpoint for that (one more state in memory).
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from pathlib import Path
 from ..canonical import canonical_json
 from ..checkpoint import encode_checkpoint
 from ..data import Batch, batch_digest
+from ..delta import MAX_DELTA_CHAIN, encode_delta
 from ..executor import snapshot, weights_of
 from ..rng import rng_digest
 from ..state import FlatState, state_digest, weights_digest
-from ..store import INDEX_FILE, CheckpointRecord, StepRecord, atomic_write, checkpoint_relpath
+from ..store import INDEX_FILE, CheckpointRecord, StepRecord, atomic_write, checkpoint_relpath, delta_relpath
 
 __all__ = ["Recorder"]
 
@@ -33,9 +37,20 @@ _STOP = object()
 
 
 class Recorder:
-    def __init__(self, store: Path, compress_level: int | None = 3, queue_depth: int = 8, hash_workers: int = 2) -> None:
+    def __init__(
+        self,
+        store: Path,
+        compress_level: int | None = 3,
+        queue_depth: int = 8,
+        hash_workers: int = 2,
+        delta_every: int | None = None,
+    ) -> None:
+        if delta_every is not None and not (1 <= delta_every <= MAX_DELTA_CHAIN and compress_level is not None):
+            raise ValueError(f"delta checkpoints need compression and a keyframe every 1..{MAX_DELTA_CHAIN} checkpoints")
         self.store = store
         self.compress_level = compress_level
+        self.delta_every = delta_every
+        self._previous: tuple[int, FlatState] | None = None  # writer thread only: the base of the next delta
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_depth)
         self._error: BaseException | None = None
         self._index = open(store / INDEX_FILE, "ab")
@@ -115,8 +130,16 @@ class Recorder:
             state_digest=state_digest(state, self._hashers),
             weights_digest=weights_digest(weights_of(state), self._hashers),
         )
-        data = encode_checkpoint(state, self.compress_level)
-        atomic_write(self.store / checkpoint_relpath(step, self.compress_level is not None), data)
+        if self.delta_every is None or self.compress_level is None:
+            data = encode_checkpoint(state, self.compress_level)
+            atomic_write(self.store / checkpoint_relpath(step, self.compress_level is not None), data)
+        else:
+            previous = self._previous
+            if previous is None or previous[0] != index - 1 or index % self.delta_every == 0:
+                previous = None  # a keyframe
+            data = encode_delta(state, None if previous is None else previous[1], None if previous is None else index - 1, self.compress_level)
+            atomic_write(self.store / delta_relpath(step), data)
+            self._previous = (index, state)  # the snapshot is the writer's own: nothing else mutates it
         self._append(record)
         self._sync()  # a checkpoint record is durable once written
         self.checkpoints.append(record)

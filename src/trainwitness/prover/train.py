@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..canonical import JSONValue, canonical_json, parse_json
-from ..checkpoint import MAX_CHECKPOINT_BYTES, decode_checkpoint, encode_weights
+from ..checkpoint import encode_weights
 from ..code_identity import code_identity
 from ..data import dataset_digest
+from ..delta import read_checkpoint
 from ..environment import apply_execution_settings, capture_environment
 from ..errors import MalformedInputError, MissingInputError
 from ..executor import TrainingRun, weights_of
@@ -21,7 +22,6 @@ from ..store import (
     CheckpointRecord,
     atomic_write,
     checkpoint_steps,
-    find_checkpoint,
     read_index,
     read_store_file,
 )
@@ -43,9 +43,13 @@ class RecordedRun:
     resumed_from_step: int | None
 
 
-def _declare(entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, compress_level: int | None) -> dict[str, JSONValue]:
+def _declare(
+    entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, compress_level: int | None, delta_every: int | None
+) -> dict[str, JSONValue]:
     identity, files = code_identity(entry_point)
+    storage: dict[str, JSONValue] = {} if delta_every is None else {"delta_keyframe_every": delta_every}
     return {
+        **storage,
         "format": STORE_FORMAT,
         "code": identity,
         "code_files": [{"path": f.path, "sha256": f.sha256, "executable": f.executable} for f in files],
@@ -64,9 +68,10 @@ def _declare(entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, co
 def _resume_point(store: Path, run: TrainingRun) -> CheckpointRecord | None:
     """Cut the index back to its last checkpoint whose file is intact, and restore that checkpoint."""
     index = read_index(store, allow_torn_tail=True)
+    steps = [c.step for c in index.checkpoints]
     for record in reversed(index.checkpoints):
         try:
-            flat = decode_checkpoint(read_store_file(store, find_checkpoint(store, record.step), MAX_CHECKPOINT_BYTES), f"checkpoint {record.step}")
+            flat, _ = read_checkpoint(store, steps, record.index)
         except (MalformedInputError, MissingInputError):
             continue
         if state_digest(flat) != record.state_digest:
@@ -94,6 +99,7 @@ def record_run(
     *,
     torch_threads: int = 1,
     compress_level: int | None = 3,
+    delta_every: int | None = None,
     progress: Progress | None = None,
 ) -> RecordedRun:
     """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run."""
@@ -101,7 +107,7 @@ def record_run(
     function = load_entry_point(entry_point)
     hp = resolve_hyperparameters(function.defaults, overrides)
     run = TrainingRun.start(function, hp)
-    declared = _declare(entry_point, hp, run, compress_level)
+    declared = _declare(entry_point, hp, run, compress_level, delta_every)
 
     resumed: CheckpointRecord | None = None
     if (store / RUN_FILE).exists():
@@ -118,7 +124,7 @@ def record_run(
 
     steps = checkpoint_steps(int(hp["total_steps"]), int(hp["checkpoint_interval"]))
     start_index = 0 if resumed is None else resumed.index + 1
-    recorder = Recorder(store, compress_level=compress_level)
+    recorder = Recorder(store, compress_level=compress_level, delta_every=delta_every)
     try:
         if resumed is None:
             recorder.record_checkpoint(0, 0, run.capture())
