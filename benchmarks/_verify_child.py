@@ -13,22 +13,35 @@ import torch  # noqa: F401  (imported before the baseline is taken: the interpre
 from trainwitness.verifier import VerifyOptions, verify_run
 
 
+def _status_bytes(field: str) -> int:
+    """VmHWM / VmRSS of this process from /proc (ru_maxrss would include the parent's peak at fork)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def main() -> None:
     attestation, store, weights, key, segments, seed = sys.argv[1:7]
-    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    workers = int(sys.argv[7]) if len(sys.argv) > 7 else 1
+    baseline = _status_bytes("VmHWM")
     began = time.perf_counter()
     report = verify_run(
         Path(attestation), Path(store), Path(weights), Path(key),
-        VerifyOptions(segments=None if segments == "all" else int(segments), seed=int(seed)),
+        VerifyOptions(segments=None if segments == "all" else int(segments), seed=int(seed), workers=workers),
     )
     seconds = time.perf_counter() - began
     print(json.dumps({
         "accepted": report.accepted,
+        "workers": workers,
         "seconds": seconds,
         "segments_replayed": len(report.segments),
         "segment_seconds": [s.seconds for s in report.segments],
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "baseline_rss_bytes": baseline_kb * 1024,
+        "peak_rss_bytes": _status_bytes("VmHWM"),
+        "baseline_rss_bytes": baseline,
         "checkpoint_bytes_read": report.checkpoint_bytes_read,
         "failed": [c.detail for c in report.checks if not c.passed],
     }))

@@ -37,13 +37,13 @@ def record_signed(root: Path, entry_point: str, overrides: Mapping[str, JSONValu
     return paths
 
 
-def verify_in_child(run: Mapping[str, Path], segments: int | str, seed: int = 1) -> dict[str, Any]:
+def verify_in_child(run: Mapping[str, Path], segments: int | str, seed: int = 1, workers: int = 1) -> dict[str, Any]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "src"), str(HERE), env.get("PYTHONPATH", "")])
     began = time.perf_counter()
     out = subprocess.run(
         [sys.executable, str(HERE / "_verify_child.py"), str(run["attestation"]), str(run["store"]), str(run["weights"]),
-         str(run["pub"]), str(segments), str(seed)],
+         str(run["pub"]), str(segments), str(seed), str(workers)],
         capture_output=True, text=True, env=env, check=True,
     )
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])

@@ -42,10 +42,23 @@ def encode_weights(weights: Mapping[str, torch.Tensor]) -> bytes:
 
 
 def _decompress(data: bytes, what: str, max_bytes: int) -> bytes:
-    """Decompress in bounded pieces, stopping at ``max_bytes``: a zstd bomb costs at most that."""
-    chunks: list[bytes] = []
-    total = 0
+    """Decompress, refusing more than ``max_bytes``: a zstd bomb costs at most that.
+
+    When the frame records its content size (every file this package writes does), that size is
+    checked first and the output is allocated once; otherwise decompression streams in bounded
+    pieces. Either way the result is one buffer, never pieces plus their join (peak memory).
+    """
     try:
+        size = zstandard.frame_content_size(data)
+        if 0 <= size <= max_bytes:
+            out = zstandard.ZstdDecompressor().decompress(data, max_output_size=size, allow_extra_data=False)
+            if len(out) != size:
+                raise MalformedInputError(f"{what}: zstd frame holds {len(out)} bytes, not the {size} it records")
+            return out
+        if size > max_bytes:
+            raise MalformedInputError(f"{what}: decompresses to more than {max_bytes} bytes")
+        chunks: list[bytes] = []
+        total = 0
         reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
         while piece := reader.read(1 << 24):
             total += len(piece)
@@ -55,6 +68,11 @@ def _decompress(data: bytes, what: str, max_bytes: int) -> bytes:
     except zstandard.ZstdError as e:
         raise MalformedInputError(f"{what}: corrupt or truncated zstd data ({e})") from e
     return b"".join(chunks)
+
+
+def decompress_if_zstd(data: bytes, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> bytes:
+    """The safetensors bytes of a checkpoint file, compressed or not (decoding it is idempotent)."""
+    return _decompress(data, what, max_bytes) if data[:4] == _ZSTD_MAGIC else data
 
 
 def _read_header(raw: bytes, what: str) -> dict[str, JSONValue]:
@@ -95,7 +113,7 @@ def _load(raw: bytes, what: str) -> tuple[dict[str, torch.Tensor], dict[str, JSO
 
 
 def decode_checkpoint(data: bytes, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> FlatState:
-    raw = _decompress(data, what, max_bytes) if data[:4] == _ZSTD_MAGIC else data
+    raw = decompress_if_zstd(data, what, max_bytes)
     tensors, metadata = _load(raw, what)
     text = metadata.get(_METADATA_KEY)
     if not isinstance(text, str):

@@ -70,7 +70,9 @@ def _verify(args: argparse.Namespace) -> int:
     from .progress import progress_line
     from .verifier import VerifyOptions, verify_run
 
-    options = VerifyOptions(segments=None if args.all else args.segments, seed=args.seed)
+    if args.workers < 1:
+        raise MalformedInputError("--workers must be at least 1")
+    options = VerifyOptions(segments=None if args.all else args.segments, seed=args.seed, workers=args.workers)
     report = verify_run(args.attestation, args.store, args.weights, args.key, options, progress_line("segments"))
     print(report.to_text())
     if args.json is not None:
@@ -138,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     how_many.add_argument("--all", action="store_true", help="replay every segment")
     p.add_argument("--seed", type=int, help="seed the segment draw for a reproducible audit (default: OS randomness)")
     p.add_argument("--json", type=Path, help="also write the report as JSON")
+    p.add_argument("--workers", type=int, default=1, help="replay segments in this many processes (default 1)")
 
     p = sub.add_parser("inspect", help="print what an attestation claims (signature not checked)")
     p.add_argument("attestation", type=Path)

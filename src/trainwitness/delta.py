@@ -23,7 +23,7 @@ import torch
 import zstandard
 
 from .canonical import JSONValue, canonical_json, parse_json
-from .checkpoint import MAX_CHECKPOINT_BYTES, _decompress, _load, decode_checkpoint
+from .checkpoint import MAX_CHECKPOINT_BYTES, _decompress, _load, decode_checkpoint, decompress_if_zstd
 from .errors import MalformedInputError
 from .state import DTYPE_NAMES, FlatState
 from .store import delta_relpath, find_checkpoint, read_store_file
@@ -111,8 +111,14 @@ def _peek_base(data: bytes, what: str) -> int | None:
     return _delta_header(metadata, what)[0]
 
 
-def _decode_delta(data: bytes, what: str, base: FlatState | None) -> FlatState:
-    planes, metadata = _load(_decompress(data, what, MAX_CHECKPOINT_BYTES), what)
+def _decode_delta(store: Path, relpath: str, base: FlatState | None) -> tuple[FlatState, int]:
+    what = f"{store}/{relpath}"
+    data = read_store_file(store, relpath, MAX_CHECKPOINT_BYTES)
+    size = len(data)
+    raw = _decompress(data, what, MAX_CHECKPOINT_BYTES)
+    del data  # peak memory: the compressed bytes do not live on beside the decoded tensors
+    planes, metadata = _load(raw, what)
+    del raw
     _, entries = _delta_header(metadata, what)
     if set(entries) != set(planes):
         raise MalformedInputError(f"{what}: the delta header and the stored tensors name different tensors")
@@ -139,7 +145,7 @@ def _decode_delta(data: bytes, what: str, base: FlatState | None) -> FlatState:
     text = metadata.get(_SKELETON_KEY)
     if not isinstance(text, str):
         raise MalformedInputError(f"{what}: no trainwitness skeleton in the safetensors metadata")
-    return FlatState(tensors=tensors, skeleton=parse_json(text.encode("utf-8"), f"{what} skeleton"))
+    return FlatState(tensors=tensors, skeleton=parse_json(text.encode("utf-8"), f"{what} skeleton")), size
 
 
 def read_checkpoint(
@@ -160,10 +166,14 @@ def read_checkpoint(
     relpath = find_checkpoint(store, steps[i])
     if relpath != delta_relpath(steps[i]):
         data = read_store_file(store, relpath, MAX_CHECKPOINT_BYTES)
-        flat = decode_checkpoint(data, f"{store}/{relpath}")
+        size = len(data)
+        raw = decompress_if_zstd(data, f"{store}/{relpath}")
+        del data  # peak memory: the compressed bytes do not live on beside the decoded tensors
+        flat = decode_checkpoint(raw, f"{store}/{relpath}")
+        del raw
         if check is not None:
             check(i, flat)
-        return flat, len(data)
+        return flat, size
     # Walk back from i to a keyframe (or to ``start``) through the bases the headers name.
     chain = [i]
     while True:
@@ -184,9 +194,8 @@ def read_checkpoint(
     total = 0
     for j in reversed(chain if state is None else chain[:-1]):
         relpath = delta_relpath(steps[j])
-        data = read_store_file(store, relpath, MAX_CHECKPOINT_BYTES)
-        total += len(data)
-        state = _decode_delta(data, f"{store}/{relpath}", state)
+        state, size = _decode_delta(store, relpath, state)
+        total += size
         if check is not None:
             check(j, state)
     if state is None:  # pragma: no cover - the chain always holds i itself

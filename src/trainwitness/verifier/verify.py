@@ -25,6 +25,7 @@ from ..signing import load_public_key, open_envelope
 from ..spec import load_entry_point, resolve_hyperparameters
 from ..state import state_digest, weights_digest
 from .evidence import Evidence
+from .parallel import replay_in_parallel
 from .replay import replay_segment
 from .report import Report
 from .sampling import choose_segments
@@ -41,6 +42,7 @@ Progress = Callable[[int, int], None]
 class VerifyOptions:
     segments: int | None = 10  # None: replay every segment
     seed: int | None = None  # None: draw from the operating system's randomness
+    workers: int = 1  # processes replaying segments side by side (the result does not depend on it)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -123,10 +125,14 @@ def verify_run(
         report.sampled = choose_segments(report.segment_count, options.segments, options.seed)
 
         # (8): replay each sampled segment and compare bitwise.
-        for done, i in enumerate(report.sampled):
-            report.segments.append(replay_segment(run, evidence, i))
-            if progress is not None:
-                progress(done + 1, len(report.sampled))
+        if options.workers > 1 and len(report.sampled) > 1:
+            report.segments, parallel_bytes = replay_in_parallel(payload, store, report.sampled, options.workers)
+            evidence.checkpoint_bytes_read += parallel_bytes
+        else:
+            for done, i in enumerate(report.sampled):
+                report.segments.append(replay_segment(run, evidence, i))
+                if progress is not None:
+                    progress(done + 1, len(report.sampled))
         report.checkpoint_bytes_read = evidence.checkpoint_bytes_read
         report.passed("replay", f"{len(report.segments)} sampled segments replay bitwise onto their next checkpoint")
     except VerificationError as e:
