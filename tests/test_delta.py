@@ -100,3 +100,22 @@ def test_delta_store_verifies_and_a_corrupt_delta_is_caught(tmp_path: Path) -> N
     forged = FlatState({k: (v + 1 if v.is_floating_point() else v) for k, v in honest2.tensors.items()}, honest2.skeleton)
     atomic_write(run.store / delta_relpath(steps[2]), encode_delta(forged, honest1, 1))
     assert main(run.verify_args("--all")) == 1
+
+
+def test_resume_after_a_crash_rebuilds_a_delta_checkpoint_and_ends_identically(tmp_path: Path) -> None:
+    from trainwitness.canonical import canonical_json
+    from trainwitness.prover import record_run
+    from trainwitness.store import INDEX_FILE, read_index
+
+    store, weights = tmp_path / "store", tmp_path / "model.safetensors"
+    first = record_run("trainwitness.workloads.digits:digits", SHORT_DIGITS, store, weights, delta_every=3)
+    index = read_index(store)
+    # Crash after checkpoint 4 (a delta on keyframe 3) and two more steps; later files never written.
+    lines = (store / INDEX_FILE).read_bytes().split(b"\n")
+    cut = lines.index(canonical_json(index.checkpoints[4].to_json())) + 3
+    (store / INDEX_FILE).write_bytes(b"\n".join(lines[:cut]) + b"\n")
+    for record in index.checkpoints[5:]:
+        (store / delta_relpath(record.step)).unlink()
+    again = record_run("trainwitness.workloads.digits:digits", SHORT_DIGITS, store, weights, delta_every=3)
+    assert again.resumed_from_step == index.checkpoints[4].step
+    assert again.final == first.final
