@@ -5,7 +5,9 @@ it to one background writer through a bounded queue; a full queue blocks the tra
 (back-pressure) rather than growing memory. The writer hashes, serialises, compresses and writes in
 order. Durability: a checkpoint's file is durable before its index record is appended, and each
 checkpoint record is fsync'd (with every step record before it) as soon as it is written; ``wait``
-and ``close`` fsync whatever was handed over before them, so nothing acknowledged is lost. Step
+and ``close`` fsync whatever was recorded before them, so nothing acknowledged is lost. Step jobs
+reach the writer in groups of ``_STEP_BATCH`` (and before every checkpoint, ``wait`` and ``close``),
+so the trainer wakes the writer once a group rather than once a step. Step
 records are not fsync'd one by one: any a crash loses lie after the last durable checkpoint, where
 resume cuts the index back and re-runs them anyway (one fsync per checkpoint, not one per step).
 With ``delta_every=F`` checkpoints are written as XOR deltas against the previous one (see
@@ -34,6 +36,9 @@ from ..store import INDEX_FILE, CheckpointRecord, StepRecord, atomic_write, chec
 __all__ = ["Recorder"]
 
 _STOP = object()
+# Steps handed to the writer per queue item. Waking the writer is a GIL hand-over that the training
+# thread pays for (milliseconds on a busy machine); once per step was most of the recorder's cost.
+_STEP_BATCH = 32
 
 
 class Recorder:
@@ -57,6 +62,7 @@ class Recorder:
         self._unsynced = 0
         self._hashers = ThreadPoolExecutor(max_workers=hash_workers, thread_name_prefix="trainwitness-hash")
         self.checkpoints: list[CheckpointRecord] = []
+        self._pending: list[Callable[[], None]] = []  # training thread only: step jobs not yet handed over
         self._worker = threading.Thread(target=self._drain, name="trainwitness-recorder", daemon=True)
         self._worker.start()
 
@@ -66,25 +72,42 @@ class Recorder:
         """Commit the batch about to be trained on and the RNG state the step starts from."""
         # Copy point: the step may modify the batch in place; the RNG capture is already a copy.
         private = {k: v.detach().clone() for k, v in batch.items()}
-        self._put(lambda: self._write_step(step, tuple(sample_ids), private, rng))
+        ids = tuple(sample_ids)
+        self._pending.append(lambda: self._write_step(step, ids, private, rng))
+        if len(self._pending) >= _STEP_BATCH:
+            self._hand_over_steps()
 
     def record_checkpoint(self, index: int, step: int, state: FlatState) -> None:
         """Commit a full checkpoint. ``state`` is copied here (device-to-host where on a GPU)."""
+        self._hand_over_steps()  # the index is written in order: the steps before the checkpoint first
         private = snapshot(state)
         self._put(lambda: self._write_checkpoint(index, step, private))
 
     def wait(self) -> None:
-        """Block until everything handed over so far is durable; re-raise a writer failure."""
+        """Block until everything recorded so far is durable; re-raise a writer failure."""
+        self._hand_over_steps()
         self._put(self._sync)  # a barrier: runs after every earlier job, in order
         self._queue.join()
         self._raise_if_failed()
 
     def close(self) -> None:
+        if self._error is None:
+            self._hand_over_steps()
         self._queue.put(_STOP)
         self._worker.join()
         self._hashers.shutdown()
         self._index.close()
         self._raise_if_failed()
+
+    def _hand_over_steps(self) -> None:
+        if self._pending:
+            jobs, self._pending = self._pending, []
+            self._put(lambda: self._run_all(jobs))
+
+    @staticmethod
+    def _run_all(jobs: list[Callable[[], None]]) -> None:
+        for job in jobs:
+            job()
 
     def _put(self, job: Callable[[], None]) -> None:
         self._raise_if_failed()
