@@ -34,7 +34,7 @@ class RecordedRun:
 
 def record_and_sign(
     root: Path, entry_point: str = DIGITS, overrides: dict | None = None, threads: int = 1, *,
-    weights_license: str | None = None, source_uri: str | None = None,
+    weights_license: str | None = None, source_uri: str | None = None, delta_every: int | None = None,
 ) -> RecordedRun:
     root.mkdir(parents=True, exist_ok=True)
     run = RecordedRun(
@@ -44,7 +44,7 @@ def record_and_sign(
     generate_keypair(run.private_key, run.public_key)
     record_run(
         entry_point, overrides if overrides is not None else SHORT_DIGITS, run.store, run.weights, torch_threads=threads,
-        declarations=Declarations(weights_license=weights_license, source_uri=source_uri),
+        declarations=Declarations(weights_license=weights_license, source_uri=source_uri), delta_every=delta_every,
     )
     run.attestation.write_bytes(attest_store(run.store, run.weights, load_private_key(run.private_key)))
     return run

@@ -1,7 +1,7 @@
-import torch
 from trainwitness.executor import TrainingRun, snapshot
 from trainwitness.spec import load_entry_point, resolve_hyperparameters
 from trainwitness.state import state_digest
+
 
 def test_restore_does_not_let_training_write_into_the_restored_checkpoint() -> None:
     function = load_entry_point("trainwitness.workloads.digits:digits")

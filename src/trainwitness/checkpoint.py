@@ -70,6 +70,8 @@ def _decompress(data: bytes, what: str, max_bytes: int) -> bytes:
     chunks: list[bytes] = []
     total = 0
     declared: int | None = None
+    # The frame's recorded content size is not trusted for an up-front allocation: a bomb can record
+    # any size. Pieces are bounded, and checked against the size the safetensors header declares.
     try:
         reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
         while piece := reader.read(1 << 24):
@@ -84,6 +86,11 @@ def _decompress(data: bytes, what: str, max_bytes: int) -> bytes:
     except zstandard.ZstdError as e:
         raise MalformedInputError(f"{what}: corrupt or truncated zstd data ({e})") from e
     return b"".join(chunks)
+
+
+def decompress_if_zstd(data: bytes, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> bytes:
+    """The safetensors bytes of a checkpoint file, compressed or not (decoding it is idempotent)."""
+    return _decompress(data, what, max_bytes) if data[:4] == _ZSTD_MAGIC else data
 
 
 def _read_header(raw: bytes, what: str) -> dict[str, JSONValue]:
@@ -124,7 +131,7 @@ def _load(raw: bytes, what: str) -> tuple[dict[str, torch.Tensor], dict[str, JSO
 
 
 def decode_checkpoint(data: bytes, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> FlatState:
-    raw = _decompress(data, what, max_bytes) if data[:4] == _ZSTD_MAGIC else data
+    raw = decompress_if_zstd(data, what, max_bytes)
     tensors, metadata = _load(raw, what)
     text = metadata.get(_METADATA_KEY)
     if not isinstance(text, str):

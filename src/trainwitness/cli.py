@@ -45,6 +45,7 @@ def _train(args: argparse.Namespace) -> int:
         args.weights,
         torch_threads=args.threads,
         compress_level=None if args.no_compress else args.zstd_level,
+        delta_every=args.delta_every,
         progress=progress_line("steps"),
         declarations=Declarations(weights_license=args.weights_license, source_uri=args.source_uri),
         exact=DEFAULT_GRID if args.exact else None,
@@ -184,6 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--zstd-level", type=int, default=3)
     p.add_argument("--no-compress", action="store_true")
+    p.add_argument("--delta-every", type=int, metavar="F", help="store checkpoints as XOR deltas, a full one every F")
     p.add_argument("--key", type=Path, help="private key: sign an attestation when training ends")
     p.add_argument("--attestation", type=Path, default=Path("attestation.json"))
     p.add_argument("--weights-license", "--weights-licence", dest="weights_license", metavar="SPDX",

@@ -23,6 +23,9 @@ __all__ = [
     "parse_digest",
     "file_sha256",
     "chunked_digest",
+    "chunk_spans",
+    "hash_chunks",
+    "combine_chunk_digests",
 ]
 
 Digest = str  # "sha256:" + 64 lowercase hex digits
@@ -59,23 +62,46 @@ def domain_hash(domain: str, *parts: bytes) -> bytes:
     return h.digest()
 
 
-def _chunk_digests(buffer: memoryview, executor: ThreadPoolExecutor | None) -> list[bytes]:
-    spans = range(0, max(len(buffer), 1), CHUNK_BYTES)
-    chunks: Sequence[memoryview] = [buffer[start : start + CHUNK_BYTES] for start in spans]
-    if executor is None or len(chunks) == 1:
-        return [hashlib.sha256(chunk).digest() for chunk in chunks]
-    # map keeps input order, so the worker count cannot change the digest.
-    return list(executor.map(lambda chunk: hashlib.sha256(chunk).digest(), chunks))
+def chunk_spans(length: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each chunk of a ``length``-byte buffer; an empty buffer is one empty chunk."""
+    return [(start, min(start + CHUNK_BYTES, length)) for start in range(0, max(length, 1), CHUNK_BYTES)]
+
+
+def _sha256_all(chunks: Sequence[memoryview]) -> list[bytes]:
+    return [hashlib.sha256(chunk).digest() for chunk in chunks]
+
+
+def hash_chunks(chunks: Sequence[memoryview], executor: ThreadPoolExecutor | None = None) -> list[bytes]:
+    """SHA-256 of each chunk, in input order, on the executor's threads when given.
+
+    Chunks are packed into tasks of about ``CHUNK_BYTES`` so that many small buffers do not pay one
+    task each; ``map`` keeps input order, so the worker count cannot change any result.
+    """
+    if executor is None or len(chunks) < 2:
+        return _sha256_all(chunks)
+    tasks: list[list[memoryview]] = [[]]
+    size = 0
+    for chunk in chunks:
+        if size >= CHUNK_BYTES:
+            tasks.append([])
+            size = 0
+        tasks[-1].append(chunk)
+        size += len(chunk)
+    return [digest for task in executor.map(_sha256_all, tasks) for digest in task]
+
+
+def combine_chunk_digests(domain: str, header: bytes, chunk_digests: Sequence[bytes]) -> bytes:
+    """``domain_hash(domain, header, SHA256(chunk_0) || SHA256(chunk_1) || ...)``."""
+    return domain_hash(domain, header, b"".join(chunk_digests))
 
 
 def chunked_digest(
     domain: str, header: bytes, buffer: memoryview, executor: ThreadPoolExecutor | None = None
 ) -> bytes:
-    """``domain_hash(domain, header, SHA256(chunk_0) || SHA256(chunk_1) || ...)``.
-
-    No copy of ``buffer`` is made; an empty buffer is one empty chunk.
-    """
-    return domain_hash(domain, header, b"".join(_chunk_digests(buffer.cast("B"), executor)))
+    """``combine_chunk_digests`` over ``buffer`` cut by ``chunk_spans``; no copy of ``buffer`` is made."""
+    flat = buffer.cast("B")
+    chunks = [flat[start:stop] for start, stop in chunk_spans(len(flat))]
+    return combine_chunk_digests(domain, header, hash_chunks(chunks, executor))
 
 
 def file_sha256(path: str, max_bytes: int | None = None) -> bytes:

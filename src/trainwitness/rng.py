@@ -37,7 +37,8 @@ def capture_rng() -> FlatState:
     kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     tensors["rng/numpy_keys"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
     version, py_state, gauss_next = random.getstate()
-    tensors["rng/python_state"] = torch.tensor(py_state, dtype=torch.int64)
+    # via numpy: a third of the time torch.tensor takes over a tuple of 625 ints (runs every step)
+    tensors["rng/python_state"] = torch.from_numpy(np.array(py_state, dtype=np.int64))
     skeleton = {
         "cuda_devices": sum(1 for n in tensors if n.startswith("rng/torch_cuda/")),
         "numpy": {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},

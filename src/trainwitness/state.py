@@ -23,7 +23,7 @@ import torch
 
 from .canonical import JSONValue, canonical_json
 from .errors import MalformedInputError
-from .hashing import chunked_digest, domain_hash, format_digest
+from .hashing import chunk_spans, chunked_digest, combine_chunk_digests, domain_hash, format_digest, hash_chunks
 
 __all__ = [
     "DTYPE_NAMES",
@@ -142,19 +142,44 @@ def unflatten(flat: FlatState) -> dict[str, Any]:
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
-    # A view, not a copy, for contiguous CPU tensors: the caller snapshots device tensors first.
+    # A view of the tensor's memory, not a copy, for contiguous CPU tensors (every state_dict tensor
+    # and every checkpoint snapshot); only a non-contiguous view is made contiguous first.
     t = tensor.detach()
     if t.device.type != "cpu":
         raise ValueError("tensor digests are taken on CPU tensors; copy device tensors first")
     t = t.contiguous().reshape(-1)
-    return memoryview(t.view(torch.uint8).numpy())  # type: ignore[arg-type]
+    return memoryview(t.view(torch.uint8).numpy()).cast("B")  # type: ignore[arg-type]
+
+
+def _tensor_header(name: str, tensor: torch.Tensor) -> bytes:
+    return canonical_json({"dtype": DTYPE_NAMES[tensor.dtype], "name": name, "shape": list(tensor.shape)})
 
 
 def tensor_digest(name: str, tensor: torch.Tensor, executor: ThreadPoolExecutor | None = None) -> bytes:
-    header = canonical_json(
-        {"dtype": DTYPE_NAMES[tensor.dtype], "name": name, "shape": list(tensor.shape)}
-    )
-    return chunked_digest("tensor", header, _tensor_bytes(tensor), executor)
+    return chunked_digest("tensor", _tensor_header(name, tensor), _tensor_bytes(tensor), executor)
+
+
+def _tensor_digests(names: list[str], tensors: Mapping[str, torch.Tensor], executor: ThreadPoolExecutor | None) -> list[bytes]:
+    """``tensor_digest`` of each named tensor, with every 4 MiB chunk of every tensor one unit of work.
+
+    Flattening all tensors' chunks into one ordered list lets many small tensors and one huge tensor
+    alike spread over every worker; the chunk digests are regrouped per tensor in order afterwards.
+    """
+    chunks: list[memoryview] = []
+    counts: list[int] = []
+    for name in names:
+        data = _tensor_bytes(tensors[name])
+        spans = chunk_spans(len(data))
+        chunks.extend(data[start:stop] for start, stop in spans)
+        counts.append(len(spans))
+    chunk_digests = hash_chunks(chunks, executor)
+    digests: list[bytes] = []
+    offset = 0
+    for name, count in zip(names, counts, strict=True):
+        header = _tensor_header(name, tensors[name])
+        digests.append(combine_chunk_digests("tensor", header, chunk_digests[offset : offset + count]))
+        offset += count
+    return digests
 
 
 def digest_tensors(
@@ -165,10 +190,7 @@ def digest_tensors(
 ) -> str:
     """Digest of named tensors plus a skeleton; independent of dict order and of worker count."""
     names = sorted(tensors)
-    if executor is None:
-        digests = [tensor_digest(n, tensors[n]) for n in names]
-    else:
-        digests = list(executor.map(lambda n: tensor_digest(n, tensors[n], None), names))
+    digests = _tensor_digests(names, tensors, executor)
     document = {"skeleton": skeleton, "tensors": {n: format_digest(d) for n, d in zip(names, digests, strict=True)}}
     return format_digest(domain_hash(domain, canonical_json(document)))
 

@@ -4,7 +4,8 @@
       run.json                          canonical JSON: what the prover declared at the start
       manifest.jsonl                    the dataset manifest (docs/DATA.md); its summary is in run.json
       index.jsonl                       append-only log, one canonical JSON record per line, fsync'd
-      checkpoints/<step:010d>.safetensors[.zst]
+      checkpoints/<step:010d>.safetensors[.zst]      a full checkpoint
+      checkpoints/<step:010d>.delta.safetensors.zst   or a delta / keyframe (see delta.py, docs/STORAGE.md)
 
 Files are only ever created whole (written to a temporary name, fsync'd, renamed) or appended to.
 Every name the readers open is derived from integers, never taken from the files themselves, so a
@@ -32,6 +33,7 @@ __all__ = [
     "RunIndex",
     "checkpoint_steps",
     "checkpoint_relpath",
+    "delta_relpath",
     "atomic_write",
     "append_line",
     "read_store_file",
@@ -117,6 +119,10 @@ def checkpoint_relpath(step: int, compressed: bool) -> str:
     return f"{CHECKPOINT_DIR}/{step:010d}.safetensors" + (".zst" if compressed else "")
 
 
+def delta_relpath(step: int) -> str:
+    return f"{CHECKPOINT_DIR}/{step:010d}.delta.safetensors.zst"
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -189,9 +195,8 @@ def read_store_file(store: Path, relpath: str, max_bytes: int) -> bytes:
 
 
 def find_checkpoint(store: Path, step: int) -> str:
-    """The relative path of the checkpoint file for ``step``, compressed or not."""
-    for compressed in (True, False):
-        rel = checkpoint_relpath(step, compressed)
+    """The relative path of the checkpoint file for ``step``: a delta, compressed or plain."""
+    for rel in (delta_relpath(step), checkpoint_relpath(step, True), checkpoint_relpath(step, False)):
         if os.path.lexists(store / rel):
             return rel
     raise MissingInputError(f"store {store}: the checkpoint for step {step} is missing")

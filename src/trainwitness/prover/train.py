@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..canonical import JSONValue, canonical_json, parse_json
-from ..checkpoint import MAX_CHECKPOINT_BYTES, decode_checkpoint, encode_weights
+from ..checkpoint import encode_weights
 from ..code_identity import code_identity
 from ..data import build_dataset_manifest
+from ..delta import read_checkpoint
 from ..environment import apply_execution_settings, capture_environment
 from ..errors import MalformedInputError, MissingInputError
 from ..exact import HINTS_FILE, Grid
@@ -25,7 +26,6 @@ from ..store import (
     CheckpointRecord,
     atomic_write,
     checkpoint_steps,
-    find_checkpoint,
     read_index,
     read_store_file,
 )
@@ -57,12 +57,14 @@ class Declarations:
 
 def _declare(
     entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, compress_level: int | None, manifest: Path,
-    declarations: Declarations, exact: Grid | None,
+    declarations: Declarations, exact: Grid | None, delta_every: int | None,
 ) -> dict[str, JSONValue]:
     identity, files = code_identity(entry_point)
     identity["source_uri"] = declarations.source_uri
     summary = build_dataset_manifest(run.spec.dataset, manifest)
+    storage: dict[str, JSONValue] = {} if delta_every is None else {"delta_keyframe_every": delta_every}
     return {
+        **storage,
         **({} if exact is None else {"exact": exact.to_json()}),  # exact mode (docs/EXACT.md)
         "format": STORE_FORMAT,
         "code": identity,
@@ -83,9 +85,10 @@ def _declare(
 def _resume_point(store: Path, run: TrainingRun) -> CheckpointRecord | None:
     """Cut the index back to its last checkpoint whose file is intact, and restore that checkpoint."""
     index = read_index(store, allow_torn_tail=True)
+    steps = [c.step for c in index.checkpoints]
     for record in reversed(index.checkpoints):
         try:
-            flat = decode_checkpoint(read_store_file(store, find_checkpoint(store, record.step), MAX_CHECKPOINT_BYTES), f"checkpoint {record.step}")
+            flat, _ = read_checkpoint(store, steps, record.index)
         except (MalformedInputError, MissingInputError):
             continue
         if state_digest(flat) != record.state_digest:
@@ -123,6 +126,7 @@ def record_run(
     *,
     torch_threads: int = 1,
     compress_level: int | None = 3,
+    delta_every: int | None = None,
     progress: Progress | None = None,
     declarations: Declarations = Declarations(),
     exact: Grid | None = None,
@@ -137,7 +141,7 @@ def record_run(
     os.close(fd)
     staged = Path(staged_name)
     try:
-        declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact)
+        declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact, delta_every)
         resumed: CheckpointRecord | None = None
         if (store / RUN_FILE).exists():
             previous = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
@@ -157,7 +161,7 @@ def record_run(
 
     steps = checkpoint_steps(int(hp["total_steps"]), int(hp["checkpoint_interval"]))
     start_index = 0 if resumed is None else resumed.index + 1
-    recorder = Recorder(store, compress_level=compress_level)
+    recorder = Recorder(store, compress_level=compress_level, delta_every=delta_every)
     try:
         if resumed is None:
             recorder.record_checkpoint(0, 0, run.capture())

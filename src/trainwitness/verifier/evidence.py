@@ -11,13 +11,13 @@ from functools import cached_property
 from pathlib import Path
 
 from ..attestation import TrainingClaim
-from ..checkpoint import MAX_CHECKPOINT_BYTES, decode_checkpoint
+from ..delta import read_checkpoint
 from ..errors import CommitmentError, ReplayMismatchError
 from ..exact import hints_digest, hints_leaf, hints_leaves, read_hints
 from ..hashing import format_digest, parse_digest
 from ..merkle import MerkleTree, verify_inclusion
 from ..state import FlatState, state_digest
-from ..store import CheckpointRecord, RunIndex, StepRecord, find_checkpoint, read_index, read_store_file
+from ..store import CheckpointRecord, RunIndex, StepRecord, find_checkpoint, read_index
 
 __all__ = ["Evidence"]
 
@@ -82,12 +82,18 @@ class Evidence:
         return record
 
     def load_checkpoint(self, i: int) -> FlatState:
-        """Checkpoint i's file, accepted only if its contents hash to the committed leaf."""
-        record = self.checkpoint(i)
-        relpath = find_checkpoint(self.store, record.step)
-        data = read_store_file(self.store, relpath, MAX_CHECKPOINT_BYTES)
-        self.checkpoint_bytes_read += len(data)
-        flat = decode_checkpoint(data, f"{self.store}/{relpath}")
-        if state_digest(flat) != record.state_digest:
-            raise ReplayMismatchError(f"checkpoint file {relpath} does not hash to its committed state digest (tampered)")
+        """Checkpoint i, accepted only if its (reconstructed) contents hash to the committed leaf.
+
+        A delta checkpoint is rebuilt from its keyframe; every state along the chain is checked
+        against its own committed digest, so a corrupt link is caught and named.
+        """
+
+        def check(j: int, flat: FlatState) -> None:
+            if state_digest(flat) != self.checkpoint(j).state_digest:
+                relpath = find_checkpoint(self.store, self.index.checkpoints[j].step)
+                raise ReplayMismatchError(f"checkpoint file {relpath} does not hash to its committed state digest (tampered)")
+
+        steps = [c.step for c in self.index.checkpoints]
+        flat, read = read_checkpoint(self.store, steps, i, check)
+        self.checkpoint_bytes_read += read
         return flat

@@ -1,0 +1,26 @@
+"""The benchmark harness runs end to end at tiny sizes and writes both result files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_benchmark_quick_mode_writes_markdown_and_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(out),
+         "--only", "commit_and_hashing", "--only", "storage"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["errors"] == {}
+    assert {"commit_and_hashing", "storage"} <= set(results["sections"])
+    assert all(row["state_digest_GBps"] > 0 for row in results["sections"]["commit_and_hashing"]["hashing"])
+    markdown = (out / "results.md").read_text()
+    assert "## Hashing throughput" in markdown and "## Storage" in markdown
