@@ -111,7 +111,10 @@ def verify_run(
         hp = resolve_hyperparameters(function.defaults, claim.hyperparameters)
         run = TrainingRun.start(function, hp)
         if dataset_digest(run.spec.dataset) != claim.data["dataset_digest"]:
-            raise DataMismatchError(f"dataset {run.spec.dataset.name} here differs from the attested dataset digest")
+            raise DataMismatchError(
+                f"dataset {run.spec.dataset.name} here differs from the attested dataset digest"
+                f" (attested dataset: {claim.data.get('dataset')!r})"
+            )
         report.passed("dataset", f"{run.spec.dataset.name}: {len(run.spec.dataset)} samples match the attested digest")
         if state_digest(run.capture()) != evidence.checkpoint(0).state_digest:
             raise ReplayMismatchError("the state built from the declared seed is not checkpoint 0")
