@@ -17,7 +17,7 @@ would share storage, which the weights file refuses), with dropout drawing from 
 generator so replay exercises the committed RNG state. AdamW with linear warmup then cosine decay
 (``SequentialLR`` of ``LinearLR`` and ``CosineAnnealingLR``: plain state dicts, no lambdas).
 
-Two entry points share the code: ``lm`` (the demo: batches of 16 x 128 tokens) and ``lm_fast``
+Two entry points share the code: ``lm`` (the demo: batches of 12 x 128 tokens) and ``lm_fast``
 (the same model on batches of 2 x 64 tokens, steps of tens of milliseconds, for measuring the
 prover's overhead against short steps).
 """
@@ -273,9 +273,9 @@ def _build(hp: Mapping[str, JSONValue]) -> TrainingSpec:
 DEFAULTS: dict[str, JSONValue] = {
     "seed": 0,
     "data_seed": 1,
-    "batch_size": 16,
-    "total_steps": 160,
-    "checkpoint_interval": 20,
+    "batch_size": 12,
+    "total_steps": 150,
+    "checkpoint_interval": 15,
     "corpus_files": list(CORPUS_FILES),
     "block_size": 128,
     "n_layer": 4,
@@ -284,7 +284,7 @@ DEFAULTS: dict[str, JSONValue] = {
     "dropout": 0.1,
     "lr": 3e-3,
     "min_lr": 3e-4,
-    "warmup_steps": 20,
+    "warmup_steps": 15,
     "beta1": 0.9,
     "beta2": 0.99,
     "weight_decay": 0.1,
