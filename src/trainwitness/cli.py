@@ -236,9 +236,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="print what an attestation claims (signature not checked)")
     p.add_argument("attestation", type=Path)
 
-    p = sub.add_parser("demo", help="train, attest and verify the built-in digits workload")
+    p = sub.add_parser("demo", help="train, attest and verify a built-in workload (digits MLP or lm transformer)")
     p.add_argument("--out", type=Path, help="new directory for the demo's files")
-    p.add_argument("--workload", default="digits", choices=["digits"])
+    p.add_argument("--workload", default="digits", choices=["digits", "lm"])
     return parser
 
 

@@ -58,6 +58,8 @@ class TensorDataset:
 
     name: str
     columns: Mapping[str, torch.Tensor]
+    license: str = "NOASSERTION"  # SPDX expression for the data; NOASSERTION fails every licence policy
+    description: str | None = None
 
     def __post_init__(self) -> None:
         lengths = {len(t) for t in self.columns.values()}
@@ -209,8 +211,9 @@ def build_dataset_manifest(dataset: Dataset, out: Path) -> ManifestSummary:
         else:
             try:
                 builder.add_source(
-                    name=dataset.name, uri=None, archive_sha256=None, license="NOASSERTION",
-                    description=f"dataset {dataset.name}, built in code by the training spec", format="tensors",
+                    name=dataset.name, uri=None, archive_sha256=None, license=getattr(dataset, "license", "NOASSERTION"),
+                    description=getattr(dataset, "description", None) or f"dataset {dataset.name}, built in code by the training spec",
+                    format="tensors",
                     compression=None, samples=_tensor_samples(dataset),
                 )
             except MalformedInputError as e:

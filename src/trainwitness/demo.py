@@ -1,4 +1,4 @@
-"""``trainwitness demo``: train the digits model with recording, attest it, verify it, print the verdict."""
+"""``trainwitness demo``: train a built-in model with recording, attest it, verify it, print the verdict."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .verifier import Report, VerifyOptions, verify_run
 
 __all__ = ["run_demo", "fresh_directory"]
 
-WORKLOADS = {"digits": "trainwitness.workloads.digits:digits"}
+WORKLOADS = {"digits": "trainwitness.workloads.digits:digits", "lm": "trainwitness.workloads.lm:lm"}
 
 
 def fresh_directory(requested: Path | None) -> Path:
