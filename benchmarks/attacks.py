@@ -70,12 +70,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         # Each attack gets its own seeds, so rows are independent samples, not one draw sequence reused.
         count = args.seeds if attack.sampled else min(args.seeds, 20)
         seeds = range(number * args.seeds, number * args.seeds + count)
-        result = measure(forgery, m, args.sample, seeds)
+        result = measure(forgery, m, args.sample, seeds, caught_on_every_draw=not attack.sampled)
         all_accepted, all_check = verdict(forgery, None, None)
         rows.append({
             "attack": attack.name, "what": attack.what, "caught_by": ",".join(sorted(result.checks | {all_check} - {""})),
             "forged": len(forgery.forged) if forgery.forged else "all", "segments": m, "sample": args.sample,
-            "predicted": detection_probability(m, args.sample, f) if forgery.forged else 1.0,
+            "predicted": detection_probability(m, args.sample, f) if forgery.forged and attack.sampled else 1.0,
             "with_replacement": 1 - (1 - f) ** args.sample, "measured": result.rate, "trials": len(result.outcomes),
             "disagree": result.disagreements, "all": "ACCEPTED" if all_accepted else "rejected",
         })

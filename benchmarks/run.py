@@ -45,6 +45,8 @@ from trainwitness.store import read_index  # noqa: E402
 
 DIGITS = "trainwitness.workloads.digits:digits"
 STAND_IN_TEXT = "bench_specs:tinylm"
+TEXT_MODEL = "trainwitness.workloads.lm:lm_fast"
+README_BEGIN, README_END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
 WIDE = "bench_specs:wide_mlp"
 
 # Targets from issue 6.
@@ -324,14 +326,24 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def update_readme(readme: Path, table: str) -> None:
+    """Replace what stands between the README's benchmark markers with the table just measured."""
+    text = readme.read_text()
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        raise SystemExit(f"{readme} has no {README_BEGIN} ... {README_END} markers")
+    readme.write_text(text[: begin + len(README_BEGIN)] + "\n" + table.strip() + "\n" + text[end:])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=HERE / "out")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the harness (< 60 s)")
-    parser.add_argument("--text", default=STAND_IN_TEXT, help=f"text model entry point (default: the stand-in {STAND_IN_TEXT})")
+    parser.add_argument("--text", default=TEXT_MODEL, help=f"text model entry point (default {TEXT_MODEL}; {STAND_IN_TEXT} is a stand-in)")
     parser.add_argument("--text-set", action="append", default=[], metavar="NAME=VALUE", help="override a text model hyperparameter")
     parser.add_argument("--only", action="append", choices=["recording", "commit_and_hashing", "storage", "audit"], help="run only these sections")
     parser.add_argument("--merge", action="store_true", help="keep the other sections of an existing results.json in --out")
+    parser.add_argument("--readme", type=Path, help=f"also replace the table between {README_BEGIN} and {README_END} in this file")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -351,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(suite.results, indent=2, sort_keys=True, default=str) + "\n")
     (args.out / "results.md").write_text(markdown(suite.results))
     print(f"wrote {args.out / 'results.md'} and results.json in {suite.results['total_seconds']} s")
+    if args.readme is not None:
+        update_readme(args.readme, markdown(suite.results))
+        print(f"updated the benchmark table in {args.readme}")
     return 1 if suite.results["errors"] else 0
 
 

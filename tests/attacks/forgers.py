@@ -319,13 +319,16 @@ def verdict(run: Run, segments: int | None, seed: int | None) -> tuple[bool, str
     return report.accepted, (failed[0] if failed else "")
 
 
-def measure(run: Run, segment_count: int, sample: int, seeds: Iterable[int]) -> Measurement:
-    """The verifier's verdict for each seed, next to the exact prediction for that seed's draw."""
+def measure(run: Run, segment_count: int, sample: int, seeds: Iterable[int], caught_on_every_draw: bool = False) -> Measurement:
+    """The verifier's verdict for each seed, next to the exact prediction for that seed's draw.
+
+    ``caught_on_every_draw``: the attack is detectable without replaying a forged segment (Attack.sampled False).
+    """
     result = Measurement()
     outcomes = [(seed, *verdict(run, sample, seed)) for seed in seeds]
     for seed, accepted, check in outcomes:
         drawn = set(choose_segments(segment_count, sample, seed))
-        always = not run.forged  # a forgery outside the replayed segments must fail every time
+        always = caught_on_every_draw or not run.forged  # a forgery outside the replayed segments must fail every time
         result.outcomes.append(Outcome(accepted, check, always or bool(drawn & run.forged)))
     return result
 
