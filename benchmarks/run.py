@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=HERE / "out")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the harness (< 60 s)")
-    parser.add_argument("--text", default=TEXT_MODEL, help=f"text model entry point (default {TEXT_MODEL}; {STAND_IN_TEXT} is a stand-in)")
+    parser.add_argument("--text", help=f"text model entry point (default {TEXT_MODEL}; with --quick, the small stand-in {STAND_IN_TEXT})")
     parser.add_argument("--text-set", action="append", default=[], metavar="NAME=VALUE", help="override a text model hyperparameter")
     parser.add_argument("--only", action="append", choices=["recording", "commit_and_hashing", "storage", "audit"], help="run only these sections")
     parser.add_argument("--merge", action="store_true", help="keep the other sections of an existing results.json in --out")
@@ -348,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    suite = Suite(args.out, QUICK if args.quick else FULL, args.text, dict(parse_override(s) for s in args.text_set))
+    text = args.text or (STAND_IN_TEXT if args.quick else TEXT_MODEL)
+    suite = Suite(args.out, QUICK if args.quick else FULL, text, dict(parse_override(s) for s in args.text_set))
     suite.results["quick"] = args.quick
     began = time.perf_counter()
     for name in ("recording", "commit_and_hashing", "storage", "audit"):
