@@ -148,7 +148,7 @@ def test_verify_writes_a_json_report_for_a_sampled_audit(
     report_path = tmp_path / "report.json"
     assert main(digits_run.verify_args("--segments", "2", "--seed", "7", "--json", str(report_path))) == 0
     out = capsys.readouterr().out
-    assert "replayed 2 of 6 segments (drawn from seed 7)" in out
+    assert "replayed 2 of 6 segments (drawn from the auditor's seed 7)" in out
     report = json.loads(report_path.read_text())
     assert report["verdict"] == "ACCEPT"
     assert report["segments"]["sample_seed"] == 7 and len(report["segments"]["sampled"]) == 2
@@ -204,3 +204,10 @@ def test_counts_below_one_are_usage_errors_not_tracebacks(args: list[str], capsy
     assert raised.value.code == 2
     err = capsys.readouterr().err
     assert "is not a positive integer" in err and "Traceback" not in err
+
+
+def test_a_draw_without_an_auditor_seed_is_reported_as_os_randomness(digits_run: RecordedRun, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(digits_run.verify_args("--segments", "2")) == 0
+    out = capsys.readouterr().out
+    assert "(drawn from OS randomness" in out
+    assert "auditor's seed" not in out

@@ -30,6 +30,7 @@ class Report:
     segments: list[SegmentResult] = field(default_factory=list)
     sampled: list[int] = field(default_factory=list)
     sample_seed: int | None = None
+    seed_from_os: bool = False  # the seed above was drawn from OS randomness (sandboxed replay), not chosen
     notes: list[str] = field(default_factory=list)
     checkpoint_bytes_read: int = 0
     data_bytes_read: int = 0  # bytes of sample records read from the auditor's copy and proven
@@ -86,6 +87,7 @@ class Report:
                 "total": self.segment_count,
                 "sampled": self.sampled,
                 "sample_seed": self.sample_seed,
+                "seed_from_os": self.seed_from_os,
                 "replayed": [
                     {
                         "index": s.index, "steps": [s.first_step, s.last_step], "seconds": round(s.seconds, 4),
@@ -116,7 +118,12 @@ class Report:
         for c in self.checks:
             lines.append(f"  [{'ok' if c.passed else 'FAIL'}] {c.name}: {c.detail}")
         if self.segment_count:
-            how = "OS randomness" if self.sample_seed is None else f"seed {self.sample_seed}"
+            if self.sample_seed is None:
+                how = "OS randomness"
+            elif self.seed_from_os:
+                how = f"OS randomness: seed {self.sample_seed}, to repeat this audit"
+            else:
+                how = f"the auditor's seed {self.sample_seed}"
             if self.bound is None:
                 lines.append(
                     f"  replayed {len(self.segments)} of {self.segment_count} segments (drawn from {how}), "

@@ -202,6 +202,7 @@ def verify_run(
         if isolation.process:
             request = sandbox_request(attestation, store, weights, public_key, options)
             merge_worker_report(report, replay_in_sandbox(isolation, request))
+            report.seed_from_os = options.seed is None  # the parent drew the worker's seed itself
             return report
 
         # (6): the manifest, checked against the signed summary; then the run rebuilt from its declared
