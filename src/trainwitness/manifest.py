@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -382,15 +383,24 @@ class ManifestIndex:
         return entry
 
 
+MAX_MANIFEST_LINE = 1 << 20  # one sample's entry is a few hundred bytes; the header lists the sources
+
+
 def _open_store_manifest(path: Path) -> Iterator[bytes]:
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # O_NONBLOCK: a FIFO planted under this name would otherwise wait for a writer forever.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError as e:
         raise MissingInputError(f"manifest {path} is missing") from e
     except OSError as e:
         raise MalformedInputError(f"manifest {path} cannot be opened safely ({e.strerror})") from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise MalformedInputError(f"manifest {path} is not a regular file")
     with os.fdopen(fd, "rb") as f:
-        for line in f:
+        while line := f.readline(MAX_MANIFEST_LINE + 1):
+            if len(line) > MAX_MANIFEST_LINE:
+                raise MalformedInputError(f"manifest {path} has a line longer than {MAX_MANIFEST_LINE} bytes")
             if not line.endswith(b"\n"):
                 raise MalformedInputError(f"manifest {path} ends in an unfinished line")
             yield line[:-1]

@@ -48,3 +48,43 @@ def test_read_refuses_an_oversized_file(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_bytes(b"x" * 101)
     with pytest.raises(MalformedInputError, match="over the limit"):
         read_store_file(tmp_path, "run.json", 100)
+
+
+# -- the store's manifest ----------------------------------------------------------------------------
+
+def _signed_summary(run_store: Path):  # type: ignore[no-untyped-def]
+    from trainwitness.canonical import parse_json
+    from trainwitness.manifest import ManifestSummary
+
+    declared = parse_json((run_store / "run.json").read_bytes(), "run.json")
+    return ManifestSummary.from_json(declared["data"]["manifest"], "run.json")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this OS")
+def test_read_manifest_of_a_fifo_fails_instead_of_hanging(digits_run) -> None:  # type: ignore[no-untyped-def]
+    from trainwitness.manifest import read_manifest
+
+    signed = _signed_summary(digits_run.store)
+    (digits_run.store / "manifest.jsonl").unlink()
+    os.mkfifo(digits_run.store / "manifest.jsonl")
+    with pytest.raises(MalformedInputError, match="not a regular file"):
+        read_manifest(digits_run.store / "manifest.jsonl", signed)
+
+
+def test_read_manifest_of_a_directory_is_refused(digits_run) -> None:  # type: ignore[no-untyped-def]
+    from trainwitness.manifest import read_manifest
+
+    signed = _signed_summary(digits_run.store)
+    (digits_run.store / "manifest.jsonl").unlink()
+    (digits_run.store / "manifest.jsonl").mkdir()
+    with pytest.raises(MalformedInputError, match="not a regular file"):
+        read_manifest(digits_run.store / "manifest.jsonl", signed)
+
+
+def test_read_manifest_refuses_an_endless_line_without_reading_it_whole(digits_run) -> None:  # type: ignore[no-untyped-def]
+    from trainwitness.manifest import read_manifest
+
+    signed = _signed_summary(digits_run.store)
+    (digits_run.store / "manifest.jsonl").write_bytes(b"{" + b" " * (4 << 20) + b"}\n")
+    with pytest.raises(MalformedInputError, match="longer than"):
+        read_manifest(digits_run.store / "manifest.jsonl", signed)
