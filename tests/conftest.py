@@ -5,9 +5,11 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import pytest
 
+from trainwitness.exact import Grid
 from trainwitness.prover import Declarations, attest_store, record_run
 from trainwitness.signing import generate_keypair, load_private_key
 
@@ -25,6 +27,20 @@ class RecordedRun:
     private_key: Path
     public_key: Path
 
+    @classmethod
+    def at(cls, root: Path, keys: Path | None = None, **extra: object) -> Self:
+        """The layout of a run under ``root``; the key pair lives under ``keys`` (default: ``root``)."""
+        keys = keys if keys is not None else root
+        return cls(
+            root=root, store=root / "store", weights=root / "model.safetensors", attestation=root / "attestation.json",
+            private_key=keys / "k.key", public_key=keys / "k.pub", **extra,  # type: ignore[arg-type]
+        )
+
+    def copied_to(self, root: Path) -> Self:
+        """A private copy of this run (keys included) under ``root``, free to tamper with."""
+        shutil.copytree(self.root, root)
+        return self.at(root)
+
     def verify_args(self, *extra: str) -> list[str]:
         return [
             "verify", str(self.attestation), "--store", str(self.store), "--weights", str(self.weights),
@@ -35,16 +51,15 @@ class RecordedRun:
 def record_and_sign(
     root: Path, entry_point: str = DIGITS, overrides: dict | None = None, threads: int = 1, *,
     weights_license: str | None = None, source_uri: str | None = None, delta_every: int | None = None,
+    exact: Grid | None = None,
 ) -> RecordedRun:
     root.mkdir(parents=True, exist_ok=True)
-    run = RecordedRun(
-        root=root, store=root / "store", weights=root / "model.safetensors", attestation=root / "attestation.json",
-        private_key=root / "k.key", public_key=root / "k.pub",
-    )
+    run = RecordedRun.at(root)
     generate_keypair(run.private_key, run.public_key)
     record_run(
         entry_point, overrides if overrides is not None else SHORT_DIGITS, run.store, run.weights, torch_threads=threads,
         declarations=Declarations(weights_license=weights_license, source_uri=source_uri), delta_every=delta_every,
+        exact=exact,
     )
     run.attestation.write_bytes(attest_store(run.store, run.weights, load_private_key(run.private_key)))
     return run
@@ -58,9 +73,4 @@ def _recorded_digits(tmp_path_factory: pytest.TempPathFactory) -> RecordedRun:
 @pytest.fixture
 def digits_run(_recorded_digits: RecordedRun, tmp_path: Path) -> RecordedRun:
     """A private copy of an honest, signed short digits run: tests may tamper with it freely."""
-    root = tmp_path / "run"
-    shutil.copytree(_recorded_digits.root, root)
-    return RecordedRun(*(root / p.relative_to(_recorded_digits.root) for p in (
-        _recorded_digits.root, _recorded_digits.store, _recorded_digits.weights, _recorded_digits.attestation,
-        _recorded_digits.private_key, _recorded_digits.public_key,
-    )))
+    return _recorded_digits.copied_to(tmp_path / "run")

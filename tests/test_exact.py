@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,51 +22,35 @@ from trainwitness.exact import (
     round_step,
 )
 from trainwitness.prover import attest_store, record_run
-from trainwitness.signing import generate_keypair, load_private_key
+from trainwitness.signing import load_private_key
 from trainwitness.verifier import VerifyOptions, verify_run
 from trainwitness.verifier.bounded import BOUND
 
-from .conftest import DIGITS, RecordedRun
+from .conftest import DIGITS, RecordedRun, record_and_sign
 from .steering import steer_every_checkpoint
 
 # 60 steps at interval 20: 3 segments, a few seconds to record and replay.
 SHORT = {"total_steps": 60, "checkpoint_interval": 20}
 
 
-def _record(root: Path, threads: int, exact: Grid | None) -> RecordedRun:
-    root.mkdir(parents=True)
-    run = RecordedRun(root, root / "store", root / "model.safetensors", root / "attestation.json", root / "k.key", root / "k.pub")
-    generate_keypair(run.private_key, run.public_key)
-    record_run(DIGITS, SHORT, run.store, run.weights, torch_threads=threads, exact=exact)
-    run.attestation.write_bytes(attest_store(run.store, run.weights, load_private_key(run.private_key)))
-    return run
-
-
-def _copy(run: RecordedRun, root: Path) -> RecordedRun:
-    shutil.copytree(run.root, root)
-    return RecordedRun(*(root / p.relative_to(run.root) for p in (
-        run.root, run.store, run.weights, run.attestation, run.private_key, run.public_key,
-    )))
-
-
 @pytest.fixture(scope="module")
 def _exact_2_threads(tmp_path_factory: pytest.TempPathFactory) -> RecordedRun:
-    return _record(tmp_path_factory.mktemp("exact") / "run", threads=2, exact=DEFAULT_GRID)
+    return record_and_sign(tmp_path_factory.mktemp("exact") / "run", DIGITS, SHORT, threads=2, exact=DEFAULT_GRID)
 
 
 @pytest.fixture(scope="module")
 def _plain_2_threads(tmp_path_factory: pytest.TempPathFactory) -> RecordedRun:
-    return _record(tmp_path_factory.mktemp("plain") / "run", threads=2, exact=None)
+    return record_and_sign(tmp_path_factory.mktemp("plain") / "run", DIGITS, SHORT, threads=2)
 
 
 @pytest.fixture
 def exact_run(_exact_2_threads: RecordedRun, tmp_path: Path) -> RecordedRun:
-    return _copy(_exact_2_threads, tmp_path / "run")
+    return _exact_2_threads.copied_to(tmp_path / "run")
 
 
 @pytest.fixture
 def plain_run(_plain_2_threads: RecordedRun, tmp_path: Path) -> RecordedRun:
-    return _copy(_plain_2_threads, tmp_path / "run")
+    return _plain_2_threads.copied_to(tmp_path / "run")
 
 
 def _verify(run: RecordedRun, **options: object):

@@ -45,19 +45,15 @@ from trainwitness.store import (
 from trainwitness.verifier import VerifyOptions, verify_run
 from trainwitness.verifier.sampling import choose_segments
 
+from ..conftest import RecordedRun
+
 DIGITS = "trainwitness.workloads.digits:digits"
 
 
 @dataclass(frozen=True)
-class Run:
+class Run(RecordedRun):
     """A signed run on disk: the honest one, or a forgery of it."""
 
-    root: Path
-    store: Path
-    weights: Path
-    attestation: Path
-    private_key: Path
-    public_key: Path
     forged: frozenset[int] = frozenset()  # segment indices whose replay cannot land (empty: forged outside replay)
 
     def segment_count(self) -> int:
@@ -66,11 +62,7 @@ class Run:
 
 def _paths(root: Path, keys_from: Run | None = None) -> Run:
     root.mkdir(parents=True, exist_ok=True)
-    keys = keys_from.root if keys_from is not None else root
-    return Run(
-        root=root, store=root / "store", weights=root / "model.safetensors", attestation=root / "attestation.json",
-        private_key=keys / "k.key", public_key=keys / "k.pub",
-    )
+    return Run.at(root, keys=keys_from.root if keys_from is not None else None)
 
 
 def honest_run(root: Path, overrides: dict[str, object]) -> Run:
