@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import stat
 import sys
@@ -26,10 +27,9 @@ from ..errors import (
     WeightsMismatchError,
 )
 from ..executor import TrainingRun
-from ..hashing import file_sha256
 from ..manifest import read_manifest
 from ..policy import check_licences, load_policy
-from ..signing import load_public_key, open_envelope
+from ..signing import MAX_ENVELOPE_BYTES, load_public_key, open_envelope
 from ..spec import load_entry_point, resolve_hyperparameters
 from ..state import state_digest, weights_digest
 from ..store import MANIFEST_FILE, RUN_FILE, read_store_file
@@ -61,10 +61,13 @@ class VerifyOptions:
     bounded: bool = False  # accept replays within bounded.BOUND (runs without exact mode; weaker)
 
 
-def _read(path: Path, what: str) -> bytes:
+def _read(path: Path, what: str, max_bytes: int) -> bytes:
     try:
-        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block read_bytes forever, a directory raise
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block read_bytes forever, a directory raise
             raise MalformedInputError(f"{what} {path} is not a regular file")
+        if info.st_size > max_bytes:
+            raise MalformedInputError(f"{what} {path} is {info.st_size} bytes, over the limit of {max_bytes}")
         return path.read_bytes()
     except FileNotFoundError as e:
         raise MissingInputError(f"{what} {path} does not exist") from e
@@ -150,7 +153,7 @@ def verify_run(
     unreadable input raises ``InputError`` (nothing was decided).
     """
     report = Report(attestation=str(attestation))
-    envelope = _read(attestation, "attestation")
+    envelope = _read(attestation, "attestation", MAX_ENVELOPE_BYTES)
     key = load_public_key(public_key)
     try:
         # (1): the signature, before any field of the payload is believed.
@@ -186,8 +189,9 @@ def verify_run(
         )
 
         # (5): the final weights file is the subject, and is the last committed checkpoint's weights.
-        weights_bytes = _read(weights, "weights file")
-        if file_sha256(str(weights), MAX_WEIGHTS_BYTES).hex() != statement.subject_sha256:
+        # One read: the bytes whose SHA-256 is checked are the bytes decoded below.
+        weights_bytes = _read(weights, "weights file", MAX_WEIGHTS_BYTES)
+        if hashlib.sha256(weights_bytes).hexdigest() != statement.subject_sha256:
             raise WeightsMismatchError(f"{weights} is not the attested subject (sha256 differs)")
         last = evidence.checkpoint(len(claim.checkpoint_steps) - 1)
         if weights_digest(decode_weights(weights_bytes, str(weights))) != last.weights_digest:
