@@ -1,7 +1,8 @@
 """Exact mode's costs on a workload: hints per step, hint bytes, loss-curve change, step-time overhead,
 and whether a replay with another thread count lands bitwise (docs/EXACT.md has the table).
 
-    PYTHONPATH=src python benchmarks/exact_mode.py [--spec module:function] [--steps N] [--grid m,k,floor ...]
+    PYTHONPATH=src python benchmarks/exact_mode.py [--spec module:function] [--steps N]
+        [--grids GRADIENT_m,k,floor/STATE_m,k,floor ...]
 """
 
 from __future__ import annotations
@@ -14,19 +15,32 @@ import time
 import torch
 
 from trainwitness.environment import apply_execution_settings
-from trainwitness.exact import DEFAULT_GRID, Grid
+from trainwitness.exact import DEFAULT_EXACT, ExactMode, Grid, StepHints
 from trainwitness.executor import ExactHooks, TrainingRun
 from trainwitness.spec import load_entry_point, resolve_hyperparameters
 from trainwitness.state import state_digest
 
 
-def train(spec: str, steps: int, threads: int, grid: Grid | None, committed: list[bytes] | None = None) -> dict:
+def _overrides(defaults: dict, steps: int) -> dict:
+    """Run ``steps`` steps; a warm-up (the text model's) kept inside them."""
+    overrides: dict = {"total_steps": steps}
+    if "warmup_steps" in defaults:
+        overrides["warmup_steps"] = min(int(defaults["warmup_steps"]), max(1, steps // 10))
+    return overrides
+
+
+def _grids(text: str) -> ExactMode:
+    gradients, state = (Grid(*map(int, part.split(","))) for part in text.split("/"))
+    return ExactMode(gradients=gradients, state=state)
+
+
+def train(spec: str, steps: int, threads: int, grid: ExactMode | None, committed: list[StepHints] | None = None) -> dict:
     apply_execution_settings(threads)
     function = load_entry_point(spec)
-    hp = resolve_hyperparameters(function.defaults, {"total_steps": steps})
+    hp = resolve_hyperparameters(function.defaults, _overrides(function.defaults, steps))
     run = TrainingRun.start(function, hp)
     losses: list[float] = []
-    hints: list[bytes] = []
+    hints: list[StepHints] = []
     seconds: list[float] = []
     step_fn = run.spec.step
 
@@ -43,11 +57,13 @@ def train(spec: str, steps: int, threads: int, grid: Grid | None, committed: lis
         started = time.perf_counter()
         run.run(step, step + 1, lambda *a: None, hooks)
         seconds.append(time.perf_counter() - started)
+    # values rounded per step: every state tensor exact mode rounds, and one gradient per parameter
     values = sum(t.numel() for n, t in run.trainable().tensors.items() if t.is_floating_point() and t.ndim > 0)
+    values += sum(p.numel() for p in run.spec.model.parameters())
     return {"losses": losses, "hints": hints, "seconds": seconds, "state": state_digest(run.capture()), "values": values}
 
 
-def interleaved_overhead(spec: str, grid: Grid, steps: int = 200) -> dict:
+def interleaved_overhead(spec: str, grid: ExactMode, steps: int = 200) -> dict:
     """Median step time, plain and exact, alternating steps in one 1-thread process (fair under load)."""
     apply_execution_settings(1)
     function = load_entry_point(spec)
@@ -68,9 +84,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--spec", default="trainwitness.workloads.digits:digits")
     parser.add_argument("--steps", type=int, default=560)
-    parser.add_argument("--grid", action="append", default=[], help="mantissa_bits,margin_log2,floor_exponent")
+    parser.add_argument("--grids", action="append", default=[], help="gradients m,k,floor / state m,k,floor")
     args = parser.parse_args()
-    grids = [Grid(*map(int, g.split(","))) for g in args.grid] or [DEFAULT_GRID]
+    grids = [_grids(g) for g in args.grids] or [DEFAULT_EXACT]
     torch.set_num_threads(2)
     plain = train(args.spec, args.steps, 2, None)
     plain1 = train(args.spec, args.steps, 1, None)
@@ -82,7 +98,9 @@ def main() -> None:
             cross = "bitwise" if replay["state"] == recorded["state"] else "DIFFERS"
         except Exception as e:  # a hint the 1-thread values do not support, reported not raised
             cross = f"FAILED: {e}"
-        counts = [len(h) // 8 for h in recorded["hints"]]
+        gradient_counts = [len(h.gradient_hints) // 8 for h in recorded["hints"]]
+        state_counts = [len(h.state_hints) // 8 for h in recorded["hints"]]
+        counts = [g + s for g, s in zip(gradient_counts, state_counts, strict=True)]
         diffs = [abs(a - b) for a, b in zip(recorded["losses"], plain["losses"], strict=True)]
         tail = slice(-max(1, args.steps // 10), None)
         rows.append({
@@ -90,6 +108,8 @@ def main() -> None:
             "values": recorded["values"],
             "hints_per_step_mean": statistics.mean(counts),
             "hints_per_step_max": max(counts),
+            "gradient_hints_per_step_mean": statistics.mean(gradient_counts),
+            "state_hints_per_step_mean": statistics.mean(state_counts),
             "hint_fraction_mean": statistics.mean(counts) / recorded["values"],
             "hint_bytes_per_step_mean": 8 * statistics.mean(counts),
             "loss_final_plain": statistics.mean(plain["losses"][tail]),

@@ -9,7 +9,7 @@ from typing import Self
 
 import pytest
 
-from trainwitness.exact import Grid
+from trainwitness.exact import ExactMode
 from trainwitness.prover import Declarations, attest_store, record_run
 from trainwitness.signing import generate_keypair, load_private_key
 
@@ -51,7 +51,7 @@ class RecordedRun:
 def record_and_sign(
     root: Path, entry_point: str = DIGITS, overrides: dict | None = None, threads: int = 1, *,
     weights_license: str | None = None, source_uri: str | None = None, delta_every: int | None = None,
-    exact: Grid | None = None,
+    exact: ExactMode | None = None,
 ) -> RecordedRun:
     root.mkdir(parents=True, exist_ok=True)
     run = RecordedRun.at(root)

@@ -15,7 +15,7 @@ import torch
 from trainwitness.canonical import canonical_json
 from trainwitness.checkpoint import decode_checkpoint, encode_checkpoint, encode_weights
 from trainwitness.environment import apply_execution_settings
-from trainwitness.exact import HINTS_FILE, Grid, hints_record, round_step, rounding_targets
+from trainwitness.exact import HINTS_FILE, ExactMode, StepHints, hints_record, round_step, rounding_targets
 from trainwitness.executor import ExactHooks, TrainingRun, snapshot, weights_of
 from trainwitness.prover import attest_store
 from trainwitness.signing import load_private_key
@@ -40,7 +40,7 @@ def _nudge(start: FlatState, honest: FlatState, fraction: float, generator: torc
         t.copy_((t.double() + directions[n] * (fraction * BOUND * update / norm)).to(t.dtype))
 
 
-def steer_every_checkpoint(run: RecordedRun, fraction_of_bound: float, grid: Grid | None, threads: int = 1) -> None:
+def steer_every_checkpoint(run: RecordedRun, fraction_of_bound: float, exact: ExactMode | None, threads: int = 1) -> None:
     apply_execution_settings(threads)
     index = read_index(run.store)
     total = len(index.steps)
@@ -48,18 +48,18 @@ def steer_every_checkpoint(run: RecordedRun, fraction_of_bound: float, grid: Gri
     function = load_entry_point(DIGITS)
     training = TrainingRun.start(function, resolve_hyperparameters(function.defaults, hp_overrides))
     generator = torch.Generator().manual_seed(1234)
-    hints: list[bytes] = []
+    hints: list[StepHints] = []
     records = list(index.checkpoints)
     current = decode_checkpoint((run.store / find_checkpoint(run.store, 0)).read_bytes(), "checkpoint 0")
     for i in range(1, len(records)):
         start = snapshot(current)
         training.restore(current)
-        hooks = None if grid is None else ExactHooks(grid, lambda s: None, lambda s, h: hints.append(h))
+        hooks = None if exact is None else ExactHooks(exact, lambda s: None, lambda s, h: hints.append(h))
         training.run(records[i - 1].step, records[i].step, lambda *a: None, hooks)
         forged = snapshot(training.capture())
         _nudge(start, forged, fraction_of_bound, generator)
-        if grid is not None:  # a careful forger puts its checkpoint back on the grid
-            round_step(grid, rounding_targets(forged.tensors))
+        if exact is not None:  # a careful forger puts its checkpoint back on the grid
+            round_step(exact.state, rounding_targets(forged.tensors))
         relpath = find_checkpoint(run.store, records[i].step)
         (run.store / relpath).write_bytes(encode_checkpoint(forged, 3 if relpath.endswith(".zst") else None))
         records[i] = CheckpointRecord(i, records[i].step, state_digest(forged), weights_digest(weights_of(forged)))
@@ -71,7 +71,7 @@ def steer_every_checkpoint(run: RecordedRun, fraction_of_bound: float, grid: Gri
             line = canonical_json(records[record["index"]].to_json())
         lines.append(line + b"\n")
     (run.store / INDEX_FILE).write_bytes(b"".join(lines))
-    if grid is not None:
+    if exact is not None:
         (run.store / HINTS_FILE).write_bytes(b"".join(hints_record(s, h) + b"\n" for s, h in enumerate(hints)))
     run.weights.write_bytes(encode_weights(weights_of(current)))
     run.attestation.write_bytes(attest_store(run.store, run.weights, load_private_key(run.private_key)))

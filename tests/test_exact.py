@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,18 @@ from trainwitness.canonical import canonical_json
 from trainwitness.cli import main
 from trainwitness.errors import MalformedInputError, ReplayMismatchError
 from trainwitness.exact import (
-    DEFAULT_GRID,
+    DEFAULT_EXACT,
     HINTS_FILE,
     Grid,
     RoundingTarget,
+    StepHints,
+    check_gradient_scale,
     decode_hints,
     encode_hints,
+    gradient_scale,
+    hints_leaf,
     hints_record,
+    parse_hints_record,
     round_step,
 )
 from trainwitness.prover import attest_store, record_run
@@ -35,7 +41,7 @@ SHORT = {"total_steps": 60, "checkpoint_interval": 20}
 
 @pytest.fixture(scope="module")
 def _exact_2_threads(tmp_path_factory: pytest.TempPathFactory) -> RecordedRun:
-    return record_and_sign(tmp_path_factory.mktemp("exact") / "run", DIGITS, SHORT, threads=2, exact=DEFAULT_GRID)
+    return record_and_sign(tmp_path_factory.mktemp("exact") / "run", DIGITS, SHORT, threads=2, exact=DEFAULT_EXACT)
 
 
 @pytest.fixture(scope="module")
@@ -60,22 +66,47 @@ def _verify(run: RecordedRun, **options: object):
 # -- the grid and the hint format --------------------------------------------------------------------
 
 
-def test_round_step_rounds_to_nearest_and_hints_values_near_the_boundary() -> None:
-    grid = Grid(mantissa_bits=2, margin_log2=3, floor_exponent=-4)
-    # grid points near 1: 1, 1.25, 1.5, ...; boundary between 1 and 1.25 at 1.125; margin 1/8 cell = 1/32.
-    t = torch.tensor([1.0, 1.1, 1.13, 1.2, -1.13, 0.005, float("nan")], dtype=torch.float32)
-    hints = round_step(grid, [RoundingTarget("model/w", t)])
-    assert t[:6].tolist() == [1.0, 1.0, 1.25, 1.25, -1.25, 0.0]
-    assert torch.isnan(t[6])
-    # 1.1 and 1.13 are within 1/32 of a cell of 1.125; so is -1.13; 0.005 is on the floor grid (cell 2^-6) and rounds to 0.
-    assert decode_hints(hints, [7]) == [(0, 1, False), (0, 2, True), (0, 4, True)]
+# Grid points near 1 are 1, 1.25, 1.5 (cell 1/4); margin 1/16 cell, tie zone 1/4 cell either side of
+# each midpoint. Above 1 (an even grid point, 4 cells) the boundary sits at 1 + 0.75 cell = 1.1875;
+# above 1.25 (odd, 5 cells) at 1.25 + 0.25 cell = 1.3125.
+SMALL = Grid(mantissa_bits=2, margin_log2=4, floor_exponent=-4)
+
+
+def test_round_step_rounds_to_nearest_ties_to_even_and_hints_values_near_the_boundary() -> None:
+    t = torch.tensor([1.0, 1.13, 1.18, 1.2, 1.27, 1.38, -1.2, 0.005, float("nan")], dtype=torch.float32)
+    hints = round_step(SMALL, [RoundingTarget("model/w", t)])
+    assert t[:8].tolist() == [1.0, 1.0, 1.0, 1.25, 1.25, 1.5, -1.25, 0.0]
+    assert torch.isnan(t[8])
+    # 1.13 is next to the midpoint 1.125: it goes to the even point 1.0 with no hint. 1.18 and 1.2 lie
+    # within 1/16 cell of the boundary 1.1875, so does -1.2; 0.005 is on the floor grid (cell 2^-6).
+    assert decode_hints(hints, [9]) == [(0, 2, False), (0, 3, True), (0, 6, True)]
+
+
+def test_values_computed_next_to_a_midpoint_need_no_hint() -> None:
+    # Where a gradient is zero, momentum becomes 0.9 x a grid value: k cells give 0.9 k cells, and for
+    # every k ending in 5 that is a midpoint less a float32 error of about 1e-4 cell. Every machine
+    # computes such values next to the midpoint; rounding them to even spares them all a hint.
+    grid = DEFAULT_EXACT.state
+    cell = 2.0**-grid.mantissa_bits  # in the binade [1, 2)
+    t = (torch.arange(2**grid.mantissa_bits, 2 ** (grid.mantissa_bits + 1), dtype=torch.float32) * cell) * 0.9
+    in_binade = t[t >= 1.0]
+    near_midpoint = ((in_binade / cell).remainder(1.0) - 0.5).abs() < grid.margin
+    assert int(near_midpoint.sum()) > 300  # round-half-away would hint all of these
+    assert round_step(grid, [RoundingTarget("optimizer/m", t)]) == b""
 
 
 def test_hint_bytes_are_golden() -> None:
     assert encode_hints([(1, 5, True), (0, 3, False)]) == bytes.fromhex("0000000000000006" "000001000000000b")
-    assert hints_record(7, bytes.fromhex("000001000000000b")) == b'{"hints":"000001000000000b","step":7}'
-    assert canonical_json(DEFAULT_GRID.to_json()) == (
-        b'{"floor_exponent":-8,"mantissa_bits":12,"margin_log2":6,"mode":"grid-round-nearest/v1"}'
+    step = StepHints(gradient_scales=(-3, -7), gradient_hints=bytes.fromhex("0000000000000006"),
+                     state_hints=bytes.fromhex("000001000000000b"))
+    assert hints_record(7, step) == (
+        b'{"gradient_hints":"0000000000000006","gradient_scales":[-3,-7],"state_hints":"000001000000000b","step":7}'
+    )
+    assert parse_hints_record(hints_record(7, step), 7, "line") == step
+    assert hints_leaf(7, step).startswith(b'{"gradient_hints_digest":"sha256:')
+    assert canonical_json(DEFAULT_EXACT.to_json()) == (
+        b'{"gradients":{"floor_exponent":-4,"mantissa_bits":8,"margin_log2":10},"mode":"grid-round-nearest/v2",'
+        b'"state":{"floor_exponent":-100,"mantissa_bits":12,"margin_log2":10}}'
     )
 
 
@@ -91,52 +122,74 @@ def test_decode_hints_refuses_unsorted_duplicate_and_out_of_range_entries() -> N
 
 
 def test_replay_refuses_a_hint_far_from_any_boundary() -> None:
-    grid = Grid(mantissa_bits=2, margin_log2=3, floor_exponent=-4)
     with pytest.raises(ReplayMismatchError, match="not near a rounding boundary"):
-        round_step(grid, [RoundingTarget("model/w", torch.tensor([1.0, 1.2]))], encode_hints([(0, 1, False)]))
+        round_step(SMALL, [RoundingTarget("model/w", torch.tensor([1.0, 1.2]))], encode_hints([(0, 0, True)]))
 
 
 def test_replay_follows_hints_for_values_on_either_side_of_the_boundary() -> None:
-    grid = Grid(mantissa_bits=2, margin_log2=3, floor_exponent=-4)
-    recorded = torch.tensor([1.124])  # just below the boundary 1.125: rounds down, hinted
-    hints = round_step(grid, [RoundingTarget("model/w", recorded)])
-    replayed = torch.tensor([1.126])  # the verifier's noisy value is just above it
-    round_step(grid, [RoundingTarget("model/w", replayed)], hints)
+    recorded = torch.tensor([1.18])  # just below the boundary 1.1875: rounds down, hinted
+    hints = round_step(SMALL, [RoundingTarget("model/w", recorded)])
+    replayed = torch.tensor([1.195])  # the verifier's noisy value is just above it
+    round_step(SMALL, [RoundingTarget("model/w", replayed)], hints)
     assert recorded.item() == replayed.item() == 1.0
+
+
+def test_gradient_floor_counts_from_the_tensors_own_largest_magnitude() -> None:
+    grid = Grid(mantissa_bits=2, margin_log2=4, floor_exponent=-2)
+    g = torch.tensor([0.75, 0.05, -0.1, 1e-30])
+    scale = gradient_scale(grid, g)
+    assert scale == -1  # 0.75 lies in [2^-1, 2^0)
+    round_step(grid, [RoundingTarget("gradient", g, scale)])
+    # Floor binade 2^-3: below it one uniform cell of 2^-5; 0.05 -> 2 cells, 0.1 -> 3 cells, 1e-30 -> 0.
+    assert g.tolist() == [0.75, 0.0625, -0.09375, 0.0]
+
+
+def test_verifier_accepts_a_recorded_gradient_scale_only_next_to_its_own() -> None:
+    grid = DEFAULT_EXACT.gradients
+    check_gradient_scale(grid, torch.tensor([0.3, -0.01]), -2, "g")  # its own binade
+    check_gradient_scale(grid, torch.tensor([0.49999999]), -1, "g")  # within the window of 2^-1: the prover's may differ
+    for claimed in (-1, -3, -4):
+        with pytest.raises(ReplayMismatchError, match="gradient scale"):
+            check_gradient_scale(grid, torch.tensor([0.3, -0.01]), claimed, "g")
+    with pytest.raises(MalformedInputError, match="outside"):
+        check_gradient_scale(grid, torch.tensor([0.3]), 500, "g")
 
 
 def test_float32_step_and_float64_reference_land_on_the_same_grid_points_given_the_hints() -> None:
     from trainwitness.environment import apply_execution_settings
-    from trainwitness.exact import rounding_targets
-    from trainwitness.executor import TrainingRun, snapshot
+    from trainwitness.executor import ExactHooks, TrainingRun, snapshot
     from trainwitness.spec import load_entry_point, resolve_hyperparameters
 
     apply_execution_settings(1)
     function = load_entry_point(DIGITS)
     hp = resolve_hyperparameters(function.defaults, {"dropout": 0.0})
     run = TrainingRun.start(function, hp)
-    run.run(0, 5, lambda *a: None)  # a state with momentum
+    run.run(0, 5, lambda *a: None, ExactHooks(DEFAULT_EXACT, lambda s: None))  # a state with momentum, on the grid
     batch = run.spec.dataset.batch(run.sampler.batch_ids(5))
     before = snapshot(run.capture())
     run.spec.step(batch)
+    unrounded = {n: t.clone() for n, t in run.trainable().tensors.items() if t.is_floating_point()}
+    run.restore(snapshot(before))
+    hints = run.exact_step(5, batch, ExactHooks(DEFAULT_EXACT, lambda s: None))  # the prover, in float32
     f32 = {n: t.clone() for n, t in run.trainable().tensors.items() if t.is_floating_point()}
-    # The same step in float64 from the same state (parameters, momentum, learning rate).
+    # The verifier: the same step in float64 from the same state (parameters, momentum, learning rate).
     run.restore(snapshot(before))
     run.spec.model.double()
     for s in run.spec.optimizer.state.values():
         s["momentum_buffer"] = s["momentum_buffer"].double()
-    run.spec.step({"image": batch["image"].double(), "label": batch["label"]})
+    double_batch = {"image": batch["image"].double(), "label": batch["label"]}
+    run.spec.step(double_batch)
+    differ_before = sum(int((t.to(torch.float32) != unrounded[n]).sum()) for n, t in run.trainable().tensors.items() if n in unrounded)
+    assert differ_before > 100  # the float64 step really is different before rounding
+    run.restore(snapshot(before))
+    run.spec.model.double()
+    for s in run.spec.optimizer.state.values():
+        s["momentum_buffer"] = s["momentum_buffer"].double()
+    run.exact_step(5, double_batch, ExactHooks(DEFAULT_EXACT, lambda s: hints))
     f64 = {n: t.clone() for n, t in run.trainable().tensors.items() if t.is_floating_point()}
     assert f64.keys() == f32.keys()
-    differ_before = sum(int((f64[n].to(torch.float32) != f32[n]).sum()) for n in f32)
-
-    prover = rounding_targets(f32)
-    hints = round_step(DEFAULT_GRID, prover)
-    reference = rounding_targets(f64)
-    round_step(DEFAULT_GRID, reference, hints)  # the verifier's side: its own values, the prover's hints
-    for p, r in zip(prover, reference, strict=True):
-        assert torch.equal(p.tensor, r.tensor.to(torch.float32)), p.name
-    assert differ_before > 100  # the float64 step really is different before rounding
+    for n in f32:
+        assert torch.equal(f32[n], f64[n].to(torch.float32)), n
 
 
 # -- exact mode through the product path ------------------------------------------------------------
@@ -150,7 +203,7 @@ def test_exact_run_recorded_with_2_threads_verifies_bitwise_with_1_thread(exact_
 
 def test_exact_mode_is_signed_and_its_hints_are_committed(exact_run: RecordedRun) -> None:
     payload = json.loads(_payload(exact_run))
-    assert payload["predicate"]["exact"] == DEFAULT_GRID.to_json()
+    assert payload["predicate"]["exact"] == DEFAULT_EXACT.to_json()
     assert payload["predicate"]["commitments"]["hints"]["size"] == SHORT["total_steps"]
     assert len((exact_run.store / HINTS_FILE).read_bytes().splitlines()) == SHORT["total_steps"]
 
@@ -174,16 +227,29 @@ def test_verify_rejects_a_tampered_hint_even_when_re_signed(exact_run: RecordedR
     # at every step that has none there (at least one such step exists).
     forged = []
     for step, line in enumerate(lines):
-        data = bytes.fromhex(json.loads(line)["hints"])
-        entries = decode_hints(data, [1 << 30] * 64)
+        hints = parse_hints_record(line, step, "line")
+        entries = decode_hints(hints.state_hints, [1 << 30] * 64)
         if not any((o, e) == (0, 0) for o, e, _ in entries):
             entries = sorted([*entries, (0, 0, True)])
-        forged.append(hints_record(step, encode_hints(entries)))
+        forged.append(hints_record(step, replace(hints, state_hints=encode_hints(entries))))
     path.write_bytes(b"".join(line + b"\n" for line in forged))
     exact_run.attestation.write_bytes(attest_store(exact_run.store, exact_run.weights, load_private_key(exact_run.private_key)))
     report = _verify(exact_run, threads=1)
     assert not report.accepted
     assert "not near a rounding boundary" in report.checks[-1].detail
+
+
+def test_verify_rejects_a_gradient_scale_moved_by_one_binade_even_when_re_signed(exact_run: RecordedRun) -> None:
+    path = exact_run.store / HINTS_FILE
+    lines = path.read_bytes().splitlines()
+    hints = parse_hints_record(lines[0], 0, "line")
+    coarser = (hints.gradient_scales[0] + 1, *hints.gradient_scales[1:])  # a grid twice as coarse for tensor 0
+    lines[0] = hints_record(0, replace(hints, gradient_scales=coarser))
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    exact_run.attestation.write_bytes(attest_store(exact_run.store, exact_run.weights, load_private_key(exact_run.private_key)))
+    report = _verify(exact_run, threads=1)
+    assert not report.accepted
+    assert "gradient scale" in report.checks[-1].detail
 
 
 def test_verify_rejects_an_exact_attestation_stripped_of_its_mode(exact_run: RecordedRun) -> None:
@@ -214,11 +280,41 @@ def test_plain_run_is_accepted_by_bounded_mode_with_the_distance_shown(plain_run
     assert report.bounded_summary()["steering_room"] == pytest.approx(3 * BOUND)
 
 
+# -- the text model: AdamW, whose normalisation turns last-bit gradient noise into whole cells ------------
+
+LM_FAST = "trainwitness.workloads.lm:lm_fast"
+SHORT_LM = {"total_steps": 8, "checkpoint_interval": 4, "warmup_steps": 2}
+
+
+@pytest.fixture(scope="module")
+def lm_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RecordedRun]:
+    root = tmp_path_factory.mktemp("lm")
+    return {
+        "exact": record_and_sign(root / "exact", LM_FAST, SHORT_LM, threads=2, exact=DEFAULT_EXACT),
+        "plain": record_and_sign(root / "plain", LM_FAST, SHORT_LM, threads=2),
+    }
+
+
+def test_exact_text_model_recorded_with_2_threads_verifies_bitwise_with_1_thread(lm_runs: dict[str, RecordedRun]) -> None:
+    report = _verify(lm_runs["exact"], threads=1)
+    assert report.accepted, report.to_text()
+    assert len(report.segments) == 2 and report.exact == DEFAULT_EXACT.to_json()
+
+
+def test_plain_text_model_pair_is_rejected_bitwise_and_accepted_by_bounded_mode(lm_runs: dict[str, RecordedRun]) -> None:
+    bitwise = _verify(lm_runs["plain"], threads=1)
+    assert not bitwise.accepted and "does not land on checkpoint" in bitwise.checks[-1].detail
+    bounded = _verify(lm_runs["plain"], threads=1, bounded=True)
+    assert bounded.accepted, bounded.to_text()
+    distances = [s.distance.overall for s in bounded.segments if s.distance is not None]
+    assert len(distances) == 2 and all(0 < d < BOUND for d in distances)
+
+
 # -- the forger's view --------------------------------------------------------------------------------
 
 
 def test_steering_forger_just_under_the_bound_is_accepted_by_bounded_mode(plain_run: RecordedRun) -> None:
-    steer_every_checkpoint(plain_run, fraction_of_bound=0.5, grid=None)
+    steer_every_checkpoint(plain_run, fraction_of_bound=0.5, exact=None)
     report = _verify(plain_run, threads=1, bounded=True)
     assert report.accepted, report.to_text()  # the slack is real: the forged checkpoints pass
     assert max(s.distance.overall for s in report.segments if s.distance is not None) > 0.3 * BOUND
@@ -226,7 +322,7 @@ def test_steering_forger_just_under_the_bound_is_accepted_by_bounded_mode(plain_
 
 
 def test_steering_forger_is_rejected_in_exact_mode(exact_run: RecordedRun) -> None:
-    steer_every_checkpoint(exact_run, fraction_of_bound=0.5, grid=DEFAULT_GRID)
+    steer_every_checkpoint(exact_run, fraction_of_bound=0.5, exact=DEFAULT_EXACT)
     report = _verify(exact_run, threads=1)
     assert not report.accepted
     assert report.checks[-1].name == "replay"
@@ -234,24 +330,35 @@ def test_steering_forger_is_rejected_in_exact_mode(exact_run: RecordedRun) -> No
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: GPU-recorded, CPU-verified")
 def test_gpu_step_and_cpu_replay_land_on_the_same_grid_points_given_the_hints() -> None:
-    from trainwitness.exact import rounding_targets
+    import copy
+
+    from trainwitness.data import TensorDataset
+    from trainwitness.executor import ExactHooks, TrainingRun
+    from trainwitness.spec import TrainingSpec
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10))
     x, y = torch.randn(64, 256), torch.randint(0, 10, (64,))
-    round_step(DEFAULT_GRID, rounding_targets({f"model/{n}": p.data for n, p in model.named_parameters()}))
-
-    def one_step(device: str) -> dict[str, torch.Tensor]:
-        m = __import__("copy").deepcopy(model).to(device)
-        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
-        torch.nn.functional.cross_entropy(m(x.to(device)), y.to(device)).backward()
-        opt.step()
-        return {f"model/{n}": p.data.detach().to("cpu", copy=True) for n, p in m.named_parameters()}
-
     torch.backends.cuda.matmul.allow_tf32 = False
-    gpu, cpu = one_step("cuda"), one_step("cpu")
-    hints = round_step(DEFAULT_GRID, rounding_targets(gpu))
-    round_step(DEFAULT_GRID, rounding_targets(cpu), hints)
+
+    def one_step(device: str, committed: StepHints | None) -> tuple[dict[str, torch.Tensor], StepHints]:
+        m = copy.deepcopy(model).to(device)
+        optimizer = torch.optim.AdamW(m.parameters(), lr=1e-3)
+
+        def step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            loss = torch.nn.functional.cross_entropy(m(batch["x"].to(device)), batch["y"].to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        spec = TrainingSpec(m, optimizer, None, TensorDataset("xy", {"x": x, "y": y}), step)
+        run = TrainingRun(spec=spec, hyperparameters={}, sampler=None)  # type: ignore[arg-type]
+        hints = run.exact_step(0, {"x": x, "y": y}, ExactHooks(DEFAULT_EXACT, lambda s: committed))
+        return {n: t.detach().to("cpu", copy=True) for n, t in run.trainable().tensors.items()}, hints
+
+    gpu, hints = one_step("cuda", None)
+    cpu, _ = one_step("cpu", hints)
     for n in gpu:
         assert torch.equal(gpu[n], cpu[n]), n
 
@@ -265,7 +372,7 @@ def test_exact_run_resumed_after_a_crash_rewrites_its_hints_and_verifies(exact_r
     hints = exact_run.store / HINTS_FILE
     hints.write_bytes(b"".join(hints.read_bytes().splitlines(keepends=True)[:23]))
     (exact_run.store / "checkpoints" / f"{40:010d}.safetensors.zst").unlink()
-    record_run(DIGITS, SHORT, exact_run.store, exact_run.weights, torch_threads=2, exact=DEFAULT_GRID)
+    record_run(DIGITS, SHORT, exact_run.store, exact_run.weights, torch_threads=2, exact=DEFAULT_EXACT)
     exact_run.attestation.write_bytes(attest_store(exact_run.store, exact_run.weights, load_private_key(exact_run.private_key)))
     assert len(hints.read_bytes().splitlines()) == SHORT["total_steps"]
     assert _verify(exact_run, threads=1).accepted

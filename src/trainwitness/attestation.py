@@ -12,7 +12,7 @@ from typing import Any
 
 from .canonical import JSONValue, canonical_json, parse_json
 from .errors import MalformedInputError
-from .exact import Grid
+from .exact import ExactMode
 from .hashing import parse_digest
 from .manifest import ManifestSummary
 from .spec import REQUIRED_HYPERPARAMETERS
@@ -77,7 +77,7 @@ class TrainingClaim:
     def manifest(self) -> ManifestSummary:
         """The signed data summary (validated in ``from_json``)."""
         return ManifestSummary.from_json(self.data["manifest"], "attestation: predicate.data.manifest")
-    exact: Grid | None = None  # exact mode's grid; absent from the statement when off
+    exact: ExactMode | None = None  # exact mode's grids; absent from the statement when off
 
     @property
     def trees(self) -> tuple[str, ...]:
@@ -143,7 +143,7 @@ class TrainingClaim:
         if _get(sampler, "num_samples", int, "predicate.data.sampler") != manifest.num_samples:
             raise MalformedInputError("attestation: predicate.data.sampler.num_samples is not the manifest's sample count")
         weights_license = _get(obj, "weights_license", str, "predicate") if obj.get("weights_license") is not None else None
-        exact = Grid.from_json(obj["exact"], "attestation: predicate.exact") if "exact" in obj else None
+        exact = ExactMode.from_json(obj["exact"], "attestation: predicate.exact") if "exact" in obj else None
         trees = TREES if exact is None else EXACT_TREES
         raw_commitments = _get(obj, "commitments", dict, "predicate")
         if set(raw_commitments) != set(trees):

@@ -31,7 +31,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .exact import DEFAULT_GRID
+    from .exact import DEFAULT_EXACT
     from .progress import progress_line
     from .prover import Declarations, attest_store, record_run
     from .signing import load_private_key
@@ -48,7 +48,7 @@ def _train(args: argparse.Namespace) -> int:
         delta_every=args.delta_every,
         progress=progress_line("steps"),
         declarations=Declarations(weights_license=args.weights_license, source_uri=args.source_uri),
-        exact=DEFAULT_GRID if args.exact else None,
+        exact=DEFAULT_EXACT if args.exact else None,
     )
     if run.resumed_from_step is not None:
         print(f"resumed from the checkpoint at step {run.resumed_from_step}")
@@ -181,7 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads (recorded; replay uses the same)")
     p.add_argument(
         "--exact", action="store_true",
-        help="exact mode: round the state to a grid with committed hints, so replay on other threads/hardware is bitwise (docs/EXACT.md)",
+        help="exact mode: round gradients and state to grids with committed hints, so replay on other threads/hardware is bitwise (docs/EXACT.md)",
     )
     p.add_argument("--zstd-level", type=int, default=3)
     p.add_argument("--no-compress", action="store_true")

@@ -1,23 +1,33 @@
-"""Exact mode: round the training state to a grid coarser than cross-machine noise, with hints.
+"""Exact mode: round what noise touches to a grid coarser than the noise, with hints.
 
-After every optimizer step the parameters and optimizer state (floating tensors with at least one
-dimension, under ``model/`` and ``optimizer/``) are rounded to nearest on a grid that keeps
-``mantissa_bits`` bits after the leading one (a relative cell of 2^-m; below 2^floor_exponent
-the cell stops shrinking, so zero and its neighbourhood are on a uniform grid). Two machines whose
-unrounded values differ by less than the margin land on the same grid point, except where a value
-lies near the midpoint between two grid points (the rounding boundary): those few values are
-recorded as *hints* (which way the prover rounded them), committed per step, and the verifier
-rounds them the same way, after checking that its own unrounded value is indeed near that boundary.
+Two roundings per training step, both round-to-nearest on a grid that keeps ``mantissa_bits``
+bits after the leading one (a relative cell of 2^-m; below a floor binade the cell stops
+shrinking, so zero and its neighbourhood are on a uniform grid):
 
-Recording and replay call the same function, ``round_step``; the soundness argument, the grid, the
-margin and the hint bytes are in docs/EXACT.md.
+* **gradients**, just before the optimizer consumes them (an optimizer step pre-hook, after any
+  clipping): the forward and backward passes are where thread counts and kernels reorder sums,
+  and an optimizer such as Adam divides by a running second moment, which turns last-bit gradient
+  noise into whole-cell differences of the state. Each gradient tensor's floor is relative to its
+  own largest magnitude (its *scale*, recorded per step), because cancellation noise is absolute
+  at the tensor's scale, not relative to each element.
+* **the state** (floating tensors with at least one dimension under ``model/`` and
+  ``optimizer/``), after the optimizer step: what the optimizer's elementwise arithmetic and a
+  different device's kernels add.
+
+Two machines whose unrounded values differ by less than the margin land on the same grid point,
+except where a value lies near the midpoint between two grid points (the rounding boundary):
+those few values are recorded as *hints* (which way the prover rounded them), committed per step,
+and the verifier rounds them the same way, after checking that its own unrounded value is indeed
+near that boundary. Recording and replay call the same functions; the soundness argument, the
+grids, the margins and the hint bytes are in docs/EXACT.md.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +42,17 @@ from .store import read_store_file
 
 __all__ = [
     "EXACT_MODE",
-    "DEFAULT_GRID",
+    "DEFAULT_EXACT",
+    "ExactMode",
     "Grid",
     "RoundingTarget",
+    "StepHints",
     "rounding_targets",
+    "gradient_targets",
+    "gradient_scale",
+    "check_gradient_scale",
     "round_step",
+    "round_gradients",
     "encode_hints",
     "decode_hints",
     "hints_digest",
@@ -48,7 +64,7 @@ __all__ = [
     "hints_leaves",
 ]
 
-EXACT_MODE = "grid-round-nearest/v1"
+EXACT_MODE = "grid-round-nearest/v2"
 HINTS_FILE = "hints.jsonl"
 
 _ENTRY = struct.Struct(">Q")
@@ -57,16 +73,21 @@ _MAX_ELEMENT = (1 << 39) - 1
 _MAX_ORDINAL = (1 << 24) - 1
 _ROUNDED_DTYPES = (torch.float32, torch.float64)
 _HEX_RE = re.compile(r"(?:[0-9a-f]{16})*")
+# The lowest floor binade any target may have: keeps 2^(m - E) and 2^(E - m) normal float32 numbers.
+LOWEST_FLOOR = -100
+_HIGHEST_SCALE = 127
 
 
 @dataclass(frozen=True)
 class Grid:
-    """The rounding grid and hint margin; every field is signed in the attestation.
+    """One rounding grid and its hint margin; every field is signed in the attestation.
 
-    ``mantissa_bits`` m: grid points are k * 2^(E - m) for a value in binade [2^E, 2^(E+1)),
-    E clamped below at ``floor_exponent``. ``margin_log2`` k: the prover hints a value within
-    2^-k of a cell of its rounding boundary; the verifier accepts a hint only where its own value
-    lies within twice that (so honest replay tolerates noise up to 2^-k of a cell).
+    ``mantissa_bits`` m: grid points are k * 2^(E - m) for a value in binade [2^E, 2^(E+1)), E
+    clamped below at the *floor*: ``floor_exponent`` plus the target's scale (0 for the state, so
+    the floor is absolute there; a gradient tensor's own top binade for gradients).
+    ``margin_log2`` k: the prover hints a value within 2^-k of a cell of its rounding boundary;
+    the verifier accepts a hint only where its own value lies within twice that (so honest replay
+    tolerates noise up to 2^-k of a cell).
     """
 
     mantissa_bits: int
@@ -76,10 +97,10 @@ class Grid:
     def __post_init__(self) -> None:
         if not 1 <= self.mantissa_bits <= 22:
             raise ValueError("mantissa_bits must be in 1..22 (coarser than float32's 23)")
-        if not 3 <= self.margin_log2 <= 30:
-            raise ValueError("margin_log2 must be in 3..30 (a margin of at most 1/8 of a cell)")
-        if not -100 <= self.floor_exponent <= 0:
-            raise ValueError("floor_exponent must be in -100..0 (keeps every scale factor a normal float32)")
+        if not 4 <= self.margin_log2 <= 30:
+            raise ValueError("margin_log2 must be in 4..30 (a margin of at most 1/16 of a cell)")
+        if not LOWEST_FLOOR <= self.floor_exponent <= 0:
+            raise ValueError(f"floor_exponent must be in {LOWEST_FLOOR}..0 (keeps every scale factor a normal float32)")
 
     @property
     def margin(self) -> float:
@@ -87,25 +108,28 @@ class Grid:
         return 2.0**-self.margin_log2
 
     @property
+    def tie(self) -> float:
+        """Half-width of the zone around a cell's midpoint that rounds to the even grid point.
+
+        Values a step computes exactly at or next to a midpoint (0.9 x a grid value, say, where a
+        gradient is zero) would otherwise all need hints; inside this zone every machine rounds
+        them the same way without one. Four margins wide, so it holds the whole window.
+        """
+        return 4.0 * self.margin
+
+    @property
     def window(self) -> float:
         """How near the boundary the verifier's own value must be for a hint to be accepted."""
         return 2.0 * self.margin
 
     def to_json(self) -> dict[str, JSONValue]:
-        return {
-            "mode": EXACT_MODE,
-            "mantissa_bits": self.mantissa_bits,
-            "margin_log2": self.margin_log2,
-            "floor_exponent": self.floor_exponent,
-        }
+        return {"mantissa_bits": self.mantissa_bits, "margin_log2": self.margin_log2, "floor_exponent": self.floor_exponent}
 
     @classmethod
-    def from_json(cls, obj: Any, where: str = "exact") -> Grid:
-        expected = {"mode", "mantissa_bits", "margin_log2", "floor_exponent"}
+    def from_json(cls, obj: Any, where: str) -> Grid:
+        expected = {"mantissa_bits", "margin_log2", "floor_exponent"}
         if not isinstance(obj, dict) or set(obj) != expected:
             raise MalformedInputError(f"{where}: must hold exactly {sorted(expected)}")
-        if obj["mode"] != EXACT_MODE:
-            raise MalformedInputError(f"{where}: mode {obj['mode']!r} is not {EXACT_MODE}")
         values = [obj[k] for k in ("mantissa_bits", "margin_log2", "floor_exponent")]
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
             raise MalformedInputError(f"{where}: grid fields must be integers")
@@ -115,18 +139,54 @@ class Grid:
             raise MalformedInputError(f"{where}: {e}") from e
 
 
-# Calibrated in docs/EXACT.md: cross-thread noise of one digits step is below 2^-9 of a 2^-14 cell.
-DEFAULT_GRID = Grid(mantissa_bits=12, margin_log2=6, floor_exponent=-8)
+@dataclass(frozen=True)
+class ExactMode:
+    """Exact mode's two grids (signed as ``predicate.exact``): gradients before the step, state after."""
+
+    gradients: Grid
+    state: Grid
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {"gradients": self.gradients.to_json(), "mode": EXACT_MODE, "state": self.state.to_json()}
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str = "exact") -> ExactMode:
+        if not isinstance(obj, dict) or set(obj) != {"gradients", "mode", "state"}:
+            raise MalformedInputError(f"{where}: must hold exactly ['gradients', 'mode', 'state']")
+        if obj["mode"] != EXACT_MODE:
+            raise MalformedInputError(f"{where}: mode {obj['mode']!r} is not {EXACT_MODE}")
+        return cls(Grid.from_json(obj["gradients"], f"{where}.gradients"), Grid.from_json(obj["state"], f"{where}.state"))
+
+
+# Calibrated in docs/EXACT.md (benchmarks/exact_mode.py): see the noise table there.
+DEFAULT_EXACT = ExactMode(
+    gradients=Grid(mantissa_bits=8, margin_log2=10, floor_exponent=-4),
+    state=Grid(mantissa_bits=12, margin_log2=10, floor_exponent=-100),
+)
 
 
 @dataclass(frozen=True)
 class RoundingTarget:
+    """A tensor to round in place. ``scale``: the binade the grid's floor counts from.
+
+    ``previous``: the tensor's value before the step, when it had one. A step's rounding error
+    scales with its operands, not its result (``p - lr * u`` that nearly cancels is off by an ulp
+    of ``p``), so each value's cell is the larger of its own and its previous value's cell.
+    """
+
     name: str
     tensor: torch.Tensor
+    scale: int = 0
+    previous: torch.Tensor | None = None
+
+
+def _check_dtype(name: str, t: torch.Tensor) -> None:
+    if t.dtype not in _ROUNDED_DTYPES:
+        raise ValueError(f"exact mode rounds float32/float64 tensors; {name} is {t.dtype}")
 
 
 def rounding_targets(tensors: dict[str, torch.Tensor]) -> list[RoundingTarget]:
-    """The tensors exact mode rounds, in the order hints number them (sorted by name).
+    """The state tensors exact mode rounds, in the order hints number them (sorted by name).
 
     Scalars are left alone: they are counters (Adam's ``step``) that noise does not touch and
     that a grid would corrupt. Any other floating dtype is refused rather than silently skipped.
@@ -136,9 +196,55 @@ def rounding_targets(tensors: dict[str, torch.Tensor]) -> list[RoundingTarget]:
         t = tensors[name]
         if not (name.startswith("model/") or name.startswith("optimizer/")) or not t.is_floating_point() or t.ndim == 0:
             continue
-        if t.dtype not in _ROUNDED_DTYPES:
-            raise ValueError(f"exact mode rounds float32/float64 state; {name} is {t.dtype}")
+        _check_dtype(name, t)
         targets.append(RoundingTarget(name, t))
+    if len(targets) > _MAX_ORDINAL + 1:
+        raise ValueError("too many tensors for the hint encoding")
+    return targets
+
+
+def _largest_magnitude(t: torch.Tensor) -> float:
+    """max |x| over the finite values (0.0 when there are none)."""
+    a = t.detach().abs()
+    return float(torch.where(torch.isfinite(a), a, torch.zeros_like(a)).max()) if a.numel() else 0.0
+
+
+def gradient_scale(grid: Grid, gradient: torch.Tensor) -> int:
+    """The scale a gradient tensor's floor counts from: its top binade, clamped so the floor stays normal."""
+    lowest = LOWEST_FLOOR - grid.floor_exponent
+    top = _largest_magnitude(gradient)
+    return lowest if top == 0.0 else max(math.frexp(top)[1] - 1, lowest)
+
+
+def check_gradient_scale(grid: Grid, gradient: torch.Tensor, claimed: int, name: str) -> None:
+    """Accept a recorded scale only where the verifier's own largest gradient supports it.
+
+    Equal to the verifier's own scale, or the neighbouring binade when the verifier's largest
+    magnitude lies within the window (in cells of the top binade) of the boundary between them.
+    """
+    lowest = LOWEST_FLOOR - grid.floor_exponent
+    if not lowest <= claimed <= _HIGHEST_SCALE:
+        raise MalformedInputError(f"exact mode: gradient scale {claimed} of {name} is outside {lowest}..{_HIGHEST_SCALE}")
+    top = _largest_magnitude(gradient)
+    slack = grid.window * 2.0**-grid.mantissa_bits
+    low_ok = claimed == lowest or top >= math.ldexp(1.0, claimed) * (1.0 - slack)
+    high_ok = top < math.ldexp(1.0, claimed + 1) * (1.0 + slack)
+    if not (low_ok and high_ok):
+        raise ReplayMismatchError(
+            f"exact mode: recorded gradient scale 2^{claimed} of {name} does not fit this machine's "
+            f"largest gradient magnitude {top:.6g}"
+        )
+
+
+def gradient_targets(parameters: Sequence[torch.nn.Parameter | torch.Tensor]) -> list[RoundingTarget]:
+    """The gradients exact mode rounds: every parameter's ``.grad`` that exists, in the optimizer's order."""
+    targets = []
+    for position, p in enumerate(parameters):
+        if p.grad is None:
+            continue
+        name = f"gradient of optimizer parameter {position}"
+        _check_dtype(name, p.grad)
+        targets.append(RoundingTarget(name, p.grad))
     if len(targets) > _MAX_ORDINAL + 1:
         raise ValueError("too many tensors for the hint encoding")
     return targets
@@ -153,17 +259,28 @@ def _pow2(n: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return ((n.to(int_type) + bias) << mantissa).view(dtype)
 
 
-def _cells(grid: Grid, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _binades(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(finite mask, |x| with non-finite values zeroed, floor(log2 |x|)), flattened."""
+    a = x.detach().abs().reshape(-1)
+    finite = torch.isfinite(a)
+    a = torch.where(finite, a, torch.zeros_like(a))
+    _, exponent = torch.frexp(a)  # a = mantissa * 2^exponent, mantissa in [0.5, 1)
+    return finite, a, exponent - 1
+
+
+def _cells(grid: Grid, target: RoundingTarget) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(finite mask, grid point below |x| in cell units, position in the cell in [0, 1), binade E).
 
     Computed in x's own dtype, where scaling by a power of two, taking the floor and subtracting it
     are exact (the scaled value is below 2^(m+1) <= 2^23), so the position is exact, not approximate.
     """
-    a = x.detach().abs().reshape(-1)
-    finite = torch.isfinite(a)
-    a = torch.where(finite, a, torch.zeros_like(a))
-    _, exponent = torch.frexp(a)  # a = mantissa * 2^exponent, mantissa in [0.5, 1)
-    binade = torch.clamp(exponent - 1, min=grid.floor_exponent)
+    finite, a, binade = _binades(target.tensor)
+    if target.previous is not None:
+        if target.previous.shape != target.tensor.shape:
+            raise ValueError(f"exact mode: {target.name} changed shape in a step")
+        _, _, before = _binades(target.previous.to(target.tensor.dtype))
+        binade = torch.maximum(binade, before)
+    binade = torch.clamp(binade, min=target.scale + grid.floor_exponent)
     scaled = a * _pow2(grid.mantissa_bits - binade, a.dtype)
     below = torch.floor(scaled)
     return finite, below, scaled - below, binade
@@ -182,9 +299,12 @@ def round_step(grid: Grid, targets: Iterable[RoundingTarget], hints: bytes | Non
     produced: list[np.ndarray] = []
     with torch.no_grad():
         for ordinal, target in enumerate(targets):
-            finite, below, position, binade = _cells(grid, target.tensor)
-            up = position >= 0.5
-            distance = (position - 0.5).abs()
+            finite, below, position, binade = _cells(grid, target)
+            # Round to nearest, except within ``tie`` of the midpoint, where the even grid point wins:
+            # so the boundary sits at 1/2 + tie above an even point and 1/2 - tie above an odd one.
+            boundary = torch.where(torch.remainder(below, 2) == 0, 0.5 + grid.tie, 0.5 - grid.tie)
+            up = position >= boundary
+            distance = (position - boundary).abs()
             if given is None:
                 hinted = torch.nonzero(finite & (distance < grid.margin)).reshape(-1)
                 produced.append(_entries(ordinal, hinted, up[hinted]))
@@ -207,6 +327,32 @@ def round_step(grid: Grid, targets: Iterable[RoundingTarget], hints: bytes | Non
     if hints is not None:
         return hints
     return np.concatenate(produced).astype(">u8").tobytes() if produced else b""
+
+
+@dataclass(frozen=True)
+class StepHints:
+    """What exact mode commits for one step: gradient scales and hints, then state hints."""
+
+    gradient_scales: tuple[int, ...] = ()
+    gradient_hints: bytes = b""
+    state_hints: bytes = b""
+
+
+def round_gradients(grid: Grid, parameters: Sequence[torch.Tensor], committed: StepHints | None) -> tuple[tuple[int, ...], bytes]:
+    """Round the parameters' gradients in place (recording: ``committed is None``); return (scales, hints)."""
+    targets = gradient_targets(parameters)
+    if committed is None:
+        scales = tuple(gradient_scale(grid, t.tensor) for t in targets)
+    else:
+        scales = committed.gradient_scales
+        if len(scales) != len(targets):
+            raise ReplayMismatchError(
+                f"exact mode: {len(scales)} gradient scales committed for {len(targets)} gradients computed here"
+            )
+        for target, scale in zip(targets, scales, strict=True):
+            check_gradient_scale(grid, target.tensor, scale, target.name)
+    scaled = [RoundingTarget(t.name, t.tensor, s) for t, s in zip(targets, scales, strict=True)]
+    return scales, round_step(grid, scaled, None if committed is None else committed.gradient_hints)
 
 
 def _entries(ordinal: int, elements: torch.Tensor, up: torch.Tensor) -> np.ndarray:
@@ -254,33 +400,59 @@ def hints_digest(data: bytes) -> str:
     return format_digest(domain_hash("hints", data))
 
 
-def hints_leaf(step: int, digest: str) -> bytes:
+def hints_leaf(step: int, hints: StepHints) -> bytes:
     """The Merkle leaf binding step ``step``'s hints (tree ``hints``, one leaf per step)."""
-    return canonical_json({"hints_digest": digest, "step": step, "type": "hints"})
+    return canonical_json({
+        "gradient_hints_digest": hints_digest(hints.gradient_hints),
+        "gradient_scales": list(hints.gradient_scales),
+        "state_hints_digest": hints_digest(hints.state_hints),
+        "step": step,
+        "type": "hints",
+    })
 
 
-def hints_record(step: int, data: bytes) -> bytes:
+def hints_record(step: int, hints: StepHints) -> bytes:
     """One line of the store's hints.jsonl (without the newline)."""
-    return canonical_json({"hints": data.hex(), "step": step})
+    return canonical_json({
+        "gradient_hints": hints.gradient_hints.hex(),
+        "gradient_scales": list(hints.gradient_scales),
+        "state_hints": hints.state_hints.hex(),
+        "step": step,
+    })
 
 
-def parse_hints_record(line: bytes, expected_step: int, where: str) -> bytes:
+_RECORD_FIELDS = {"gradient_hints", "gradient_scales", "state_hints", "step"}
+
+
+def _hex_entries(text: Any, where: str, what: str) -> bytes:
+    if not isinstance(text, str) or not _HEX_RE.fullmatch(text):
+        raise MalformedInputError(f"{where}: {what} must be lowercase hex, 16 digits per hint")
+    return bytes.fromhex(text)
+
+
+def parse_hints_record(line: bytes, expected_step: int, where: str) -> StepHints:
     record = parse_json(line, where)
-    if not isinstance(record, dict) or set(record) != {"hints", "step"}:
-        raise MalformedInputError(f"{where}: a hints record holds exactly 'hints' and 'step'")
+    if not isinstance(record, dict) or set(record) != _RECORD_FIELDS:
+        raise MalformedInputError(f"{where}: a hints record holds exactly {sorted(_RECORD_FIELDS)}")
     if record["step"] != expected_step or isinstance(record["step"], bool):
         raise MalformedInputError(f"{where}: step {record['step']!r} out of order (expected {expected_step})")
-    text = record["hints"]
-    if not isinstance(text, str) or not _HEX_RE.fullmatch(text):
-        raise MalformedInputError(f"{where}: hints must be lowercase hex, 16 digits per hint")
-    return bytes.fromhex(text)
+    scales = record["gradient_scales"]
+    if not isinstance(scales, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and LOWEST_FLOOR <= v <= _HIGHEST_SCALE for v in scales
+    ):
+        raise MalformedInputError(f"{where}: gradient_scales must be a list of binade exponents")
+    return StepHints(
+        gradient_scales=tuple(scales),
+        gradient_hints=_hex_entries(record["gradient_hints"], where, "gradient_hints"),
+        state_hints=_hex_entries(record["state_hints"], where, "state_hints"),
+    )
 
 
 MAX_HINTS_BYTES = 8 * 1024**3
 
 
-def read_hints(store: Path, total_steps: int) -> list[bytes]:
-    """Every step's hint bytes from the store's hints.jsonl, one record per step in order."""
+def read_hints(store: Path, total_steps: int) -> list[StepHints]:
+    """Every step's hints from the store's hints.jsonl, one record per step in order."""
     data = read_store_file(store, HINTS_FILE, MAX_HINTS_BYTES)
     lines = data.split(b"\n")
     if data and lines[-1] != b"":
@@ -291,5 +463,5 @@ def read_hints(store: Path, total_steps: int) -> list[bytes]:
     return records
 
 
-def hints_leaves(records: list[bytes]) -> list[bytes]:
-    return [hints_leaf(step, hints_digest(data)) for step, data in enumerate(records)]
+def hints_leaves(records: list[StepHints]) -> list[bytes]:
+    return [hints_leaf(step, hints) for step, hints in enumerate(records)]

@@ -9,7 +9,7 @@ the very code path that produced the evidence.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -17,7 +17,7 @@ import torch
 from .canonical import JSONValue
 from .data import Batch
 from .errors import MalformedInputError
-from .exact import Grid, round_step, rounding_targets
+from .exact import ExactMode, StepHints, round_gradients, round_step, rounding_targets
 from .rng import capture_rng, restore_rng, seed_everything
 from .sampler import ShuffledEpochSampler
 from .spec import SpecFunction, TrainingSpec
@@ -32,15 +32,17 @@ StepObserver = Callable[[int, list[int], Batch, FlatState], None]
 # --- exact mode (docs/EXACT.md) ---------------------------------------------------------------
 @dataclass(frozen=True)
 class ExactHooks:
-    """Exact mode for ``TrainingRun.run``: after every step the state is rounded to ``grid``.
+    """Exact mode for ``TrainingRun.run``: gradients rounded before the optimizer step, state after.
 
     ``committed(step)`` gives the committed hints in replay, ``None`` when recording (the prover's
     own values decide); ``produced(step, hints)`` receives the hints the step used.
     """
 
-    grid: Grid
-    committed: Callable[[int], bytes | None]
-    produced: Callable[[int, bytes], None] | None = None
+    mode: ExactMode
+    committed: Callable[[int], StepHints | None]
+    produced: Callable[[int, StepHints], None] | None = None
+
+
 # --- end exact mode -----------------------------------------------------------------------------
 
 
@@ -114,8 +116,37 @@ class TrainingRun:
             ids = self.sampler.batch_ids(step)
             batch = self.spec.dataset.batch(ids)
             observe(step, ids, batch, capture_rng())
+            if exact is None:
+                self.spec.step(batch)
+                continue
+            hints = self.exact_step(step, batch, exact)  # the same rounding code records and replays
+            if exact.produced is not None:
+                exact.produced(step, hints)
+
+    def exact_step(self, step: int, batch: Batch, exact: ExactHooks) -> StepHints:
+        """Run the spec's step with its gradients rounded as the optimizer reads them, then round the state.
+
+        The gradients are rounded by an optimizer step pre-hook, so after whatever the step does to
+        them (clipping, accumulation) and before the optimizer's arithmetic amplifies their noise.
+        """
+        committed = exact.committed(step)
+        rounded: list[tuple[tuple[int, ...], bytes]] = []
+
+        def before_optimizer_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            if rounded:
+                raise MalformedInputError(f"exact mode: step {step} of the training program called optimizer.step() twice")
+            parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            rounded.append(round_gradients(exact.mode.gradients, parameters, committed))
+
+        previous = {t.name: t.tensor.detach().clone() for t in rounding_targets(self.trainable().tensors)}
+        handle = self.spec.optimizer.register_step_pre_hook(before_optimizer_step)
+        try:
             self.spec.step(batch)
-            if exact is not None:  # exact mode: the same rounding code records and replays
-                hints = round_step(exact.grid, rounding_targets(self.trainable().tensors), exact.committed(step))
-                if exact.produced is not None:
-                    exact.produced(step, hints)
+        finally:
+            handle.remove()
+        if not rounded:
+            raise MalformedInputError(f"exact mode: step {step} of the training program did not call optimizer.step()")
+        scales, gradient_hints = rounded[0]
+        state = [replace(t, previous=previous.get(t.name)) for t in rounding_targets(self.trainable().tensors)]
+        state_hints = round_step(exact.mode.state, state, None if committed is None else committed.state_hints)
+        return StepHints(scales, gradient_hints, state_hints)

@@ -10,7 +10,7 @@ from ..attestation import Statement, TrainingClaim, TreeCommitment
 from ..canonical import parse_json
 from ..checkpoint import decode_weights
 from ..errors import MalformedInputError
-from ..exact import Grid, hints_leaves, read_hints
+from ..exact import ExactMode, hints_leaves, read_hints
 from ..hashing import file_sha256, format_digest
 from ..merkle import merkle_root
 from ..signing import seal_envelope
@@ -31,7 +31,7 @@ def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey) -> byt
             f"store {store} is incomplete: {len(index.steps)} of {hp['total_steps']} steps, "
             f"{len(index.checkpoints)} of {len(expected)} checkpoints; resume training first"
         )
-    exact = None if "exact" not in declared else Grid.from_json(declared["exact"], f"{store}/{RUN_FILE} exact")
+    exact = None if "exact" not in declared else ExactMode.from_json(declared["exact"], f"{store}/{RUN_FILE} exact")
     hints = {} if exact is None else {
         "hints": TreeCommitment(format_digest(merkle_root(hints_leaves(read_hints(store, hp["total_steps"])))), hp["total_steps"])
     }

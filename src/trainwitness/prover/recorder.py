@@ -29,7 +29,7 @@ from ..canonical import canonical_json
 from ..checkpoint import encode_checkpoint
 from ..data import Batch, batch_digest
 from ..delta import MAX_DELTA_CHAIN, encode_delta
-from ..exact import HINTS_FILE, hints_record
+from ..exact import HINTS_FILE, StepHints, hints_record
 from ..executor import snapshot, weights_of
 from ..rng import rng_digest
 from ..state import FlatState, state_digest, weights_digest
@@ -80,8 +80,8 @@ class Recorder:
         if len(self._pending) >= _STEP_BATCH:
             self._hand_over_steps()
 
-    def record_hints(self, step: int, hints: bytes) -> None:
-        """Exact mode: append the step's hints to hints.jsonl (bytes are immutable: no copy)."""
+    def record_hints(self, step: int, hints: StepHints) -> None:
+        """Exact mode: append the step's hints to hints.jsonl (StepHints is immutable: no copy)."""
         self._put(lambda: self._write_hints(step, hints))
 
     def record_checkpoint(self, index: int, step: int, state: FlatState) -> None:
@@ -157,7 +157,7 @@ class Recorder:
     def _write_step(self, step: int, ids: tuple[int, ...], batch: Batch, rng: FlatState) -> None:
         self._append(StepRecord(step=step, sample_ids=ids, batch_digest=batch_digest(batch), rng_digest=rng_digest(rng)))
 
-    def _write_hints(self, step: int, hints: bytes) -> None:
+    def _write_hints(self, step: int, hints: StepHints) -> None:
         if self._hints is None:
             self._hints = open(self.store / HINTS_FILE, "ab")
         self._hints.write(hints_record(step, hints) + b"\n")

@@ -15,7 +15,7 @@ from ..data import build_dataset_manifest
 from ..delta import read_checkpoint
 from ..environment import apply_execution_settings, capture_environment
 from ..errors import MalformedInputError, MissingInputError
-from ..exact import HINTS_FILE, Grid
+from ..exact import HINTS_FILE, ExactMode
 from ..executor import ExactHooks, TrainingRun, weights_of
 from ..spec import load_entry_point, resolve_hyperparameters
 from ..state import state_digest
@@ -57,7 +57,7 @@ class Declarations:
 
 def _declare(
     entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, compress_level: int | None, manifest: Path,
-    declarations: Declarations, exact: Grid | None, delta_every: int | None,
+    declarations: Declarations, exact: ExactMode | None, delta_every: int | None,
 ) -> dict[str, JSONValue]:
     identity, files = code_identity(entry_point)
     identity["source_uri"] = declarations.source_uri
@@ -129,7 +129,7 @@ def record_run(
     delta_every: int | None = None,
     progress: Progress | None = None,
     declarations: Declarations = Declarations(),
-    exact: Grid | None = None,
+    exact: ExactMode | None = None,
 ) -> RecordedRun:
     """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run."""
     apply_execution_settings(torch_threads)

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..attestation import TrainingClaim
 from ..delta import read_checkpoint
 from ..errors import CommitmentError, ReplayMismatchError
-from ..exact import hints_digest, hints_leaf, hints_leaves, read_hints
+from ..exact import StepHints, hints_leaf, hints_leaves, read_hints
 from ..hashing import format_digest, parse_digest
 from ..merkle import MerkleTree, verify_inclusion
 from ..state import FlatState, state_digest
@@ -56,14 +56,14 @@ class Evidence:
         return trees
 
     @cached_property
-    def _hints(self) -> list[bytes]:
+    def _hints(self) -> list[StepHints]:
         return read_hints(self.store, self.claim.total_steps) if self.claim.exact is not None else []
 
-    def hints(self, s: int) -> bytes:
-        """Exact mode: step s's hint bytes, proven against the signed hints root."""
-        data = self._hints[s]
-        self._proven("hints", hints_leaf(s, hints_digest(data)), s)
-        return data
+    def hints(self, s: int) -> StepHints:
+        """Exact mode: step s's hints, proven against the signed hints root."""
+        hints = self._hints[s]
+        self._proven("hints", hints_leaf(s, hints), s)
+        return hints
 
     def _proven(self, tree: str, leaf: bytes, position: int) -> None:
         """Verify the leaf's inclusion proof standalone against the signed root."""

@@ -133,8 +133,9 @@ class Report:
                 lines.append(f"  replayed {len(self.segments)} of {self.segment_count} segments (drawn from {how}) in BOUNDED mode")
         if self.exact is not None:
             lines.append(
-                f"  exact mode: state rounded to {self.exact['mantissa_bits']} mantissa bits after every step, "
-                f"hint margin 2^-{self.exact['margin_log2']} of a cell (signed)"
+                f"  exact mode: gradients rounded to {self.exact['gradients']['mantissa_bits']} mantissa bits before "
+                f"every optimizer step and the state to {self.exact['state']['mantissa_bits']} after it, hint margins "
+                f"2^-{self.exact['gradients']['margin_log2']} and 2^-{self.exact['state']['margin_log2']} of a cell (signed)"
             )
         if self.bound is not None:
             b = self.bounded_summary()
