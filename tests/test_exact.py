@@ -134,6 +134,26 @@ def test_replay_follows_hints_for_values_on_either_side_of_the_boundary() -> Non
     assert recorded.item() == replayed.item() == 1.0
 
 
+def test_large_and_strided_tensors_round_like_small_contiguous_ones() -> None:
+    # Rounding runs in chunks of values; hints past the first chunk must name the right element.
+    grid = Grid(mantissa_bits=12, margin_log2=6, floor_exponent=-8)
+    torch.manual_seed(0)
+    x = torch.randn(700, 1000) * 0.01
+    whole = x.clone()
+    hints = round_step(grid, [RoundingTarget("model/w", whole)])
+    pieces = [x.reshape(-1)[i : i + 1000].clone() for i in range(0, x.numel(), 1000)]
+    for piece in pieces:
+        round_step(grid, [RoundingTarget("model/w", piece)])
+    assert torch.equal(whole.reshape(-1), torch.cat(pieces))
+    elements = [e for _, e, _ in decode_hints(hints, [x.numel()])]
+    assert max(elements) > 600_000  # hints from the last chunk
+    strided = x.clone().t().contiguous().t()  # same values, column-major storage
+    assert round_step(grid, [RoundingTarget("model/w", strided)]) == hints and torch.equal(strided, whole)
+    noisy = x * (1 + torch.randn_like(x) * 1e-7)  # the verifier's values
+    round_step(grid, [RoundingTarget("model/w", noisy)], hints)
+    assert torch.equal(noisy, whole)
+
+
 def test_gradient_floor_counts_from_the_tensors_own_largest_magnitude() -> None:
     grid = Grid(mantissa_bits=2, margin_log2=4, floor_exponent=-2)
     g = torch.tensor([0.75, 0.05, -0.1, 1e-30])

@@ -250,40 +250,68 @@ def gradient_targets(parameters: Sequence[torch.nn.Parameter | torch.Tensor]) ->
     return targets
 
 
-_BITS = {torch.float32: (torch.int32, 23, 127), torch.float64: (torch.int64, 52, 1023)}
+# (integer type of the same width, mantissa bits, exponent bias) of each rounded dtype
+_LAYOUT = {torch.float32: (torch.int32, 23, 127), torch.float64: (torch.int64, 52, 1023)}
 
 
-def _pow2(n: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """2^n, exactly, built from its bits (n within the dtype's normal range; Grid's bounds ensure it)."""
-    int_type, mantissa, bias = _BITS[dtype]
-    return ((n.to(int_type) + bias) << mantissa).view(dtype)
+def _exponent_fields(magnitudes: torch.Tensor) -> torch.Tensor:
+    """The biased exponent field of each non-negative value (0 for zero and subnormals; all ones for inf, NaN)."""
+    int_type, mantissa, _ = _LAYOUT[magnitudes.dtype]
+    return magnitudes.view(int_type) >> mantissa
 
 
-def _binades(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(finite mask, |x| with non-finite values zeroed, floor(log2 |x|)), flattened."""
-    a = x.detach().abs().reshape(-1)
-    finite = torch.isfinite(a)
-    a = torch.where(finite, a, torch.zeros_like(a))
-    _, exponent = torch.frexp(a)  # a = mantissa * 2^exponent, mantissa in [0.5, 1)
-    return finite, a, exponent - 1
+_CHUNK = 1 << 18  # values per pass: the temporaries stay in cache and are reused, not faulted in afresh
 
 
-def _cells(grid: Grid, target: RoundingTarget) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(finite mask, grid point below |x| in cell units, position in the cell in [0, 1), binade E).
+def _cells(grid: Grid, values: torch.Tensor, previous: torch.Tensor | None, scale: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grid point below |x| in cells, position in the cell in [0, 1), 2^(m - E) per value) of a 1-d run.
 
-    Computed in x's own dtype, where scaling by a power of two, taking the floor and subtracting it
-    are exact (the scaled value is below 2^(m+1) <= 2^23), so the position is exact, not approximate.
+    E is the value's binade (the larger of its own and its previous value's, at least the floor),
+    read from the exponent bits. Computed in x's own dtype, where scaling by a power of two, taking
+    the floor and subtracting it are exact (the scaled value is below 2^(m+1) <= 2^23), so the
+    position is exact, not approximate. In place on temporaries: this runs on every value every step.
     """
-    finite, a, binade = _binades(target.tensor)
-    if target.previous is not None:
-        if target.previous.shape != target.tensor.shape:
-            raise ValueError(f"exact mode: {target.name} changed shape in a step")
-        _, _, before = _binades(target.previous.to(target.tensor.dtype))
-        binade = torch.maximum(binade, before)
-    binade = torch.clamp(binade, min=target.scale + grid.floor_exponent)
-    scaled = a * _pow2(grid.mantissa_bits - binade, a.dtype)
-    below = torch.floor(scaled)
-    return finite, below, scaled - below, binade
+    _, mantissa, bias = _LAYOUT[values.dtype]
+    magnitudes = values.abs()
+    exponents = _exponent_fields(magnitudes)
+    if previous is not None:
+        exponents = torch.maximum(exponents, _exponent_fields(previous.abs().to(values.dtype)))
+    exponents.clamp_(min=bias + scale + grid.floor_exponent)
+    # 2^(m - E) from its bits: biased exponent bias + m - (field - bias); normal for every field (Grid's bounds)
+    factor = exponents.neg_().add_(2 * bias + grid.mantissa_bits).bitwise_left_shift_(mantissa).view(values.dtype)
+    scaled = magnitudes.mul_(factor)
+    below = scaled.floor()
+    return below, scaled.sub_(below), factor
+
+
+def _round_run(
+    grid: Grid, name: str, values: torch.Tensor, previous: torch.Tensor | None, scale: int,
+    given: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Round a 1-d run of values in place; return (hinted positions, their ups) when recording."""
+    below, position, factor = _cells(grid, values, previous, scale)
+    # Round to nearest, except within ``tie`` of the midpoint, where the even grid point wins:
+    # so the boundary sits at 1/2 + tie above an even point and 1/2 - tie above an odd one.
+    boundary = torch.fmod(below, 2).mul_(-2 * grid.tie).add_(0.5 + grid.tie)
+    up = position >= boundary
+    distance = position.sub_(boundary).abs_()  # NaN for non-finite values: never within a margin
+    hinted = torch.nonzero(distance < grid.margin).reshape(-1) if given is None else torch.empty(0, dtype=torch.int64)
+    if given is not None and given[0].size:
+        index = torch.from_numpy(given[0])
+        far = ~(distance[index] < grid.window)
+        if bool(far.any()):
+            bad = int(index[far][0])
+            raise ReplayMismatchError(
+                f"exact mode: hint for {name}[{bad}] is not near a rounding boundary here "
+                f"(distance {float(distance[bad]):.4f} of a cell, window {grid.window})"
+            )
+        up[index] = torch.from_numpy(given[1])
+    ups = up[hinted]
+    rounded = torch.copysign(below.add_(up).div_(factor), values)  # (cells + up) x 2^(E - m): exact
+    if not bool(torch.isfinite(rounded).all()):
+        rounded = torch.where(torch.isfinite(values), rounded, values)
+    values.copy_(rounded)
+    return hinted, ups
 
 
 def round_step(grid: Grid, targets: Iterable[RoundingTarget], hints: bytes | None = None) -> bytes:
@@ -292,38 +320,38 @@ def round_step(grid: Grid, targets: Iterable[RoundingTarget], hints: bytes | Non
     Recording (``hints is None``): values within the margin of a boundary become hints, recording
     the way this machine's value rounds. Replay: the given hints are applied after checking that
     each hinted value lies within the verifier's window of its boundary; every other value rounds
-    to nearest. Raises ``ReplayMismatchError`` for a hint the verifier's values do not support.
+    by the same rule. Raises ``ReplayMismatchError`` for a hint the verifier's values do not support.
+    Non-finite values are left as they are and never hinted.
     """
     targets = list(targets)
     given = None if hints is None else _decode(hints, [t.tensor.numel() for t in targets])
     produced: list[np.ndarray] = []
     with torch.no_grad():
         for ordinal, target in enumerate(targets):
-            finite, below, position, binade = _cells(grid, target)
-            # Round to nearest, except within ``tie`` of the midpoint, where the even grid point wins:
-            # so the boundary sits at 1/2 + tie above an even point and 1/2 - tie above an odd one.
-            boundary = torch.where(torch.remainder(below, 2) == 0, 0.5 + grid.tie, 0.5 - grid.tie)
-            up = position >= boundary
-            distance = (position - boundary).abs()
-            if given is None:
-                hinted = torch.nonzero(finite & (distance < grid.margin)).reshape(-1)
-                produced.append(_entries(ordinal, hinted, up[hinted]))
-            else:
+            values = target.tensor.detach()
+            flat = values.reshape(-1) if values.is_contiguous() else values.contiguous().reshape(-1)
+            previous = None
+            if target.previous is not None:
+                if target.previous.shape != values.shape:
+                    raise ValueError(f"exact mode: {target.name} changed shape in a step")
+                previous = target.previous.detach().reshape(-1)
+            if given is not None:
                 lo, hi = np.searchsorted(given[0], [ordinal, ordinal + 1])
-                if hi > lo:
-                    index = torch.from_numpy(given[1][lo:hi].astype(np.int64))
-                    far = (~finite[index]) | (distance[index] >= grid.window)
-                    if bool(far.any()):
-                        bad = int(index[far][0])
-                        raise ReplayMismatchError(
-                            f"exact mode: hint for {target.name}[{bad}] is not near a rounding boundary here "
-                            f"(distance {float(distance[bad]):.4f} of a cell, window {grid.window})"
-                        )
-                    up[index] = torch.from_numpy(given[2][lo:hi])
-            magnitude = (below + up.to(below.dtype)) * _pow2(binade - grid.mantissa_bits, below.dtype)
-            original = target.tensor.detach().reshape(-1)
-            rounded = torch.where(finite, torch.copysign(magnitude, original), original)
-            target.tensor.copy_(rounded.reshape(target.tensor.shape))
+                elements, ups = given[1][lo:hi].astype(np.int64), given[2][lo:hi]
+            for start in range(0, flat.numel(), _CHUNK):
+                stop = min(start + _CHUNK, flat.numel())
+                committed = None
+                if given is not None:
+                    a, b = np.searchsorted(elements, [start, stop])
+                    committed = (elements[a:b] - start, ups[a:b])
+                hinted, up = _round_run(
+                    grid, target.name, flat[start:stop], None if previous is None else previous[start:stop],
+                    target.scale, committed,
+                )
+                if given is None:
+                    produced.append(_entries(ordinal, hinted + start, up))
+            if flat.data_ptr() != values.data_ptr() or not values.is_contiguous():
+                values.copy_(flat.reshape(values.shape))
     if hints is not None:
         return hints
     return np.concatenate(produced).astype(">u8").tobytes() if produced else b""
