@@ -99,10 +99,11 @@ def test_hint_bytes_are_golden() -> None:
     assert encode_hints([(1, 5, True), (0, 3, False)]) == bytes.fromhex("0000000000000006" "000001000000000b")
     step = StepHints(gradient_scales=(-3, -7), gradient_hints=bytes.fromhex("0000000000000006"),
                      state_hints=bytes.fromhex("000001000000000b"))
-    assert hints_record(7, step) == (
-        b'{"gradient_hints":"0000000000000006","gradient_scales":[-3,-7],"state_hints":"000001000000000b","step":7}'
-    )
+    # Entries travel as base64 of a zstd frame; this line was written on 2026-11-23 and must keep parsing.
+    stored = b'{"gradient_hints":"KLUv/SAIQQAAAAAAAAAAAAY=","gradient_scales":[-3,-7],"state_hints":"KLUv/SAIQQAAAAABAAAAAAs=","step":7}'
+    assert parse_hints_record(stored, 7, "line") == step
     assert parse_hints_record(hints_record(7, step), 7, "line") == step
+    assert parse_hints_record(hints_record(0, StepHints()), 0, "line") == StepHints()
     assert hints_leaf(7, step).startswith(b'{"gradient_hints_digest":"sha256:')
     assert canonical_json(DEFAULT_EXACT.to_json()) == (
         b'{"gradients":{"floor_exponent":-4,"mantissa_bits":8,"margin_log2":10},"mode":"grid-round-nearest/v2",'
@@ -119,6 +120,30 @@ def test_decode_hints_refuses_unsorted_duplicate_and_out_of_range_entries() -> N
         decode_hints(encode_hints([(0, 2, True), (0, 1, True)])[8:] + encode_hints([(0, 1, True)]), [4])
     with pytest.raises(MalformedInputError):
         decode_hints(b"\x00" * 7, [4])
+
+
+@pytest.mark.parametrize(
+    ("field", "problem"),
+    [
+        ("KLUv/SAIQQAAAAAAAAAAAAY", "not base64"),  # padding missing
+        ("KLUv/SAIQQAAAAAAAAAAAAZ=", "not canonical"),  # non-zero padding bits
+        ("AAAAAAAAAAA=", "corrupt or truncated zstd"),
+        ("KLUv/SAHOQAAAAAAAAAAAA==", "not a positive number of 8-byte entries"),  # 7 bytes
+    ],
+)
+def test_hints_record_with_bad_packed_entries_is_refused_by_name(field: str, problem: str) -> None:
+    line = canonical_json({"gradient_hints": "", "gradient_scales": [], "state_hints": field, "step": 0})
+    with pytest.raises(MalformedInputError, match=problem):
+        parse_hints_record(line, 0, "hints.jsonl line 1")
+
+
+def test_hints_that_decompress_past_the_bound_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import trainwitness.exact as exact
+
+    monkeypatch.setattr(exact, "MAX_STEP_HINT_BYTES", 1 << 16)
+    bomb = StepHints(state_hints=bytes(1 << 20))  # a megabyte of zeros packs into a few dozen bytes
+    with pytest.raises(MalformedInputError, match="decompresses to more than"):
+        parse_hints_record(hints_record(0, bomb), 0, "line")
 
 
 def test_replay_refuses_a_hint_far_from_any_boundary() -> None:

@@ -24,8 +24,9 @@ grids, the margins and the hint bytes are in docs/EXACT.md.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
-import re
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import zstandard
 
 from .canonical import JSONValue, canonical_json, parse_json
 from .errors import MalformedInputError, ReplayMismatchError
@@ -72,7 +74,6 @@ _ORDINAL_SHIFT = 40  # entry = ordinal << 40 | element << 1 | up
 _MAX_ELEMENT = (1 << 39) - 1
 _MAX_ORDINAL = (1 << 24) - 1
 _ROUNDED_DTYPES = (torch.float32, torch.float64)
-_HEX_RE = re.compile(r"(?:[0-9a-f]{16})*")
 # The lowest floor binade any target may have: keeps 2^(m - E) and 2^(E - m) normal float32 numbers.
 LOWEST_FLOOR = -100
 _HIGHEST_SCALE = 127
@@ -440,22 +441,51 @@ def hints_leaf(step: int, hints: StepHints) -> bytes:
 
 
 def hints_record(step: int, hints: StepHints) -> bytes:
-    """One line of the store's hints.jsonl (without the newline)."""
+    """One line of the store's hints.jsonl (without the newline); hint bytes travel packed."""
     return canonical_json({
-        "gradient_hints": hints.gradient_hints.hex(),
+        "gradient_hints": _pack(hints.gradient_hints),
         "gradient_scales": list(hints.gradient_scales),
-        "state_hints": hints.state_hints.hex(),
+        "state_hints": _pack(hints.state_hints),
         "step": step,
     })
 
 
 _RECORD_FIELDS = {"gradient_hints", "gradient_scales", "state_hints", "step"}
+# One step's hints name each value at most once: 2^27 entries (1 GiB) is far above any real step.
+MAX_STEP_HINT_BYTES = 1 << 30
 
 
-def _hex_entries(text: Any, where: str, what: str) -> bytes:
-    if not isinstance(text, str) or not _HEX_RE.fullmatch(text):
-        raise MalformedInputError(f"{where}: {what} must be lowercase hex, 16 digits per hint")
-    return bytes.fromhex(text)
+def _pack(entries: bytes) -> str:
+    """Hint entries as stored: base64 of one zstd frame (sorted 8-byte entries compress ~3.5x), or ""."""
+    return base64.b64encode(zstandard.ZstdCompressor(level=3).compress(entries)).decode("ascii") if entries else ""
+
+
+def _unpack(text: Any, where: str, what: str) -> bytes:
+    """The entries of a packed field, refusing non-canonical base64 and decompression past the bound."""
+    if not isinstance(text, str):
+        raise MalformedInputError(f"{where}: {what} must be a string")
+    if not text:
+        return b""
+    try:
+        frame = base64.b64decode(text, validate=True)
+    except binascii.Error as e:
+        raise MalformedInputError(f"{where}: {what} is not base64 ({e})") from e
+    if base64.b64encode(frame).decode("ascii") != text:
+        raise MalformedInputError(f"{where}: {what} is not canonical base64")
+    pieces, total = [], 0
+    try:  # in bounded pieces: the frame's own size claim is not trusted for an allocation
+        reader = zstandard.ZstdDecompressor().stream_reader(frame)
+        while piece := reader.read(1 << 20):
+            total += len(piece)
+            if total > MAX_STEP_HINT_BYTES:
+                raise MalformedInputError(f"{where}: {what} decompresses to more than {MAX_STEP_HINT_BYTES} bytes")
+            pieces.append(piece)
+    except zstandard.ZstdError as e:
+        raise MalformedInputError(f"{where}: {what} is corrupt or truncated zstd data ({e})") from e
+    entries = b"".join(pieces)
+    if not entries or len(entries) % _ENTRY.size:
+        raise MalformedInputError(f"{where}: {what} holds {len(entries)} bytes, not a positive number of 8-byte entries")
+    return entries
 
 
 def parse_hints_record(line: bytes, expected_step: int, where: str) -> StepHints:
@@ -471,8 +501,8 @@ def parse_hints_record(line: bytes, expected_step: int, where: str) -> StepHints
         raise MalformedInputError(f"{where}: gradient_scales must be a list of binade exponents")
     return StepHints(
         gradient_scales=tuple(scales),
-        gradient_hints=_hex_entries(record["gradient_hints"], where, "gradient_hints"),
-        state_hints=_hex_entries(record["state_hints"], where, "state_hints"),
+        gradient_hints=_unpack(record["gradient_hints"], where, "gradient_hints"),
+        state_hints=_unpack(record["state_hints"], where, "state_hints"),
     )
 
 
