@@ -27,9 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the forgers l
 
 from tests.attacks.forgers import ATTACKS, forged_segments, honest_run, measure, verdict  # noqa: E402
 from tests.attacks.merkle_forgers import different_index_proof, inner_node_as_leaf  # noqa: E402
+from tests.conftest import DIGITS, record_and_sign  # noqa: E402
+from tests.steering import steer_every_checkpoint  # noqa: E402
 
 from trainwitness.errors import CommitmentError  # noqa: E402
+from trainwitness.exact import DEFAULT_EXACT  # noqa: E402
 from trainwitness.merkle import verify_inclusion  # noqa: E402
+from trainwitness.verifier import VerifyOptions, verify_run  # noqa: E402
+from trainwitness.verifier.bounded import BOUND  # noqa: E402
 from trainwitness.verifier.sampling import detection_probability  # noqa: E402
 
 
@@ -54,6 +59,26 @@ def _merkle_rows(trials: int) -> list[dict[str, object]]:
         rows.append({"attack": name, "what": what, "caught_by": "commitment", "forged": "-", "segments": "-",
                      "sample": "-", "predicted": 1.0, "with_replacement": 1.0, "measured": caught / trials,
                      "trials": trials, "disagree": trials - caught, "all": "rejected" if caught == trials else "ACCEPTED"})
+    return rows
+
+
+def _steering_rows(work: Path, fraction_of_bound: float = 0.5) -> list[dict[str, object]]:
+    """The steering forger (tests/steering.py) against each mode: it re-trains a run recorded with 2
+    threads, moving every checkpoint by ``fraction_of_bound`` x the bounded-mode bound x its update in
+    a random direction (back on the grid, with fresh hints, in exact mode), re-signs, and is verified
+    with 1 thread on every segment."""
+    rows = []
+    for mode, exact in (("plain recording", None), ("exact mode", DEFAULT_EXACT)):
+        run = record_and_sign(work / f"steer-{mode.split()[0]}", DIGITS, {"total_steps": 60, "checkpoint_interval": 20},
+                              threads=2, exact=exact)
+        steer_every_checkpoint(run, fraction_of_bound, exact)
+        for bounded in ((False, True) if exact is None else (False,)):
+            report = verify_run(run.attestation, run.store, run.weights, run.public_key,
+                                VerifyOptions(segments=None, sandbox="off", threads=1, bounded=bounded))
+            distances = [s.distance.overall for s in report.segments if s.distance is not None]
+            rows.append({"recorded": mode, "verified": "bounded" if bounded else "bitwise" if exact is None else "exact",
+                         "nudge": fraction_of_bound * BOUND, "verdict": "ACCEPTED" if report.accepted else "rejected",
+                         "distance_max": max(distances) if distances else None, "segments": len(report.segments)})
     return rows
 
 
@@ -86,8 +111,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         h = honest_run(work / f"honest-{seed}", {"total_steps": 40, "checkpoint_interval": 4, "hidden": 32,
                                                  "seed": seed, "data_seed": 1000 + seed})
         honest_verdicts.append(verdict(h, None, None)[0])
+    steering = _steering_rows(work)
     return {
         "command": " ".join(["PYTHONPATH=src:. python benchmarks/attacks.py", *sys.argv[1:]]),
+        "steering": steering,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "seconds": round(time.time() - started, 1),
         "rows": rows,
@@ -108,6 +135,12 @@ def markdown(result: dict[str, object]) -> str:
             f"| {r['attack']} | {r['caught_by']} | {r['forged']} / {r['segments']} | {r['sample']} | {pct(r['predicted'])} "
             f"| {pct(r['with_replacement'])} | {pct(r['measured'])} | {r['trials']} | {r['disagree']} | {r['all']} |"
         )
+    lines += ["", "Steering forger (every checkpoint moved by half the bounded-mode bound x its update, re-signed; "
+              "recorded with 2 threads, verified with 1):", "",
+              "| recorded | verified | nudge (of a segment's update) | verdict | largest distance seen |", "|---|---|---|---|---|"]
+    for r in result["steering"]:  # type: ignore[attr-defined]
+        distance = "-" if r["distance_max"] is None else f"{r['distance_max']:.2e}"
+        lines.append(f"| {r['recorded']} | {r['verified']} | {r['nudge']:.1e} | {r['verdict']} | {distance} |")
     honest = result["honest"]
     lines.append("")
     lines.append(f"Honest runs: {honest['runs']} training seeds, every segment replayed, "  # type: ignore[index]
@@ -140,7 +173,9 @@ def main() -> int:
         abs(r["measured"] - r["predicted"]) <= 4 * math.sqrt(r["predicted"] * (1 - r["predicted"]) / r["trials"]) + 1e-9
         for r in rows  # type: ignore[attr-defined]
     )
-    return 0 if not bad and within and result["honest"]["false_rejects"] == 0 else 1  # type: ignore[index]
+    # Bounded mode is expected to accept the steering forger (that is its slack); every other mode must not.
+    steered = [r for r in result["steering"] if r["verified"] != "bounded" and r["verdict"] != "rejected"]  # type: ignore[attr-defined]
+    return 0 if not bad and not steered and within and result["honest"]["false_rejects"] == 0 else 1  # type: ignore[index]
 
 
 if __name__ == "__main__":
