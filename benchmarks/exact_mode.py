@@ -15,7 +15,7 @@ import time
 import torch
 
 from trainwitness.environment import apply_execution_settings
-from trainwitness.exact import DEFAULT_EXACT, ExactMode, Grid, StepHints
+from trainwitness.exact import DEFAULT_EXACT, ExactMode, Grid, StepHints, hints_record
 from trainwitness.executor import ExactHooks, TrainingRun
 from trainwitness.spec import load_entry_point, resolve_hyperparameters
 from trainwitness.state import state_digest
@@ -80,48 +80,53 @@ def interleaved_overhead(spec: str, grid: ExactMode, steps: int = 200) -> dict:
     return {"step_ms_plain_interleaved": 1e3 * statistics.median(plain), "step_ms_exact_interleaved": 1e3 * statistics.median(exact)}
 
 
+def measure(spec: str, steps: int, grid: ExactMode) -> dict:
+    """One workload, one grid: record with 2 threads, replay with 1; hints, loss curve, overhead."""
+    plain = train(spec, steps, 2, None)
+    plain1 = train(spec, steps, 1, None)
+    recorded = train(spec, steps, 2, grid)
+    try:
+        replay = train(spec, steps, 1, grid, recorded["hints"])
+        cross = "bitwise" if replay["state"] == recorded["state"] else "DIFFERS"
+    except Exception as e:  # noqa: BLE001 - a hint the 1-thread values do not support, reported not raised
+        cross = f"FAILED: {e}"
+    gradient_counts = [len(h.gradient_hints) // 8 for h in recorded["hints"]]
+    state_counts = [len(h.state_hints) // 8 for h in recorded["hints"]]
+    counts = [g + s for g, s in zip(gradient_counts, state_counts, strict=True)]
+    stored = [len(hints_record(step, h)) + 1 for step, h in enumerate(recorded["hints"])]
+    diffs = [abs(a - b) for a, b in zip(recorded["losses"], plain["losses"], strict=True)]
+    tail = slice(-max(1, steps // 10), None)
+    timing = interleaved_overhead(spec, grid)
+    return {
+        "grid": grid.to_json(),
+        "steps": steps,
+        "values": recorded["values"],
+        "hints_per_step_mean": statistics.mean(counts),
+        "hints_per_step_max": max(counts),
+        "gradient_hints_per_step_mean": statistics.mean(gradient_counts),
+        "state_hints_per_step_mean": statistics.mean(state_counts),
+        "hint_fraction_mean": statistics.mean(counts) / recorded["values"],
+        "hint_bytes_per_step_mean": 8 * statistics.mean(counts),
+        "stored_hint_bytes_per_step_mean": statistics.mean(stored),
+        "loss_final_plain": statistics.mean(plain["losses"][tail]),
+        "loss_final_exact": statistics.mean(recorded["losses"][tail]),
+        "loss_abs_diff_max": max(diffs),
+        "loss_abs_diff_mean": statistics.mean(diffs),
+        "cross_thread_replay_2_to_1": cross,
+        "plain_2_vs_1_threads": "bitwise" if plain["state"] == plain1["state"] else "differ",
+        **timing,
+        "overhead_interleaved": timing["step_ms_exact_interleaved"] / timing["step_ms_plain_interleaved"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--spec", default="trainwitness.workloads.digits:digits")
     parser.add_argument("--steps", type=int, default=560)
     parser.add_argument("--grids", action="append", default=[], help="gradients m,k,floor / state m,k,floor")
     args = parser.parse_args()
-    grids = [_grids(g) for g in args.grids] or [DEFAULT_EXACT]
     torch.set_num_threads(2)
-    plain = train(args.spec, args.steps, 2, None)
-    plain1 = train(args.spec, args.steps, 1, None)
-    rows = []
-    for grid in grids:
-        recorded = train(args.spec, args.steps, 2, grid)
-        try:
-            replay = train(args.spec, args.steps, 1, grid, recorded["hints"])
-            cross = "bitwise" if replay["state"] == recorded["state"] else "DIFFERS"
-        except Exception as e:  # a hint the 1-thread values do not support, reported not raised
-            cross = f"FAILED: {e}"
-        gradient_counts = [len(h.gradient_hints) // 8 for h in recorded["hints"]]
-        state_counts = [len(h.state_hints) // 8 for h in recorded["hints"]]
-        counts = [g + s for g, s in zip(gradient_counts, state_counts, strict=True)]
-        diffs = [abs(a - b) for a, b in zip(recorded["losses"], plain["losses"], strict=True)]
-        tail = slice(-max(1, args.steps // 10), None)
-        rows.append({
-            "grid": grid.to_json(),
-            "values": recorded["values"],
-            "hints_per_step_mean": statistics.mean(counts),
-            "hints_per_step_max": max(counts),
-            "gradient_hints_per_step_mean": statistics.mean(gradient_counts),
-            "state_hints_per_step_mean": statistics.mean(state_counts),
-            "hint_fraction_mean": statistics.mean(counts) / recorded["values"],
-            "hint_bytes_per_step_mean": 8 * statistics.mean(counts),
-            "loss_final_plain": statistics.mean(plain["losses"][tail]),
-            "loss_final_exact": statistics.mean(recorded["losses"][tail]),
-            "loss_abs_diff_max": max(diffs),
-            "loss_abs_diff_mean": statistics.mean(diffs),
-            "step_ms_plain_median": 1e3 * statistics.median(plain["seconds"]),
-            "step_ms_exact_median": 1e3 * statistics.median(recorded["seconds"]),
-            "cross_thread_replay_2_to_1": cross,
-            "plain_2_vs_1_threads": "bitwise" if plain["state"] == plain1["state"] else "differ",
-            **interleaved_overhead(args.spec, grid),
-        })
+    rows = [measure(args.spec, args.steps, grid) for grid in ([_grids(g) for g in args.grids] or [DEFAULT_EXACT])]
     print(json.dumps(rows, indent=1))
 
 

@@ -33,15 +33,18 @@ sys.path.insert(0, str(HERE))
 
 import audit  # noqa: E402
 import commit_path  # noqa: E402
+import exact_mode  # noqa: E402
 import hash_speed  # noqa: E402
 import recording  # noqa: E402
 import storage  # noqa: E402
 import torch  # noqa: E402
 
 from trainwitness.delta import read_checkpoint  # noqa: E402
+from trainwitness.exact import DEFAULT_EXACT  # noqa: E402
 from trainwitness.spec import parse_override  # noqa: E402
 from trainwitness.state import state_digest  # noqa: E402
 from trainwitness.store import read_index  # noqa: E402
+from trainwitness.verifier.bounded import BOUND  # noqa: E402
 
 DIGITS = "trainwitness.workloads.digits:digits"
 STAND_IN_TEXT = "bench_specs:tinylm"
@@ -67,6 +70,7 @@ FULL: dict[str, Any] = {
     "audit_samples": [10, 50, 200],
     "memory_run": {"total_steps": 2, "checkpoint_interval": 1},
     "audit_parallel": False,  # parallel replay was not landed (see docs/BENCHMARKS.md)
+    "exact_runs": {"digits": 560, "text": 60},  # workload: steps recorded with 2 threads, replayed with 1
 }
 QUICK: dict[str, Any] = {
     "digits_recording": {10: (20, 1), 20: (20, 1)},
@@ -80,6 +84,7 @@ QUICK: dict[str, Any] = {
     "audit_samples": [12],
     "memory_run": None,  # verify processes left out: the smoke test stays under a minute
     "audit_parallel": False,
+    "exact_runs": {"digits": 20},
 }
 
 
@@ -233,6 +238,18 @@ class Suite:
         }
 
 
+    def exact(self) -> list[dict[str, Any]]:
+        """Exact mode's costs per workload (benchmarks/exact_mode.py): hints, loss curve, overhead, cross-thread replay."""
+        rows = []
+        for label, steps in self.config["exact_runs"].items():
+            entry = DIGITS if label == "digits" else self.text
+            row = exact_mode.measure(entry, steps, DEFAULT_EXACT)
+            row["workload"] = label
+            rows.append(row)
+            print(f"   {label}: {row['cross_thread_replay_2_to_1']}, x{row['overhead_interleaved']:.2f}", flush=True)
+        return rows
+
+
 def _x(value: float) -> str:
     return f"x{value:.3f}"
 
@@ -320,6 +337,21 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", f"Selecting PoL's top-Q also needs every checkpoint: {a['pol_ranking_bytes'] / 1e6:.2f} MB read in {a['pol_ranking_s']:.2f} s "
                   "before any replay; random sampling reads two checkpoints per sampled segment. PoL's Q must cover all but F - 1 segments "
                   "because a forger controls the update sizes the top-Q choice is made from; the verifier's random draw cannot be steered.", ""]
+    if "exact" in sections:
+        lines += ["## Exact mode (docs/EXACT.md): recorded with 2 threads, replayed with 1", "",
+                  "| workload | steps | values rounded per step | hints per step (gradients + state) | hint fraction | hint bytes per step (raw / stored) "
+                  "| final loss exact vs plain | mean abs loss difference | step ms plain / exact (interleaved) | overhead | plain 2 vs 1 threads | exact 2 -> 1 threads |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sections["exact"]:
+            lines.append(
+                f"| {r['workload']} | {r['steps']} | {r['values']:,} | {r['gradient_hints_per_step_mean']:,.0f} + {r['state_hints_per_step_mean']:,.0f} | "
+                f"{r['hint_fraction_mean']:.2%} | {r['hint_bytes_per_step_mean'] / 1e3:.1f} KB / {r['stored_hint_bytes_per_step_mean'] / 1e3:.1f} KB | "
+                f"{r['loss_final_exact']:.4f} vs {r['loss_final_plain']:.4f} | {r['loss_abs_diff_mean']:.4f} | "
+                f"{r['step_ms_plain_interleaved']:.1f} / {r['step_ms_exact_interleaved']:.1f} | {_x(r['overhead_interleaved'])} | "
+                f"{r['plain_2_vs_1_threads']} | {r['cross_thread_replay_2_to_1']} |")
+        lines += ["", f"Bounded mode (runs recorded without exact mode) accepts a checkpoint within {BOUND:g} x its segment's update of "
+                  f"what the verifier computes: a forger keeps up to {BOUND:g} x segments of steering room in total "
+                  f"({BOUND * 14:.1e} on the 14-segment digits demo), in a direction it chooses; exact mode leaves it none.", ""]
     if results["errors"]:
         lines += ["## Sections that failed", ""] + [f"- {k}: {v}" for k, v in results["errors"].items()] + [""]
     lines += ["Section times (s): " + ", ".join(f"{k} {v}" for k, v in results["seconds"].items()), ""]
@@ -335,13 +367,16 @@ def update_readme(readme: Path, table: str) -> None:
     readme.write_text(text[: begin + len(README_BEGIN)] + "\n" + table.strip() + "\n" + text[end:])
 
 
+SECTIONS = ("recording", "commit_and_hashing", "storage", "audit", "exact")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=HERE / "out")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the harness (< 60 s)")
     parser.add_argument("--text", help=f"text model entry point (default {TEXT_MODEL}; with --quick, the small stand-in {STAND_IN_TEXT})")
     parser.add_argument("--text-set", action="append", default=[], metavar="NAME=VALUE", help="override a text model hyperparameter")
-    parser.add_argument("--only", action="append", choices=["recording", "commit_and_hashing", "storage", "audit"], help="run only these sections")
+    parser.add_argument("--only", action="append", choices=list(SECTIONS), help="run only these sections")
     parser.add_argument("--merge", action="store_true", help="keep the other sections of an existing results.json in --out")
     parser.add_argument("--readme", type=Path, help=f"also replace the table between {README_BEGIN} and {README_END} in this file")
     args = parser.parse_args(argv)
@@ -352,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     suite = Suite(args.out, QUICK if args.quick else FULL, text, dict(parse_override(s) for s in args.text_set))
     suite.results["quick"] = args.quick
     began = time.perf_counter()
-    for name in ("recording", "commit_and_hashing", "storage", "audit"):
+    for name in SECTIONS:
         if args.only is None or name in args.only:
             suite.section(name, getattr(suite, name))
     suite.results["total_seconds"] = round(time.perf_counter() - began, 1)
