@@ -166,10 +166,11 @@ def _layout(header: dict[str, JSONValue], data_len: int | None, what: str) -> li
             or (data_len is not None and offsets[1] > data_len)
         ):
             raise MalformedInputError(f"{what}: truncated or corrupt (tensor {name!r} lies outside the file)")
+        if set(info) != {"dtype", "shape", "data_offsets"}:
+            raise MalformedInputError(f"{what}: not a valid safetensors file (tensor {name!r} has fields besides dtype, shape, data_offsets)")
         dtype = _DTYPES[str(info["dtype"])]
         if (
-            set(info) != {"dtype", "shape", "data_offsets"}
-            or not isinstance(shape, list)
+            not isinstance(shape, list)
             or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**62 for d in shape)
             or math.prod(shape) * torch.empty(0, dtype=dtype).element_size() != offsets[1] - offsets[0]
         ):
