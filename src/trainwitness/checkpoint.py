@@ -103,6 +103,8 @@ class _Source:
     def _count(self, n: int) -> None:
         self.total += n
         if self.total > self.max_bytes:
+            if not self.compressed:  # the file grew after it was opened
+                raise MalformedInputError(f"{self.what}: holds more than the {self.max_bytes} bytes it was opened with")
             raise MalformedInputError(f"{self.what}: decompresses to more than {self.max_bytes} bytes")
 
     def read_into(self, out: memoryview) -> int:
