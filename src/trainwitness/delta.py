@@ -17,16 +17,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import safetensors.torch
 import torch
 import zstandard
 
 from .canonical import JSONValue, canonical_json, parse_json
-from .checkpoint import MAX_CHECKPOINT_BYTES, _decompress, _load, decode_checkpoint, decompress_if_zstd
+from .checkpoint import MAX_CHECKPOINT_BYTES, read_checkpoint_file, read_tensors_file
 from .errors import MalformedInputError
 from .state import DTYPE_NAMES, FlatState
-from .store import delta_relpath, find_checkpoint, read_store_file
+from .store import delta_relpath, find_checkpoint, open_store_file
 
 __all__ = ["DELTA_FORMAT", "MAX_DELTA_CHAIN", "encode_delta", "read_checkpoint"]
 
@@ -94,10 +95,10 @@ def _delta_header(metadata: dict[str, JSONValue], what: str) -> tuple[int | None
     return base, entries
 
 
-def _peek_base(data: bytes, what: str) -> int | None:
+def _peek_base(data: BinaryIO, what: str) -> int | None:
     """The base index a delta file names, decompressing no more than its safetensors header."""
     try:
-        reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
+        reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True, closefd=False)
         prefix = reader.read(8)
         size = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
         if size > 100 * 1024 * 1024:
@@ -113,12 +114,8 @@ def _peek_base(data: bytes, what: str) -> int | None:
 
 def _decode_delta(store: Path, relpath: str, base: FlatState | None) -> tuple[FlatState, int]:
     what = f"{store}/{relpath}"
-    data = read_store_file(store, relpath, MAX_CHECKPOINT_BYTES)
-    size = len(data)
-    raw = _decompress(data, what, MAX_CHECKPOINT_BYTES)
-    del data  # peak memory: the compressed bytes do not live on beside the decoded tensors
-    planes, metadata = _load(raw, what)
-    del raw
+    with open_store_file(store, relpath, MAX_CHECKPOINT_BYTES) as (f, size):
+        planes, metadata = read_tensors_file(f, size, what)  # streamed: the file is never held whole
     _, entries = _delta_header(metadata, what)
     if set(entries) != set(planes):
         raise MalformedInputError(f"{what}: the delta header and the stored tensors name different tensors")
@@ -130,7 +127,7 @@ def _decode_delta(store: Path, relpath: str, base: FlatState | None) -> tuple[Fl
         if dtype is None or not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
             raise MalformedInputError(f"{what}: tensor {name!r} has an unsupported dtype or shape")
         width = torch.empty(0, dtype=dtype).element_size()
-        stored = planes[name]
+        stored = planes.pop(name)  # peak memory: each plane is let go once its tensor is rebuilt
         if stored.dtype != torch.uint8 or stored.dim() != 1 or stored.numel() != math.prod(shape) * width:
             raise MalformedInputError(f"{what}: tensor {name!r} holds {stored.numel()} bytes, not {shape} x {width}")
         bits = _unshuffle(stored, width).view(_BITS[width])
@@ -165,12 +162,8 @@ def read_checkpoint(
     """
     relpath = find_checkpoint(store, steps[i])
     if relpath != delta_relpath(steps[i]):
-        data = read_store_file(store, relpath, MAX_CHECKPOINT_BYTES)
-        size = len(data)
-        raw = decompress_if_zstd(data, f"{store}/{relpath}")
-        del data  # peak memory: the compressed bytes do not live on beside the decoded tensors
-        flat = decode_checkpoint(raw, f"{store}/{relpath}")
-        del raw
+        with open_store_file(store, relpath, MAX_CHECKPOINT_BYTES) as (f, size):
+            flat = read_checkpoint_file(f, size, f"{store}/{relpath}")  # streamed: never held whole
         if check is not None:
             check(i, flat)
         return flat, size
@@ -181,7 +174,8 @@ def read_checkpoint(
         if start is not None and start[0] == j and j != i:
             break
         what = f"{store}/{delta_relpath(steps[j])}"
-        base = _peek_base(read_store_file(store, delta_relpath(steps[j]), MAX_CHECKPOINT_BYTES), what)
+        with open_store_file(store, delta_relpath(steps[j]), MAX_CHECKPOINT_BYTES) as (f, _):
+            base = _peek_base(f, what)
         if base is None:
             break
         if base != j - 1:

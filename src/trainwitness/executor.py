@@ -90,14 +90,39 @@ class TrainingRun:
         return FlatState({**trainable.tensors, **rng.tensors}, skeleton)
 
     def restore(self, flat: FlatState) -> None:
+        """Make ``flat`` the run's state, copying its tensors: the caller may go on using ``flat``."""
+        self._restore(flat, copy=True)
+
+    def restore_taking_ownership(self, decode: Callable[[], FlatState]) -> None:
+        """Make the checkpoint that ``decode()`` returns the run's state, taking its tensors without a copy.
+
+        For a checkpoint decoded for this restore alone: the caller never holds it, so nothing it
+        keeps can alias the run's live state; tensors that share memory are refused all the same.
+        What the checkpoint replaces (optimizer state, gradients) is released before ``decode()``
+        runs, so the old and the new state are never held together (peak memory). Gradients are
+        not part of a checkpoint: the run continues from it as a fresh run would, with none. If
+        ``decode()`` raises, the run is left without optimizer state and must not step on.
+        """
+        self.spec.optimizer.zero_grad(set_to_none=True)
+        self.spec.model.zero_grad(set_to_none=True)
+        self.spec.optimizer.state.clear()
+        flat = decode()
+        storages = [t.untyped_storage().data_ptr() for t in flat.tensors.values() if t.numel() > 0]
+        if len(set(storages)) != len(storages):
+            raise ValueError("restore_taking_ownership needs tensors that share no memory; use restore")
+        self._restore(flat, copy=False)
+
+    def _restore(self, flat: FlatState, copy: bool) -> None:
         skeleton: Any = flat.skeleton
         if not isinstance(skeleton, dict) or set(skeleton) != {"model", "optimizer", "scheduler", "rng"}:
             raise MalformedInputError("checkpoint skeleton does not hold exactly model, optimizer, scheduler, rng")
         rng_tensors = {k: v for k, v in flat.tensors.items() if k.startswith("rng/")}
         rest = {k: v for k, v in flat.tensors.items() if not k.startswith("rng/")}
-        # Copy point: optimizer.load_state_dict keeps tensors of the right dtype as they are, so without
-        # a copy the next step would write into the caller's checkpoint.
-        rest = {k: v.clone() for k, v in rest.items()}
+        # Copy point (unless the caller handed the tensors over): optimizer.load_state_dict keeps
+        # tensors of the right dtype as they are, so without a copy the next step would write into
+        # the caller's checkpoint.
+        if copy:
+            rest = {k: v.clone() for k, v in rest.items()}
         state = unflatten(FlatState(rest, {k: skeleton[k] for k in ("model", "optimizer", "scheduler")}))
         try:
             self.spec.model.load_state_dict(state["model"], strict=True)

@@ -15,8 +15,11 @@ hostile index cannot point outside the store; symlinks and non-regular files are
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +39,7 @@ __all__ = [
     "delta_relpath",
     "atomic_write",
     "append_line",
+    "open_store_file",
     "read_store_file",
     "find_checkpoint",
     "read_index",
@@ -171,8 +175,10 @@ def _open_inside(store: Path, relpath: str) -> int:
         os.close(dir_fd)
 
 
-def read_store_file(store: Path, relpath: str, max_bytes: int) -> bytes:
-    """Read a regular file inside the store, refusing symlinks, special files and oversize files."""
+@contextmanager
+def open_store_file(store: Path, relpath: str, max_bytes: int) -> Iterator[tuple[io.BufferedReader, int]]:
+    """Open a regular file inside the store for streaming, refusing symlinks, special files and
+    oversize files; yields the open file and its size (for readers that must not hold it whole)."""
     try:
         fd = _open_inside(store, relpath)
     except FileNotFoundError as e:
@@ -188,8 +194,14 @@ def read_store_file(store: Path, relpath: str, max_bytes: int) -> bytes:
     with os.fdopen(fd, "rb") as f:
         if info.st_size > max_bytes:
             raise MalformedInputError(f"store {store}: {relpath} is {info.st_size} bytes, over the limit")
-        data = f.read(info.st_size + 1)
-        if len(data) != info.st_size:
+        yield f, info.st_size
+
+
+def read_store_file(store: Path, relpath: str, max_bytes: int) -> bytes:
+    """Read a regular file inside the store, refusing symlinks, special files and oversize files."""
+    with open_store_file(store, relpath, max_bytes) as (f, size):
+        data = f.read(size + 1)
+        if len(data) != size:
             raise MalformedInputError(f"store {store}: {relpath} changed while it was read")
         return data
 

@@ -45,9 +45,9 @@ def replay_segment(run: TrainingRun, evidence: Evidence, i: int, bound: float | 
     started = time.perf_counter()
     first = evidence.checkpoint(i).step
     last = evidence.checkpoint(i + 1).step
-    start = evidence.load_checkpoint(i)
-    start_copy = snapshot(start) if bound is not None else None  # restore aliases optimizer tensors
-    run.restore(start)
+    # Decoded for this replay alone, the start checkpoint's tensors become the run's (no copy: peak memory).
+    run.restore_taking_ownership(lambda: evidence.load_checkpoint(i))
+    start_copy = snapshot(run.capture()) if bound is not None else None  # the steps below move the live state
 
     def check_step(step: int, ids: list[int], batch: Batch, rng: FlatState) -> None:
         committed = evidence.step(step)
