@@ -96,7 +96,7 @@ def measure(spec: str, steps: int, grid: ExactMode) -> dict:
     stored = [len(hints_record(step, h)) + 1 for step, h in enumerate(recorded["hints"])]
     diffs = [abs(a - b) for a, b in zip(recorded["losses"], plain["losses"], strict=True)]
     tail = slice(-max(1, steps // 10), None)
-    timing = interleaved_overhead(spec, grid)
+    timing = interleaved_overhead(spec, grid, steps=min(200, 2 * steps))
     return {
         "grid": grid.to_json(),
         "steps": steps,

@@ -70,7 +70,8 @@ FULL: dict[str, Any] = {
     "audit_samples": [10, 50, 200],
     "memory_run": {"total_steps": 2, "checkpoint_interval": 1},
     "audit_parallel": False,  # parallel replay was not landed (see docs/BENCHMARKS.md)
-    "exact_runs": {"digits": 560, "text": 60},  # workload: steps recorded with 2 threads, replayed with 1
+    # workload: (entry point, None = the suite's text model; steps recorded with 2 threads, replayed with 1)
+    "exact_runs": {"digits": (DIGITS, 560), "text": (None, 60), "text, 12 x 128 batches (lm)": ("trainwitness.workloads.lm:lm", 24)},
 }
 QUICK: dict[str, Any] = {
     "digits_recording": {10: (20, 1), 20: (20, 1)},
@@ -84,7 +85,7 @@ QUICK: dict[str, Any] = {
     "audit_samples": [12],
     "memory_run": None,  # verify processes left out: the smoke test stays under a minute
     "audit_parallel": False,
-    "exact_runs": {"digits": 20},
+    "exact_runs": {"digits": (DIGITS, 20)},
 }
 
 
@@ -241,9 +242,8 @@ class Suite:
     def exact(self) -> list[dict[str, Any]]:
         """Exact mode's costs per workload (benchmarks/exact_mode.py): hints, loss curve, overhead, cross-thread replay."""
         rows = []
-        for label, steps in self.config["exact_runs"].items():
-            entry = DIGITS if label == "digits" else self.text
-            row = exact_mode.measure(entry, steps, DEFAULT_EXACT)
+        for label, (entry, steps) in self.config["exact_runs"].items():
+            row = exact_mode.measure(entry or self.text, steps, DEFAULT_EXACT)
             row["workload"] = label
             rows.append(row)
             print(f"   {label}: {row['cross_thread_replay_2_to_1']}, x{row['overhead_interleaved']:.2f}", flush=True)
