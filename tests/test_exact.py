@@ -179,6 +179,17 @@ def test_large_and_strided_tensors_round_like_small_contiguous_ones() -> None:
     assert torch.equal(noisy, whole)
 
 
+def test_a_state_or_gradient_of_an_unsupported_dtype_is_refused_by_name() -> None:
+    from trainwitness.exact import gradient_targets, rounding_targets
+
+    with pytest.raises(MalformedInputError, match=r"model/w is torch.bfloat16"):
+        rounding_targets({"model/w": torch.zeros(3, dtype=torch.bfloat16)})
+    p = torch.nn.Parameter(torch.zeros(3, dtype=torch.float16))
+    p.grad = torch.zeros(3, dtype=torch.float16)
+    with pytest.raises(MalformedInputError, match="gradient of optimizer parameter 0"):
+        gradient_targets([p])
+
+
 def test_gradient_floor_counts_from_the_tensors_own_largest_magnitude() -> None:
     grid = Grid(mantissa_bits=2, margin_log2=4, floor_exponent=-2)
     g = torch.tensor([0.75, 0.05, -0.1, 1e-30])

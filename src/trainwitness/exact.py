@@ -182,8 +182,9 @@ class RoundingTarget:
 
 
 def _check_dtype(name: str, t: torch.Tensor) -> None:
+    """The training program's tensors are input: an unsupported dtype is refused by name, not a crash."""
     if t.dtype not in _ROUNDED_DTYPES:
-        raise ValueError(f"exact mode rounds float32/float64 tensors; {name} is {t.dtype}")
+        raise MalformedInputError(f"exact mode rounds float32/float64 tensors; {name} is {t.dtype}")
 
 
 def rounding_targets(tensors: dict[str, torch.Tensor]) -> list[RoundingTarget]:
@@ -200,7 +201,7 @@ def rounding_targets(tensors: dict[str, torch.Tensor]) -> list[RoundingTarget]:
         _check_dtype(name, t)
         targets.append(RoundingTarget(name, t))
     if len(targets) > _MAX_ORDINAL + 1:
-        raise ValueError("too many tensors for the hint encoding")
+        raise MalformedInputError("exact mode: too many tensors for the hint encoding")
     return targets
 
 
@@ -247,7 +248,7 @@ def gradient_targets(parameters: Sequence[torch.nn.Parameter | torch.Tensor]) ->
         _check_dtype(name, p.grad)
         targets.append(RoundingTarget(name, p.grad))
     if len(targets) > _MAX_ORDINAL + 1:
-        raise ValueError("too many tensors for the hint encoding")
+        raise MalformedInputError("exact mode: too many tensors for the hint encoding")
     return targets
 
 
@@ -334,7 +335,7 @@ def round_step(grid: Grid, targets: Iterable[RoundingTarget], hints: bytes | Non
             previous = None
             if target.previous is not None:
                 if target.previous.shape != values.shape:
-                    raise ValueError(f"exact mode: {target.name} changed shape in a step")
+                    raise MalformedInputError(f"exact mode: {target.name} changed shape in a step")
                 previous = target.previous.detach().reshape(-1)
             if given is not None:
                 lo, hi = np.searchsorted(given[0], [ordinal, ordinal + 1])
