@@ -166,6 +166,8 @@ def verify_run(
     A failed check ends the run of checks that depend on it and is recorded in the report;
     unreadable input raises ``InputError`` (nothing was decided).
     """
+    if options.workers < 1:
+        raise MalformedInputError(f"--workers must be at least 1, not {options.workers}")
     report = Report(attestation=str(attestation))
     envelope = _read(attestation, "attestation", MAX_ENVELOPE_BYTES)
     key = load_public_key(public_key)
@@ -217,8 +219,6 @@ def verify_run(
         # (6)-(8) run the upstream's code: in confined worker processes unless the sandbox is off and
         # there is one worker. The verifier alone chooses which segments to replay (7): drawn here,
         # before any of that code runs, and handed to each worker as its share.
-        if options.workers < 1:
-            raise MalformedInputError(f"--workers must be at least 1, not {options.workers}")
         isolation = choose_isolation(options.sandbox, workers=options.workers)
         report.notes.append(isolation.describe())
         seed = options.seed
