@@ -31,7 +31,7 @@ def main() -> None:
     began = time.perf_counter()
     report = verify_run(
         Path(attestation), Path(store), Path(weights), Path(key),
-        VerifyOptions(segments=None if segments == "all" else int(segments), seed=int(seed), sandbox="off"),
+        VerifyOptions(segments=None if segments == "all" else int(segments), seed=int(seed), sandbox="off", workers=workers),
     )
     seconds = time.perf_counter() - began
     print(json.dumps({

@@ -82,6 +82,7 @@ def _verify(args: argparse.Namespace) -> int:
         sandbox=args.sandbox,
         threads=args.threads,
         bounded=args.bounded,
+        workers=args.workers,
     )
     report = verify_run(args.attestation, args.store, args.weights, args.key, options, progress_line("segments"))
     print(report.to_text())
@@ -218,6 +219,8 @@ def _parser() -> argparse.ArgumentParser:
                    "(auto: where the OS allows; required: refuse otherwise; off: in-process)")
 
     p.add_argument("--threads", type=_positive_int, help="torch threads for replay (default: the recorded count)")
+    p.add_argument("--workers", type=_positive_int, default=1, metavar="W",
+                   help="replay the drawn segments in W worker processes at once, each on a share (default 1)")
     p.add_argument(
         "--bounded", action="store_true",
         help="for runs without exact mode: accept replays within a calibrated distance (weaker; docs/EXACT.md)",

@@ -78,6 +78,6 @@ def test_unknown_sandbox_mode_is_refused() -> None:
 def test_malformed_worker_answer_is_a_failed_check_not_a_traceback(answer: dict) -> None:
     report = Report(attestation="a")
     try:
-        merge_worker_report(report, answer)
+        merge_worker_report(report, answer, [0])
     except (InputError, VerificationError):
         pass

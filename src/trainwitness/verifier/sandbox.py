@@ -1,11 +1,20 @@
-"""Replaying untrusted training code in a separate, confined process.
+"""Replaying untrusted training code in separate, confined processes.
 
 Steps (6)-(8) of ``verify_run`` import and run the upstream's training code on the auditor's machine.
-With the sandbox, the parent process checks signature, commitments and final weights itself and
-never imports that code; a worker process (``python -m trainwitness.verifier.sandbox``) re-runs the
-verification with the sandbox off and reports its checks back. The pipe carries JSON only: a request
-on the worker's stdin, the report on a private copy of its stdout (the code's own prints go to
-stderr). No pickle crosses it.
+With the sandbox, the parent process checks signature, statement, code identity, commitments and
+final weights itself, draws the segments to replay, and never imports that code; worker processes
+(``--workers W``, default 1) run at once, each given a share of the drawn segments, and replay only
+that share through the same path as in-process replay (``verify.replay_drawn``: proven-data reads,
+exact-mode hints, bounded mode). The pipes carry JSON only: a request on each worker's stdin, its
+report on a private copy of its stdout (the code's own prints go to stderr). No pickle crosses them.
+
+The request carries the facts the parent verified (the signed statement's payload, byte for byte),
+so a worker starts at step (6) and checks no signature and hashes no weights file again. Nothing a
+worker answers can turn a failure into a pass: the parent decides the verdict, from its own checks
+and every worker's answer, and an answer that is missing, malformed, or does not account for every
+segment of its share (with every check of steps (6)-(8) passed) fails it. With ``--sandbox off`` and
+one worker, replay runs in-process (the original behaviour); with several, the workers are separate
+processes under the same protocol, without confinement or resource limits.
 
 Isolation, strongest available first, each checked at run time (nothing needs root):
 
@@ -16,22 +25,24 @@ Isolation, strongest available first, each checked at run time (nothing needs ro
 * a wall-clock timeout, after which the worker's whole process group is killed.
 
 ``--sandbox auto`` uses what is available and says what was in force; ``required`` refuses to run the
-code without network and filesystem isolation; ``off`` replays in-process (the original behaviour).
+code without network and filesystem isolation; ``off`` gives up both (see above).
 The sandbox protects the machine, not the verdict: code that is malicious can still make its own
 replay lie (see SECURITY.md). The code that runs is the attested code, checked by digest first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,16 +57,23 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SANDBOX_MODES",
+    "WORKER_CHECKS",
     "SandboxLimits",
     "Isolation",
     "SandboxError",
     "choose_isolation",
-    "sandbox_request",
-    "replay_in_sandbox",
+    "split_shares",
+    "worker_threads",
+    "worker_request",
+    "replay_in_workers",
     "merge_worker_report",
+    "merge_worker_reports",
 ]
 
 SANDBOX_MODES = ("auto", "off", "required")
+# The checks of steps (6)-(8), in order: a worker that found nothing wrong must have passed every one.
+WORKER_CHECKS = ("manifest", "batches", "initial-state", "data", "replay")
+_SHARE_CHECKS = ("data", "replay")  # their details describe one worker's share, so each worker's is kept
 
 
 class SandboxError(VerificationError):
@@ -83,6 +101,11 @@ class Isolation:
     def describe(self) -> str:
         if not self.process:
             return "sandbox off: the training code ran in the verifier's own process, with its network and files"
+        if self.mode == "off":
+            return (
+                "sandbox off: the training code ran in worker processes with the verifier's network and files, "
+                f"under no limits but a {self.limits.wall_seconds} s wall-clock timeout"
+            )
         confinement = (
             "no network (own network namespace), filesystem read-only except a scratch directory (own mount namespace)"
             if self.namespaces
@@ -131,11 +154,11 @@ def _namespaces_available() -> bool:
     return probe.returncode == 0
 
 
-def choose_isolation(mode: str, limits: SandboxLimits = SandboxLimits()) -> Isolation:
+def choose_isolation(mode: str, limits: SandboxLimits = SandboxLimits(), workers: int = 1) -> Isolation:
     if mode not in SANDBOX_MODES:
         raise MalformedInputError(f"--sandbox must be one of {', '.join(SANDBOX_MODES)}, not {mode!r}")
-    if mode == "off":
-        return Isolation(mode, process=False, namespaces=False, limits=limits)
+    if mode == "off":  # in-process, unless the replay is split over several workers
+        return Isolation(mode, process=workers > 1, namespaces=False, limits=limits)
     namespaces = _namespaces_available()
     if mode == "required" and not namespaces:
         raise MalformedInputError("--sandbox required, but user namespaces (unshare -rnm) are not available here")
@@ -144,7 +167,6 @@ def choose_isolation(mode: str, limits: SandboxLimits = SandboxLimits()) -> Isol
 
 def _apply_limits(limits: SandboxLimits) -> None:
     """In the child, before exec: limits survive exec and bind the worker and everything it starts."""
-    os.setsid()  # its own process group, so a timeout kills every descendant
     for kind, value in (
         (resource.RLIMIT_AS, limits.memory_bytes),
         (resource.RLIMIT_CPU, limits.cpu_seconds),
@@ -155,52 +177,197 @@ def _apply_limits(limits: SandboxLimits) -> None:
         resource.setrlimit(kind, (value if hard == resource.RLIM_INFINITY else min(value, hard),) * 2)
 
 
-def replay_in_sandbox(isolation: Isolation, request: dict[str, Any]) -> dict[str, Any]:
-    """Run the worker on ``request`` (paths and options, JSON) and return its report (JSON)."""
+def split_shares(drawn: Sequence[int], workers: int) -> list[list[int]]:
+    """The drawn segments in ``workers`` contiguous shares, in order, as equal as can be; no share is empty."""
+    if workers < 1:
+        raise ValueError("at least one worker")
+    count = min(workers, len(drawn))
+    size, extra = divmod(len(drawn), count)
+    shares, start = [], 0
+    for k in range(count):
+        end = start + size + (1 if k < extra else 0)
+        shares.append([int(i) for i in drawn[start:end]])
+        start = end
+    return shares
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def worker_threads(recorded: int, exact: bool, chosen: int | None, workers: int) -> int | None:
+    """Torch threads for each of ``workers`` workers running at once; None: the recorded count.
+
+    The auditor's ``--threads`` wins, and one worker keeps what in-process replay uses. Several
+    workers replaying an exact-mode run share the cores (exact mode replays bitwise on any thread
+    count); without exact mode each keeps the recorded count, which bitwise replay needs, even where
+    that oversubscribes the cores.
+    """
+    if chosen is not None or workers == 1 or not exact:
+        return chosen
+    return max(1, _cpus() // workers)
+
+
+def worker_request(payload: bytes, store: Path, options: VerifyOptions, share: Sequence[int], threads: int | None) -> dict[str, Any]:
+    """One worker's request: the verified statement, absolute paths (it runs in its scratch directory), its share.
+
+    The licence policy, the weights and the public key were dealt with by the parent: not sent.
+    """
+    return {
+        "statement": payload.decode("utf-8"),  # the payload whose signature the parent verified, byte for byte
+        "store": os.path.abspath(store),
+        "data": {name: os.path.abspath(path) for name, path in options.data.items()},
+        "code": None if options.code is None else os.path.abspath(options.code),
+        "threads": threads,
+        "bounded": options.bounded,
+        "segments": [int(i) for i in share],
+    }
+
+
+# Run by the worker's interpreter; a module attribute so that a test can stand in a misbehaving worker.
+_WORKER_CODE = "from trainwitness.verifier.sandbox import _worker; raise SystemExit(_worker())"
+
+
+def _start(isolation: Isolation, scratch: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-c", _WORKER_CODE]
+    if isolation.namespaces:
+        command = _confined(command, scratch)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p),  # entry points resolve as here
+        "TMPDIR": scratch,
+        "HOME": scratch,
+    }
     limits = isolation.limits
-    with tempfile.TemporaryDirectory(prefix="trainwitness-sandbox-") as scratch:
-        command = [sys.executable, "-c", "from trainwitness.verifier.sandbox import _worker; raise SystemExit(_worker())"]
-        if isolation.namespaces:
-            command = _confined(command, scratch)
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p),  # entry points resolve as here
-            "TMPDIR": scratch,
-            "HOME": scratch,
-        }
-        child = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=scratch, env=env,
-            preexec_fn=lambda: _apply_limits(limits),  # noqa: PLW1509 - no threads are started before this point
-        )
-        try:
-            out, err = child.communicate(json.dumps(request).encode("utf-8"), timeout=limits.wall_seconds)
-        except subprocess.TimeoutExpired as e:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.communicate()
-            raise SandboxError(f"the replay ran past the {limits.wall_seconds} s wall-clock limit and was killed") from e
+    return subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=scratch, env=env,
+        start_new_session=True,  # its own process group, so a timeout kills every descendant
+        preexec_fn=None if isolation.mode == "off" else lambda: _apply_limits(limits),  # noqa: PLW1509 - see replay_in_workers
+    )
+
+
+def _kill(child: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGKILL)
+
+
+def _answer(isolation: Isolation, child: subprocess.Popen[bytes], request: dict[str, Any]) -> dict[str, Any] | SandboxError:
+    """The worker's JSON answer, or the reason there is none (returned: one worker's failure stops no other)."""
+    wall = isolation.limits.wall_seconds
+    try:
+        out, err = child.communicate(json.dumps(request).encode("utf-8"), timeout=wall)
+    except subprocess.TimeoutExpired:
+        _kill(child)
+        child.communicate()
+        return SandboxError(f"the replay ran past the {wall} s wall-clock limit and was killed")
     tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
     if child.returncode != 0:
         how = f"signal {-child.returncode}" if child.returncode < 0 else f"status {child.returncode}"
-        raise SandboxError(f"the replay worker died ({how}; a limit, or the code crashed): {tail[0][:300]}")
+        return SandboxError(f"the replay worker died ({how}; a limit, or the code crashed): {tail[0][:300]}")
     try:
         result = json.loads(out.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SandboxError(f"the replay worker's output is not JSON: {tail[0][:300]}") from e
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return SandboxError(f"the replay worker's output is not JSON: {tail[0][:300]}")
     if not isinstance(result, dict):
-        raise SandboxError("the replay worker's output is not a JSON object")
+        return SandboxError("the replay worker's output is not a JSON object")
     return result
 
 
-def merge_worker_report(report: Report, answer: dict[str, Any]) -> None:
-    """Fold the worker's checks (6)-(8) into the parent's report; its failures become ours.
+def replay_in_workers(
+    isolation: Isolation, requests: Sequence[dict[str, Any]],
+    finished: Callable[[int, dict[str, Any] | SandboxError], None] | None = None,
+) -> list[dict[str, Any] | SandboxError]:
+    """Run one worker per request, all at once; each outcome is its JSON answer or why it gave none.
+
+    ``finished(k, outcome)`` is called as worker k is done. Every worker is started before any thread: a
+    ``preexec_fn`` (the limits) is not safe to run in a child forked while other threads run.
+    """
+    outcomes: list[dict[str, Any] | SandboxError] = [SandboxError("the replay worker was not run")] * len(requests)
+    with contextlib.ExitStack() as scratches:
+        children: list[subprocess.Popen[bytes]] = []
+        try:
+            for _ in requests:
+                children.append(_start(isolation, scratches.enter_context(tempfile.TemporaryDirectory(prefix="trainwitness-sandbox-"))))
+            with ThreadPoolExecutor(len(children)) as pool:
+                running = {pool.submit(_answer, isolation, child, request): k for k, (child, request) in enumerate(zip(children, requests, strict=True))}
+                for future in as_completed(running):
+                    outcomes[running[future]] = future.result()
+                    if finished is not None:
+                        finished(running[future], outcomes[running[future]])
+        except BaseException:  # e.g. Ctrl-C: no worker outlives the verifier
+            for child in children:
+                _kill(child)
+            raise
+    return outcomes
+
+
+def merge_worker_reports(report: Report, shares: Sequence[Sequence[int]], outcomes: Sequence[dict[str, Any] | SandboxError]) -> None:
+    """Fold every worker's answer into the parent's report: a failure in any of them is a failure here.
+
+    With several workers a failure names the worker and its share; a passed check is listed once,
+    with each worker's detail where they differ or describe its share.
+    """
+    many = len(shares) > 1
+    parts: list[tuple[str, Report]] = []
+    for k, (share, outcome) in enumerate(zip(shares, outcomes, strict=True)):
+        who = f"replay worker {k + 1} of {len(shares)} (segments {_span(share)})" if many else ""
+        part = Report(attestation=report.attestation)
+        try:
+            if isinstance(outcome, SandboxError):
+                raise outcome
+            merge_worker_report(part, outcome, share)
+        except SandboxError as e:
+            part.failed(e.check, str(e))
+        parts.append((who, part))
+    names = list(dict.fromkeys(c.name for _, part in parts for c in part.checks))
+    for name in names:
+        for who, part in parts:
+            report.checks.extend(
+                Check(name, False, f"{who}: {c.detail}" if who else c.detail) for c in part.checks if c.name == name and not c.passed
+            )
+        passes = [(who, c.detail) for who, part in parts for c in part.checks if c.name == name and c.passed]
+        if passes:
+            details = {detail for _, detail in passes}
+            shared = len(details) == 1 and (not many or name not in _SHARE_CHECKS)
+            report.passed(name, passes[0][1] if shared else "; ".join(f"{who}: {detail}" for who, detail in passes))
+    report.segments = sorted((s for _, part in parts for s in part.segments), key=lambda s: s.index)
+    report.checkpoint_bytes_read = sum(part.checkpoint_bytes_read for _, part in parts)
+    report.data_bytes_read = sum(part.data_bytes_read for _, part in parts)
+    report.data_samples_read = sum(part.data_samples_read for _, part in parts)
+    report.data_total_bytes = max(part.data_total_bytes for _, part in parts)
+    for _, part in parts:
+        report.notes.extend(n for n in part.notes if n not in report.notes)
+
+
+def _span(share: Sequence[int]) -> str:
+    shown = ", ".join(str(i) for i in share[:6])
+    return shown + (f" and {len(share) - 6} more" if len(share) > 6 else "")
+
+
+def merge_worker_report(report: Report, answer: dict[str, Any], share: Sequence[int]) -> None:
+    """Read one worker's answer for its ``share`` into ``report`` (a fresh one); its failures become ours.
 
     The worker ran untrusted code, which could have written anything to the result: a malformed
-    answer is a failed check, never a traceback.
+    answer, or one that does not account for its share, is a failed check, never a traceback.
     """
     try:
         _merge(report, answer)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
         raise SandboxError(f"the replay worker's answer is malformed ({type(e).__name__}: {e})") from e
+    replayed = [s.index for s in report.segments]
+    if len(set(replayed)) != len(replayed) or not set(replayed) <= set(share):
+        raise SandboxError(f"the replay worker answered for segments {_span(replayed)}, its share is {_span(list(share))}")
+    if all(c.passed for c in report.checks):  # it found nothing wrong: then it must have done everything
+        passed = {c.name for c in report.checks}
+        missing = [name for name in WORKER_CHECKS if name not in passed]
+        if missing:
+            raise SandboxError(f"the replay worker's answer lacks the checks {', '.join(missing)}")
+        unreplayed = [i for i in share if i not in set(replayed)]
+        if unreplayed:
+            raise SandboxError(f"the replay worker's answer lacks segments {_span(unreplayed)} of its share")
 
 
 def _merge(report: Report, answer: dict[str, Any]) -> None:
@@ -211,16 +378,11 @@ def _merge(report: Report, answer: dict[str, Any]) -> None:
     worker = answer.get("report")
     if not isinstance(worker, dict):
         raise SandboxError("the replay worker returned no report")
-    # Checks the parent already passed itself are not repeated; every failure the worker saw is kept,
-    # whatever its name (dropping a failed "code" check because the parent passed one lost a REJECT).
-    done = {c.name for c in report.checks if c.passed}
-    for check in worker.get("checks", []):
-        if not check["passed"] or check["name"] not in done:
-            report.checks.append(Check(str(check["name"]), bool(check["passed"]), str(check["detail"])))
+    for c in worker.get("checks", []):
+        check = Check(str(c["name"]), bool(c["passed"]), str(c["detail"]))
+        if not check.passed or check.name in WORKER_CHECKS:  # a pass counts only for a check the worker was asked to do
+            report.checks.append(check)
     segments = worker.get("segments", {})
-    report.segment_count = int(segments.get("total", 0))
-    report.sampled = [int(i) for i in segments.get("sampled", [])]
-    report.sample_seed = segments.get("sample_seed")
     report.segments = [
         SegmentResult(
             index=int(s["index"]), first_step=int(s["steps"][0]), last_step=int(s["steps"][1]), seconds=float(s["seconds"]),
@@ -230,52 +392,39 @@ def _merge(report: Report, answer: dict[str, Any]) -> None:
         )
         for s in segments.get("replayed", [])
     ]
-    report.exact = worker.get("exact")
-    if "bounded" in worker:
-        report.bound = float(worker["bounded"]["bound"])
-        report.bound_provenance = str(worker["bounded"]["bound_provenance"])
     report.checkpoint_bytes_read = int(worker.get("checkpoint_bytes_read", 0))
     data = worker.get("data", {})
     report.data_bytes_read = int(data.get("bytes_read", 0))
     report.data_samples_read = int(data.get("samples_read", 0))
     report.data_total_bytes = int(data.get("total_bytes", 0))
-    report.notes.extend(n for n in worker.get("notes", []) if not str(n).startswith("sandbox off"))
-
-
-def sandbox_request(attestation: Path, store: Path, weights: Path, public_key: Path, options: VerifyOptions) -> dict[str, Any]:
-    """The worker's request: absolute paths (it runs in its scratch directory) and the draw to make.
-
-    With no auditor seed, the parent draws one from the OS: the choice of segments stays the parent's.
-    The licence policy was already checked here, so the worker is not given it.
-    """
-    return {
-        "attestation": os.path.abspath(attestation), "store": os.path.abspath(store), "weights": os.path.abspath(weights),
-        "public_key": os.path.abspath(public_key), "segments": options.segments,
-        "seed": options.seed if options.seed is not None else secrets.randbelow(2**63),
-        "data": {name: os.path.abspath(path) for name, path in options.data.items()},
-        "code": None if options.code is None else os.path.abspath(options.code),
-        "threads": options.threads,
-        "bounded": options.bounded,
-    }
+    report.notes.extend(str(n) for n in worker.get("notes", []))
 
 
 # -- the worker ---------------------------------------------------------------------------------
 
 def _worker() -> int:
-    from .verify import VerifyOptions, verify_run
+    from ..attestation import Statement
+    from .evidence import Evidence
+    from .verify import VerifyOptions, _import_from, replay_drawn
 
     result_fd = os.dup(1)
     os.dup2(2, 1)  # whatever the training code prints goes to stderr, never into the result
-    request = json.loads(sys.stdin.read())
-    options = VerifyOptions(
-        segments=request["segments"], seed=request["seed"], sandbox="off",
-        data={name: Path(path) for name, path in request["data"].items()},
-        code=None if request["code"] is None else Path(request["code"]),
-        threads=request["threads"], bounded=request["bounded"],
-    )
+    report = Report(attestation="")
     try:
-        report = verify_run(Path(request["attestation"]), Path(request["store"]), Path(request["weights"]),
-                            Path(request["public_key"]), options)
+        request = json.loads(sys.stdin.read())
+        options = VerifyOptions(
+            segments=None, sandbox="off", data={name: Path(path) for name, path in request["data"].items()},
+            code=None if request["code"] is None else Path(request["code"]), threads=request["threads"], bounded=request["bounded"],
+        )
+        # The statement the parent verified (signature, invariants, code identity, weights): parsed, not re-checked.
+        claim = Statement.from_payload(request["statement"].encode("utf-8")).claim
+        try:
+            if options.code is not None:
+                _import_from(options.code, claim.entry_point)
+            evidence = Evidence.open(Path(request["store"]), claim)  # the trees the inclusion proofs need
+            replay_drawn(claim, evidence, options, [int(i) for i in request["segments"]], report)
+        except VerificationError as e:
+            report.failed(e.check, str(e))
         answer: dict[str, Any] = {"report": report.to_json()}
     except InputError as e:
         answer = {"input_error": str(e)}
@@ -284,4 +433,3 @@ def _worker() -> int:
     with os.fdopen(result_fd, "w", encoding="utf-8") as out:
         out.write(json.dumps(answer))
     return 0
-

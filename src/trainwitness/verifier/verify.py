@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import secrets
 import stat
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ..attestation import Statement
+from ..attestation import Statement, TrainingClaim
 from ..canonical import parse_json
 from ..checkpoint import decode_weights
 from ..code_identity import SourceFile, diff_files, files_from_json, locate_source_root, source_files, tree_digest
@@ -39,7 +41,16 @@ from .evidence import Evidence
 from .replay import replay_segment
 from .report import Report
 from .sampling import choose_segments
-from .sandbox import choose_isolation, merge_worker_report, replay_in_sandbox, sandbox_request
+from .sandbox import (
+    Isolation,
+    SandboxError,
+    choose_isolation,
+    merge_worker_reports,
+    replay_in_workers,
+    split_shares,
+    worker_request,
+    worker_threads,
+)
 
 __all__ = ["VerifyOptions", "verify_run"]
 
@@ -59,6 +70,7 @@ class VerifyOptions:
     sandbox: str = "auto"  # auto | off | required: where the upstream's code runs (see sandbox.py)
     threads: int | None = None  # None: the recorded torch thread count; else this machine's choice
     bounded: bool = False  # accept replays within bounded.BOUND (runs without exact mode; weaker)
+    workers: int = 1  # replay the drawn segments in this many worker processes at once, each on a share
 
 
 def _read(path: Path, what: str, max_bytes: int) -> bytes:
@@ -149,9 +161,13 @@ def verify_run(
     the signed roots (three; four in exact mode), (5) final weights, (6) manifest, seeded start, and
     every step's sample ids against the sampler, (7) draw segments and prove the samples they use,
     (8) replay each bitwise (or within the calibrated bound, with --bounded).
+    (1)-(5) and the draw are this process's own; (6)-(8) run the upstream's code, here or in worker
+    processes (one per share of the draw, ``options.workers``) whose JSON answers are merged here.
     A failed check ends the run of checks that depend on it and is recorded in the report;
     unreadable input raises ``InputError`` (nothing was decided).
     """
+    if options.workers < 1:
+        raise MalformedInputError(f"--workers must be at least 1, not {options.workers}")
     report = Report(attestation=str(attestation))
     envelope = _read(attestation, "attestation", MAX_ENVELOPE_BYTES)
     key = load_public_key(public_key)
@@ -201,93 +217,141 @@ def verify_run(
             raise WeightsMismatchError("the attested final digests are not the last checkpoint's")
         report.passed("final-weights", f"{weights.name} is the subject and the weights of checkpoint at step {last.step}")
 
-        # (6)-(8) run the upstream's code: in a confined worker process unless the sandbox is off.
-        isolation = choose_isolation(options.sandbox)
+        # (6)-(8) run the upstream's code: in confined worker processes unless the sandbox is off and
+        # there is one worker. The verifier alone chooses which segments to replay (7): drawn here,
+        # before any of that code runs, and handed to each worker as its share.
+        isolation = choose_isolation(options.sandbox, workers=options.workers)
         report.notes.append(isolation.describe())
+        seed = options.seed
+        if seed is None and isolation.process:  # from the OS too, but reported, so the audit can be repeated
+            seed = secrets.randbelow(2**63)
+            report.seed_from_os = True
+        drawn = choose_segments(len(claim.checkpoint_steps) - 1, options.segments, seed)
         if isolation.process:
-            request = sandbox_request(attestation, store, weights, public_key, options)
-            merge_worker_report(report, replay_in_sandbox(isolation, request))
-            report.seed_from_os = options.seed is None  # the parent drew the worker's seed itself
-            return report
-
-        # (6): the manifest, checked against the signed summary; then the run rebuilt from its declared
-        # seed (the start is recomputed, never trusted), reading data only through proven records.
-        manifest = read_manifest(store / MANIFEST_FILE, claim.manifest)
-        unknown = sorted(set(options.data) - {s.name for s in claim.manifest.sources})
-        if unknown:
-            raise MalformedInputError(f"--data names {', '.join(unknown)}, which the attestation does not declare")
-        report.passed("manifest", f"{len(manifest)} samples in {len(claim.manifest.sources)} sources match the signed root")
-        threads = claim.torch_threads if options.threads is None else options.threads
-        apply_execution_settings(threads)
-        if claim.exact is not None:
-            report.exact = claim.exact.to_json()
-            if options.bounded:
-                report.notes.append("the run was recorded in exact mode: replayed bitwise, --bounded is not needed")
-        elif options.bounded:
-            report.bound, report.bound_provenance = BOUND, BOUND_PROVENANCE
-        for name, (recorded, here) in environment_differences(claim.environment).items():
-            report.notes.append(f"environment differs: {name} recorded {recorded!r}, here {here!r}")
-        function = load_entry_point(claim.entry_point)
-        unstated = sorted(set(function.defaults) - set(claim.hyperparameters))
-        if unstated:  # a default filled in here would be a value nobody signed
-            raise CodeMismatchError(f"the attestation does not state the hyperparameters {unstated} that the spec reads")
-        unknown = sorted(set(claim.hyperparameters) - set(function.defaults))
-        if unknown:
-            raise CodeMismatchError(f"the attestation states hyperparameters {unknown} that the spec does not read")
-        hp = resolve_hyperparameters(function.defaults, claim.hyperparameters)
-        access = CheckedRecords(manifest, options.data)
-        with use_record_access(access):
-            run = TrainingRun.start(function, hp)
-        if isinstance(run.spec.dataset, SourceDataset) and run.spec.dataset.access is not access:
-            run.spec.dataset.bind(access)  # built outside the spec call (e.g. at import): still read only proven records
-        if len(run.spec.dataset) != manifest.summary.num_samples or run.sampler.num_samples != manifest.summary.num_samples:
-            raise DataMismatchError(f"dataset {run.spec.dataset.name} has {len(run.spec.dataset)} samples, the manifest {len(manifest)}")
-        # Replay uses the sampler the spec builds, whatever the claim says: so the claim must say exactly that.
-        if claim.data["sampler"] != run.sampler.describe():
-            raise DataMismatchError("the attested sampler is not the one the spec builds for this dataset")
-        _check_committed_batches(evidence, run)
-        report.passed("batches", f"every step's sample ids are the declared sampler's (seed {hp['data_seed']})")
-        if state_digest(run.capture()) != evidence.checkpoint(0).state_digest:
-            raise InitialStateError("the state built from the declared seed is not checkpoint 0")
-        report.passed("initial-state", f"checkpoint 0 is the state seeded from seed {hp['seed']}")
-
-        # (7): the verifier alone chooses which segments to replay; the samples they use are fetched
-        # from the auditor's copy and each proven against the manifest root before any step runs.
-        report.segment_count = len(claim.checkpoint_steps) - 1
-        report.sample_seed = options.seed
-        report.sampled = choose_segments(report.segment_count, options.segments, options.seed)
-        needed = [
-            i
-            for seg in report.sampled
-            for step in range(claim.checkpoint_steps[seg], claim.checkpoint_steps[seg + 1])
-            for i in run.sampler.batch_ids(step)
-        ]
-        report.data_total_bytes = manifest.summary.total_bytes
-        if isinstance(run.spec.dataset, SourceDataset):
-            try:
-                prefetch(run.spec.dataset, access, needed)
-            finally:  # a rejected audit still reports what it read
-                report.data_bytes_read, report.data_samples_read = access.bytes_read, access.samples_read
+            _replay_in_workers(report, isolation, payload, claim, store, options, drawn, seed, progress)
         else:
-            report.data_bytes_read = check_code_built_samples(run.spec.dataset, manifest, needed)
-            report.data_samples_read = len(set(needed))
-        report.passed(
-            "data",
-            f"{report.data_samples_read} samples proven against the manifest; "
-            f"{report.data_bytes_read} of {report.data_total_bytes} bytes of data read",
-        )
-
-        # (8): replay each sampled segment and compare bitwise.
-        for done, i in enumerate(report.sampled):
-            report.segments.append(replay_segment(run, evidence, i, report.bound))
-            if progress is not None:
-                progress(done + 1, len(report.sampled))
-        report.checkpoint_bytes_read = evidence.checkpoint_bytes_read
-        if report.bound is None:
-            how = "bitwise" if claim.exact is None else "bitwise in exact mode (committed hints applied)"
-            report.passed("replay", f"{len(report.segments)} sampled segments replay {how} onto their next checkpoint")
-        else:
-            report.passed("replay", f"{len(report.segments)} sampled segments replay within the bound {report.bound:.3g}")
+            replay_drawn(claim, evidence, options, drawn, report, progress)
     except VerificationError as e:
         report.failed(e.check, str(e))
     return report
+
+
+def _replay_mode(report: Report, claim: TrainingClaim, options: VerifyOptions) -> None:
+    """Bitwise, exact or bounded: decided by the claim and the auditor, never by a worker's answer."""
+    if claim.exact is not None:
+        report.exact = claim.exact.to_json()
+        note = "the run was recorded in exact mode: replayed bitwise, --bounded is not needed"
+        if options.bounded and note not in report.notes:
+            report.notes.append(note)
+    elif options.bounded:
+        report.bound, report.bound_provenance = BOUND, BOUND_PROVENANCE
+
+
+def _replay_in_workers(
+    report: Report, isolation: Isolation, payload: bytes, claim: TrainingClaim, store: Path, options: VerifyOptions,
+    drawn: list[int], seed: int | None, progress: Progress | None,
+) -> None:
+    """(6)-(8) in worker processes, all at once, each on its share of ``drawn``; their answers merged here."""
+    shares = split_shares(drawn, options.workers)
+    threads = worker_threads(claim.torch_threads, claim.exact is not None, options.threads, len(shares))
+    if len(shares) > 1:
+        each = f"{threads} torch threads" if threads is not None else f"the recorded {claim.torch_threads} torch threads"
+        report.notes.append(f"replay split over {len(shares)} worker processes run at once, {each} each")
+    requests = [worker_request(payload, store, options, share, threads) for share in shares]
+    done = 0
+
+    def finished(k: int, outcome: dict[str, Any] | SandboxError) -> None:
+        nonlocal done
+        if progress is not None and isinstance(outcome, dict) and "report" in outcome:  # not yet checked: progress only
+            done += len(shares[k])
+            progress(done, len(drawn))
+
+    merge_worker_reports(report, shares, replay_in_workers(isolation, requests, finished))
+    _replay_mode(report, claim, options)
+    report.segment_count, report.sampled, report.sample_seed = len(claim.checkpoint_steps) - 1, drawn, seed
+
+
+def replay_drawn(
+    claim: TrainingClaim, evidence: Evidence, options: VerifyOptions, drawn: list[int], report: Report,
+    progress: Progress | None = None,
+) -> None:
+    """(6)-(8) for the segments ``drawn``: in the verifier's own process, or in a worker on its share.
+
+    Raises the ``VerificationError`` of the first failed check. A worker starts here, from the
+    statement the parent verified; it reads the store again (the index against the signed roots,
+    for the inclusion proofs below), but not the weights, and it checks no signature.
+    """
+    store = evidence.store
+    # (6): the manifest, checked against the signed summary; then the run rebuilt from its declared
+    # seed (the start is recomputed, never trusted), reading data only through proven records.
+    manifest = read_manifest(store / MANIFEST_FILE, claim.manifest)
+    unknown = sorted(set(options.data) - {s.name for s in claim.manifest.sources})
+    if unknown:
+        raise MalformedInputError(f"--data names {', '.join(unknown)}, which the attestation does not declare")
+    report.passed("manifest", f"{len(manifest)} samples in {len(claim.manifest.sources)} sources match the signed root")
+    threads = claim.torch_threads if options.threads is None else options.threads
+    apply_execution_settings(threads)
+    _replay_mode(report, claim, options)
+    for name, (recorded, here) in environment_differences(claim.environment).items():
+        report.notes.append(f"environment differs: {name} recorded {recorded!r}, here {here!r}")
+    function = load_entry_point(claim.entry_point)
+    unstated = sorted(set(function.defaults) - set(claim.hyperparameters))
+    if unstated:  # a default filled in here would be a value nobody signed
+        raise CodeMismatchError(f"the attestation does not state the hyperparameters {unstated} that the spec reads")
+    unknown = sorted(set(claim.hyperparameters) - set(function.defaults))
+    if unknown:
+        raise CodeMismatchError(f"the attestation states hyperparameters {unknown} that the spec does not read")
+    hp = resolve_hyperparameters(function.defaults, claim.hyperparameters)
+    access = CheckedRecords(manifest, options.data)
+    with use_record_access(access):
+        run = TrainingRun.start(function, hp)
+    if isinstance(run.spec.dataset, SourceDataset) and run.spec.dataset.access is not access:
+        run.spec.dataset.bind(access)  # built outside the spec call (e.g. at import): still read only proven records
+    if len(run.spec.dataset) != manifest.summary.num_samples or run.sampler.num_samples != manifest.summary.num_samples:
+        raise DataMismatchError(f"dataset {run.spec.dataset.name} has {len(run.spec.dataset)} samples, the manifest {len(manifest)}")
+    # Replay uses the sampler the spec builds, whatever the claim says: so the claim must say exactly that.
+    if claim.data["sampler"] != run.sampler.describe():
+        raise DataMismatchError("the attested sampler is not the one the spec builds for this dataset")
+    _check_committed_batches(evidence, run)
+    report.passed("batches", f"every step's sample ids are the declared sampler's (seed {hp['data_seed']})")
+    if state_digest(run.capture()) != evidence.checkpoint(0).state_digest:
+        raise InitialStateError("the state built from the declared seed is not checkpoint 0")
+    report.passed("initial-state", f"checkpoint 0 is the state seeded from seed {hp['seed']}")
+
+    # (7): the segments the verifier drew; the samples they use are fetched from the auditor's copy
+    # and each proven against the manifest root before any step runs.
+    report.segment_count = len(claim.checkpoint_steps) - 1
+    report.sample_seed = options.seed
+    report.sampled = list(drawn)
+    needed = [
+        i
+        for seg in report.sampled
+        for step in range(claim.checkpoint_steps[seg], claim.checkpoint_steps[seg + 1])
+        for i in run.sampler.batch_ids(step)
+    ]
+    report.data_total_bytes = manifest.summary.total_bytes
+    if isinstance(run.spec.dataset, SourceDataset):
+        try:
+            prefetch(run.spec.dataset, access, needed)
+        finally:  # a rejected audit still reports what it read
+            report.data_bytes_read, report.data_samples_read = access.bytes_read, access.samples_read
+    else:
+        report.data_bytes_read = check_code_built_samples(run.spec.dataset, manifest, needed)
+        report.data_samples_read = len(set(needed))
+    report.passed(
+        "data",
+        f"{report.data_samples_read} samples proven against the manifest; "
+        f"{report.data_bytes_read} of {report.data_total_bytes} bytes of data read",
+    )
+
+    # (8): replay each sampled segment and compare bitwise.
+    for done, i in enumerate(report.sampled):
+        report.segments.append(replay_segment(run, evidence, i, report.bound))
+        if progress is not None:
+            progress(done + 1, len(report.sampled))
+    report.checkpoint_bytes_read = evidence.checkpoint_bytes_read
+    if report.bound is None:
+        how = "bitwise" if claim.exact is None else "bitwise in exact mode (committed hints applied)"
+        report.passed("replay", f"{len(report.segments)} sampled segments replay {how} onto their next checkpoint")
+    else:
+        report.passed("replay", f"{len(report.segments)} sampled segments replay within the bound {report.bound:.3g}")
