@@ -108,6 +108,32 @@ def test_a_worker_past_its_wall_clock_limit_is_killed_and_named(
     assert "past the 1 s wall-clock limit and was killed" in capsys.readouterr().out
 
 
+def test_a_worker_flooding_its_pipes_is_cut_off_and_named(
+    digits_run: RecordedRun, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # stderr: only a tail is kept; stdout: the answer is bounded, and the worker killed past the bound.
+    monkeypatch.setattr(sandbox, "MAX_ANSWER_BYTES", 1 << 20)
+    monkeypatch.setattr(
+        sandbox, "_WORKER_CODE",
+        "import sys; sys.stdin.read(); sys.stderr.write('noise ' * 2_000_000 + '\\nlast words'); sys.stderr.flush(); "
+        "sys.stdout.write('x' * (8 << 20)); sys.stdout.flush()",
+    )
+    assert main(digits_run.verify_args("--segments", "2", "--workers", "2", "--sandbox", "off")) == 1
+    assert "more than 1048576 bytes of answer and was killed" in capsys.readouterr().out
+
+
+def test_a_worker_whose_descendant_keeps_its_pipes_open_is_given_up_soon_after_it_ends(
+    digits_run: RecordedRun, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The grandchild leaves the worker's process group, so killing the group does not close the pipes.
+    monkeypatch.setattr(
+        sandbox, "_WORKER_CODE",
+        "import subprocess, sys; sys.stdin.read(); subprocess.Popen(['sleep', '20'], start_new_session=True)",
+    )
+    assert main(digits_run.verify_args("--segments", "2", "--workers", "2", "--sandbox", "off")) == 1
+    assert "a process it started outside its group kept its output open" in capsys.readouterr().out
+
+
 def _answer(segments: list[int], checks: tuple[str, ...] = WORKER_CHECKS, failed: str | None = None) -> dict:
     listed = [{"name": n, "passed": True, "detail": "x"} for n in checks]
     if failed is not None:

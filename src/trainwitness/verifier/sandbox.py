@@ -41,11 +41,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import InputError, MalformedInputError, VerificationError
 from .bounded import SegmentDistance
@@ -254,15 +256,75 @@ def _kill(child: subprocess.Popen[bytes]) -> None:
         os.killpg(child.pid, signal.SIGKILL)
 
 
-def _answer(isolation: Isolation, child: subprocess.Popen[bytes], request: dict[str, Any]) -> dict[str, Any] | SandboxError:
-    """The worker's JSON answer, or the reason there is none (returned: one worker's failure stops no other)."""
-    wall = isolation.limits.wall_seconds
+MAX_ANSWER_BYTES = 64 * 1024**2  # a worker's JSON report; far more than any real one
+_STDERR_TAIL_BYTES = 64 * 1024  # what is kept of the training code's own output, for the failure message
+_PIPE_GRACE_SECONDS = 5.0  # how long the pipes may outlive the worker
+
+
+def _drain(stream: IO[bytes], keep: bytearray, limit: int, on_overflow: Callable[[], None] | None) -> None:
+    """Read a pipe to its end keeping at most ``limit`` bytes: the last ones, or (with ``on_overflow``,
+    called when there are more) the first ones."""
+    while piece := os.read(stream.fileno(), 1 << 16):
+        keep += piece
+        if len(keep) > limit:
+            if on_overflow is not None:
+                on_overflow()
+                return
+            del keep[: len(keep) - limit]
+
+
+def _send(stdin: IO[bytes], request: bytes) -> None:
+    with contextlib.suppress(OSError):  # a worker that exits without reading its request
+        stdin.write(request)
+        stdin.close()
+
+
+def _exchange(child: subprocess.Popen[bytes], request: bytes, wall: float) -> tuple[bytes, bytes, str | None]:
+    """(stdout, stderr tail, why it failed) of a worker, holding a bounded amount of what it writes.
+
+    ``communicate`` would keep everything a hostile worker prints, and could wait forever on a pipe a
+    descendant that left the process group keeps open: the readers here are daemons, given up on
+    shortly after the worker ends.
+    """
+    stdin, stdout, stderr = child.stdin, child.stdout, child.stderr
+    if stdin is None or stdout is None or stderr is None:  # _start always opens all three
+        return b"", b"", "the replay worker was started without its pipes"
+    out, err, overflow = bytearray(), bytearray(), threading.Event()
+
+    def answer_too_long() -> None:
+        overflow.set()
+        _kill(child)  # it would block writing the rest, and its other pipe would never end
+
+    readers = [
+        threading.Thread(target=_drain, args=(stdout, out, MAX_ANSWER_BYTES, answer_too_long), daemon=True),
+        threading.Thread(target=_drain, args=(stderr, err, _STDERR_TAIL_BYTES, None), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    # The request is written from a thread too: a worker that never reads it must not block the parent.
+    threading.Thread(target=_send, args=(stdin, request), daemon=True).start()
+    why = None
     try:
-        out, err = child.communicate(json.dumps(request).encode("utf-8"), timeout=wall)
+        child.wait(timeout=wall)
     except subprocess.TimeoutExpired:
         _kill(child)
-        child.communicate()
-        return SandboxError(f"the replay ran past the {wall} s wall-clock limit and was killed")
+        child.wait()
+        why = f"the replay ran past the {wall} s wall-clock limit and was killed"
+    grace = time.monotonic() + _PIPE_GRACE_SECONDS  # the pipes end with the worker, unless something it started holds them
+    for reader in readers:
+        reader.join(max(0.0, grace - time.monotonic()))
+    if overflow.is_set():
+        why = f"the replay worker wrote more than {MAX_ANSWER_BYTES} bytes of answer and was killed"
+    elif why is None and any(reader.is_alive() for reader in readers):
+        why = "the replay worker exited, but a process it started outside its group kept its output open"
+    return bytes(out), bytes(err), why
+
+
+def _answer(isolation: Isolation, child: subprocess.Popen[bytes], request: dict[str, Any]) -> dict[str, Any] | SandboxError:
+    """The worker's JSON answer, or the reason there is none (returned: one worker's failure stops no other)."""
+    out, err, why = _exchange(child, json.dumps(request).encode("utf-8"), isolation.limits.wall_seconds)
+    if why is not None:
+        return SandboxError(why)
     tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
     if child.returncode != 0:
         how = f"signal {-child.returncode}" if child.returncode < 0 else f"status {child.returncode}"
