@@ -4,6 +4,12 @@ The bare loop is what training costs without trainwitness: sampler, batch, step.
 loop is the prover's: the same plus ``record_step`` every step and ``record_checkpoint`` every k
 steps. Both run on the same ``TrainingRun`` alternately (bare, recorded, bare, ...) so that noise
 from other processes lands on both; each figure is the median over repetitions.
+
+Beside wall time, which other processes on a shared machine disturb, two CPU figures that they
+do not: the training thread's own CPU time per step (``time.thread_time``: what recording adds to
+the thread that trains) and the CPU time of the recorder's threads per step (process CPU time of
+the recorded loop and its final drain minus the training thread's: the work that competes with
+training for the cores).
 """
 
 from __future__ import annotations
@@ -31,32 +37,34 @@ def start_run(entry_point: str, overrides: Mapping[str, JSONValue]) -> TrainingR
     return TrainingRun.start(function, resolve_hyperparameters(function.defaults, overrides))
 
 
-def bare_steps(run: TrainingRun, start: int, count: int) -> float:
-    """Seconds for ``count`` plain training steps (no capture, no commitment)."""
-    began = time.perf_counter()
+def bare_steps(run: TrainingRun, start: int, count: int) -> tuple[float, float]:
+    """(wall seconds, training-thread CPU seconds) for ``count`` plain steps (no capture, no commitment)."""
+    began, began_cpu = time.perf_counter(), time.thread_time()
     for step in range(start, start + count):
         run.spec.step(run.spec.dataset.batch(run.sampler.batch_ids(step)))
-    return time.perf_counter() - began
+    return time.perf_counter() - began, time.thread_time() - began_cpu
 
 
 def recorded_steps(
     run: TrainingRun, start: int, count: int, k: int, store: Path, recorder_options: Mapping[str, Any]
-) -> tuple[float, float]:
-    """(seconds for the loop, seconds the final drain took) for ``count`` recorded steps, checkpoint every k."""
+) -> tuple[float, float, float, float]:
+    """For ``count`` recorded steps, checkpoint every k: (wall seconds of the loop, seconds the final
+    drain took, training-thread CPU seconds of the loop, CPU seconds of the recorder's threads)."""
     store.mkdir(parents=True)
     recorder = Recorder(store, **recorder_options)
     try:
-        began = time.perf_counter()
+        began, began_cpu, began_process = time.perf_counter(), time.thread_time(), time.process_time()
         for first in range(start, start + count, k):
             stop = min(first + k, start + count)
             run.run(first, stop, recorder.record_step)
             recorder.record_checkpoint(first // k, stop, run.capture())
-        loop = time.perf_counter() - began
+        loop, loop_cpu = time.perf_counter() - began, time.thread_time() - began_cpu
         recorder.wait()
         drain = time.perf_counter() - began - loop
+        writer_cpu = time.process_time() - began_process - (time.thread_time() - began_cpu)
     finally:
         recorder.close()
-    return loop, drain
+    return loop, drain, loop_cpu, writer_cpu
 
 
 def measure_overhead(
@@ -76,18 +84,25 @@ def measure_overhead(
     bare: list[float] = []
     recorded: list[float] = []
     drains: list[float] = []
+    bare_cpu: list[float] = []
+    recorded_cpu: list[float] = []
+    writer_cpu: list[float] = []
     profiler = cProfile.Profile() if profile else None
     with tempfile.TemporaryDirectory(prefix="tw-bench-rec-") as tmp:
         for r in range(repeats):
-            bare.append(bare_steps(run, position, steps) / steps)
+            wall, cpu = bare_steps(run, position, steps)
+            bare.append(wall / steps)
+            bare_cpu.append(cpu / steps)
             position += steps
             if profiler is not None:
                 profiler.enable()
-            loop, drain = recorded_steps(run, position, steps, k, Path(tmp) / f"store-{r}", options)
+            loop, drain, loop_cpu, writer = recorded_steps(run, position, steps, k, Path(tmp) / f"store-{r}", options)
             if profiler is not None:
                 profiler.disable()
             recorded.append(loop / steps)
             drains.append(drain)
+            recorded_cpu.append(loop_cpu / steps)
+            writer_cpu.append(writer / steps)
             position += steps
     result: dict[str, Any] = {
         "entry_point": entry_point,
@@ -97,8 +112,13 @@ def measure_overhead(
         "bare_step_s": statistics.median(bare),
         "recorded_step_s": statistics.median(recorded),
         "final_drain_s": statistics.median(drains),
+        "ratios": [b / a for a, b in zip(bare, recorded, strict=True)],  # each repetition's, for the spread
+        "bare_cpu_step_s": statistics.median(bare_cpu),
+        "recorded_cpu_step_s": statistics.median(recorded_cpu),
+        "writer_cpu_step_s": statistics.median(writer_cpu),
     }
     result["ratio"] = result["recorded_step_s"] / result["bare_step_s"]
+    result["cpu_ratio"] = result["recorded_cpu_step_s"] / result["bare_cpu_step_s"]
     if profiler is not None:
         result["profile"] = profile_text(profiler)
     return result
