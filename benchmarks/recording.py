@@ -19,16 +19,21 @@ import io
 import pstats
 import statistics
 import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from trainwitness.canonical import JSONValue
+from trainwitness.checkpoint import checkpoint_parts
 from trainwitness.environment import apply_execution_settings
-from trainwitness.executor import TrainingRun
+from trainwitness.executor import TrainingRun, snapshot, weights_of
 from trainwitness.prover.recorder import Recorder
 from trainwitness.spec import load_entry_point, resolve_hyperparameters
+from trainwitness.state import FlatState, digest_tensor_sets
+from trainwitness.tensorfile import write_parts
 
 
 def start_run(entry_point: str, overrides: Mapping[str, JSONValue]) -> TrainingRun:
@@ -120,8 +125,55 @@ def measure_overhead(
     result["ratio"] = result["recorded_step_s"] / result["bare_step_s"]
     result["cpu_ratio"] = result["recorded_cpu_step_s"] / result["bare_cpu_step_s"]
     if profiler is not None:
-        result["profile"] = profile_text(profiler)
+        result["profile"] = profile_text(profiler) + writer_stalls(snapshot(run.capture()))
     return result
+
+
+def _gil_stall(job: Callable[[], object], repeats: int = 3) -> tuple[float, float]:
+    """(seconds of ``job``, seconds another thread waited for the GIL meanwhile), per run of ``job``.
+
+    The other thread does what the training thread does between torch calls: takes the GIL for a
+    moment and lets it go. Gaps over 1 ms between its turns are counted as stalls.
+    """
+    done = threading.Event()
+    took = [0.0]
+
+    def work() -> None:
+        began = time.perf_counter()
+        for _ in range(repeats):
+            job()
+        took[0] = time.perf_counter() - began
+        done.set()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    stalled, last = 0.0, time.perf_counter()
+    while not done.is_set():
+        time.sleep(0)
+        now = time.perf_counter()
+        if now - last > 1e-3:
+            stalled += now - last
+        last = now
+    worker.join()
+    return took[0] / repeats, stalled / repeats
+
+
+def writer_stalls(state: FlatState) -> str:
+    """The writer's per-checkpoint work on ``state``, part by part, and the GIL stall each causes."""
+    lines = ["\nThe writer's work per checkpoint (run on another thread, as the recorder does), and how long a thread "
+             "that only wants the GIL for moments (as the training thread does between torch calls) waited meanwhile "
+             "(on a loaded machine, time the probing thread is descheduled counts too):\n"]
+    with tempfile.TemporaryDirectory(prefix="tw-bench-stall-") as tmp, ThreadPoolExecutor(2) as pool:
+        jobs: dict[str, Callable[[], object]] = {
+            "state + weights digests (2 hash threads)": lambda: digest_tensor_sets(
+                [("state", state.tensors, state.skeleton), ("weights", weights_of(state), None)], pool),
+            "checkpoint file: safetensors views -> zstd 3 -> write + fsync": lambda: write_parts(
+                Path(tmp) / "c.zst", checkpoint_parts(state), 3),
+        }
+        for name, job in jobs.items():
+            seconds, stalled = _gil_stall(job)
+            lines.append(f"  {name}: {seconds * 1e3:.1f} ms, GIL stall {stalled * 1e3:.1f} ms")
+    return "\n".join(lines) + "\n"
 
 
 # What the recorder itself costs the training thread (cumulative time of these calls).
