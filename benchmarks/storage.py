@@ -5,14 +5,21 @@ of that interval are encoded every way: ``none`` (safetensors), ``zstd`` (safete
 default), ``zstd+shuffle`` (a keyframe of the delta format: byte planes + zstd) and
 ``zstd+delta`` (XOR against the previous checkpoint + byte planes + zstd). The delta figure per
 checkpoint is amortised over a keyframe every F checkpoints: (keyframe + (F - 1) deltas) / F.
+
+Exact mode (docs/EXACT.md) is measured the same way on checkpoints of a run recorded with
+``record_run(..., exact=DEFAULT_EXACT)``: its state is rounded to a 12-bit grid after every step, so the
+low mantissa bits of every rounded value are zero. It also stores every step's hints
+(``hints.jsonl``), reported per step beside the checkpoints.
 """
 
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,9 +28,12 @@ from recording import start_run
 
 from trainwitness.canonical import JSONValue
 from trainwitness.checkpoint import encode_checkpoint
-from trainwitness.delta import encode_delta
+from trainwitness.delta import encode_delta, read_checkpoint
+from trainwitness.exact import DEFAULT_EXACT, HINTS_FILE
 from trainwitness.executor import snapshot
+from trainwitness.prover.train import record_run
 from trainwitness.state import FlatState
+from trainwitness.store import read_index
 
 
 def capture_every(entry_point: str, overrides: Mapping[str, JSONValue], every: int, total: int) -> dict[int, FlatState]:
@@ -33,6 +43,24 @@ def capture_every(entry_point: str, overrides: Mapping[str, JSONValue], every: i
         run.run(first, first + every, lambda *_: None)
         states[first + every] = snapshot(run.capture())
     return states
+
+
+def capture_exact(entry_point: str, overrides: Mapping[str, JSONValue], every: int, total: int) -> tuple[dict[int, FlatState], dict[str, Any]]:
+    """Checkpoints every ``every`` steps of a run recorded in exact mode, and its hints' bytes per step."""
+    with tempfile.TemporaryDirectory(prefix="tw-bench-exact-") as tmp:
+        store = Path(tmp) / "store"
+        overrides = {**overrides, "total_steps": total, "checkpoint_interval": every}
+        record_run(entry_point, overrides, store, Path(tmp) / "weights.safetensors", exact=DEFAULT_EXACT)
+        steps = [c.step for c in read_index(store).checkpoints]
+        states = {step: read_checkpoint(store, steps, i)[0] for i, step in enumerate(steps)}
+        hints = (store / HINTS_FILE).read_bytes()
+    hints_info = {
+        "steps": total,
+        "hints_bytes_per_step": len(hints) / total,
+        "hints_zstd_bytes_per_step": len(zstandard.ZstdCompressor(level=3).compress(hints)) / total,
+        "grid": DEFAULT_EXACT.to_json(),
+    }
+    return states, hints_info
 
 
 def _raw_fp32_bytes(flat: FlatState) -> int:
@@ -54,12 +82,16 @@ def _row(k: int, setting: str, sizes_times: Sequence[tuple[int, float]], raw: fl
         "bytes_per_checkpoint": round(mean),
         "bytes_per_step": round(mean / k),
         "ratio_to_raw_fp32": mean / raw,
+        "raw_bytes": round(raw),
         "encode_s": statistics.median(t for _, t in sizes_times),
         "checkpoints_measured": len(sizes_times),
     }
 
 
-def storage_table(states: Mapping[int, FlatState], intervals: Sequence[int], keyframe_every: int, level: int = 3) -> list[dict[str, Any]]:
+def storage_table(
+    states: Mapping[int, FlatState], intervals: Sequence[int], keyframe_every: int, level: int = 3, label: str = ""
+) -> list[dict[str, Any]]:
+    """Rows per interval and setting; ``label`` prefixes each setting (``"exact: "`` for exact mode)."""
     rows: list[dict[str, Any]] = []
     for k in intervals:
         # From checkpoint k on: at step 0 the optimizer has no moments yet (a different state layout).
@@ -74,16 +106,17 @@ def storage_table(states: Mapping[int, FlatState], intervals: Sequence[int], key
         keyframe = statistics.mean(s for s, _ in keyframes)
         delta = statistics.mean(s for s, _ in deltas)
         amortised = (keyframe + (keyframe_every - 1) * delta) / keyframe_every
-        rows.append(_row(k, "none", plain, raw))
-        rows.append(_row(k, "zstd", zstd, raw))
-        rows.append(_row(k, "zstd+shuffle (a keyframe)", keyframes, raw))
-        rows.append(_row(k, "zstd+delta (a delta file)", deltas, raw))
-        rows.append(_row(k, f"zstd+delta, keyframe every {keyframe_every}", deltas, raw, size=amortised))
+        rows.append(_row(k, label + "none", plain, raw))
+        rows.append(_row(k, label + "zstd", zstd, raw))
+        rows.append(_row(k, label + "zstd+shuffle (a keyframe)", keyframes, raw))
+        rows.append(_row(k, label + "zstd+delta (a delta file)", deltas, raw))
+        rows.append(_row(k, label + f"zstd+delta, keyframe every {keyframe_every}", deltas, raw, size=amortised))
     return rows
 
 
-def byte_plane_profile(states: Mapping[int, FlatState], k: int, level: int = 3) -> list[dict[str, Any]]:
-    """Why deltas compress as they do: zstd ratio of each byte plane of the fp32 XOR, per tensor group.
+def byte_plane_profile(states: Mapping[int, FlatState], k: int, level: int = 3, label: str = "") -> list[dict[str, Any]]:
+    """Why deltas compress as they do: zstd ratio of each byte plane of the fp32 XOR, per tensor group,
+    and the fraction of the group's values that are exactly zero.
 
     Plane 0 is the lowest mantissa byte, plane 3 holds the sign and seven exponent bits.
     """
@@ -99,12 +132,13 @@ def byte_plane_profile(states: Mapping[int, FlatState], k: int, level: int = 3) 
         group = "model" if name.startswith("model/") else name.rsplit("/", 1)[-1]
         xor = torch.bitwise_xor(tensor.contiguous().view(torch.int32), previous.contiguous().view(torch.int32))
         planes = xor.reshape(-1).view(torch.uint8).reshape(-1, 4).t().contiguous()
-        sums = totals.setdefault(group, [0, 0, 0, 0, 0])
+        sums = totals.setdefault(group, [0, 0, 0, 0, 0, 0])
         for p in range(4):
             sums[p] += len(zstandard.ZstdCompressor(level=level).compress(planes[p].numpy().tobytes()))
         sums[4] += tensor.numel()
+        sums[5] += int((tensor == 0).sum())
     return [
-        {"k": k, "group": g, "elements": s[4], "plane_ratios_low_to_high": [round(s[p] / s[4], 3) for p in range(4)],
-         "xor_ratio": round(sum(s[:4]) / (4 * s[4]), 3)}
+        {"k": k, "group": label + g, "elements": s[4], "plane_ratios_low_to_high": [round(s[p] / s[4], 3) for p in range(4)],
+         "xor_ratio": round(sum(s[:4]) / (4 * s[4]), 3), "zero_fraction": round(s[5] / s[4], 3)}
         for g, s in sorted(totals.items()) if s[4] > 0
     ]

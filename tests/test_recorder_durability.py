@@ -27,3 +27,29 @@ def test_wait_makes_step_records_after_the_last_checkpoint_durable(tmp_path: Pat
         assert (tmp_path / INDEX_FILE).read_bytes().endswith(b"\n")
     finally:
         recorder.close()
+
+
+def test_reused_snapshot_buffers_keep_each_checkpoint_its_own(tmp_path: Path) -> None:
+    """The trainer copies later checkpoints into buffers the writer is done with: no file may change."""
+    from trainwitness.delta import read_checkpoint
+
+    for delta_every in (None, 4):
+        store = tmp_path / f"store-{delta_every}"
+        store.mkdir()
+        live = torch.zeros(1000)
+        state = FlatState({"model/w": live}, {"model": {"w": {"$tensor": "model/w"}}})
+        recorder = Recorder(store, delta_every=delta_every)
+        try:
+            for index in range(6):
+                live.fill_(float(index))  # training mutates the live tensor after every checkpoint
+                if index == 3:  # a layout change: the spare does not fit, a fresh copy is made
+                    live = torch.full((7,), float(index))
+                    state = FlatState({"model/w": live}, state.skeleton)
+                recorder.record_checkpoint(index, index * 10, state)
+                recorder.wait()  # the writer is done with it: the next copy goes into a spare
+        finally:
+            recorder.close()
+        steps = [c.step for c in recorder.checkpoints]  # no step records: not a readable index, only files
+        for index in range(6):
+            flat, _ = read_checkpoint(store, steps, index)
+            assert torch.equal(flat.tensors["model/w"], torch.full((1000 if index < 3 else 7,), float(index)))

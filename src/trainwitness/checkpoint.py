@@ -23,8 +23,10 @@ import zstandard
 from .canonical import JSONValue, canonical_json, parse_json
 from .errors import MalformedInputError
 from .state import DTYPE_NAMES, FlatState
+from .tensorfile import Part, join_parts, safetensors_parts
 
 __all__ = [
+    "checkpoint_parts",
     "encode_checkpoint",
     "decode_checkpoint",
     "read_checkpoint_file",
@@ -40,13 +42,13 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _KNOWN_DTYPES = set(DTYPE_NAMES.values())
 
 
+def checkpoint_parts(flat: FlatState) -> list[Part]:
+    """The checkpoint's safetensors file as its header and views of the tensors (``tensorfile``): no copy."""
+    return safetensors_parts(flat.tensors, {_METADATA_KEY: canonical_json(flat.skeleton).decode("utf-8")})
+
+
 def encode_checkpoint(flat: FlatState, compress_level: int | None = None) -> bytes:
-    metadata = {_METADATA_KEY: canonical_json(flat.skeleton).decode("utf-8")}
-    # safetensors needs contiguous tensors that share no memory; the recorder's snapshot already is.
-    raw = safetensors.torch.save(dict(flat.tensors), metadata=metadata)
-    if compress_level is None:
-        return raw
-    return zstandard.ZstdCompressor(level=compress_level, write_content_size=True).compress(raw)
+    return join_parts(checkpoint_parts(flat), compress_level)
 
 
 def encode_weights(weights: Mapping[str, torch.Tensor]) -> bytes:

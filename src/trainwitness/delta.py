@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-import safetensors.torch
 import torch
 import zstandard
 
@@ -28,8 +27,9 @@ from .checkpoint import MAX_CHECKPOINT_BYTES, read_checkpoint_file, read_tensors
 from .errors import MalformedInputError
 from .state import DTYPE_NAMES, FlatState
 from .store import delta_relpath, find_checkpoint, open_store_file
+from .tensorfile import Part, join_parts, safetensors_parts
 
-__all__ = ["DELTA_FORMAT", "MAX_DELTA_CHAIN", "encode_delta", "read_checkpoint"]
+__all__ = ["DELTA_FORMAT", "MAX_DELTA_CHAIN", "delta_parts", "encode_delta", "read_checkpoint"]
 
 DELTA_FORMAT = "trainwitness-delta/v1"
 MAX_DELTA_CHAIN = 64  # files read to reach one checkpoint: the keyframe interval may not exceed it
@@ -60,6 +60,11 @@ def _unshuffle(planes: torch.Tensor, width: int) -> torch.Tensor:
 
 def encode_delta(flat: FlatState, base: FlatState | None, base_index: int | None, compress_level: int = 3) -> bytes:
     """A delta file: ``flat`` against ``base`` (checkpoint ``base_index``), or a keyframe when base is None."""
+    return join_parts(delta_parts(flat, base, base_index), compress_level)
+
+
+def delta_parts(flat: FlatState, base: FlatState | None, base_index: int | None) -> list[Part]:
+    """The safetensors file inside a delta file, as its header and views of the planes (``tensorfile``)."""
     if (base is None) != (base_index is None):
         raise ValueError("a delta names its base checkpoint exactly when it has one")
     planes: dict[str, torch.Tensor] = {}
@@ -78,8 +83,7 @@ def encode_delta(flat: FlatState, base: FlatState | None, base_index: int | None
         _SKELETON_KEY: canonical_json(flat.skeleton).decode("utf-8"),
         _DELTA_KEY: canonical_json(header).decode("utf-8"),
     }
-    raw = safetensors.torch.save(planes, metadata=metadata)
-    return zstandard.ZstdCompressor(level=compress_level, write_content_size=True).compress(raw)
+    return safetensors_parts(planes, metadata)
 
 
 def _delta_header(metadata: dict[str, JSONValue], what: str) -> tuple[int | None, dict[str, JSONValue]]:

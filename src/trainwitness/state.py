@@ -32,6 +32,7 @@ __all__ = [
     "unflatten",
     "tensor_digest",
     "digest_tensors",
+    "digest_tensor_sets",
     "state_digest",
     "weights_digest",
 ]
@@ -159,27 +160,47 @@ def tensor_digest(name: str, tensor: torch.Tensor, executor: ThreadPoolExecutor 
     return chunked_digest("tensor", _tensor_header(name, tensor), _tensor_bytes(tensor), executor)
 
 
-def _tensor_digests(names: list[str], tensors: Mapping[str, torch.Tensor], executor: ThreadPoolExecutor | None) -> list[bytes]:
-    """``tensor_digest`` of each named tensor, with every 4 MiB chunk of every tensor one unit of work.
+def _chunk_digests(tensors: list[torch.Tensor], executor: ThreadPoolExecutor | None) -> dict[int, list[bytes]]:
+    """SHA-256 of every 4 MiB chunk of each distinct tensor (by identity), every chunk one unit of work.
 
     Flattening all tensors' chunks into one ordered list lets many small tensors and one huge tensor
     alike spread over every worker; the chunk digests are regrouped per tensor in order afterwards.
     """
+    distinct = list({id(t): t for t in tensors}.items())
     chunks: list[memoryview] = []
     counts: list[int] = []
-    for name in names:
-        data = _tensor_bytes(tensors[name])
+    for _, tensor in distinct:
+        data = _tensor_bytes(tensor)
         spans = chunk_spans(len(data))
         chunks.extend(data[start:stop] for start, stop in spans)
         counts.append(len(spans))
     chunk_digests = hash_chunks(chunks, executor)
-    digests: list[bytes] = []
+    by_tensor: dict[int, list[bytes]] = {}
     offset = 0
-    for name, count in zip(names, counts, strict=True):
-        header = _tensor_header(name, tensors[name])
-        digests.append(combine_chunk_digests("tensor", header, chunk_digests[offset : offset + count]))
+    for (key, _), count in zip(distinct, counts, strict=True):
+        by_tensor[key] = chunk_digests[offset : offset + count]
         offset += count
-    return digests
+    return by_tensor
+
+
+def digest_tensor_sets(
+    sets: list[tuple[str, Mapping[str, torch.Tensor], JSONValue]], executor: ThreadPoolExecutor | None = None
+) -> list[str]:
+    """``digest_tensors(domain, tensors, skeleton)`` of each set, hashing a tensor found in several sets once.
+
+    The recorder digests a checkpoint's state and its weights (the same model tensors under other
+    names): the tensor digests differ by their headers only, so the bytes are hashed once.
+    """
+    chunk_digests = _chunk_digests([t for _, tensors, _ in sets for t in tensors.values()], executor)
+    results = []
+    for domain, tensors, skeleton in sets:
+        names = sorted(tensors)
+        digests = {
+            n: format_digest(combine_chunk_digests("tensor", _tensor_header(n, tensors[n]), chunk_digests[id(tensors[n])]))
+            for n in names
+        }
+        results.append(format_digest(domain_hash(domain, canonical_json({"skeleton": skeleton, "tensors": digests}))))
+    return results
 
 
 def digest_tensors(
@@ -189,10 +210,7 @@ def digest_tensors(
     executor: ThreadPoolExecutor | None = None,
 ) -> str:
     """Digest of named tensors plus a skeleton; independent of dict order and of worker count."""
-    names = sorted(tensors)
-    digests = _tensor_digests(names, tensors, executor)
-    document = {"skeleton": skeleton, "tensors": {n: format_digest(d) for n, d in zip(names, digests, strict=True)}}
-    return format_digest(domain_hash(domain, canonical_json(document)))
+    return digest_tensor_sets([(domain, tensors, skeleton)], executor)[0]
 
 
 def state_digest(flat: FlatState, executor: ThreadPoolExecutor | None = None) -> str:

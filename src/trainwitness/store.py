@@ -18,10 +18,11 @@ import errno
 import io
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .canonical import JSONValue, canonical_json, parse_json
 from .errors import MalformedInputError, MissingInputError
@@ -38,6 +39,7 @@ __all__ = [
     "checkpoint_relpath",
     "delta_relpath",
     "atomic_write",
+    "atomic_write_with",
     "append_line",
     "open_store_file",
     "read_store_file",
@@ -137,10 +139,15 @@ def _fsync_dir(path: Path) -> None:
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Create ``path`` whole or not at all, durably."""
+    atomic_write_with(path, lambda f: f.write(data))
+
+
+def atomic_write_with(path: Path, fill: Callable[[BinaryIO], object]) -> None:
+    """``atomic_write`` of what ``fill`` writes into the file (in pieces, never held whole in memory)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
-        f.write(data)
+        fill(f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -13,10 +13,21 @@ resume cuts the index back and re-runs them anyway (one fsync per checkpoint, no
 With ``delta_every=F`` checkpoints are written as XOR deltas against the previous one (see
 ``trainwitness.delta``), a keyframe every F checkpoints and first after every start or resume; the
 writer keeps its private copy of the previous checkpoint for that (one more state in memory).
+
+What the training thread pays, per step: a copy of the batch and an append to a list; per
+checkpoint: one copy of the state into a snapshot buffer the writer has finished with (a
+preallocated copy: no fresh allocation, no page faults), or a fresh one when none is free. The
+writer never holds the GIL for long: the checkpoint file is streamed from views of the snapshot
+through zstd into the file (``tensorfile``), where ``safetensors.torch.save`` used to copy the
+state twice with the GIL held; the state and weights digests hash the bytes once; and the writer
+threads run at a lower CPU priority than training (``writer_nice``), so on a busy machine the
+scheduler gives the trainer the core first (the bounded queue still stops the writer falling behind
+without limit).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -26,14 +37,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..canonical import canonical_json
-from ..checkpoint import encode_checkpoint
+from ..checkpoint import checkpoint_parts
 from ..data import Batch, batch_digest
-from ..delta import MAX_DELTA_CHAIN, encode_delta
+from ..delta import MAX_DELTA_CHAIN, delta_parts
 from ..exact import HINTS_FILE, StepHints, hints_record
 from ..executor import snapshot, weights_of
 from ..rng import rng_digest
-from ..state import FlatState, state_digest, weights_digest
-from ..store import INDEX_FILE, CheckpointRecord, StepRecord, atomic_write, checkpoint_relpath, delta_relpath
+from ..state import FlatState, digest_tensor_sets
+from ..store import INDEX_FILE, CheckpointRecord, StepRecord, checkpoint_relpath, delta_relpath
+from ..tensorfile import write_parts
 
 __all__ = ["Recorder"]
 
@@ -41,6 +53,29 @@ _STOP = object()
 # Steps handed to the writer per queue item. Waking the writer is a GIL hand-over that the training
 # thread pays for (milliseconds on a busy machine); once per step was most of the recorder's cost.
 _STEP_BATCH = 32
+# Snapshot buffers the writer has finished with, kept for the next checkpoint's copy (double buffering).
+_SPARE_SNAPSHOTS = 1
+
+
+def _thread_nice() -> int | None:
+    """The calling thread's nice value (Linux: a thread is a task with its own), or None where unsupported."""
+    try:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) if hasattr(os, "getpriority") else None
+    except OSError:
+        return None
+
+
+def _set_thread_nice(nice: int | None) -> None:
+    """Set the calling thread's nice value (higher is lower priority); threads it starts inherit it."""
+    if nice is not None:
+        with contextlib.suppress(OSError):  # not permitted here: run at the inherited priority
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, nice))
+
+
+def _same_layout(a: FlatState, b: FlatState) -> bool:
+    return a.tensors.keys() == b.tensors.keys() and all(
+        t.dtype == b.tensors[n].dtype and t.shape == b.tensors[n].shape for n, t in a.tensors.items()
+    )
 
 
 class Recorder:
@@ -51,6 +86,7 @@ class Recorder:
         queue_depth: int = 8,
         hash_workers: int = 2,
         delta_every: int | None = None,
+        writer_nice: int = 5,
     ) -> None:
         if delta_every is not None and not (1 <= delta_every <= MAX_DELTA_CHAIN and compress_level is not None):
             raise ValueError(f"delta checkpoints need compression and a keyframe every 1..{MAX_DELTA_CHAIN} checkpoints")
@@ -63,7 +99,12 @@ class Recorder:
         self._index = open(store / INDEX_FILE, "ab")
         self._hints: BinaryIO | None = None  # exact mode's hints.jsonl, opened on first use
         self._unsynced = 0
-        self._hashers = ThreadPoolExecutor(max_workers=hash_workers, thread_name_prefix="trainwitness-hash")
+        trainer_nice = _thread_nice()
+        self._writer_nice = None if trainer_nice is None or writer_nice <= 0 else trainer_nice + writer_nice
+        self._hashers = ThreadPoolExecutor(
+            max_workers=hash_workers, thread_name_prefix="trainwitness-hash", initializer=_set_thread_nice, initargs=(self._writer_nice,)
+        )
+        self._spares: queue.Queue[FlatState] = queue.Queue(maxsize=_SPARE_SNAPSHOTS)  # writer puts, trainer takes
         self.checkpoints: list[CheckpointRecord] = []
         self._pending: list[Callable[[], None]] = []  # training thread only: step jobs not yet handed over
         self._worker = threading.Thread(target=self._drain, name="trainwitness-recorder", daemon=True)
@@ -87,8 +128,20 @@ class Recorder:
     def record_checkpoint(self, index: int, step: int, state: FlatState) -> None:
         """Commit a full checkpoint. ``state`` is copied here (device-to-host where on a GPU)."""
         self._hand_over_steps()  # the index is written in order: the steps before the checkpoint first
-        private = snapshot(state)
+        private = self._snapshot(state)
         self._put(lambda: self._write_checkpoint(index, step, private))
+
+    def _snapshot(self, state: FlatState) -> FlatState:
+        """A private copy of ``state``, into a spare snapshot buffer when one of the same layout is free."""
+        try:
+            spare = self._spares.get_nowait()
+        except queue.Empty:
+            return snapshot(state)  # copy point: fresh buffers (device-to-host on a GPU)
+        if not _same_layout(spare, state):
+            return snapshot(state)
+        for name, tensor in state.tensors.items():
+            spare.tensors[name].copy_(tensor.detach())  # copy point: into the spare (device-to-host on a GPU)
+        return FlatState(spare.tensors, state.skeleton)
 
     def wait(self) -> None:
         """Block until everything recorded so far is durable; re-raise a writer failure."""
@@ -129,6 +182,7 @@ class Recorder:
     # -- writer thread ---------------------------------------------------------------------------
 
     def _drain(self) -> None:
+        _set_thread_nice(self._writer_nice)
         while True:
             job = self._queue.get()
             try:
@@ -164,22 +218,22 @@ class Recorder:
         self._unsynced += 1
 
     def _write_checkpoint(self, index: int, step: int, state: FlatState) -> None:
-        record = CheckpointRecord(
-            index=index,
-            step=step,
-            state_digest=state_digest(state, self._hashers),
-            weights_digest=weights_digest(weights_of(state), self._hashers),
-        )
+        digests = digest_tensor_sets([("state", state.tensors, state.skeleton), ("weights", weights_of(state), None)], self._hashers)
+        record = CheckpointRecord(index=index, step=step, state_digest=digests[0], weights_digest=digests[1])
+        done_with: FlatState | None = state
         if self.delta_every is None or self.compress_level is None:
-            data = encode_checkpoint(state, self.compress_level)
-            atomic_write(self.store / checkpoint_relpath(step, self.compress_level is not None), data)
+            write_parts(self.store / checkpoint_relpath(step, self.compress_level is not None), checkpoint_parts(state), self.compress_level)
         else:
             previous = self._previous
             if previous is None or previous[0] != index - 1 or index % self.delta_every == 0:
                 previous = None  # a keyframe
-            data = encode_delta(state, None if previous is None else previous[1], None if previous is None else index - 1, self.compress_level)
-            atomic_write(self.store / delta_relpath(step), data)
-            self._previous = (index, state)  # the snapshot is the writer's own: nothing else mutates it
+            parts = delta_parts(state, None if previous is None else previous[1], None if previous is None else index - 1)
+            write_parts(self.store / delta_relpath(step), parts, self.compress_level)
+            done_with = None if self._previous is None else self._previous[1]
+            self._previous = (index, state)  # the snapshot is the writer's own until the next delta replaces it
         self._append(record)
         self._sync()  # a checkpoint record is durable once written
         self.checkpoints.append(record)
+        if done_with is not None:  # the trainer may copy the next checkpoint into it
+            with contextlib.suppress(queue.Full):
+                self._spares.put_nowait(done_with)
