@@ -329,10 +329,9 @@ def markdown(results: dict[str, Any]) -> str:
             if hints is not None and best_exact is not None:
                 raw_per_step = statistics.mean(r["raw_bytes"] for r in at_k) / k
                 per_step = hints["hints_bytes_per_step"]
-                lines += ["", f"Exact mode also stores every step's hints (`hints.jsonl`, grid {hints['grid']['mantissa_bits']} mantissa bits, "
-                          f"floor 2^{hints['grid']['floor_exponent']}): {per_step:,.0f} bytes per step ({hints['hints_zstd_bytes_per_step']:,.0f} "
-                          f"if zstd-compressed), x{per_step / raw_per_step:.2f} the raw fp32 state's bytes per step at k = {k}; with the best "
-                          f"checkpoint setting exact mode stores x{(best_exact * raw_per_step + per_step) / raw_per_step:.2f} raw fp32 per step in all."]
+                lines += ["", f"Exact mode also stores every step's hints (`hints.jsonl`, packed): {per_step:,.0f} bytes per step, "
+                          f"x{per_step / raw_per_step:.2f} the raw fp32 state's bytes per step at k = {k}; with the best checkpoint setting "
+                          f"exact mode stores x{(best_exact * raw_per_step + per_step) / raw_per_step:.2f} raw fp32 per step in all, hints included."]
             lines += ["", "Why (zstd ratio of each byte plane of the fp32 XOR between consecutive checkpoints; plane 0 = lowest mantissa byte, "
                       "plane 3 = sign and exponent; zero = fraction of the values that are exactly 0):", "",
                       "| k | tensors | elements | plane 0 | plane 1 | plane 2 | plane 3 | XOR total | zero |", "|---|---|---|---|---|---|---|---|---|"]

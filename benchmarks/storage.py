@@ -57,7 +57,6 @@ def capture_exact(entry_point: str, overrides: Mapping[str, JSONValue], every: i
     hints_info = {
         "steps": total,
         "hints_bytes_per_step": len(hints) / total,
-        "hints_zstd_bytes_per_step": len(zstandard.ZstdCompressor(level=3).compress(hints)) / total,
         "grid": DEFAULT_EXACT.to_json(),
     }
     return states, hints_info
