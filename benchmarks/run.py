@@ -61,7 +61,7 @@ MEMORY_TARGET = 2.0  # verify's peak memory over one model state
 
 FULL: dict[str, Any] = {
     "digits_recording": {10: (100, 5), 100: (200, 5)},  # k: (steps per repetition, repetitions)
-    "text_recording": {10: (100, 3), 100: (200, 3)},
+    "text_recording": {10: (100, 5), 100: (200, 5)},
     "text_overrides": {},
     "wide_overrides": {},
     "wide_recording": {2: (4, 2)},

@@ -106,7 +106,7 @@ def test_hint_bytes_are_golden() -> None:
     assert parse_hints_record(hints_record(0, StepHints()), 0, "line") == StepHints()
     assert hints_leaf(7, step).startswith(b'{"gradient_hints_digest":"sha256:')
     assert canonical_json(DEFAULT_EXACT.to_json()) == (
-        b'{"gradients":{"floor_exponent":-4,"mantissa_bits":8,"margin_log2":10},"mode":"grid-round-nearest/v2",'
+        b'{"gradients":{"floor_exponent":-2,"mantissa_bits":7,"margin_log2":8},"mode":"grid-round-nearest/v2",'
         b'"state":{"floor_exponent":-100,"mantissa_bits":12,"margin_log2":10}}'
     )
 

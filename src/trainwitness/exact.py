@@ -161,7 +161,7 @@ class ExactMode:
 
 # Calibrated in docs/EXACT.md (benchmarks/exact_mode.py): see the noise table there.
 DEFAULT_EXACT = ExactMode(
-    gradients=Grid(mantissa_bits=8, margin_log2=10, floor_exponent=-4),
+    gradients=Grid(mantissa_bits=7, margin_log2=8, floor_exponent=-2),
     state=Grid(mantissa_bits=12, margin_log2=10, floor_exponent=-100),
 )
 
