@@ -384,6 +384,28 @@ def test_steering_forger_is_rejected_in_exact_mode(exact_run: RecordedRun) -> No
     assert report.checks[-1].name == "replay"
 
 
+@pytest.mark.parametrize("calls", [0, 2])
+def test_exact_mode_needs_exactly_one_optimizer_step_per_training_step(calls: int) -> None:
+    from trainwitness.data import TensorDataset
+    from trainwitness.executor import ExactHooks, TrainingRun
+    from trainwitness.spec import TrainingSpec
+
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        loss = model(batch["x"]).pow(2).mean()
+        loss.backward()
+        for _ in range(calls):
+            optimizer.step()
+        return loss
+
+    x = torch.ones(2, 3)
+    run = TrainingRun(spec=TrainingSpec(model, optimizer, None, TensorDataset("x", {"x": x}), step), hyperparameters={}, sampler=None)  # type: ignore[arg-type]
+    with pytest.raises(MalformedInputError, match="did not call optimizer.step" if calls == 0 else "called optimizer.step\\(\\) twice"):
+        run.exact_step(0, {"x": x}, ExactHooks(DEFAULT_EXACT, lambda s: None))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: GPU-recorded, CPU-verified")
 def test_gpu_step_and_cpu_replay_land_on_the_same_grid_points_given_the_hints() -> None:
     import copy
