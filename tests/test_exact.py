@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -276,33 +277,36 @@ def test_exact_mode_off_changes_nothing(plain_run: RecordedRun) -> None:
     assert not (plain_run.store / HINTS_FILE).exists()
 
 
-def test_verify_rejects_a_tampered_hint_even_when_re_signed(exact_run: RecordedRun) -> None:
-    path = exact_run.store / HINTS_FILE
+def _forge_hints_and_re_sign(run: RecordedRun, forge: Callable[[int, StepHints], StepHints]) -> None:
+    """Rewrite every step's hints record through ``forge`` and re-sign with the prover's key."""
+    path = run.store / HINTS_FILE
     lines = path.read_bytes().splitlines()
+    forged = [hints_record(step, forge(step, parse_hints_record(line, step, "line"))) for step, line in enumerate(lines)]
+    path.write_bytes(b"".join(line + b"\n" for line in forged))
+    run.attestation.write_bytes(attest_store(run.store, run.weights, load_private_key(run.private_key)))
+
+
+def test_verify_rejects_a_tampered_hint_even_when_re_signed(exact_run: RecordedRun) -> None:
     # Claim a value far from any boundary was hinted: flip in a hint for element 0 of tensor 0
     # at every step that has none there (at least one such step exists).
-    forged = []
-    for step, line in enumerate(lines):
-        hints = parse_hints_record(line, step, "line")
+    def with_hint_at_0(step: int, hints: StepHints) -> StepHints:
         entries = decode_hints(hints.state_hints, [1 << 30] * 64)
         if not any((o, e) == (0, 0) for o, e, _ in entries):
             entries = sorted([*entries, (0, 0, True)])
-        forged.append(hints_record(step, replace(hints, state_hints=encode_hints(entries))))
-    path.write_bytes(b"".join(line + b"\n" for line in forged))
-    exact_run.attestation.write_bytes(attest_store(exact_run.store, exact_run.weights, load_private_key(exact_run.private_key)))
+        return replace(hints, state_hints=encode_hints(entries))
+
+    _forge_hints_and_re_sign(exact_run, with_hint_at_0)
     report = _verify(exact_run, threads=1)
     assert not report.accepted
     assert "not near a rounding boundary" in report.checks[-1].detail
 
 
 def test_verify_rejects_a_gradient_scale_moved_by_one_binade_even_when_re_signed(exact_run: RecordedRun) -> None:
-    path = exact_run.store / HINTS_FILE
-    lines = path.read_bytes().splitlines()
-    hints = parse_hints_record(lines[0], 0, "line")
-    coarser = (hints.gradient_scales[0] + 1, *hints.gradient_scales[1:])  # a grid twice as coarse for tensor 0
-    lines[0] = hints_record(0, replace(hints, gradient_scales=coarser))
-    path.write_bytes(b"".join(line + b"\n" for line in lines))
-    exact_run.attestation.write_bytes(attest_store(exact_run.store, exact_run.weights, load_private_key(exact_run.private_key)))
+    def coarser_at_step_0(step: int, hints: StepHints) -> StepHints:  # a grid twice as coarse for tensor 0
+        scales = hints.gradient_scales
+        return replace(hints, gradient_scales=(scales[0] + 1, *scales[1:])) if step == 0 else hints
+
+    _forge_hints_and_re_sign(exact_run, coarser_at_step_0)
     report = _verify(exact_run, threads=1)
     assert not report.accepted
     assert "gradient scale" in report.checks[-1].detail
