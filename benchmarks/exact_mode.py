@@ -15,7 +15,7 @@ import time
 import torch
 
 from trainwitness.environment import apply_execution_settings
-from trainwitness.exact import DEFAULT_EXACT, ExactMode, Grid, StepHints, hints_record
+from trainwitness.exact import DEFAULT_EXACT, ExactMode, Grid, StepHints, hints_record, rounding_targets
 from trainwitness.executor import ExactHooks, TrainingRun
 from trainwitness.spec import load_entry_point, resolve_hyperparameters
 from trainwitness.state import state_digest
@@ -41,26 +41,22 @@ def train(spec: str, steps: int, threads: int, grid: ExactMode | None, committed
     run = TrainingRun.start(function, hp)
     losses: list[float] = []
     hints: list[StepHints] = []
-    seconds: list[float] = []
     step_fn = run.spec.step
 
-    def timed(batch):  # the loss, and the step's time including exact mode's rounding (measured next)
+    def with_loss(batch):  # the spec's step, keeping its loss for the loss-curve comparison
         loss = step_fn(batch)
         losses.append(float(loss))
         return loss
 
-    object.__setattr__(run.spec, "step", timed)
+    object.__setattr__(run.spec, "step", with_loss)
     hooks = None
     if grid is not None:
         hooks = ExactHooks(grid, (lambda s: committed[s]) if committed is not None else (lambda s: None), lambda s, h: hints.append(h))
-    for step in range(steps):
-        started = time.perf_counter()
-        run.run(step, step + 1, lambda *a: None, hooks)
-        seconds.append(time.perf_counter() - started)
+    run.run(0, steps, lambda *a: None, hooks)
     # values rounded per step: every state tensor exact mode rounds, and one gradient per parameter
-    values = sum(t.numel() for n, t in run.trainable().tensors.items() if t.is_floating_point() and t.ndim > 0)
+    values = sum(t.tensor.numel() for t in rounding_targets(run.trainable().tensors))
     values += sum(p.numel() for p in run.spec.model.parameters())
-    return {"losses": losses, "hints": hints, "seconds": seconds, "state": state_digest(run.capture()), "values": values}
+    return {"losses": losses, "hints": hints, "state": state_digest(run.capture()), "values": values}
 
 
 def interleaved_overhead(spec: str, grid: ExactMode, steps: int = 200) -> dict:
