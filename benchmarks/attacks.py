@@ -30,12 +30,12 @@ from tests.attacks.merkle_forgers import different_index_proof, inner_node_as_le
 from tests.conftest import DIGITS, record_and_sign  # noqa: E402
 from tests.steering import steer_every_checkpoint  # noqa: E402
 
+from trainwitness.commit.hints import DEFAULT_EXACT  # noqa: E402
+from trainwitness.commit.merkle import verify_inclusion  # noqa: E402
 from trainwitness.errors import CommitmentError  # noqa: E402
-from trainwitness.exact import DEFAULT_EXACT  # noqa: E402
-from trainwitness.merkle import verify_inclusion  # noqa: E402
 from trainwitness.verifier import VerifyOptions, verify_run  # noqa: E402
 from trainwitness.verifier.bounded import BOUND  # noqa: E402
-from trainwitness.verifier.sampling import detection_probability  # noqa: E402
+from trainwitness.verifier.draw import detection_probability  # noqa: E402
 
 
 def _merkle_rows(trials: int) -> list[dict[str, object]]:

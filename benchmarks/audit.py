@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
-from trainwitness.canonical import JSONValue
-from trainwitness.delta import read_checkpoint
+from trainwitness.commit.canonical import JSONValue
+from trainwitness.commit.store import read_index
+from trainwitness.identity.signing import generate_keypair, load_private_key
 from trainwitness.prover import attest_store, record_run
-from trainwitness.signing import generate_keypair, load_private_key
-from trainwitness.store import read_index
-from trainwitness.verifier.sampling import detection_probability
+from trainwitness.tensors.delta import read_checkpoint
+from trainwitness.verifier.draw import detection_probability
 
 HERE = Path(__file__).resolve().parent
 

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainwitness.canonical import JSONValue
-from trainwitness.data import Batch, TensorDataset
-from trainwitness.spec import TrainingSpec, training_spec
+from trainwitness.commit.canonical import JSONValue
+from trainwitness.data.datasets import Batch, TensorDataset
+from trainwitness.run.spec import TrainingSpec, training_spec
 
 VOCAB = 256
 

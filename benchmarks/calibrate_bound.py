@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 import trainwitness.verifier.verify as verify_module
+from trainwitness.identity.signing import generate_keypair, load_private_key
 from trainwitness.prover import attest_store, record_run
-from trainwitness.signing import generate_keypair, load_private_key
 from trainwitness.verifier import VerifyOptions, verify_run
 
 

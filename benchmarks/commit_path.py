@@ -11,12 +11,12 @@ from typing import Any
 
 from recording import bare_steps, start_run
 
-from trainwitness.canonical import JSONValue
-from trainwitness.checkpoint import encode_checkpoint
-from trainwitness.delta import encode_delta
-from trainwitness.executor import TrainingRun, snapshot, weights_of
-from trainwitness.state import FlatState, digest_tensor_sets
-from trainwitness.store import atomic_write
+from trainwitness.commit.canonical import JSONValue
+from trainwitness.commit.store import atomic_write
+from trainwitness.run.loop import TrainingRun, snapshot, weights_of
+from trainwitness.tensors.checkpoint import encode_checkpoint
+from trainwitness.tensors.delta import encode_delta
+from trainwitness.tensors.state import FlatState, digest_tensor_sets
 
 
 def _seconds(work: Any) -> tuple[Any, float]:

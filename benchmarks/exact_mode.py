@@ -14,11 +14,12 @@ import time
 
 import torch
 
-from trainwitness.environment import apply_execution_settings
-from trainwitness.exact import DEFAULT_EXACT, ExactMode, Grid, StepHints, hints_record, rounding_targets
-from trainwitness.executor import ExactHooks, TrainingRun
-from trainwitness.spec import load_entry_point, resolve_hyperparameters
-from trainwitness.state import state_digest
+from trainwitness.commit.hints import DEFAULT_EXACT, ExactMode, Grid, StepHints, hints_record
+from trainwitness.run.environment import apply_execution_settings
+from trainwitness.run.exact import rounding_targets
+from trainwitness.run.loop import ExactHooks, TrainingRun
+from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
+from trainwitness.tensors.state import state_digest
 
 
 def _overrides(defaults: dict, steps: int) -> dict:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from trainwitness.state import FlatState, _tensor_bytes, state_digest
+from trainwitness.tensors.state import FlatState, _tensor_bytes, state_digest
 
 
 def _median_seconds(work: Callable[[], object], repeats: int) -> float:

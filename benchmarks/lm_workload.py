@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from trainwitness.data import sample_digest
-from trainwitness.executor import TrainingRun
-from trainwitness.spec import SpecFunction, resolve_hyperparameters
+from trainwitness.data.datasets import sample_digest
+from trainwitness.run.loop import TrainingRun
+from trainwitness.run.spec import SpecFunction, resolve_hyperparameters
 from trainwitness.workloads.lm import CORPUS_FILES, lm, lm_fast, read_corpus
 
 

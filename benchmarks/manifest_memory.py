@@ -22,7 +22,7 @@ from pathlib import Path
 _CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
-from trainwitness.manifest import SourceInput, build_manifest
+from trainwitness.data.manifest import SourceInput, build_manifest
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.perf_counter()
 summary = build_manifest([SourceInput("bench", Path(sys.argv[1]), license="CC0-1.0")], Path(sys.argv[2]))

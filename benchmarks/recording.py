@@ -26,14 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from trainwitness.canonical import JSONValue
-from trainwitness.checkpoint import checkpoint_parts
-from trainwitness.environment import apply_execution_settings
-from trainwitness.executor import TrainingRun, snapshot, weights_of
+from trainwitness.commit.canonical import JSONValue
 from trainwitness.prover.recorder import Recorder
-from trainwitness.spec import load_entry_point, resolve_hyperparameters
-from trainwitness.state import FlatState, digest_tensor_sets
-from trainwitness.tensorfile import write_parts
+from trainwitness.run.environment import apply_execution_settings
+from trainwitness.run.loop import TrainingRun, snapshot, weights_of
+from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
+from trainwitness.tensors.checkpoint import checkpoint_parts
+from trainwitness.tensors.state import FlatState, digest_tensor_sets
+from trainwitness.tensors.tensorfile import write_parts
 
 
 def start_run(entry_point: str, overrides: Mapping[str, JSONValue]) -> TrainingRun:

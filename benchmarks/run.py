@@ -40,11 +40,11 @@ import recording  # noqa: E402
 import storage  # noqa: E402
 import torch  # noqa: E402
 
-from trainwitness.delta import read_checkpoint  # noqa: E402
-from trainwitness.exact import DEFAULT_EXACT  # noqa: E402
-from trainwitness.spec import parse_override  # noqa: E402
-from trainwitness.state import state_digest  # noqa: E402
-from trainwitness.store import read_index  # noqa: E402
+from trainwitness.commit.hints import DEFAULT_EXACT  # noqa: E402
+from trainwitness.commit.store import read_index  # noqa: E402
+from trainwitness.run.spec import parse_override  # noqa: E402
+from trainwitness.tensors.delta import read_checkpoint  # noqa: E402
+from trainwitness.tensors.state import state_digest  # noqa: E402
 from trainwitness.verifier.bounded import BOUND  # noqa: E402
 
 DIGITS = "trainwitness.workloads.digits:digits"

@@ -26,14 +26,14 @@ import torch
 import zstandard
 from recording import start_run
 
-from trainwitness.canonical import JSONValue
-from trainwitness.checkpoint import encode_checkpoint
-from trainwitness.delta import encode_delta, read_checkpoint
-from trainwitness.exact import DEFAULT_EXACT, HINTS_FILE
-from trainwitness.executor import snapshot
+from trainwitness.commit.canonical import JSONValue
+from trainwitness.commit.hints import DEFAULT_EXACT, HINTS_FILE
+from trainwitness.commit.store import read_index
 from trainwitness.prover.train import record_run
-from trainwitness.state import FlatState
-from trainwitness.store import read_index
+from trainwitness.run.loop import snapshot
+from trainwitness.tensors.checkpoint import encode_checkpoint
+from trainwitness.tensors.delta import encode_delta, read_checkpoint
+from trainwitness.tensors.state import FlatState
 
 
 def capture_every(entry_point: str, overrides: Mapping[str, JSONValue], every: int, total: int) -> dict[int, FlatState]:

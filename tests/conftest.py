@@ -9,9 +9,9 @@ from typing import Self
 
 import pytest
 
-from trainwitness.exact import ExactMode
+from trainwitness.commit.hints import ExactMode
+from trainwitness.identity.signing import generate_keypair, load_private_key
 from trainwitness.prover import Declarations, attest_store, record_run
-from trainwitness.signing import generate_keypair, load_private_key
 
 DIGITS = "trainwitness.workloads.digits:digits"
 # 120 steps at interval 20: 6 segments, a few seconds to record and to replay in full.

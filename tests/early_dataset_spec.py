@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from trainwitness.canonical import JSONValue
-from trainwitness.spec import TrainingSpec, training_spec
+from trainwitness.commit.canonical import JSONValue
+from trainwitness.run.spec import TrainingSpec, training_spec
 from trainwitness.workloads.digits import DEFAULTS, digits, load_digits
 
 DATASET = load_digits()  # built at import: it captured no record access

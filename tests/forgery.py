@@ -10,12 +10,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from trainwitness.canonical import canonical_json
-from trainwitness.checkpoint import decode_checkpoint, encode_checkpoint
+from trainwitness.commit.canonical import canonical_json
+from trainwitness.commit.store import INDEX_FILE, find_checkpoint
+from trainwitness.identity.signing import load_private_key, seal_envelope
 from trainwitness.prover import attest_store
-from trainwitness.signing import load_private_key, seal_envelope
-from trainwitness.state import FlatState
-from trainwitness.store import INDEX_FILE, find_checkpoint
+from trainwitness.tensors.checkpoint import decode_checkpoint, encode_checkpoint
+from trainwitness.tensors.state import FlatState
 
 from .conftest import RecordedRun
 

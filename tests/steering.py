@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import torch
 
-from trainwitness.canonical import canonical_json
-from trainwitness.checkpoint import decode_checkpoint, encode_checkpoint, encode_weights
-from trainwitness.environment import apply_execution_settings
-from trainwitness.exact import HINTS_FILE, ExactMode, StepHints, hints_record, round_step, rounding_targets
-from trainwitness.executor import ExactHooks, TrainingRun, snapshot, weights_of
+from trainwitness.commit.canonical import canonical_json
+from trainwitness.commit.hints import HINTS_FILE, ExactMode, StepHints, hints_record
+from trainwitness.commit.store import INDEX_FILE, CheckpointRecord, find_checkpoint, read_index
+from trainwitness.identity.signing import load_private_key
 from trainwitness.prover import attest_store
-from trainwitness.signing import load_private_key
-from trainwitness.spec import load_entry_point, resolve_hyperparameters
-from trainwitness.state import FlatState, state_digest, weights_digest
-from trainwitness.store import INDEX_FILE, CheckpointRecord, find_checkpoint, read_index
+from trainwitness.run.environment import apply_execution_settings
+from trainwitness.run.exact import round_step, rounding_targets
+from trainwitness.run.loop import ExactHooks, TrainingRun, snapshot, weights_of
+from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
+from trainwitness.tensors.checkpoint import decode_checkpoint, encode_checkpoint, encode_weights
+from trainwitness.tensors.state import FlatState, state_digest, weights_digest
 from trainwitness.verifier.bounded import BOUND
 
 from .conftest import DIGITS, RecordedRun

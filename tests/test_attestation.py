@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from trainwitness.attestation import PREDICATE_TYPE, STATEMENT_TYPE, Statement
-from trainwitness.canonical import canonical_json
+from trainwitness.commit.canonical import canonical_json
+from trainwitness.commit.statement import PREDICATE_TYPE, STATEMENT_TYPE, Statement
 from trainwitness.errors import MalformedInputError
 
 from .conftest import RecordedRun

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainwitness.canonical import canonical_json, parse_json
+from trainwitness.commit.canonical import canonical_json, parse_json
 from trainwitness.errors import MalformedInputError
 
 

@@ -10,9 +10,9 @@ import safetensors.torch
 import torch
 import zstandard
 
-from trainwitness.checkpoint import decode_checkpoint, decode_weights, encode_checkpoint, encode_weights
 from trainwitness.errors import MalformedInputError
-from trainwitness.state import flatten, state_digest, weights_digest
+from trainwitness.tensors.checkpoint import decode_checkpoint, decode_weights, encode_checkpoint, encode_weights
+from trainwitness.tensors.state import flatten, state_digest, weights_digest
 
 
 def _flat():  # type: ignore[no-untyped-def]

@@ -13,11 +13,11 @@ import pytest
 import torch
 import zstandard
 
-from trainwitness.checkpoint import decode_checkpoint, encode_checkpoint
-from trainwitness.delta import read_checkpoint
+from trainwitness.commit.store import atomic_write, checkpoint_relpath
 from trainwitness.errors import MalformedInputError
-from trainwitness.state import FlatState, flatten, state_digest
-from trainwitness.store import atomic_write, checkpoint_relpath
+from trainwitness.tensors.checkpoint import decode_checkpoint, encode_checkpoint
+from trainwitness.tensors.delta import read_checkpoint
+from trainwitness.tensors.state import FlatState, flatten, state_digest
 
 SKELETON = json.dumps({"model": {"w": {"$tensor": "model/w"}}})
 

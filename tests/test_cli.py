@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 import trainwitness
-from trainwitness.checkpoint import decode_checkpoint, encode_checkpoint, encode_weights
 from trainwitness.cli import main
-from trainwitness.executor import weights_of
-from trainwitness.signing import load_private_key
+from trainwitness.identity.signing import load_private_key
+from trainwitness.run.loop import weights_of
+from trainwitness.tensors.checkpoint import decode_checkpoint, encode_checkpoint, encode_weights
 
 from .conftest import RecordedRun
 from .forgery import edit_payload

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from trainwitness.cli import main
-from trainwitness.code_identity import SourceFile, diff_files, locate_source_root, source_files
+from trainwitness.identity.code import SourceFile, diff_files, locate_source_root, source_files
 
 from .conftest import RecordedRun, record_and_sign
 

@@ -6,11 +6,11 @@ import gzip
 import json
 from pathlib import Path
 
-from trainwitness.canonical import canonical_json
 from trainwitness.cli import main
+from trainwitness.commit.canonical import canonical_json
+from trainwitness.identity.signing import load_private_key
 from trainwitness.prover import attest_store
-from trainwitness.sampler import ShuffledEpochSampler
-from trainwitness.signing import load_private_key
+from trainwitness.run.sampler import ShuffledEpochSampler
 from trainwitness.verifier.data_access import CheckedRecords
 from trainwitness.workloads.digits import digits_csv_path
 

@@ -10,10 +10,10 @@ import torch
 import zstandard
 
 from trainwitness.cli import main
-from trainwitness.delta import encode_delta, read_checkpoint
+from trainwitness.commit.store import atomic_write, delta_relpath
 from trainwitness.errors import MalformedInputError
-from trainwitness.state import FlatState, state_digest
-from trainwitness.store import atomic_write, delta_relpath
+from trainwitness.tensors.delta import encode_delta, read_checkpoint
+from trainwitness.tensors.state import FlatState, state_digest
 
 from .conftest import SHORT_DIGITS, record_and_sign
 
@@ -103,9 +103,9 @@ def test_delta_store_verifies_and_a_corrupt_delta_is_caught(tmp_path: Path) -> N
 
 
 def test_resume_after_a_crash_rebuilds_a_delta_checkpoint_and_ends_identically(tmp_path: Path) -> None:
-    from trainwitness.canonical import canonical_json
+    from trainwitness.commit.canonical import canonical_json
+    from trainwitness.commit.store import INDEX_FILE, read_index
     from trainwitness.prover import record_run
-    from trainwitness.store import INDEX_FILE, read_index
 
     store, weights = tmp_path / "store", tmp_path / "model.safetensors"
     first = record_run("trainwitness.workloads.digits:digits", SHORT_DIGITS, store, weights, delta_every=3)

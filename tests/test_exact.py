@@ -10,26 +10,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainwitness.canonical import canonical_json
 from trainwitness.cli import main
-from trainwitness.errors import MalformedInputError, ReplayMismatchError
-from trainwitness.exact import (
+from trainwitness.commit.canonical import canonical_json
+from trainwitness.commit.hints import (
     DEFAULT_EXACT,
     HINTS_FILE,
     Grid,
-    RoundingTarget,
     StepHints,
-    check_gradient_scale,
     decode_hints,
     encode_hints,
-    gradient_scale,
     hints_leaf,
     hints_record,
     parse_hints_record,
-    round_step,
 )
+from trainwitness.errors import MalformedInputError, ReplayMismatchError
+from trainwitness.identity.signing import load_private_key
 from trainwitness.prover import attest_store, record_run
-from trainwitness.signing import load_private_key
+from trainwitness.run.exact import RoundingTarget, check_gradient_scale, gradient_scale, round_step
 from trainwitness.verifier import VerifyOptions, verify_run
 from trainwitness.verifier.bounded import BOUND
 
@@ -139,9 +136,9 @@ def test_hints_record_with_bad_packed_entries_is_refused_by_name(field: str, pro
 
 
 def test_hints_that_decompress_past_the_bound_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    import trainwitness.exact as exact
+    import trainwitness.commit.hints as hints
 
-    monkeypatch.setattr(exact, "MAX_STEP_HINT_BYTES", 1 << 16)
+    monkeypatch.setattr(hints, "MAX_STEP_HINT_BYTES", 1 << 16)
     bomb = StepHints(state_hints=bytes(1 << 20))  # a megabyte of zeros packs into a few dozen bytes
     with pytest.raises(MalformedInputError, match="decompresses to more than"):
         parse_hints_record(hints_record(0, bomb), 0, "line")
@@ -181,7 +178,7 @@ def test_large_and_strided_tensors_round_like_small_contiguous_ones() -> None:
 
 
 def test_a_state_or_gradient_of_an_unsupported_dtype_is_refused_by_name() -> None:
-    from trainwitness.exact import gradient_targets, rounding_targets
+    from trainwitness.run.exact import gradient_targets, rounding_targets
 
     with pytest.raises(MalformedInputError, match=r"model/w is torch.bfloat16"):
         rounding_targets({"model/w": torch.zeros(3, dtype=torch.bfloat16)})
@@ -213,9 +210,9 @@ def test_verifier_accepts_a_recorded_gradient_scale_only_next_to_its_own() -> No
 
 
 def test_float32_step_and_float64_reference_land_on_the_same_grid_points_given_the_hints() -> None:
-    from trainwitness.environment import apply_execution_settings
-    from trainwitness.executor import ExactHooks, TrainingRun, snapshot
-    from trainwitness.spec import load_entry_point, resolve_hyperparameters
+    from trainwitness.run.environment import apply_execution_settings
+    from trainwitness.run.loop import ExactHooks, TrainingRun, snapshot
+    from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
 
     apply_execution_settings(1)
     function = load_entry_point(DIGITS)
@@ -313,7 +310,7 @@ def test_verify_rejects_a_gradient_scale_moved_by_one_binade_even_when_re_signed
 
 
 def test_verify_rejects_an_exact_attestation_stripped_of_its_mode(exact_run: RecordedRun) -> None:
-    from trainwitness.signing import seal_envelope
+    from trainwitness.identity.signing import seal_envelope
 
     statement = json.loads(_payload(exact_run))
     del statement["predicate"]["exact"]
@@ -390,9 +387,9 @@ def test_steering_forger_is_rejected_in_exact_mode(exact_run: RecordedRun) -> No
 
 @pytest.mark.parametrize("calls", [0, 2])
 def test_exact_mode_needs_exactly_one_optimizer_step_per_training_step(calls: int) -> None:
-    from trainwitness.data import TensorDataset
-    from trainwitness.executor import ExactHooks, TrainingRun
-    from trainwitness.spec import TrainingSpec
+    from trainwitness.data.datasets import TensorDataset
+    from trainwitness.run.loop import ExactHooks, TrainingRun
+    from trainwitness.run.spec import TrainingSpec
 
     model = torch.nn.Linear(3, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -414,9 +411,9 @@ def test_exact_mode_needs_exactly_one_optimizer_step_per_training_step(calls: in
 def test_gpu_step_and_cpu_replay_land_on_the_same_grid_points_given_the_hints() -> None:
     import copy
 
-    from trainwitness.data import TensorDataset
-    from trainwitness.executor import ExactHooks, TrainingRun
-    from trainwitness.spec import TrainingSpec
+    from trainwitness.data.datasets import TensorDataset
+    from trainwitness.run.loop import ExactHooks, TrainingRun
+    from trainwitness.run.spec import TrainingSpec
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10))

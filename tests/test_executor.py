@@ -1,9 +1,9 @@
 import pytest
 
-from trainwitness.checkpoint import decode_checkpoint, encode_checkpoint
-from trainwitness.executor import TrainingRun, snapshot
-from trainwitness.spec import load_entry_point, resolve_hyperparameters
-from trainwitness.state import FlatState, state_digest
+from trainwitness.run.loop import TrainingRun, snapshot
+from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
+from trainwitness.tensors.checkpoint import decode_checkpoint, encode_checkpoint
+from trainwitness.tensors.state import FlatState, state_digest
 
 
 def test_restore_does_not_let_training_write_into_the_restored_checkpoint() -> None:

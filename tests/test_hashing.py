@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from trainwitness.commit.hashing import (
+    CHUNK_BYTES,
+    chunked_digest,
+    domain_hash,
+    file_sha256,
+    format_digest,
+    parse_digest,
+)
 from trainwitness.errors import MalformedInputError
-from trainwitness.hashing import CHUNK_BYTES, chunked_digest, domain_hash, file_sha256, format_digest, parse_digest
 
 
 def test_domain_hash_is_pinned_and_follows_its_definition() -> None:

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from tests.conftest import RecordedRun, record_and_sign
-from trainwitness.data import sample_digest
+from trainwitness.data.datasets import sample_digest
 from trainwitness.errors import MalformedInputError, MissingInputError
-from trainwitness.executor import TrainingRun
-from trainwitness.spec import resolve_hyperparameters
-from trainwitness.state import flatten, unflatten
+from trainwitness.run.loop import TrainingRun
+from trainwitness.run.spec import resolve_hyperparameters
+from trainwitness.tensors.state import flatten, unflatten
 from trainwitness.verifier import VerifyOptions, verify_run
 from trainwitness.workloads import lm as lm_module
 from trainwitness.workloads.lm import (

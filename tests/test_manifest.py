@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from trainwitness.cli import main
-from trainwitness.errors import CommitmentError, MalformedInputError
-from trainwitness.hashing import format_digest
-from trainwitness.manifest import (
+from trainwitness.commit.hashing import format_digest
+from trainwitness.commit.merkle import merkle_root
+from trainwitness.data.manifest import (
     ManifestSummary,
     SampleEntry,
     SourceInput,
@@ -22,8 +22,8 @@ from trainwitness.manifest import (
     read_manifest,
     record_digest,
 )
-from trainwitness.merkle import merkle_root
-from trainwitness.records import iter_records, read_records
+from trainwitness.data.records import iter_records, read_records
+from trainwitness.errors import CommitmentError, MalformedInputError
 
 from .conftest import RecordedRun
 
@@ -133,7 +133,7 @@ def test_files_are_records_in_the_byte_order_of_their_relative_paths(tmp_path: P
     for rel in ["a/b", "a.txt", "a-c", "b/z/y", "b/z.txt", "B"]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(rel)
-    from trainwitness.records import list_files
+    from trainwitness.data.records import list_files
 
     paths = [rel for rel, _ in list_files(tmp_path)]
     assert paths == sorted(paths, key=lambda p: p.encode("utf-8"))

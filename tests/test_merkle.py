@@ -7,8 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from trainwitness.errors import CommitmentError
-from trainwitness.merkle import (
+from trainwitness.commit.merkle import (
     EMPTY_ROOT,
     InclusionProof,
     MerkleTree,
@@ -18,6 +17,7 @@ from trainwitness.merkle import (
     node_hash,
     verify_inclusion,
 )
+from trainwitness.errors import CommitmentError
 
 SEVEN_LEAVES = [b"leaf-%d" % i for i in range(7)]
 

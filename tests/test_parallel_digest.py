@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from trainwitness.hashing import CHUNK_BYTES, chunked_digest, combine_chunk_digests, hash_chunks
-from trainwitness.state import digest_tensors, tensor_digest
+from trainwitness.commit.hashing import CHUNK_BYTES, chunked_digest, combine_chunk_digests, hash_chunks
+from trainwitness.tensors.state import digest_tensors, tensor_digest
 
 
 def _state() -> dict[str, torch.Tensor]:

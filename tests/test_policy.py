@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from trainwitness.canonical import canonical_json
 from trainwitness.cli import main
+from trainwitness.commit.canonical import canonical_json
 from trainwitness.errors import PolicyError
-from trainwitness.policy import evaluate, load_policy, shipped_policies
+from trainwitness.identity.signing import load_private_key
 from trainwitness.prover import attest_store
-from trainwitness.signing import load_private_key
+from trainwitness.verifier.policy import evaluate, load_policy, shipped_policies
 
 from .conftest import RecordedRun
 
@@ -86,7 +86,7 @@ def test_shipped_policies_say_where_they_come_from_and_that_they_are_examples() 
     evaluate(load_policy("fedora-content"), "CC-BY-ND-4.0", "x")  # Fedora allows no-derivatives content
     with pytest.raises(PolicyError, match="DFSG 3"):
         evaluate(load_policy("debian-dfsg"), "CC-BY-ND-4.0", "x")
-    for path in Path(__file__).parents[1].joinpath("src/trainwitness/policies").glob("*.toml"):
+    for path in Path(__file__).parents[1].joinpath("verifier/policies").glob("*.toml"):
         assert "EXAMPLE POLICY" in path.read_text().splitlines()[0]
 
 

@@ -14,10 +14,10 @@ import pytest
 
 import trainwitness
 from trainwitness.cli import main
+from trainwitness.commit.store import INDEX_FILE, checkpoint_relpath, read_index
 from trainwitness.errors import MalformedInputError
+from trainwitness.identity.signing import load_private_key
 from trainwitness.prover import attest_store, record_run
-from trainwitness.signing import load_private_key
-from trainwitness.store import INDEX_FILE, checkpoint_relpath, read_index
 
 from .conftest import DIGITS, SHORT_DIGITS, RecordedRun
 from .forgery import resign

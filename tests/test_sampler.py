@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainwitness.sampler import ShuffledEpochSampler, epoch_permutation
+from trainwitness.run.sampler import ShuffledEpochSampler, epoch_permutation
 
 
 def test_first_permutation_for_a_fixed_seed_is_pinned() -> None:

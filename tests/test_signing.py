@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trainwitness.errors import MalformedInputError, MissingInputError, SignatureError
-from trainwitness.signing import (
+from trainwitness.identity.signing import (
     PAYLOAD_TYPE,
     _pae,
     generate_keypair,

@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from trainwitness.canonical import canonical_json
+from trainwitness.commit.canonical import canonical_json
+from trainwitness.commit.hashing import domain_hash, format_digest
 from trainwitness.errors import MalformedInputError
-from trainwitness.hashing import domain_hash, format_digest
-from trainwitness.state import FlatState, flatten, state_digest, tensor_digest, unflatten, weights_digest
+from trainwitness.tensors.state import FlatState, flatten, state_digest, tensor_digest, unflatten, weights_digest
 
 
 def _small() -> torch.Tensor:

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from trainwitness.canonical import canonical_json
-from trainwitness.errors import MalformedInputError, MissingInputError
-from trainwitness.merkle import leaf_hash
-from trainwitness.store import (
+from trainwitness.commit.canonical import canonical_json
+from trainwitness.commit.merkle import leaf_hash
+from trainwitness.commit.store import (
     INDEX_FILE,
     CheckpointRecord,
     StepRecord,
@@ -22,6 +21,7 @@ from trainwitness.store import (
     read_index,
     read_store_file,
 )
+from trainwitness.errors import MalformedInputError, MissingInputError
 
 STEP = StepRecord(step=3, sample_ids=(5, 1, 9), batch_digest="sha256:" + "11" * 32, rng_digest="sha256:" + "22" * 32)
 CHECKPOINT = CheckpointRecord(index=1, step=20, state_digest="sha256:" + "33" * 32, weights_digest="sha256:" + "44" * 32)

@@ -9,9 +9,9 @@ import safetensors.torch
 import torch
 import zstandard
 
-from trainwitness.checkpoint import decode_checkpoint, encode_checkpoint
-from trainwitness.state import DTYPE_NAMES, FlatState, digest_tensor_sets, state_digest, weights_digest
-from trainwitness.tensorfile import join_parts, safetensors_parts, write_parts
+from trainwitness.tensors.checkpoint import decode_checkpoint, encode_checkpoint
+from trainwitness.tensors.state import DTYPE_NAMES, FlatState, digest_tensor_sets, state_digest, weights_digest
+from trainwitness.tensors.tensorfile import join_parts, safetensors_parts, write_parts
 
 # Every supported dtype, names that sort differently by bytes and by dtype, a non-contiguous view,
 # an empty tensor, and metadata that needs JSON escaping (quotes, backslash, control and non-ASCII).

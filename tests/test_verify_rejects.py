@@ -11,19 +11,19 @@ import pytest
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from trainwitness.canonical import canonical_json, parse_json
-from trainwitness.checkpoint import decode_weights, encode_weights
 from trainwitness.cli import main
-from trainwitness.data import batch_digest
+from trainwitness.commit.canonical import canonical_json, parse_json
+from trainwitness.commit.hashing import file_sha256, parse_digest
+from trainwitness.commit.merkle import MerkleTree, verify_inclusion
+from trainwitness.commit.store import INDEX_FILE, RUN_FILE, checkpoint_steps, read_index
+from trainwitness.data.datasets import batch_digest
 from trainwitness.errors import CommitmentError
-from trainwitness.executor import TrainingRun, weights_of
-from trainwitness.hashing import file_sha256, parse_digest
-from trainwitness.merkle import MerkleTree, verify_inclusion
+from trainwitness.identity.signing import load_private_key
 from trainwitness.prover.recorder import Recorder
-from trainwitness.signing import load_private_key
-from trainwitness.spec import load_entry_point, resolve_hyperparameters
-from trainwitness.state import state_digest
-from trainwitness.store import INDEX_FILE, RUN_FILE, checkpoint_steps, read_index
+from trainwitness.run.loop import TrainingRun, weights_of
+from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
+from trainwitness.tensors.checkpoint import decode_weights, encode_weights
+from trainwitness.tensors.state import state_digest
 from trainwitness.workloads.digits import digits
 
 from .conftest import DIGITS, SHORT_DIGITS, RecordedRun

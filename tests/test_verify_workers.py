@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from trainwitness.cli import main
 from trainwitness.errors import MalformedInputError
-from trainwitness.state import FlatState
+from trainwitness.tensors.state import FlatState
 from trainwitness.verifier import VerifyOptions, sandbox, verify, verify_run
 from trainwitness.verifier.report import Report
 from trainwitness.verifier.sandbox import (

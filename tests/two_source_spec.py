@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainwitness.canonical import JSONValue
-from trainwitness.data import Batch, DataSource, SourceDataset
-from trainwitness.spec import TrainingSpec, training_spec
+from trainwitness.commit.canonical import JSONValue
+from trainwitness.data.datasets import Batch, DataSource, SourceDataset
+from trainwitness.run.spec import TrainingSpec, training_spec
 
 
 def _data_dir() -> Path:

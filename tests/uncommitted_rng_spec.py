@@ -11,9 +11,9 @@ from collections.abc import Mapping
 
 import torch
 
-from trainwitness.canonical import JSONValue
-from trainwitness.data import Batch
-from trainwitness.spec import TrainingSpec, training_spec
+from trainwitness.commit.canonical import JSONValue
+from trainwitness.data.datasets import Batch
+from trainwitness.run.spec import TrainingSpec, training_spec
 from trainwitness.workloads.digits import DEFAULTS, digits
 
 

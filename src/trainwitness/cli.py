@@ -12,13 +12,13 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import MalformedInputError, TrainwitnessError
+from trainwitness.errors import MalformedInputError, TrainwitnessError
 
 __all__ = ["main"]
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from .signing import generate_keypair, key_id
+    from trainwitness.identity.signing import generate_keypair, key_id
 
     out: Path = args.out
     private, public = out / f"{args.name}.key", out / f"{args.name}.pub"
@@ -31,11 +31,11 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .exact import DEFAULT_EXACT
-    from .progress import progress_line
-    from .prover import Declarations, attest_store, record_run
-    from .signing import load_private_key
-    from .spec import parse_override
+    from trainwitness.commit.hints import DEFAULT_EXACT
+    from trainwitness.identity.signing import load_private_key
+    from trainwitness.progress import progress_line
+    from trainwitness.prover import Declarations, attest_store, record_run
+    from trainwitness.run.spec import parse_override
 
     overrides = dict(parse_override(item) for item in args.set)
     run = record_run(
@@ -61,8 +61,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _attest(args: argparse.Namespace) -> int:
-    from .prover import attest_store
-    from .signing import load_private_key
+    from trainwitness.identity.signing import load_private_key
+    from trainwitness.prover import attest_store
 
     args.out.write_bytes(attest_store(args.store, args.weights, load_private_key(args.key)))
     print(f"signed attestation {args.out}")
@@ -70,8 +70,8 @@ def _attest(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .progress import progress_line
-    from .verifier import VerifyOptions, verify_run
+    from trainwitness.progress import progress_line
+    from trainwitness.verifier import VerifyOptions, verify_run
 
     options = VerifyOptions(
         segments=None if args.all else args.segments,
@@ -99,7 +99,7 @@ def _name_value(text: str, option: str) -> tuple[str, str]:
 
 
 def _data_manifest(args: argparse.Namespace) -> int:
-    from .manifest import SourceInput, build_manifest
+    from trainwitness.data.manifest import SourceInput, build_manifest
 
     licenses = dict(_name_value(item, "--license") for item in args.license)
     descriptions = dict(_name_value(item, "--description") for item in args.description)
@@ -132,8 +132,8 @@ def _data_manifest(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .attestation import Statement
-    from .signing import _unverified_payload
+    from trainwitness.commit.statement import Statement
+    from trainwitness.identity.signing import _unverified_payload
 
     data = args.attestation.read_bytes() if args.attestation.is_file() else b""
     if not data:
@@ -146,7 +146,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import fresh_directory, run_demo
+    from trainwitness.demo import fresh_directory, run_demo
 
     try:
         out = fresh_directory(args.out)

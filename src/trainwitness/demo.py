@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .progress import progress_line
-from .prover import attest_store, record_run
-from .signing import generate_keypair, load_private_key
-from .verifier import Report, VerifyOptions, verify_run
+from trainwitness.identity.signing import generate_keypair, load_private_key
+from trainwitness.progress import progress_line
+from trainwitness.prover import attest_store, record_run
+from trainwitness.verifier import Report, VerifyOptions, verify_run
 
 __all__ = ["run_demo", "fresh_directory"]
 

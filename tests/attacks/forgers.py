@@ -18,20 +18,10 @@ from pathlib import Path
 
 import torch
 
-from trainwitness.canonical import canonical_json, parse_json
-from trainwitness.checkpoint import MAX_CHECKPOINT_BYTES, decode_checkpoint, encode_checkpoint, encode_weights
-from trainwitness.data import Batch
-from trainwitness.errors import TrainwitnessError
-from trainwitness.executor import TrainingRun, weights_of
-from trainwitness.hashing import format_digest
-from trainwitness.merkle import merkle_root
-from trainwitness.prover import attest_store, record_run
-from trainwitness.prover.recorder import Recorder
-from trainwitness.rng import capture_rng
-from trainwitness.signing import generate_keypair, load_private_key, load_public_key, open_envelope, seal_envelope
-from trainwitness.spec import load_entry_point, resolve_hyperparameters
-from trainwitness.state import FlatState, state_digest, weights_digest
-from trainwitness.store import (
+from trainwitness.commit.canonical import canonical_json, parse_json
+from trainwitness.commit.hashing import format_digest
+from trainwitness.commit.merkle import merkle_root
+from trainwitness.commit.store import (
     INDEX_FILE,
     MANIFEST_FILE,
     RUN_FILE,
@@ -42,8 +32,24 @@ from trainwitness.store import (
     read_index,
     read_store_file,
 )
+from trainwitness.data.datasets import Batch
+from trainwitness.errors import TrainwitnessError
+from trainwitness.identity.signing import (
+    generate_keypair,
+    load_private_key,
+    load_public_key,
+    open_envelope,
+    seal_envelope,
+)
+from trainwitness.prover import attest_store, record_run
+from trainwitness.prover.recorder import Recorder
+from trainwitness.run.loop import TrainingRun, weights_of
+from trainwitness.run.rng import capture_rng
+from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
+from trainwitness.tensors.checkpoint import MAX_CHECKPOINT_BYTES, decode_checkpoint, encode_checkpoint, encode_weights
+from trainwitness.tensors.state import FlatState, state_digest, weights_digest
 from trainwitness.verifier import VerifyOptions, verify_run
-from trainwitness.verifier.sampling import choose_segments
+from trainwitness.verifier.draw import choose_segments
 
 from ..conftest import RecordedRun
 
@@ -215,7 +221,7 @@ def fine_tune_last_checkpoint(honest: Run, root: Path, epsilon: float = 1e-3) ->
 # -- forging the attestation ----------------------------------------------------------------------
 
 def _edited_weights(run: Run) -> bytes:
-    from trainwitness.checkpoint import decode_weights
+    from trainwitness.tensors.checkpoint import decode_weights
 
     weights = decode_weights(run.weights.read_bytes(), "weights")
     return encode_weights({k: v + 1e-3 if v.is_floating_point() else v for k, v in weights.items()})
@@ -229,8 +235,8 @@ def reuse_attestation_for_other_weights(honest: Run, root: Path) -> Run:
 
 def sign_statement_for_fine_tuned_weights(honest: Run, root: Path) -> Run:
     """A hand-made statement: the honest claim, but the subject is a fine-tuned weights file."""
-    from trainwitness.attestation import Statement
-    from trainwitness.hashing import file_sha256
+    from trainwitness.commit.hashing import file_sha256
+    from trainwitness.commit.statement import Statement
 
     run = copy_run(honest, root)
     run.weights.write_bytes(_edited_weights(run))
@@ -250,7 +256,7 @@ def resign_with_other_key(honest: Run, root: Path) -> Run:
 
 
 def _resign_with_commitment(run: Run, tree: str, root: str, size: int) -> None:
-    from trainwitness.attestation import Statement, TreeCommitment
+    from trainwitness.commit.statement import Statement, TreeCommitment
 
     statement = Statement.from_payload(open_envelope(run.attestation.read_bytes(), load_public_key(run.public_key)))
     commitments = dict(statement.claim.commitments)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from trainwitness.merkle import InclusionProof, MerkleTree, leaf_hash, node_hash
+from trainwitness.commit.merkle import InclusionProof, MerkleTree, leaf_hash, node_hash
 
 
 def inner_node_as_leaf(leaves: list[bytes], i: int) -> tuple[bytes, InclusionProof, bytes]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from trainwitness.cli import main
-from trainwitness.verifier.sampling import choose_segments, detection_probability
+from trainwitness.verifier.draw import choose_segments, detection_probability
 
 from .conftest import SMALL
 from .forgers import ATTACKS, Attack, Run, forged_segments, honest_run, measure, verdict

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trainwitness.commit.merkle import InclusionProof, MerkleTree, leaf_hash, merkle_root, node_hash, verify_inclusion
 from trainwitness.errors import CommitmentError
-from trainwitness.merkle import InclusionProof, MerkleTree, leaf_hash, merkle_root, node_hash, verify_inclusion
 
 from .merkle_forgers import (
     bitcoin_style_root,

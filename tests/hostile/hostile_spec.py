@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from trainwitness.canonical import JSONValue
-from trainwitness.data import Batch
-from trainwitness.spec import TrainingSpec, training_spec
+from trainwitness.commit.canonical import JSONValue
+from trainwitness.data.datasets import Batch
+from trainwitness.run.spec import TrainingSpec, training_spec
 from trainwitness.workloads.digits import DEFAULTS, digits
 
 HOSTILE_DEFAULTS: dict[str, JSONValue] = {

@@ -8,9 +8,9 @@ import pytest
 import torch
 import zstandard
 
-from trainwitness.checkpoint import decode_checkpoint, encode_checkpoint
 from trainwitness.errors import MalformedInputError
-from trainwitness.state import flatten
+from trainwitness.tensors.checkpoint import decode_checkpoint, encode_checkpoint
+from trainwitness.tensors.state import flatten
 
 GIB_OF_ZEROS_PIECES = 64  # 64 pieces of 16 MiB: 1 GiB once decompressed, about 32 KiB compressed
 

@@ -15,13 +15,13 @@ import pytest
 import torch
 import zstandard
 
-from trainwitness.attestation import Statement
-from trainwitness.checkpoint import decode_checkpoint, encode_checkpoint, encode_weights
 from trainwitness.cli import main
-from trainwitness.hashing import file_sha256
-from trainwitness.signing import load_private_key, load_public_key, open_envelope, seal_envelope
-from trainwitness.state import FlatState
-from trainwitness.store import find_checkpoint
+from trainwitness.commit.hashing import file_sha256
+from trainwitness.commit.statement import Statement
+from trainwitness.commit.store import find_checkpoint
+from trainwitness.identity.signing import load_private_key, load_public_key, open_envelope, seal_envelope
+from trainwitness.tensors.checkpoint import decode_checkpoint, encode_checkpoint, encode_weights
+from trainwitness.tensors.state import FlatState
 
 from ..conftest import RecordedRun
 

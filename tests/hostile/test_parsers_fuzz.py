@@ -17,15 +17,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trainwitness.attestation import Statement, TrainingClaim, TreeCommitment
-from trainwitness.canonical import canonical_json, parse_json
-from trainwitness.checkpoint import decode_checkpoint, decode_weights, encode_checkpoint, encode_weights
+from trainwitness.commit.canonical import canonical_json, parse_json
+from trainwitness.commit.hashing import format_digest
+from trainwitness.commit.merkle import InclusionProof, MerkleTree, verify_inclusion
+from trainwitness.commit.statement import Statement, TrainingClaim, TreeCommitment
+from trainwitness.commit.store import INDEX_FILE, CheckpointRecord, StepRecord, read_index
 from trainwitness.errors import InputError, MalformedInputError, VerificationError
-from trainwitness.hashing import format_digest
-from trainwitness.merkle import InclusionProof, MerkleTree, verify_inclusion
-from trainwitness.signing import _unverified_payload, open_envelope, seal_envelope
-from trainwitness.state import flatten, state_digest
-from trainwitness.store import INDEX_FILE, CheckpointRecord, StepRecord, read_index
+from trainwitness.identity.signing import _unverified_payload, open_envelope, seal_envelope
+from trainwitness.tensors.checkpoint import decode_checkpoint, decode_weights, encode_checkpoint, encode_weights
+from trainwitness.tensors.state import flatten, state_digest
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 OURS = (InputError, VerificationError)

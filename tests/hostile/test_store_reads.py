@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from trainwitness.commit.store import read_index, read_store_file
 from trainwitness.errors import InputError, MalformedInputError
-from trainwitness.store import read_index, read_store_file
 
 
 def test_read_refuses_a_checkpoint_directory_symlinked_out_of_the_store(tmp_path: Path) -> None:
@@ -53,8 +53,8 @@ def test_read_refuses_an_oversized_file(tmp_path: Path) -> None:
 # -- the store's manifest ----------------------------------------------------------------------------
 
 def _signed_summary(run_store: Path):  # type: ignore[no-untyped-def]
-    from trainwitness.canonical import parse_json
-    from trainwitness.manifest import ManifestSummary
+    from trainwitness.commit.canonical import parse_json
+    from trainwitness.data.manifest import ManifestSummary
 
     declared = parse_json((run_store / "run.json").read_bytes(), "run.json")
     return ManifestSummary.from_json(declared["data"]["manifest"], "run.json")
@@ -62,7 +62,7 @@ def _signed_summary(run_store: Path):  # type: ignore[no-untyped-def]
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this OS")
 def test_read_manifest_of_a_fifo_fails_instead_of_hanging(digits_run) -> None:  # type: ignore[no-untyped-def]
-    from trainwitness.manifest import read_manifest
+    from trainwitness.data.manifest import read_manifest
 
     signed = _signed_summary(digits_run.store)
     (digits_run.store / "manifest.jsonl").unlink()
@@ -72,7 +72,7 @@ def test_read_manifest_of_a_fifo_fails_instead_of_hanging(digits_run) -> None:  
 
 
 def test_read_manifest_of_a_directory_is_refused(digits_run) -> None:  # type: ignore[no-untyped-def]
-    from trainwitness.manifest import read_manifest
+    from trainwitness.data.manifest import read_manifest
 
     signed = _signed_summary(digits_run.store)
     (digits_run.store / "manifest.jsonl").unlink()
@@ -82,7 +82,7 @@ def test_read_manifest_of_a_directory_is_refused(digits_run) -> None:  # type: i
 
 
 def test_read_manifest_refuses_an_endless_line_without_reading_it_whole(digits_run) -> None:  # type: ignore[no-untyped-def]
-    from trainwitness.manifest import read_manifest
+    from trainwitness.data.manifest import read_manifest
 
     signed = _signed_summary(digits_run.store)
     (digits_run.store / "manifest.jsonl").write_bytes(b"{" + b" " * (4 << 20) + b"}\n")

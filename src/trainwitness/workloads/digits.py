@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..canonical import JSONValue
-from ..data import Batch, DataSource, SourceDataset
-from ..errors import MalformedInputError, MissingInputError
-from ..spec import TrainingSpec, training_spec
+from trainwitness.commit.canonical import JSONValue
+from trainwitness.data.datasets import Batch, DataSource, SourceDataset
+from trainwitness.errors import MalformedInputError, MissingInputError
+from trainwitness.run.spec import TrainingSpec, training_spec
 
 
 def digits_csv_path() -> Path:

@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..canonical import JSONValue
-from ..data import Batch, TensorDataset
-from ..errors import MalformedInputError, MissingInputError
-from ..spec import TrainingSpec, training_spec
+from trainwitness.commit.canonical import JSONValue
+from trainwitness.data.datasets import Batch, TensorDataset
+from trainwitness.errors import MalformedInputError, MissingInputError
+from trainwitness.run.spec import TrainingSpec, training_spec
 
 __all__ = [
     "CORPUS_FILES",

@@ -1,0 +1,59 @@
+"""Build the signed attestation from a complete store and the final weights file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from trainwitness.commit.canonical import parse_json
+from trainwitness.commit.hashing import file_sha256, format_digest
+from trainwitness.commit.hints import ExactMode, hints_leaves, read_hints
+from trainwitness.commit.merkle import merkle_root
+from trainwitness.commit.statement import Statement, TrainingClaim, TreeCommitment
+from trainwitness.commit.store import RUN_FILE, checkpoint_steps, read_index, read_store_file
+from trainwitness.errors import MalformedInputError
+from trainwitness.identity.signing import seal_envelope
+from trainwitness.tensors.checkpoint import decode_weights
+from trainwitness.tensors.state import weights_digest
+
+__all__ = ["attest_store"]
+
+
+def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey) -> bytes:
+    """A DSSE envelope over the run's Statement; refuses an incomplete store or foreign weights."""
+    declared = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
+    hp = declared["hyperparameters"]
+    index = read_index(store)
+    expected = checkpoint_steps(hp["total_steps"], hp["checkpoint_interval"])
+    if len(index.steps) != hp["total_steps"] or [c.step for c in index.checkpoints] != expected:
+        raise MalformedInputError(
+            f"store {store} is incomplete: {len(index.steps)} of {hp['total_steps']} steps, "
+            f"{len(index.checkpoints)} of {len(expected)} checkpoints; resume training first"
+        )
+    exact = None if "exact" not in declared else ExactMode.from_json(declared["exact"], f"{store}/{RUN_FILE} exact")
+    hints = {} if exact is None else {
+        "hints": TreeCommitment(format_digest(merkle_root(hints_leaves(read_hints(store, hp["total_steps"])))), hp["total_steps"])
+    }
+    final = index.checkpoints[-1]
+    weights = decode_weights(weights_path.read_bytes(), str(weights_path))
+    if weights_digest(weights) != final.weights_digest:
+        raise MalformedInputError(f"{weights_path} is not the final checkpoint's weights")
+    claim = TrainingClaim(
+        code=declared["code"],
+        environment=declared["environment"],
+        hyperparameters=hp,
+        data=declared["data"],
+        commitments={
+            "checkpoints": TreeCommitment(format_digest(merkle_root(index.checkpoint_leaves())), len(index.checkpoints)),
+            "batches": TreeCommitment(format_digest(merkle_root(index.batch_leaves())), len(index.steps)),
+            "rng": TreeCommitment(format_digest(merkle_root(index.rng_leaves())), len(index.steps)),
+            **hints,
+        },
+        final_state_digest=final.state_digest,
+        final_weights_digest=final.weights_digest,
+        weights_license=declared.get("weights_license"),
+        exact=exact,
+    )
+    statement = Statement(subject_name=weights_path.name, subject_sha256=file_sha256(str(weights_path)).hex(), claim=claim)
+    return seal_envelope(statement.to_payload(), key)

@@ -1,0 +1,239 @@
+"""The Recorder: commits each step's batch and RNG state and writes checkpoints, off the training thread.
+
+The training thread only copies what it must (the batch, a CPU snapshot of a checkpoint) and hands
+it to one background writer through a bounded queue; a full queue blocks the trainer
+(back-pressure) rather than growing memory. The writer hashes, serialises, compresses and writes in
+order. Durability: a checkpoint's file is durable before its index record is appended, and each
+checkpoint record is fsync'd (with every step record before it) as soon as it is written; ``wait``
+and ``close`` fsync whatever was recorded before them, so nothing acknowledged is lost. Step jobs
+reach the writer in groups of ``_STEP_BATCH`` (and before every checkpoint, ``wait`` and ``close``),
+so the trainer wakes the writer once a group rather than once a step. Step
+records are not fsync'd one by one: any a crash loses lie after the last durable checkpoint, where
+resume cuts the index back and re-runs them anyway (one fsync per checkpoint, not one per step).
+With ``delta_every=F`` checkpoints are written as XOR deltas against the previous one (see
+``trainwitness.tensors.delta``), a keyframe every F checkpoints and first after every start or resume; the
+writer keeps its private copy of the previous checkpoint for that (one more state in memory).
+
+What the training thread pays, per step: a copy of the batch and an append to a list; per
+checkpoint: one copy of the state into a snapshot buffer the writer has finished with (a
+preallocated copy: no fresh allocation, no page faults), or a fresh one when none is free. The
+writer never holds the GIL for long: the checkpoint file is streamed from views of the snapshot
+through zstd into the file (``tensorfile``), where ``safetensors.torch.save`` used to copy the
+state twice with the GIL held; the state and weights digests hash the bytes once; and the writer
+threads run at a lower CPU priority than training (``writer_nice``), so on a busy machine the
+scheduler gives the trainer the core first (the bounded queue still stops the writer falling behind
+without limit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO
+
+from trainwitness.commit.canonical import canonical_json
+from trainwitness.commit.hints import HINTS_FILE, StepHints, hints_record
+from trainwitness.commit.store import INDEX_FILE, CheckpointRecord, StepRecord, checkpoint_relpath, delta_relpath
+from trainwitness.data.datasets import Batch, batch_digest
+from trainwitness.run.loop import snapshot, weights_of
+from trainwitness.run.rng import rng_digest
+from trainwitness.tensors.checkpoint import checkpoint_parts
+from trainwitness.tensors.delta import MAX_DELTA_CHAIN, delta_parts
+from trainwitness.tensors.state import FlatState, digest_tensor_sets
+from trainwitness.tensors.tensorfile import write_parts
+
+__all__ = ["Recorder"]
+
+_STOP = object()
+# Steps handed to the writer per queue item. Waking the writer is a GIL hand-over that the training
+# thread pays for (milliseconds on a busy machine); once per step was most of the recorder's cost.
+_STEP_BATCH = 32
+# Snapshot buffers the writer has finished with, kept for the next checkpoint's copy (double buffering).
+_SPARE_SNAPSHOTS = 1
+
+
+def _thread_nice() -> int | None:
+    """The calling thread's nice value (Linux: a thread is a task with its own), or None where unsupported."""
+    try:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) if hasattr(os, "getpriority") else None
+    except OSError:
+        return None
+
+
+def _set_thread_nice(nice: int | None) -> None:
+    """Set the calling thread's nice value (higher is lower priority); threads it starts inherit it."""
+    if nice is not None:
+        with contextlib.suppress(OSError):  # not permitted here: run at the inherited priority
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, nice))
+
+
+def _same_layout(a: FlatState, b: FlatState) -> bool:
+    return a.tensors.keys() == b.tensors.keys() and all(
+        t.dtype == b.tensors[n].dtype and t.shape == b.tensors[n].shape for n, t in a.tensors.items()
+    )
+
+
+class Recorder:
+    def __init__(
+        self,
+        store: Path,
+        compress_level: int | None = 3,
+        queue_depth: int = 8,
+        hash_workers: int = 2,
+        delta_every: int | None = None,
+        writer_nice: int = 5,
+    ) -> None:
+        if delta_every is not None and not (1 <= delta_every <= MAX_DELTA_CHAIN and compress_level is not None):
+            raise ValueError(f"delta checkpoints need compression and a keyframe every 1..{MAX_DELTA_CHAIN} checkpoints")
+        self.store = store
+        self.compress_level = compress_level
+        self.delta_every = delta_every
+        self._previous: tuple[int, FlatState] | None = None  # writer thread only: the base of the next delta
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_depth)
+        self._error: BaseException | None = None
+        self._index = open(store / INDEX_FILE, "ab")
+        self._hints: BinaryIO | None = None  # exact mode's hints.jsonl, opened on first use
+        self._unsynced = 0
+        trainer_nice = _thread_nice()
+        self._writer_nice = None if trainer_nice is None or writer_nice <= 0 else trainer_nice + writer_nice
+        self._hashers = ThreadPoolExecutor(
+            max_workers=hash_workers, thread_name_prefix="trainwitness-hash", initializer=_set_thread_nice, initargs=(self._writer_nice,)
+        )
+        self._spares: queue.Queue[FlatState] = queue.Queue(maxsize=_SPARE_SNAPSHOTS)  # writer puts, trainer takes
+        self.checkpoints: list[CheckpointRecord] = []
+        self._pending: list[Callable[[], None]] = []  # training thread only: step jobs not yet handed over
+        self._worker = threading.Thread(target=self._drain, name="trainwitness-recorder", daemon=True)
+        self._worker.start()
+
+    # -- training thread -------------------------------------------------------------------------
+
+    def record_step(self, step: int, sample_ids: list[int], batch: Batch, rng: FlatState) -> None:
+        """Commit the batch about to be trained on and the RNG state the step starts from."""
+        # Copy point: the step may modify the batch in place; the RNG capture is already a copy.
+        private = {k: v.detach().clone() for k, v in batch.items()}
+        ids = tuple(sample_ids)
+        self._pending.append(lambda: self._write_step(step, ids, private, rng))
+        if len(self._pending) >= _STEP_BATCH:
+            self._hand_over_steps()
+
+    def record_hints(self, step: int, hints: StepHints) -> None:
+        """Exact mode: append the step's hints to hints.jsonl (StepHints is immutable: no copy)."""
+        self._put(lambda: self._write_hints(step, hints))
+
+    def record_checkpoint(self, index: int, step: int, state: FlatState) -> None:
+        """Commit a full checkpoint. ``state`` is copied here (device-to-host where on a GPU)."""
+        self._hand_over_steps()  # the index is written in order: the steps before the checkpoint first
+        private = self._snapshot(state)
+        self._put(lambda: self._write_checkpoint(index, step, private))
+
+    def _snapshot(self, state: FlatState) -> FlatState:
+        """A private copy of ``state``, into a spare snapshot buffer when one of the same layout is free."""
+        try:
+            spare = self._spares.get_nowait()
+        except queue.Empty:
+            return snapshot(state)  # copy point: fresh buffers (device-to-host on a GPU)
+        if not _same_layout(spare, state):
+            return snapshot(state)
+        for name, tensor in state.tensors.items():
+            spare.tensors[name].copy_(tensor.detach())  # copy point: into the spare (device-to-host on a GPU)
+        return FlatState(spare.tensors, state.skeleton)
+
+    def wait(self) -> None:
+        """Block until everything recorded so far is durable; re-raise a writer failure."""
+        self._hand_over_steps()
+        self._put(self._sync)  # a barrier: runs after every earlier job, in order
+        self._queue.join()
+        self._raise_if_failed()
+
+    def close(self) -> None:
+        if self._error is None:
+            self._hand_over_steps()
+        self._queue.put(_STOP)
+        self._worker.join()
+        self._hashers.shutdown()
+        self._index.close()
+        if self._hints is not None:
+            self._hints.close()
+        self._raise_if_failed()
+
+    def _hand_over_steps(self) -> None:
+        if self._pending:
+            jobs, self._pending = self._pending, []
+            self._put(lambda: self._run_all(jobs))
+
+    @staticmethod
+    def _run_all(jobs: list[Callable[[], None]]) -> None:
+        for job in jobs:
+            job()
+
+    def _put(self, job: Callable[[], None]) -> None:
+        self._raise_if_failed()
+        self._queue.put(job)  # blocks when the writer is behind: back-pressure, bounded memory
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"the recorder's writer failed: {self._error}") from self._error
+
+    # -- writer thread ---------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        _set_thread_nice(self._writer_nice)
+        while True:
+            job = self._queue.get()
+            try:
+                if job is _STOP:
+                    self._sync()
+                    return
+                if self._error is None:
+                    job()  # type: ignore[operator]
+            except BaseException as e:  # kept, and raised on the training thread
+                self._error = e
+            finally:
+                self._queue.task_done()
+
+    def _append(self, record: StepRecord | CheckpointRecord) -> None:
+        self._index.write(canonical_json(record.to_json()) + b"\n")
+        self._unsynced += 1
+
+    def _sync(self) -> None:
+        if self._unsynced:
+            for file in (self._hints, self._index):  # hints first: a checkpoint record vouches for them
+                if file is not None:
+                    file.flush()
+                    os.fsync(file.fileno())
+            self._unsynced = 0
+
+    def _write_step(self, step: int, ids: tuple[int, ...], batch: Batch, rng: FlatState) -> None:
+        self._append(StepRecord(step=step, sample_ids=ids, batch_digest=batch_digest(batch), rng_digest=rng_digest(rng)))
+
+    def _write_hints(self, step: int, hints: StepHints) -> None:
+        if self._hints is None:
+            self._hints = open(self.store / HINTS_FILE, "ab")
+        self._hints.write(hints_record(step, hints) + b"\n")
+        self._unsynced += 1
+
+    def _write_checkpoint(self, index: int, step: int, state: FlatState) -> None:
+        digests = digest_tensor_sets([("state", state.tensors, state.skeleton), ("weights", weights_of(state), None)], self._hashers)
+        record = CheckpointRecord(index=index, step=step, state_digest=digests[0], weights_digest=digests[1])
+        done_with: FlatState | None = state
+        if self.delta_every is None or self.compress_level is None:
+            write_parts(self.store / checkpoint_relpath(step, self.compress_level is not None), checkpoint_parts(state), self.compress_level)
+        else:
+            previous = self._previous
+            if previous is None or previous[0] != index - 1 or index % self.delta_every == 0:
+                previous = None  # a keyframe
+            parts = delta_parts(state, None if previous is None else previous[1], None if previous is None else index - 1)
+            write_parts(self.store / delta_relpath(step), parts, self.compress_level)
+            done_with = None if self._previous is None else self._previous[1]
+            self._previous = (index, state)  # the snapshot is the writer's own until the next delta replaces it
+        self._append(record)
+        self._sync()  # a checkpoint record is durable once written
+        self.checkpoints.append(record)
+        if done_with is not None:  # the trainer may copy the next checkpoint into it
+            with contextlib.suppress(queue.Full):
+                self._spares.put_nowait(done_with)

@@ -1,0 +1,309 @@
+"""The store: the directory where a run's evidence lives.
+
+    STORE/
+      run.json                          canonical JSON: what the prover declared at the start
+      manifest.jsonl                    the dataset manifest (docs/DATA.md); its summary is in run.json
+      index.jsonl                       append-only log, one canonical JSON record per line, fsync'd
+      checkpoints/<step:010d>.safetensors[.zst]      a full checkpoint
+      checkpoints/<step:010d>.delta.safetensors.zst   or a delta / keyframe (see delta.py, docs/STORAGE.md)
+
+Files are only ever created whole (written to a temporary name, fsync'd, renamed) or appended to.
+Every name the readers open is derived from integers, never taken from the files themselves, so a
+hostile index cannot point outside the store; symlinks and non-regular files are refused.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
+from trainwitness.commit.hashing import parse_digest
+from trainwitness.errors import MalformedInputError, MissingInputError
+
+__all__ = [
+    "RUN_FILE",
+    "INDEX_FILE",
+    "MANIFEST_FILE",
+    "StepRecord",
+    "CheckpointRecord",
+    "RunIndex",
+    "checkpoint_steps",
+    "checkpoint_relpath",
+    "delta_relpath",
+    "atomic_write",
+    "atomic_write_with",
+    "append_line",
+    "open_store_file",
+    "read_store_file",
+    "find_checkpoint",
+    "read_index",
+]
+
+RUN_FILE = "run.json"
+INDEX_FILE = "index.jsonl"
+MANIFEST_FILE = "manifest.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+MAX_INDEX_BYTES = 8 * 1024**3
+MAX_BATCH_IDS = 1 << 20
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What was committed for one step: its batch and the RNG state it started from."""
+
+    step: int
+    sample_ids: tuple[int, ...]
+    batch_digest: str
+    rng_digest: str
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {
+            "batch_digest": self.batch_digest,
+            "kind": "step",
+            "rng_digest": self.rng_digest,
+            "sample_ids": list(self.sample_ids),
+            "step": self.step,
+        }
+
+    def batch_leaf(self) -> bytes:
+        return canonical_json(
+            {"batch_digest": self.batch_digest, "sample_ids": list(self.sample_ids), "step": self.step, "type": "batch"}
+        )
+
+    def rng_leaf(self) -> bytes:
+        return canonical_json({"rng_digest": self.rng_digest, "step": self.step, "type": "rng"})
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """A full checkpoint: the state digest of everything, and the digest of the weights alone."""
+
+    index: int
+    step: int
+    state_digest: str
+    weights_digest: str
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {
+            "index": self.index,
+            "kind": "checkpoint",
+            "state_digest": self.state_digest,
+            "step": self.step,
+            "weights_digest": self.weights_digest,
+        }
+
+    def leaf(self) -> bytes:
+        return canonical_json(
+            {
+                "index": self.index,
+                "state_digest": self.state_digest,
+                "step": self.step,
+                "type": "checkpoint",
+                "weights_digest": self.weights_digest,
+            }
+        )
+
+
+def checkpoint_steps(total_steps: int, interval: int) -> list[int]:
+    """Steps at which checkpoints are taken: 0, k, 2k, ... and always the last step."""
+    if total_steps < 1 or interval < 1:
+        raise ValueError("total_steps and checkpoint interval must be positive")
+    steps = list(range(0, total_steps, interval))
+    steps.append(total_steps)
+    return steps
+
+
+def checkpoint_relpath(step: int, compressed: bool) -> str:
+    return f"{CHECKPOINT_DIR}/{step:010d}.safetensors" + (".zst" if compressed else "")
+
+
+def delta_relpath(step: int) -> str:
+    return f"{CHECKPOINT_DIR}/{step:010d}.delta.safetensors.zst"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Create ``path`` whole or not at all, durably."""
+    atomic_write_with(path, lambda f: f.write(data))
+
+
+def atomic_write_with(path: Path, fill: Callable[[BinaryIO], object]) -> None:
+    """``atomic_write`` of what ``fill`` writes into the file (in pieces, never held whole in memory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        fill(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def append_line(path: Path, record: JSONValue) -> None:
+    """Append one canonical JSON record and fsync: once this returns, the record survives a crash."""
+    with open(path, "ab") as f:
+        f.write(canonical_json(record) + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _open_inside(store: Path, relpath: str) -> int:
+    """Open ``store/relpath`` read-only, following no symlink at any component below ``store``.
+
+    O_NOFOLLOW alone guards only the last component: a symlinked ``checkpoints`` directory would be
+    followed out of the store, so each directory is opened relative to its parent's descriptor.
+    """
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    *directories, name = relpath.split("/")
+    dir_fd = os.open(store, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        for part in directories:
+            inner = os.open(part, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | nofollow, dir_fd=dir_fd)
+            os.close(dir_fd)
+            dir_fd = inner
+        # O_NONBLOCK: opening a FIFO planted in the store would otherwise wait forever for a writer.
+        return os.open(name, os.O_RDONLY | nofollow | getattr(os, "O_NONBLOCK", 0), dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@contextmanager
+def open_store_file(store: Path, relpath: str, max_bytes: int) -> Iterator[tuple[io.BufferedReader, int]]:
+    """Open a regular file inside the store for streaming, refusing symlinks, special files and
+    oversize files; yields the open file and its size (for readers that must not hold it whole)."""
+    try:
+        fd = _open_inside(store, relpath)
+    except FileNotFoundError as e:
+        raise MissingInputError(f"store {store}: {relpath} is missing") from e
+    except OSError as e:
+        why = "it or a directory on its path is a symlink" if e.errno in (errno.ELOOP, errno.ENOTDIR) else e.strerror
+        raise MalformedInputError(f"store {store}: {relpath} cannot be opened safely ({why})") from e
+    # fstat before fdopen: fdopen raises a bare IsADirectoryError (naming only the fd) on a directory.
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise MalformedInputError(f"store {store}: {relpath} is not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        if info.st_size > max_bytes:
+            raise MalformedInputError(f"store {store}: {relpath} is {info.st_size} bytes, over the limit")
+        yield f, info.st_size
+
+
+def read_store_file(store: Path, relpath: str, max_bytes: int) -> bytes:
+    """Read a regular file inside the store, refusing symlinks, special files and oversize files."""
+    with open_store_file(store, relpath, max_bytes) as (f, size):
+        data = f.read(size + 1)
+        if len(data) != size:
+            raise MalformedInputError(f"store {store}: {relpath} changed while it was read")
+        return data
+
+
+def find_checkpoint(store: Path, step: int) -> str:
+    """The relative path of the checkpoint file for ``step``: a delta, compressed or plain."""
+    for rel in (delta_relpath(step), checkpoint_relpath(step, True), checkpoint_relpath(step, False)):
+        if os.path.lexists(store / rel):
+            return rel
+    raise MissingInputError(f"store {store}: the checkpoint for step {step} is missing")
+
+
+@dataclass(frozen=True)
+class RunIndex:
+    steps: tuple[StepRecord, ...]
+    checkpoints: tuple[CheckpointRecord, ...]
+    torn_tail_bytes: int = 0  # bytes of an unfinished last line (only tolerated when resuming)
+
+    def batch_leaves(self) -> list[bytes]:
+        return [s.batch_leaf() for s in self.steps]
+
+    def rng_leaves(self) -> list[bytes]:
+        return [s.rng_leaf() for s in self.steps]
+
+    def checkpoint_leaves(self) -> list[bytes]:
+        return [c.leaf() for c in self.checkpoints]
+
+
+def _field(record: dict[str, JSONValue], key: str, kind: type, where: str) -> JSONValue:
+    value = record.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise MalformedInputError(f"{where}: field {key!r} is missing or not {kind.__name__}")
+    return value
+
+
+def _parse_record(line: bytes, where: str) -> StepRecord | CheckpointRecord:
+    record = parse_json(line, where)
+    if not isinstance(record, dict):
+        raise MalformedInputError(f"{where}: not a JSON object")
+    kind = record.get("kind")
+    if kind == "step":
+        expected = {"kind", "step", "sample_ids", "batch_digest", "rng_digest"}
+        ids = _field(record, "sample_ids", list, where)
+        if len(ids) > MAX_BATCH_IDS or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+            raise MalformedInputError(f"{where}: sample_ids must be non-negative integers")
+        parsed: StepRecord | CheckpointRecord = StepRecord(
+            step=_field(record, "step", int, where),
+            sample_ids=tuple(ids),
+            batch_digest=_field(record, "batch_digest", str, where),
+            rng_digest=_field(record, "rng_digest", str, where),
+        )
+        parse_digest(record["batch_digest"], f"{where} batch_digest")
+        parse_digest(record["rng_digest"], f"{where} rng_digest")
+    elif kind == "checkpoint":
+        expected = {"kind", "index", "step", "state_digest", "weights_digest"}
+        parsed = CheckpointRecord(
+            index=_field(record, "index", int, where),
+            step=_field(record, "step", int, where),
+            state_digest=_field(record, "state_digest", str, where),
+            weights_digest=_field(record, "weights_digest", str, where),
+        )
+        parse_digest(record["state_digest"], f"{where} state_digest")
+        parse_digest(record["weights_digest"], f"{where} weights_digest")
+    else:
+        raise MalformedInputError(f"{where}: unknown record kind {kind!r}")
+    if set(record) != expected:
+        raise MalformedInputError(f"{where}: unexpected fields {sorted(set(record) - expected)}")
+    return parsed
+
+
+def read_index(store: Path, allow_torn_tail: bool = False) -> RunIndex:
+    """Parse and order-check the index. Steps run 0, 1, 2, ...; checkpoints 0, 1, 2, ... in step order."""
+    if not store.is_dir():
+        raise MissingInputError(f"store {store} does not exist or is not a directory")
+    data = read_store_file(store, INDEX_FILE, MAX_INDEX_BYTES)
+    torn = 0
+    if data and not data.endswith(b"\n"):
+        if not allow_torn_tail:
+            raise MalformedInputError(f"store {store}: {INDEX_FILE} ends in an unfinished record (truncated)")
+        torn = len(data) - (data.rfind(b"\n") + 1)
+        data = data[: len(data) - torn]
+    steps: list[StepRecord] = []
+    checkpoints: list[CheckpointRecord] = []
+    for number, line in enumerate(data.split(b"\n")[:-1], start=1):
+        where = f"{INDEX_FILE} line {number}"
+        record = _parse_record(line, where)
+        if isinstance(record, StepRecord):
+            if record.step != len(steps):
+                raise MalformedInputError(f"{where}: step {record.step} out of order (expected {len(steps)})")
+            steps.append(record)
+        else:
+            if record.index != len(checkpoints) or record.step != len(steps):
+                raise MalformedInputError(
+                    f"{where}: checkpoint {record.index} at step {record.step} out of order "
+                    f"(expected checkpoint {len(checkpoints)} at step {len(steps)})"
+                )
+            checkpoints.append(record)
+    return RunIndex(steps=tuple(steps), checkpoints=tuple(checkpoints), torn_tail_bytes=torn)

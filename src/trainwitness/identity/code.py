@@ -1,0 +1,181 @@
+"""The identity of the training program: a digest of its source tree.
+
+The source root is the top-level package of the entry point's module (or the module file when it
+is not in a package), found without importing it. The one exception is trainwitness's own built-in
+workloads, whose root is ``trainwitness/workloads``: the framework around them is identified by
+its version in the recorded environment. Files counted: every regular file below the root
+except ``__pycache__`` directories, ``*.pyc``/``*.pyo`` files and names starting with ``.``.
+Paths are relative, ``/``-separated, sorted by their UTF-8 bytes. Content is hashed as stored (no
+line-ending normalisation: the bytes are what runs); the executable bit is recorded. Symbolic links
+are refused. Tree digest: Merkle root over leaves ``{"executable","path","sha256","type":"file"}``.
+
+The per-file list is kept in the store (``run.json``, ``code_files``); it is trusted only after it
+hashes to the signed tree digest, and then tells an auditor exactly which files differ
+(``diff_files``). Where the prover names where the source can be obtained (``train --source-uri``),
+that URI is signed with the digest (``code.source_uri``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainwitness.commit.canonical import JSONValue, canonical_json
+from trainwitness.commit.hashing import format_digest
+from trainwitness.commit.merkle import merkle_root
+from trainwitness.errors import MalformedInputError
+
+__all__ = [
+    "SourceFile",
+    "FileDiff",
+    "locate_source_root",
+    "source_files",
+    "tree_digest",
+    "files_from_json",
+    "diff_files",
+    "git_commit",
+    "code_identity",
+]
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str
+    sha256: str
+    executable: bool
+
+    def leaf(self) -> bytes:
+        return canonical_json({"executable": self.executable, "path": self.path, "sha256": self.sha256, "type": "file"})
+
+
+def locate_source_root(entry_point: str) -> Path:
+    """The directory (or single file) whose digest identifies the program, found without importing it."""
+    module = entry_point.partition(":")[0]
+    top_level = module.split(".")[0]
+    if module.startswith("trainwitness.workloads."):
+        return Path(__file__).resolve().parents[1] / "workloads"
+    if not top_level.isidentifier():  # "../x", "/abs/path.py" or "": find_spec raises ValueError on some
+        raise MalformedInputError(f"entry point {entry_point!r} does not name a Python package")
+    try:
+        spec = importlib.util.find_spec(top_level)
+    except (ImportError, ValueError) as e:
+        raise MalformedInputError(f"entry point {entry_point!r}: package {top_level!r} cannot be located ({e})") from e
+    if spec is None:
+        raise MalformedInputError(f"entry point {entry_point}: package {top_level!r} is not importable")
+    if spec.submodule_search_locations:
+        locations = list(spec.submodule_search_locations)
+        if len(locations) != 1:
+            raise MalformedInputError(f"{top_level} is a namespace package spread over {len(locations)} directories")
+        return Path(locations[0])
+    if spec.origin is None:
+        raise MalformedInputError(f"{top_level} has no source file")
+    return Path(spec.origin)
+
+
+def _skipped(name: str) -> bool:
+    return name.startswith(".") or name == "__pycache__" or name.endswith((".pyc", ".pyo"))
+
+
+def source_files(root: Path) -> list[SourceFile]:
+    if root.is_file():
+        candidates = [(root.name, root)]
+    else:
+        candidates = []
+        for directory, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not _skipped(d))
+            for name in filenames:
+                if not _skipped(name):
+                    full = Path(directory) / name
+                    candidates.append((full.relative_to(root).as_posix(), full))
+    files = []
+    for rel, full in candidates:
+        info = full.lstat()
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode):
+            raise MalformedInputError(f"source tree {root}: {rel} is not a regular file")
+        digest = hashlib.sha256(full.read_bytes()).hexdigest()
+        files.append(SourceFile(rel, "sha256:" + digest, bool(info.st_mode & stat.S_IXUSR)))
+    files.sort(key=lambda f: f.path.encode("utf-8"))
+    return files
+
+
+def tree_digest(files: list[SourceFile]) -> str:
+    return format_digest(merkle_root([f.leaf() for f in files]))
+
+
+def files_from_json(value: object, where: str) -> list[SourceFile]:
+    """A per-file list read from untrusted JSON (check it against a signed tree digest before use)."""
+    if not isinstance(value, list):
+        raise MalformedInputError(f"{where}: the file list is not a list")
+    files = []
+    for item in value:
+        if (
+            not isinstance(item, dict)
+            or set(item) != {"path", "sha256", "executable"}
+            or not isinstance(item["path"], str)
+            or not isinstance(item["sha256"], str)
+            or not isinstance(item["executable"], bool)
+        ):
+            raise MalformedInputError(f"{where}: each file is {{path, sha256, executable}}")
+        files.append(SourceFile(item["path"], item["sha256"], item["executable"]))
+    return files
+
+
+@dataclass(frozen=True)
+class FileDiff:
+    added: tuple[str, ...]  # here, not attested
+    removed: tuple[str, ...]  # attested, not here
+    changed: tuple[str, ...]  # content or executable bit differs
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+    def describe(self, limit: int = 10) -> str:
+        parts = []
+        for label, paths in (("added", self.added), ("removed", self.removed), ("changed", self.changed)):
+            if paths:
+                more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
+                parts.append(f"{label}: {', '.join(paths[:limit])}{more}")
+        return "; ".join(parts) or "no file differs"
+
+
+def diff_files(attested: list[SourceFile], local: list[SourceFile]) -> FileDiff:
+    theirs = {f.path: f for f in attested}
+    ours = {f.path: f for f in local}
+    return FileDiff(
+        added=tuple(sorted(set(ours) - set(theirs))),
+        removed=tuple(sorted(set(theirs) - set(ours))),
+        changed=tuple(sorted(p for p in set(ours) & set(theirs) if ours[p] != theirs[p])),
+    )
+
+
+def git_commit(root: Path) -> str | None:
+    """HEAD of the git work tree holding ``root``, or None (no git, not a work tree, or dirty)."""
+    where = root if root.is_dir() else root.parent
+    try:
+        head = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--", "."], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0 or dirty.returncode != 0 or dirty.stdout.strip():
+        return None
+    return head.stdout.strip()
+
+
+def code_identity(entry_point: str, root: Path | None = None) -> tuple[dict[str, JSONValue], list[SourceFile]]:
+    root = root or locate_source_root(entry_point)
+    files = source_files(root)
+    identity: dict[str, JSONValue] = {
+        "entry_point": entry_point,
+        "source_root": root.name,
+        "tree_digest": tree_digest(files),
+        "file_count": len(files),
+        "git_commit": git_commit(root),
+    }
+    return identity, files

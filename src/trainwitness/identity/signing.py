@@ -1,0 +1,145 @@
+"""Ed25519 keys and DSSE envelopes (https://github.com/secure-systems-lab/dsse, protocol v1).
+
+The signature covers PAE(payloadType, payload) =
+``"DSSEv1" SP len(type) SP type SP len(payload) SP payload``, so the payload type is signed too.
+``open_envelope`` returns the payload only after a signature by the given key verifies: there is
+no way to get at an unverified payload except ``_unverified_payload``, named for what it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from trainwitness.commit.canonical import canonical_json, parse_json
+from trainwitness.errors import MalformedInputError, MissingInputError, SignatureError
+
+__all__ = [
+    "PAYLOAD_TYPE",
+    "generate_keypair",
+    "load_private_key",
+    "load_public_key",
+    "key_id",
+    "seal_envelope",
+    "open_envelope",
+]
+
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+MAX_ENVELOPE_BYTES = 16 * 1024 * 1024
+
+
+def _pae(payload_type: str, payload: bytes) -> bytes:
+    t = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def generate_keypair(private_path: Path, public_path: Path) -> Ed25519PublicKey:
+    """Write a new key pair as PEM; the private key file is created 0600 and never overwritten."""
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private_pem)
+    public_path.write_bytes(public_pem)
+    return key.public_key()
+
+
+def _read_key_file(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise MissingInputError(f"key file {path} does not exist") from e
+    except OSError as e:
+        raise MissingInputError(f"key file {path} cannot be read ({e.strerror})") from e
+    if len(data) > 64 * 1024:
+        raise MalformedInputError(f"key file {path} is too large to be a key")
+    return data
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(_read_key_file(path), password=None)
+    except (ValueError, TypeError) as e:
+        raise MalformedInputError(f"{path} is not an unencrypted PEM private key ({e})") from e
+    if not isinstance(key, Ed25519PrivateKey):
+        raise MalformedInputError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(_read_key_file(path))
+    except (ValueError, TypeError) as e:
+        raise MalformedInputError(f"{path} is not a PEM public key ({e})") from e
+    if not isinstance(key, Ed25519PublicKey):
+        raise MalformedInputError(f"{path} is not an Ed25519 public key")
+    return key
+
+
+def seal_envelope(payload: bytes, key: Ed25519PrivateKey, payload_type: str = PAYLOAD_TYPE) -> bytes:
+    signature = key.sign(_pae(payload_type, payload))
+    envelope = {
+        "payload": base64.b64encode(payload).decode("ascii"),
+        "payloadType": payload_type,
+        "signatures": [{"keyid": key_id(key.public_key()), "sig": base64.b64encode(signature).decode("ascii")}],
+    }
+    return canonical_json(envelope) + b"\n"
+
+
+def _b64(value: object, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise MalformedInputError(f"DSSE envelope: {what} is not a string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise MalformedInputError(f"DSSE envelope: {what} is not valid base64") from e
+
+
+def _unverified_payload(envelope_bytes: bytes) -> tuple[str, bytes, list[bytes]]:
+    envelope = parse_json(envelope_bytes, "DSSE envelope", MAX_ENVELOPE_BYTES)
+    if not isinstance(envelope, dict) or not {"payload", "payloadType", "signatures"} <= set(envelope):
+        raise MalformedInputError("DSSE envelope: needs payload, payloadType and signatures")
+    payload_type = envelope["payloadType"]
+    if not isinstance(payload_type, str):
+        raise MalformedInputError("DSSE envelope: payloadType is not a string")
+    signatures = envelope["signatures"]
+    if not isinstance(signatures, list) or not 1 <= len(signatures) <= 16:
+        raise MalformedInputError("DSSE envelope: signatures must be a list of 1 to 16 entries")
+    sigs = []
+    for entry in signatures:
+        if not isinstance(entry, dict) or "sig" not in entry:
+            raise MalformedInputError("DSSE envelope: a signature entry has no 'sig'")
+        sigs.append(_b64(entry["sig"], "sig"))
+    return payload_type, _b64(envelope["payload"], "payload"), sigs
+
+
+def open_envelope(envelope_bytes: bytes, public_key: Ed25519PublicKey, payload_type: str = PAYLOAD_TYPE) -> bytes:
+    """The payload, once one signature over it verifies under ``public_key``; else ``SignatureError``."""
+    found_type, payload, signatures = _unverified_payload(envelope_bytes)
+    if found_type != payload_type:
+        raise MalformedInputError(f"DSSE envelope: payloadType {found_type!r}, expected {payload_type!r}")
+    for signature in signatures:
+        try:
+            public_key.verify(signature, _pae(found_type, payload))
+            return payload
+        except InvalidSignature:
+            continue
+    raise SignatureError(f"no signature in the envelope verifies under the key {key_id(public_key)}")

@@ -1,0 +1,122 @@
+"""Training specs: what both the prover and the verifier load by entry point ``module:function``.
+
+The entry point is a function decorated with ``@training_spec(defaults=...)``. It takes the full
+hyperparameter mapping and returns a ``TrainingSpec``. Every hyperparameter it reads must be in the
+defaults, so every one is recorded and signed; five are required because the core reads them too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from trainwitness.commit.canonical import JSONValue, canonical_json
+from trainwitness.commit.statement import REQUIRED_HYPERPARAMETERS
+from trainwitness.data.datasets import Batch, Dataset
+from trainwitness.errors import MalformedInputError
+
+__all__ = [
+    "REQUIRED_HYPERPARAMETERS",
+    "TrainingSpec",
+    "SpecFunction",
+    "training_spec",
+    "load_entry_point",
+    "resolve_hyperparameters",
+    "parse_override",
+]
+
+
+_ENTRY_POINT_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """One instantiated training run; ``step`` runs one optimisation step on a batch, returns the loss.
+
+    ``step`` must draw randomness only from the global generators (see ``trainwitness.run.rng``).
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    dataset: Dataset
+    step: Callable[[Batch], torch.Tensor]
+
+
+class SpecFunction(Protocol):
+    defaults: Mapping[str, JSONValue]
+
+    def __call__(self, hyperparameters: Mapping[str, JSONValue]) -> TrainingSpec: ...
+
+
+def training_spec(defaults: Mapping[str, JSONValue]) -> Callable[[Callable[..., TrainingSpec]], SpecFunction]:
+    missing = [k for k in REQUIRED_HYPERPARAMETERS if k not in defaults]
+    if missing:
+        raise ValueError(f"training spec defaults lack required hyperparameters {missing}")
+    canonical_json(dict(defaults))  # refuses values that cannot be signed
+
+    def decorate(function: Callable[..., TrainingSpec]) -> SpecFunction:
+        function.defaults = dict(defaults)  # type: ignore[attr-defined]
+        return function  # type: ignore[return-value]
+
+    return decorate
+
+
+def load_entry_point(entry_point: str) -> SpecFunction:
+    if not _ENTRY_POINT_RE.match(entry_point):
+        raise MalformedInputError(f"entry point {entry_point!r} is not of the form 'package.module:function'")
+    module_name, _, attribute = entry_point.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise MalformedInputError(f"entry point {entry_point}: module cannot be imported ({e})") from e
+    function = getattr(module, attribute, None)
+    if function is None or not callable(function) or not isinstance(getattr(function, "defaults", None), dict):
+        raise MalformedInputError(f"entry point {entry_point} is not a @training_spec function")
+    return function  # type: ignore[no-any-return]
+
+
+def _check_required(hp: Mapping[str, Any]) -> None:
+    for key in REQUIRED_HYPERPARAMETERS:
+        value = hp.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise MalformedInputError(f"hyperparameter {key!r} must be a non-negative integer, not {value!r}")
+    for key in ("batch_size", "total_steps", "checkpoint_interval"):
+        if hp[key] < 1:
+            raise MalformedInputError(f"hyperparameter {key!r} must be at least 1")
+
+
+def resolve_hyperparameters(
+    defaults: Mapping[str, JSONValue], overrides: Mapping[str, JSONValue]
+) -> dict[str, JSONValue]:
+    """Defaults updated by overrides; an unknown name or a changed type is refused, not ignored."""
+    hp = dict(defaults)
+    for key, value in overrides.items():
+        if key not in defaults:
+            raise MalformedInputError(f"unknown hyperparameter {key!r} (known: {', '.join(sorted(defaults))})")
+        default = defaults[key]
+        if default is not None and type(value) is not type(default) and not (
+            isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)
+        ):
+            raise MalformedInputError(f"hyperparameter {key!r}: {value!r} is not a {type(default).__name__}")
+        hp[key] = float(value) if isinstance(default, float) else value
+    _check_required(hp)
+    return hp
+
+
+def parse_override(text: str) -> tuple[str, JSONValue]:
+    """``name=value`` from the command line; the value is read as JSON, else kept as a string."""
+    from trainwitness.commit.canonical import parse_json
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise MalformedInputError(f"--set expects name=value, not {text!r}")
+    try:
+        return key, parse_json(raw.encode("utf-8"), f"--set {key}")
+    except MalformedInputError:
+        return key, raw

@@ -1,0 +1,1 @@
+"""Tensors as committed bytes: flattening a training state, its digests, checkpoint files and deltas."""

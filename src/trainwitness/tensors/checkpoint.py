@@ -1,0 +1,263 @@
+"""Checkpoint files: one safetensors file per checkpoint, optionally zstd-compressed (``.zst``).
+
+The tensors are the flattened state; the skeleton travels as canonical JSON in the safetensors
+metadata under the key ``trainwitness``. Reading is defensive and streams: the header is parsed
+strictly (duplicate names refused) and its tensors checked to tile the data exactly before any
+tensor is allocated; decompression is capped, and the (decompressed) bytes go straight into each
+tensor's own memory, so a file is never held whole, compressed or decompressed, beside its tensors.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, cast
+
+import safetensors.torch
+import torch
+import zstandard
+
+from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
+from trainwitness.errors import MalformedInputError
+from trainwitness.tensors.state import DTYPE_NAMES, FlatState
+from trainwitness.tensors.tensorfile import Part, join_parts, safetensors_parts
+
+__all__ = [
+    "checkpoint_parts",
+    "encode_checkpoint",
+    "decode_checkpoint",
+    "read_checkpoint_file",
+    "read_tensors_file",
+    "encode_weights",
+    "decode_weights",
+    "MAX_CHECKPOINT_BYTES",
+]
+
+MAX_CHECKPOINT_BYTES = 64 * 1024**3
+_METADATA_KEY = "trainwitness"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_KNOWN_DTYPES = set(DTYPE_NAMES.values())
+
+
+def checkpoint_parts(flat: FlatState) -> list[Part]:
+    """The checkpoint's safetensors file as its header and views of the tensors (``tensorfile``): no copy."""
+    return safetensors_parts(flat.tensors, {_METADATA_KEY: canonical_json(flat.skeleton).decode("utf-8")})
+
+
+def encode_checkpoint(flat: FlatState, compress_level: int | None = None) -> bytes:
+    return join_parts(checkpoint_parts(flat), compress_level)
+
+
+def encode_weights(weights: Mapping[str, torch.Tensor]) -> bytes:
+    """The published weights file: a plain safetensors file any tool can load."""
+    return safetensors.torch.save({k: v.detach().contiguous() for k, v in weights.items()})
+
+
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+_PIECE = 1 << 24  # what one read may produce before its bytes have a place to go
+_DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
+
+
+class Readable(Protocol):
+    """A binary file open for reading: a store file, ``io.BytesIO``, or zstd's stream reader."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def readinto(self, buffer: memoryview, /) -> int: ...
+
+
+class _Source:
+    """The bytes of a checkpoint file, decompressed on the fly when it is zstd, counted against a cap.
+
+    Nothing is allocated from a zstd frame's own size claim: the first read is one bounded piece
+    (a zstd bomb costs at most that), the header is read in bounded pieces, and tensor bytes are
+    written straight into the memory of the tensor they belong to. That tensor is allocated at the
+    size the header declares, only after the header is checked (exact tiling, the cap), and unfilled
+    (``torch.empty``): memory the stream never reaches is never touched.
+    """
+
+    def __init__(self, f: BinaryIO, length: int, what: str, max_bytes: int) -> None:
+        self.what = what
+        magic = f.read(4)
+        f.seek(-len(magic), io.SEEK_CUR)
+        self.compressed = magic == _ZSTD_MAGIC
+        self.reader: Readable = (
+            zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True, closefd=False)
+            if self.compressed
+            else cast(Readable, f)  # every binary file has readinto; typing.BinaryIO does not declare it
+        )
+        # A plain file's length is known, a compressed one's only once it has been decompressed.
+        self.length: int | None = None if self.compressed else length
+        self.max_bytes = max_bytes if self.compressed else length
+        self.total = 0
+        self.pending = memoryview(self._read(min(_PIECE, self.max_bytes + 1)))
+        self._count(len(self.pending))
+
+    def _read(self, n: int) -> bytes:
+        try:
+            return self.reader.read(n)
+        except zstandard.ZstdError as e:
+            raise MalformedInputError(f"{self.what}: corrupt or truncated zstd data ({e})") from e
+
+    def _count(self, n: int) -> None:
+        self.total += n
+        if self.total > self.max_bytes:
+            if not self.compressed:  # the file grew after it was opened
+                raise MalformedInputError(f"{self.what}: holds more than the {self.max_bytes} bytes it was opened with")
+            raise MalformedInputError(f"{self.what}: decompresses to more than {self.max_bytes} bytes")
+
+    def read_into(self, out: memoryview) -> int:
+        """Fill ``out`` (fewer bytes only at the end of the data); returns how many bytes were written."""
+        done = min(len(out), len(self.pending))
+        out[:done] = self.pending[:done]
+        self.pending = self.pending[done:]
+        while done < len(out):
+            try:
+                got = self.reader.readinto(out[done : done + _PIECE])
+            except zstandard.ZstdError as e:
+                raise MalformedInputError(f"{self.what}: corrupt or truncated zstd data ({e})") from e
+            if not got:
+                break
+            self._count(got)
+            done += got
+        return done
+
+    def read_bytes(self, n: int) -> bytes:
+        """Up to ``n`` bytes, read in bounded pieces: a claimed length costs only what is produced."""
+        pieces = []
+        while n > 0:
+            piece = bytearray(min(n, _PIECE))
+            got = self.read_into(memoryview(piece))
+            pieces.append(bytes(piece[:got]))
+            if got < len(piece):
+                break
+            n -= got
+        return b"".join(pieces)
+
+    def expect_end(self, declared: int) -> None:
+        if len(self.pending) or self._read(1):
+            if self.compressed:
+                raise MalformedInputError(f"{self.what}: decompresses to more than the {declared} bytes its header declares")
+            raise MalformedInputError(f"{self.what}: not a valid safetensors file (bytes after the last tensor)")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    dtype: torch.dtype
+    shape: list[int]
+    begin: int
+    end: int
+
+
+def _layout(header: dict[str, JSONValue], data_len: int | None, what: str) -> list[_Entry]:
+    """The tensors a header declares, in file order, checked to tile the data exactly (no gap, no overlap)."""
+    entries = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict) or info.get("dtype") not in _KNOWN_DTYPES:
+            raise MalformedInputError(f"{what}: tensor {name!r} has an unsupported dtype")
+        offsets, shape = info.get("data_offsets"), info.get("shape")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) and 0 <= o for o in offsets)
+            or offsets[0] > offsets[1]
+            or (data_len is not None and offsets[1] > data_len)
+        ):
+            raise MalformedInputError(f"{what}: truncated or corrupt (tensor {name!r} lies outside the file)")
+        if set(info) != {"dtype", "shape", "data_offsets"}:
+            raise MalformedInputError(f"{what}: not a valid safetensors file (tensor {name!r} has fields besides dtype, shape, data_offsets)")
+        dtype = _DTYPES[str(info["dtype"])]
+        if (
+            not isinstance(shape, list)
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**62 for d in shape)
+            or math.prod(shape) * torch.empty(0, dtype=dtype).element_size() != offsets[1] - offsets[0]
+        ):
+            raise MalformedInputError(f"{what}: not a valid safetensors file (tensor {name!r}: shape does not fit its bytes)")
+        entries.append(_Entry(name, dtype, shape, offsets[0], offsets[1]))
+    entries.sort(key=lambda e: (e.begin, e.end))
+    position = 0
+    for entry in entries:
+        if entry.begin != position:
+            raise MalformedInputError(f"{what}: not a valid safetensors file (tensor {entry.name!r} overlaps another or leaves a gap)")
+        position = entry.end
+    return entries
+
+
+def _byte_view(tensor: torch.Tensor) -> memoryview:
+    return memoryview(tensor.reshape(-1).view(torch.uint8).numpy()).cast("B")  # type: ignore[arg-type]
+
+
+def _load_stream(source: _Source) -> tuple[dict[str, torch.Tensor], dict[str, JSONValue]]:
+    what = source.what
+    prefix = source.read_bytes(8)
+    if len(prefix) < 8:
+        raise MalformedInputError(f"{what}: truncated (no safetensors header)")
+    (size,) = struct.unpack("<Q", prefix)
+    if size > _MAX_HEADER_BYTES or (source.length is not None and size > source.length - 8):
+        raise MalformedInputError(f"{what}: truncated or corrupt (header claims {size} bytes)")
+    text = source.read_bytes(size)
+    if len(text) < size:
+        raise MalformedInputError(f"{what}: truncated or corrupt (header claims {size} bytes)")
+    header = parse_json(text, f"{what} header")
+    if not isinstance(header, dict):
+        raise MalformedInputError(f"{what}: header is not a JSON object")
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict):
+        raise MalformedInputError(f"{what}: safetensors metadata is not an object")
+    entries = _layout(header, None if source.length is None else source.length - 8 - size, what)
+    declared = 8 + size + (entries[-1].end if entries else 0)
+    if declared > source.max_bytes:
+        raise MalformedInputError(f"{what}: decompresses to more than {source.max_bytes} bytes (its header declares {declared})")
+    tensors: dict[str, torch.Tensor] = {}
+    for entry in entries:
+        # Copy point: the only one. Each tensor gets its own memory (never a view of a shared buffer,
+        # so a caller may hand single tensors on), and the stream is written straight into it.
+        try:
+            tensor = torch.empty(entry.shape, dtype=entry.dtype)
+        except RuntimeError as e:  # the size is within the cap, but this machine cannot hold it
+            raise MalformedInputError(f"{what}: tensor {entry.name!r} cannot be allocated ({e})") from e
+        if source.read_into(_byte_view(tensor)) != entry.end - entry.begin:
+            raise MalformedInputError(f"{what}: truncated or corrupt (tensor {entry.name!r} lies outside the file)")
+        tensors[entry.name] = tensor
+    source.expect_end(declared)
+    return dict(sorted(tensors.items())), metadata
+
+
+def _load(data: bytes, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> tuple[dict[str, torch.Tensor], dict[str, JSONValue]]:
+    return _load_stream(_Source(io.BytesIO(data), len(data), what, max_bytes))
+
+
+def _flat_state(tensors: dict[str, torch.Tensor], metadata: dict[str, JSONValue], what: str) -> FlatState:
+    text = metadata.get(_METADATA_KEY)
+    if not isinstance(text, str):
+        raise MalformedInputError(f"{what}: no trainwitness skeleton in the safetensors metadata")
+    skeleton = parse_json(text.encode("utf-8"), f"{what} skeleton")
+    return FlatState(tensors=tensors, skeleton=skeleton)
+
+
+def read_checkpoint_file(f: BinaryIO, length: int, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> FlatState:
+    """A checkpoint streamed from an open file of ``length`` bytes (zstd or not): never held whole.
+
+    Every tensor is decoded straight into memory of its own, so the caller owns it outright.
+    """
+    return _flat_state(*_load_stream(_Source(f, length, what, max_bytes)), what)
+
+
+def read_tensors_file(f: BinaryIO, length: int, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> tuple[dict[str, torch.Tensor], dict[str, JSONValue]]:
+    """The tensors and safetensors metadata of a file streamed like ``read_checkpoint_file``'s."""
+    return _load_stream(_Source(f, length, what, max_bytes))
+
+
+def decode_checkpoint(data: bytes, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> FlatState:
+    return _flat_state(*_load(data, what, max_bytes), what)
+
+
+def decode_weights(data: bytes, what: str) -> dict[str, torch.Tensor]:
+    tensors, _ = _load(data, what)
+    return tensors

@@ -1,0 +1,122 @@
+"""The verifier's data: only the samples replay needs, read from the auditor's copy, each proven against the manifest.
+
+Nothing here substitutes data: a sample that is missing from the auditor's copy, or whose digest is
+not the one in the manifest (itself proven against the signed root), rejects the run, naming every
+such sample id and its source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from trainwitness.data.datasets import Dataset, DataSource, SourceDataset, sample_digest
+from trainwitness.data.manifest import ManifestIndex, record_digest
+from trainwitness.data.records import detect_format, read_records
+from trainwitness.errors import DataMismatchError, MalformedInputError
+
+__all__ = ["CheckedRecords", "prefetch", "check_code_built_samples", "describe_ids"]
+
+
+def describe_ids(ids: Sequence[int], limit: int = 20) -> str:
+    shown = ", ".join(str(i) for i in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+class CheckedRecords:
+    """A ``RecordAccess`` for ``SourceDataset``: fetches records by id and proves each before handing it out."""
+
+    def __init__(self, manifest: ManifestIndex, paths: Mapping[str, Path]) -> None:
+        self.manifest = manifest
+        self.paths = dict(paths)
+        self.bytes_read = 0
+        self.samples_read = 0
+        self._proven: dict[int, bytes] = {}  # global sample id -> record, proven
+        self._offsets = manifest.summary.offsets()
+
+    def _declared(self, source: DataSource):  # type: ignore[no-untyped-def]
+        try:
+            declared = self.manifest.summary.source(source.name)
+        except KeyError as e:
+            raise DataMismatchError(f"the training code reads source {source.name!r}, which the attestation does not declare") from e
+        if declared.license != source.license:
+            raise DataMismatchError(
+                f"source {source.name}: the attestation declares licence {declared.license!r}, the training code {source.license!r}"
+            )
+        return declared
+
+    def _path(self, source: DataSource) -> Path:
+        return self.paths[source.name] if source.name in self.paths else source.locate()
+
+    def count(self, source: DataSource) -> int:
+        return int(self._declared(source).num_samples)
+
+    def fetch(self, source: DataSource, positions: Iterable[int]) -> None:
+        """Read and prove the records at ``positions`` of ``source`` that are not proven yet."""
+        declared = self._declared(source)
+        offset = self._offsets[source.name]
+        wanted = sorted({p for p in positions if offset + p not in self._proven})
+        if not wanted:
+            return
+        outside = [offset + p for p in wanted if not 0 <= p < declared.num_samples]
+        if outside:
+            raise DataMismatchError(f"source {source.name}: sample ids {describe_ids(outside)} are outside the declared dataset")
+        if declared.format == "tensors":
+            raise MalformedInputError(f"source {source.name} is built in code; it has no records to read")
+        path = self._path(source)
+        # Records are what is proven, not files: a line source may be kept compressed or not.
+        compression = detect_format(path)[1] if declared.format == "lines" else declared.compression
+        found = read_records(path, declared.format, compression, wanted)
+        missing = [offset + p for p in wanted if p not in found]
+        changed = []
+        for p, record in found.items():
+            entry = self.manifest.proven_entry(offset + p)  # inclusion proof against the signed root
+            self.bytes_read += len(record)
+            self.samples_read += 1
+            if record_digest(record) != entry.digest or len(record) != entry.size:
+                changed.append(offset + p)
+            else:
+                self._proven[offset + p] = record
+        problems = []
+        if missing:
+            problems.append(f"missing from {path}: sample ids {describe_ids(missing)}")
+        if changed:
+            problems.append(f"differ from the manifest: sample ids {describe_ids(sorted(changed))}")
+        if problems:
+            raise DataMismatchError(f"source {source.name}: " + "; ".join(problems) + " (no data is substituted)")
+
+    def records(self, source: DataSource, positions: Sequence[int]) -> list[bytes]:
+        self.fetch(source, positions)
+        offset = self._offsets[source.name]
+        return [self._proven[offset + p] for p in positions]
+
+
+def prefetch(dataset: Dataset, access: CheckedRecords | None, ids: Iterable[int]) -> None:
+    """Prove every sample in ``ids`` before replay starts, so that one verdict names every bad sample."""
+    wanted = sorted(set(ids))
+    if isinstance(dataset, SourceDataset) and access is not None:
+        by_source: dict[str, list[int]] = {}
+        start = 0
+        for source in dataset.sources:
+            count = access.count(source)
+            by_source[source.name] = [i - start for i in wanted if start <= i < start + count]
+            start += count
+        outside = [i for i in wanted if i >= start]
+        if outside:
+            raise DataMismatchError(f"dataset {dataset.name}: sample ids {describe_ids(outside)} are outside the declared dataset")
+        for source in dataset.sources:
+            access.fetch(source, by_source[source.name])
+
+
+def check_code_built_samples(dataset: Dataset, manifest: ManifestIndex, ids: Iterable[int]) -> int:
+    """For a dataset built in code (a ``tensors`` source): prove the samples replay uses; returns their bytes."""
+    changed, total = [], 0
+    for i in sorted(set(ids)):
+        entry = manifest.proven_entry(i)
+        if sample_digest(dataset, i) != entry.digest:
+            changed.append(i)
+        total += entry.size
+    if changed:
+        source = manifest.summary.sources[0].name
+        raise DataMismatchError(f"source {source}: sample ids {describe_ids(changed)} differ from the manifest")
+    return total

@@ -1,0 +1,202 @@
+"""Licence policies: which SPDX licences an auditor accepts for the weights and for every data source.
+
+A policy is a TOML file (docs/DATA.md)::
+
+    [policy]
+    name = "..."
+    source = "where the list comes from"
+    [[allow]]
+    id = "CC-BY-4.0"
+    reason = "why"
+    [[deny]]
+    id = "CC-BY-NC-4.0"
+    reason = "why"
+
+Expressions are evaluated conservatively: an id passes only if the policy allows it and does not deny
+it (ids compare case-insensitively, ``+`` and ``LicenseRef-`` ids only as listed); ``A AND B`` needs
+both; ``A OR B`` needs at least one (the recipient may choose); ``A WITH E`` needs both the licence and
+the exception allowed. A missing licence (empty, ``NOASSERTION``, ``NONE``), an unknown id or an
+expression that does not parse fails the check: it never passes.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from trainwitness.data.manifest import SourceDeclaration
+from trainwitness.errors import MalformedInputError, MissingInputError, PolicyError
+
+__all__ = ["Policy", "load_policy", "evaluate", "check_licences", "shipped_policies"]
+
+_TOKEN_RE = re.compile(r"\s*(\(|\)|[A-Za-z0-9.+:-]+)")
+_MISSING = {"", "NOASSERTION", "NONE"}
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    source: str
+    allowed: dict[str, str]  # lower-case id -> reason
+    denied: dict[str, str]
+
+    def judge(self, identifier: str) -> str | None:
+        """None if allowed; else why not."""
+        key = identifier.lower()
+        if key in self.denied:
+            return f"{identifier} is denied by policy {self.name}: {self.denied[key]}"
+        if key in self.allowed:
+            return None
+        return f"{identifier} is unknown to policy {self.name} (not on its allowed list)"
+
+
+def shipped_policies() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("trainwitness.verifier.policies").iterdir() if p.name.endswith(".toml"))
+
+
+def _entries(table: Any, key: str, where: str) -> dict[str, str]:
+    items = table.get(key, [])
+    if not isinstance(items, list):
+        raise MalformedInputError(f"{where}: [[{key}]] must be an array of tables")
+    out = {}
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not isinstance(item.get("reason"), str):
+            raise MalformedInputError(f"{where}: every [[{key}]] entry needs an id and a reason (strings)")
+        out[item["id"].lower()] = item["reason"]
+    return out
+
+
+def load_policy(name_or_path: str) -> Policy:
+    """A shipped policy by name (``fedora-content``, ``debian-dfsg``) or a TOML file."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise MissingInputError(f"policy {path} cannot be read ({e.strerror})") from e
+        where = str(path)
+    elif name_or_path in shipped_policies():
+        text = resources.files("trainwitness.verifier.policies").joinpath(f"{name_or_path}.toml").read_text(encoding="utf-8")
+        where = f"policy {name_or_path}"
+    else:
+        raise MissingInputError(f"policy {name_or_path!r} is neither a file nor one of {', '.join(shipped_policies())}")
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise MalformedInputError(f"{where}: not valid TOML ({e})") from e
+    header = table.get("policy", {})
+    allowed, denied = _entries(table, "allow", where), _entries(table, "deny", where)
+    both = sorted(set(allowed) & set(denied))
+    if both:
+        raise MalformedInputError(f"{where}: {', '.join(both)} both allowed and denied")
+    return Policy(name=str(header.get("name", where)), source=str(header.get("source", "")), allowed=allowed, denied=denied)
+
+
+class _Parser:
+    """SPDX license-expression grammar (annex D), precedence WITH > AND > OR, parentheses."""
+
+    def __init__(self, expression: str) -> None:
+        self.expression = expression
+        self.tokens = self._tokenise(expression)
+        self.position = 0
+
+    def _tokenise(self, expression: str) -> list[str]:
+        tokens, at = [], 0
+        while at < len(expression):
+            match = _TOKEN_RE.match(expression, at)
+            if match is None:
+                if expression[at:].strip() == "":
+                    break
+                raise PolicyError(f"licence expression {expression!r} does not parse (at {expression[at:]!r})")
+            tokens.append(match.group(1))
+            at = match.end()
+        return tokens
+
+    def _peek(self) -> str | None:
+        return self.tokens[self.position] if self.position < len(self.tokens) else None
+
+    def _take(self) -> str:
+        token = self._peek()
+        if token is None:
+            raise PolicyError(f"licence expression {self.expression!r} ends early")
+        self.position += 1
+        return token
+
+    def parse(self) -> Any:
+        tree = self._or()
+        if self._peek() is not None:
+            raise PolicyError(f"licence expression {self.expression!r} has trailing {self._peek()!r}")
+        return tree
+
+    def _or(self) -> Any:
+        node = self._and()
+        while self._peek() == "OR":
+            self._take()
+            node = ("OR", node, self._and())
+        return node
+
+    def _and(self) -> Any:
+        node = self._with()
+        while self._peek() == "AND":
+            self._take()
+            node = ("AND", node, self._with())
+        return node
+
+    def _with(self) -> Any:
+        node = self._atom()
+        if self._peek() == "WITH":
+            self._take()
+            exception = self._take()
+            if exception in ("(", ")", "AND", "OR", "WITH"):
+                raise PolicyError(f"licence expression {self.expression!r}: WITH needs an exception id")
+            node = ("WITH", node, ("ID", exception))
+        return node
+
+    def _atom(self) -> Any:
+        token = self._take()
+        if token == "(":
+            node = self._or()
+            if self._take() != ")":
+                raise PolicyError(f"licence expression {self.expression!r}: unbalanced parentheses")
+            return node
+        if token in (")", "AND", "OR", "WITH"):
+            raise PolicyError(f"licence expression {self.expression!r}: unexpected {token!r}")
+        return ("ID", token)
+
+
+def _failures(policy: Policy, node: Any) -> list[str]:
+    """Why ``node`` does not pass the policy; an empty list means it passes."""
+    kind = node[0]
+    if kind == "ID":
+        if node[1].upper() in _MISSING:
+            return [f"{node[1]} is not a licence"]
+        reason = policy.judge(node[1])
+        return [] if reason is None else [reason]
+    left, right = _failures(policy, node[1]), _failures(policy, node[2])
+    if kind == "OR":
+        return [] if not left or not right else left + right
+    return left + right  # AND, WITH: every part must pass
+
+
+def evaluate(policy: Policy, expression: str | None, what: str) -> None:
+    """Raise ``PolicyError`` naming ``what`` and the licence unless ``expression`` passes ``policy``."""
+    if expression is None or expression.strip().upper() in _MISSING:
+        raise PolicyError(f"{what}: no licence declared ({expression!r}); a missing licence fails policy {policy.name}")
+    failures = _failures(policy, _Parser(expression).parse())
+    if failures:
+        raise PolicyError(f"{what}: licence {expression!r} fails policy {policy.name}: " + "; ".join(failures))
+
+
+def check_licences(policy: Policy, weights_license: str | None, sources: Iterable[SourceDeclaration]) -> str:
+    """Check the weights' licence and every source's; returns a one-line summary of what passed."""
+    evaluate(policy, weights_license, "weights")
+    checked = [f"weights {weights_license}"]
+    for source in sources:
+        evaluate(policy, source.license, f"data source {source.name}")
+        checked.append(f"{source.name} {source.license}")
+    return f"policy {policy.name}: " + ", ".join(checked)

@@ -1,0 +1,81 @@
+"""Replaying one segment (checkpoint i -> i+1) and comparing where it lands, bitwise."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from trainwitness.data.datasets import Batch, batch_digest
+from trainwitness.errors import DataMismatchError, ReplayMismatchError
+from trainwitness.run.loop import ExactHooks, TrainingRun, snapshot
+from trainwitness.run.rng import rng_digest
+from trainwitness.tensors.state import FlatState, state_digest, tensor_digest
+from trainwitness.verifier.bounded import SegmentDistance, segment_distance
+from trainwitness.verifier.evidence import Evidence
+
+__all__ = ["SegmentResult", "replay_segment"]
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    index: int
+    first_step: int
+    last_step: int  # exclusive: the step of checkpoint index + 1
+    seconds: float
+    distance: SegmentDistance | None = None  # bounded mode only
+
+
+def _differing_tensors(replayed: FlatState, committed: FlatState) -> list[str]:
+    names = sorted(set(replayed.tensors) | set(committed.tensors))
+    return [
+        n
+        for n in names
+        if n not in replayed.tensors
+        or n not in committed.tensors
+        or tensor_digest(n, replayed.tensors[n]) != tensor_digest(n, committed.tensors[n])
+    ]
+
+
+def replay_segment(run: TrainingRun, evidence: Evidence, i: int, bound: float | None = None) -> SegmentResult:
+    """Restore checkpoint i, re-run its steps checking each batch and RNG leaf, compare with i+1.
+
+    Bitwise unless ``bound`` is given (bounded mode, bound.py); an exact-mode run applies its
+    committed hints after every step and is compared bitwise.
+    """
+    started = time.perf_counter()
+    first = evidence.checkpoint(i).step
+    last = evidence.checkpoint(i + 1).step
+    # Decoded for this replay alone, the start checkpoint's tensors become the run's (no copy: peak memory).
+    run.restore_taking_ownership(lambda: evidence.load_checkpoint(i))
+    start_copy = snapshot(run.capture()) if bound is not None else None  # the steps below move the live state
+
+    def check_step(step: int, ids: list[int], batch: Batch, rng: FlatState) -> None:
+        committed = evidence.step(step)
+        if list(committed.sample_ids) != ids:
+            raise DataMismatchError(
+                f"step {step}: committed batch has sample ids {list(committed.sample_ids)[:8]}..., "
+                f"the declared sampler gives {ids[:8]}..."
+            )
+        if batch_digest(batch) != committed.batch_digest:
+            raise DataMismatchError(f"step {step}: committed batch contents differ from the declared dataset's samples {ids[:8]}...")
+        if rng_digest(rng) != committed.rng_digest:
+            raise ReplayMismatchError(f"step {step}: the RNG state before the step differs from the committed one")
+
+    exact = None if evidence.claim.exact is None else ExactHooks(evidence.claim.exact, evidence.hints)
+    run.run(first, last, check_step, exact)
+    replayed = run.capture()
+    if start_copy is not None and bound is not None:
+        distance = segment_distance(start_copy, replayed, evidence.load_checkpoint(i + 1))
+        if not distance.overall <= bound:
+            raise ReplayMismatchError(
+                f"segment {i} (steps {first}->{last}): bounded replay lands {distance.overall:.3g} (relative to the "
+                f"segment's update) from checkpoint {i + 1}, over the bound {bound:.3g}"
+            )
+        return SegmentResult(i, first, last, time.perf_counter() - started, distance)
+    if state_digest(replayed) != evidence.checkpoint(i + 1).state_digest:
+        differing = _differing_tensors(replayed, evidence.load_checkpoint(i + 1))
+        shown = ", ".join(differing[:6]) + (f" and {len(differing) - 6} more" if len(differing) > 6 else "")
+        raise ReplayMismatchError(
+            f"segment {i} (steps {first}->{last}): replay does not land on checkpoint {i + 1}; differing: {shown or 'metadata'}"
+        )
+    return SegmentResult(index=i, first_step=first, last_step=last, seconds=time.perf_counter() - started)

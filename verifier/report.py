@@ -1,0 +1,167 @@
+"""The verdict: every check with its outcome, the segments replayed, and how sure the sample makes us."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainwitness.verifier.draw import detection_probability
+from trainwitness.verifier.replay import SegmentResult
+
+__all__ = ["Check", "Report", "FORGED_FRACTIONS"]
+
+FORGED_FRACTIONS = (0.01, 0.05, 0.10)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class Report:
+    attestation: str
+    subject: str = ""
+    entry_point: str = ""
+    checks: list[Check] = field(default_factory=list)
+    segment_count: int = 0
+    segments: list[SegmentResult] = field(default_factory=list)
+    sampled: list[int] = field(default_factory=list)
+    sample_seed: int | None = None
+    seed_from_os: bool = False  # the seed above was drawn from OS randomness (sandboxed replay), not chosen
+    notes: list[str] = field(default_factory=list)
+    checkpoint_bytes_read: int = 0
+    data_bytes_read: int = 0  # bytes of sample records read from the auditor's copy and proven
+    data_samples_read: int = 0
+    data_total_bytes: int = 0  # the whole dataset, as the manifest declares it
+    exact: dict[str, Any] | None = None  # exact mode's signed grid, when the run used it
+    bound: float | None = None  # bounded mode's bound, when the verifier used it
+    bound_provenance: str = ""
+
+    def bounded_summary(self) -> dict[str, Any]:
+        """Bounded mode: the distances seen, the bound, and the steering room it leaves a forger."""
+        if self.bound is None:
+            return {}
+        distances = [s.distance.overall for s in self.segments if s.distance is not None]
+        return {
+            "bound": self.bound,
+            "bound_provenance": self.bound_provenance,
+            "max_distance": max(distances, default=0.0),
+            "distances": {str(s.index): s.distance.overall for s in self.segments if s.distance is not None},
+            # Each segment's checkpoint may sit up to bound x that segment's update from the honest
+            # replay, compounding over every segment (replayed or not).
+            "steering_room": self.bound * self.segment_count,
+            "weaker": "bounded mode accepts checkpoints that are not what the code computes; exact mode does not",
+        }
+
+    @property
+    def accepted(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    @property
+    def verdict(self) -> str:
+        return "ACCEPT" if self.accepted else "REJECT"
+
+    def passed(self, name: str, detail: str) -> None:
+        self.checks.append(Check(name, True, detail))
+
+    def failed(self, name: str, detail: str) -> None:
+        self.checks.append(Check(name, False, detail))
+
+    def detection(self) -> dict[str, float]:
+        """Only meaningful for an accepted run: P(a forgery of fraction f would have been caught)."""
+        if not self.accepted or not self.segments:
+            return {}
+        return {f"{f:.0%}": detection_probability(self.segment_count, len(self.segments), f) for f in FORGED_FRACTIONS}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "attestation": self.attestation,
+            "subject": self.subject,
+            "entry_point": self.entry_point,
+            "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in self.checks],
+            "segments": {
+                "total": self.segment_count,
+                "sampled": self.sampled,
+                "sample_seed": self.sample_seed,
+                "seed_from_os": self.seed_from_os,
+                "replayed": [
+                    {
+                        "index": s.index, "steps": [s.first_step, s.last_step], "seconds": round(s.seconds, 4),
+                        **({"distance": vars(s.distance)} if s.distance is not None else {}),
+                    }
+                    for s in self.segments
+                ],
+            },
+            "detection_probability": self.detection(),
+            "checkpoint_bytes_read": self.checkpoint_bytes_read,
+            "data": {
+                "bytes_read": self.data_bytes_read,
+                "samples_read": self.data_samples_read,
+                "total_bytes": self.data_total_bytes,
+            },
+            "notes": self.notes,
+            "replay_mode": self.replay_mode,
+            **({"exact": self.exact} if self.exact is not None else {}),
+            **({"bounded": self.bounded_summary()} if self.bound is not None else {}),
+        }
+
+    @property
+    def replay_mode(self) -> str:
+        return "exact" if self.exact is not None else "bounded" if self.bound is not None else "bitwise"
+
+    def to_text(self) -> str:
+        lines = [f"trainwitness verify: {self.verdict}", f"  subject      {self.subject}", f"  entry point  {self.entry_point}"]
+        for c in self.checks:
+            lines.append(f"  [{'ok' if c.passed else 'FAIL'}] {c.name}: {c.detail}")
+        if self.segment_count:
+            if self.sample_seed is None:
+                how = "OS randomness"
+            elif self.seed_from_os:
+                how = f"OS randomness: seed {self.sample_seed}, to repeat this audit"
+            else:
+                how = f"the auditor's seed {self.sample_seed}"
+            if self.bound is None:
+                lines.append(
+                    f"  replayed {len(self.segments)} of {self.segment_count} segments (drawn from {how}), "
+                    f"bitwise equal: {len(self.segments)}; checkpoint bytes read: {self.checkpoint_bytes_read}"
+                )
+            else:
+                lines.append(f"  replayed {len(self.segments)} of {self.segment_count} segments (drawn from {how}) in BOUNDED mode")
+        if self.exact is not None:
+            lines.append(
+                f"  exact mode: gradients rounded to {self.exact['gradients']['mantissa_bits']} mantissa bits before "
+                f"every optimizer step and the state to {self.exact['state']['mantissa_bits']} after it, hint margins "
+                f"2^-{self.exact['gradients']['margin_log2']} and 2^-{self.exact['state']['margin_log2']} of a cell (signed)"
+            )
+        if self.bound is not None:
+            b = self.bounded_summary()
+            for s in self.segments:
+                if s.distance is not None:
+                    lines.append(
+                        f"  segment {s.index}: distance {s.distance.overall:.3g} of its update "
+                        f"(worst tensor {s.distance.worst_tensor}: {s.distance.worst:.3g})"
+                    )
+            lines.append(f"  bound {b['bound']:.3g} ({b['bound_provenance']})")
+            lines.append(
+                f"  WEAKER THAN EXACT: bounded mode accepts checkpoints up to {b['bound']:.3g} of each segment's update "
+                f"away from what the code computes; a forger keeps that steering room in every segment: "
+                f"{b['steering_room']:.3g} x (a segment's update) in total over {self.segment_count} segments"
+            )
+        if self.data_total_bytes:
+            share = self.data_bytes_read / self.data_total_bytes
+            lines.append(
+                f"  data read: {self.data_bytes_read} of {self.data_total_bytes} bytes ({share:.1%}), "
+                f"{self.data_samples_read} samples, each proven against the manifest"
+            )
+        detection = self.detection()
+        if detection:
+            lines.append(
+                "  a run with this fraction of forged segments would have been caught with probability: "
+                + ", ".join(f"{k}: {v:.1%}" for k, v in detection.items())
+            )
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)

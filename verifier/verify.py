@@ -1,0 +1,364 @@
+"""``trainwitness verify``: the verifier, in the order its checks depend on each other."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import secrets
+import stat
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainwitness.commit.canonical import parse_json
+from trainwitness.commit.statement import Statement, TrainingClaim
+from trainwitness.commit.store import MANIFEST_FILE, RUN_FILE, read_store_file
+from trainwitness.data.datasets import SourceDataset, use_record_access
+from trainwitness.data.manifest import read_manifest
+from trainwitness.errors import (
+    CodeMismatchError,
+    CommitmentError,
+    DataMismatchError,
+    InitialStateError,
+    MalformedInputError,
+    MissingInputError,
+    VerificationError,
+    WeightsMismatchError,
+)
+from trainwitness.identity.code import (
+    SourceFile,
+    diff_files,
+    files_from_json,
+    locate_source_root,
+    source_files,
+    tree_digest,
+)
+from trainwitness.identity.signing import MAX_ENVELOPE_BYTES, load_public_key, open_envelope
+from trainwitness.run.environment import apply_execution_settings, environment_differences
+from trainwitness.run.loop import TrainingRun
+from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
+from trainwitness.tensors.checkpoint import decode_weights
+from trainwitness.tensors.state import state_digest, weights_digest
+from trainwitness.verifier.bounded import BOUND, BOUND_PROVENANCE
+from trainwitness.verifier.data_access import CheckedRecords, check_code_built_samples, describe_ids, prefetch
+from trainwitness.verifier.draw import choose_segments
+from trainwitness.verifier.evidence import Evidence
+from trainwitness.verifier.policy import check_licences, load_policy
+from trainwitness.verifier.replay import replay_segment
+from trainwitness.verifier.report import Report
+from trainwitness.verifier.sandbox import (
+    Isolation,
+    SandboxError,
+    choose_isolation,
+    merge_worker_reports,
+    replay_in_workers,
+    split_shares,
+    worker_request,
+    worker_threads,
+)
+
+__all__ = ["VerifyOptions", "verify_run"]
+
+MAX_WEIGHTS_BYTES = 64 * 1024**3
+
+# (segments done, segments to do) -> None
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    segments: int | None = 10  # None: replay every segment
+    seed: int | None = None  # None: draw from the operating system's randomness
+    data: Mapping[str, Path] = field(default_factory=dict)  # source name -> the auditor's copy (--data)
+    code: Path | None = None  # the auditor's copy of the training program's source tree (--code)
+    policy: str | None = None  # a licence policy: a shipped name or a TOML file (--policy)
+    sandbox: str = "auto"  # auto | off | required: where the upstream's code runs (see sandbox.py)
+    threads: int | None = None  # None: the recorded torch thread count; else this machine's choice
+    bounded: bool = False  # accept replays within bounded.BOUND (runs without exact mode; weaker)
+    workers: int = 1  # replay the drawn segments in this many worker processes at once, each on a share
+
+
+def _read(path: Path, what: str, max_bytes: int) -> bytes:
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block read_bytes forever, a directory raise
+            raise MalformedInputError(f"{what} {path} is not a regular file")
+        if info.st_size > max_bytes:
+            raise MalformedInputError(f"{what} {path} is {info.st_size} bytes, over the limit of {max_bytes}")
+        return path.read_bytes()
+    except FileNotFoundError as e:
+        raise MissingInputError(f"{what} {path} does not exist") from e
+    except OSError as e:
+        raise MissingInputError(f"{what} {path} cannot be read ({e.strerror})") from e
+
+
+def _attested_files(store: Path, claim_digest: str) -> list[SourceFile] | None:
+    """The store's per-file list, trusted only because it hashes to the signed tree digest."""
+    try:
+        declared = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
+    except MissingInputError:
+        return None
+    if not isinstance(declared, dict) or "code_files" not in declared:
+        return None
+    files = files_from_json(declared["code_files"], f"{store}/{RUN_FILE} code_files")
+    if tree_digest(files) != claim_digest:
+        raise CommitmentError(f"{store}/{RUN_FILE}: its code file list does not hash to the signed tree digest")
+    return files
+
+
+def _check_tree(root: Path, attested_digest: str, attested: list[SourceFile] | None) -> None:
+    local = source_files(root)
+    digest = tree_digest(local)
+    if digest != attested_digest:
+        detail = diff_files(attested, local).describe() if attested is not None else "the store lists no files"
+        raise CodeMismatchError(f"source tree {root} has digest {digest}, the attestation names {attested_digest}; {detail}")
+
+
+def _import_from(code: Path, entry_point: str) -> None:
+    """Make the entry point's top-level package import from the auditor's copy ``code``."""
+    top_level = entry_point.partition(":")[0].split(".")[0]
+    if entry_point.startswith("trainwitness.workloads."):
+        return  # built in: the installed copy runs, and is checked separately
+    name = code.stem if code.is_file() else code.name
+    if name != top_level:
+        raise MalformedInputError(f"--code {code}: the entry point's package is {top_level!r}, not {name!r}")
+    loaded = sys.modules.get(top_level)
+    expected = code.resolve() if code.is_file() else code.resolve() / "__init__.py"
+    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() != expected:
+        raise MalformedInputError(f"--code {code}: {top_level} is already imported from {loaded.__file__}")
+    sys.path.insert(0, str(code.resolve().parent))
+    importlib.invalidate_caches()
+
+
+def _check_committed_batches(evidence: Evidence, run: TrainingRun) -> None:
+    """Every committed step's sample ids, against the sampler (a pure function of the signed seed): no data needed."""
+    n = len(run.spec.dataset)
+    for record in evidence.index.steps:
+        ids = run.sampler.batch_ids(record.step)
+        committed = list(record.sample_ids)
+        if committed != ids:
+            outside = [i for i in committed if i >= n]
+            if outside:
+                raise DataMismatchError(
+                    f"step {record.step}: the committed batch holds sample ids {describe_ids(outside)} from outside the dataset of {n}"
+                )
+            if sorted(committed) == sorted(ids):
+                raise DataMismatchError(
+                    f"step {record.step}: the committed batch reorders sample ids {describe_ids(committed)}; the sampler gives {describe_ids(ids)}"
+                )
+            wrong = [i for i in committed if i not in set(ids)]
+            raise DataMismatchError(
+                f"step {record.step}: the committed batch holds sample ids {describe_ids(wrong)} that the declared sampler does not draw"
+            )
+
+
+def verify_run(
+    attestation: Path,
+    store: Path,
+    weights: Path,
+    public_key: Path,
+    options: VerifyOptions = VerifyOptions(),
+    progress: Progress | None = None,
+) -> Report:
+    """Verify a training run's attestation against its store and final weights.
+
+    Plan: (1) signature, (2) statement and licence policy, (3) code identity, (4) store index against
+    the signed roots (three; four in exact mode), (5) final weights, (6) manifest, seeded start, and
+    every step's sample ids against the sampler, (7) draw segments and prove the samples they use,
+    (8) replay each bitwise (or within the calibrated bound, with --bounded).
+    (1)-(5) and the draw are this process's own; (6)-(8) run the upstream's code, here or in worker
+    processes (one per share of the draw, ``options.workers``) whose JSON answers are merged here.
+    A failed check ends the run of checks that depend on it and is recorded in the report;
+    unreadable input raises ``InputError`` (nothing was decided).
+    """
+    if options.workers < 1:
+        raise MalformedInputError(f"--workers must be at least 1, not {options.workers}")
+    report = Report(attestation=str(attestation))
+    envelope = _read(attestation, "attestation", MAX_ENVELOPE_BYTES)
+    key = load_public_key(public_key)
+    try:
+        # (1): the signature, before any field of the payload is believed.
+        payload = open_envelope(envelope, key)
+        report.passed("signature", "DSSE envelope signed by the given Ed25519 key")
+
+        # (2): the statement, parsed and invariant-checked.
+        statement = Statement.from_payload(payload)
+        claim = statement.claim
+        report.subject = f"{statement.subject_name} sha256:{statement.subject_sha256}"
+        report.entry_point = claim.entry_point
+
+        # (2b): licences, when the auditor brings a policy; a missing or unknown licence fails it.
+        if options.policy is not None:
+            policy = load_policy(options.policy)
+            report.passed("policy", check_licences(policy, claim.weights_license, claim.manifest.sources))
+
+        # (3): the code we are about to run is the code that was attested, checked before importing it.
+        attested_files = _attested_files(store, str(claim.code["tree_digest"]))
+        if options.code is not None:
+            _check_tree(options.code, str(claim.code["tree_digest"]), attested_files)
+            _import_from(options.code, claim.entry_point)
+        root = locate_source_root(claim.entry_point)
+        _check_tree(root, str(claim.code["tree_digest"]), attested_files)
+        where = f" (obtainable from {claim.code['source_uri']})" if claim.code.get("source_uri") else ""
+        report.passed("code", f"source tree {root.name} matches {claim.code['tree_digest']}{where}")
+
+        # (4): the store's index against the signed roots; no checkpoint is read for this.
+        evidence = Evidence.open(store, claim)
+        report.passed(
+            "commitments",
+            f"{claim.total_steps} steps and {len(claim.checkpoint_steps)} checkpoints match the {len(claim.trees)} roots",
+        )
+
+        # (5): the final weights file is the subject, and is the last committed checkpoint's weights.
+        # One read: the bytes whose SHA-256 is checked are the bytes decoded below.
+        weights_bytes = _read(weights, "weights file", MAX_WEIGHTS_BYTES)
+        if hashlib.sha256(weights_bytes).hexdigest() != statement.subject_sha256:
+            raise WeightsMismatchError(f"{weights} is not the attested subject (sha256 differs)")
+        last = evidence.checkpoint(len(claim.checkpoint_steps) - 1)
+        if weights_digest(decode_weights(weights_bytes, str(weights))) != last.weights_digest:
+            raise WeightsMismatchError(f"{weights} does not hold the last checkpoint's weights")
+        del weights_bytes  # peak memory: half a state that replay does not need
+        if (last.weights_digest, last.state_digest) != (claim.final_weights_digest, claim.final_state_digest):
+            raise WeightsMismatchError("the attested final digests are not the last checkpoint's")
+        report.passed("final-weights", f"{weights.name} is the subject and the weights of checkpoint at step {last.step}")
+
+        # (6)-(8) run the upstream's code: in confined worker processes unless the sandbox is off and
+        # there is one worker. The verifier alone chooses which segments to replay (7): drawn here,
+        # before any of that code runs, and handed to each worker as its share.
+        isolation = choose_isolation(options.sandbox, workers=options.workers)
+        report.notes.append(isolation.describe())
+        seed = options.seed
+        if seed is None and isolation.process:  # from the OS too, but reported, so the audit can be repeated
+            seed = secrets.randbelow(2**63)
+            report.seed_from_os = True
+        drawn = choose_segments(len(claim.checkpoint_steps) - 1, options.segments, seed)
+        if isolation.process:
+            _replay_in_workers(report, isolation, payload, claim, store, options, drawn, seed, progress)
+        else:
+            replay_drawn(claim, evidence, options, drawn, report, progress)
+    except VerificationError as e:
+        report.failed(e.check, str(e))
+    return report
+
+
+def _replay_mode(report: Report, claim: TrainingClaim, options: VerifyOptions) -> None:
+    """Bitwise, exact or bounded: decided by the claim and the auditor, never by a worker's answer."""
+    if claim.exact is not None:
+        report.exact = claim.exact.to_json()
+        note = "the run was recorded in exact mode: replayed bitwise, --bounded is not needed"
+        if options.bounded and note not in report.notes:
+            report.notes.append(note)
+    elif options.bounded:
+        report.bound, report.bound_provenance = BOUND, BOUND_PROVENANCE
+
+
+def _replay_in_workers(
+    report: Report, isolation: Isolation, payload: bytes, claim: TrainingClaim, store: Path, options: VerifyOptions,
+    drawn: list[int], seed: int | None, progress: Progress | None,
+) -> None:
+    """(6)-(8) in worker processes, all at once, each on its share of ``drawn``; their answers merged here."""
+    shares = split_shares(drawn, options.workers)
+    threads = worker_threads(claim.torch_threads, claim.exact is not None, options.threads, len(shares))
+    if len(shares) > 1:
+        each = f"{threads} torch threads" if threads is not None else f"the recorded {claim.torch_threads} torch threads"
+        report.notes.append(f"replay split over {len(shares)} worker processes run at once, {each} each")
+    requests = [worker_request(payload, store, options, share, threads) for share in shares]
+    done = 0
+
+    def finished(k: int, outcome: dict[str, Any] | SandboxError) -> None:
+        nonlocal done
+        if progress is not None and isinstance(outcome, dict) and "report" in outcome:  # not yet checked: progress only
+            done += len(shares[k])
+            progress(done, len(drawn))
+
+    merge_worker_reports(report, shares, replay_in_workers(isolation, requests, finished))
+    _replay_mode(report, claim, options)
+    report.segment_count, report.sampled, report.sample_seed = len(claim.checkpoint_steps) - 1, drawn, seed
+
+
+def replay_drawn(
+    claim: TrainingClaim, evidence: Evidence, options: VerifyOptions, drawn: list[int], report: Report,
+    progress: Progress | None = None,
+) -> None:
+    """(6)-(8) for the segments ``drawn``: in the verifier's own process, or in a worker on its share.
+
+    Raises the ``VerificationError`` of the first failed check. A worker starts here, from the
+    statement the parent verified; it reads the store again (the index against the signed roots,
+    for the inclusion proofs below), but not the weights, and it checks no signature.
+    """
+    store = evidence.store
+    # (6): the manifest, checked against the signed summary; then the run rebuilt from its declared
+    # seed (the start is recomputed, never trusted), reading data only through proven records.
+    manifest = read_manifest(store / MANIFEST_FILE, claim.manifest)
+    unknown = sorted(set(options.data) - {s.name for s in claim.manifest.sources})
+    if unknown:
+        raise MalformedInputError(f"--data names {', '.join(unknown)}, which the attestation does not declare")
+    report.passed("manifest", f"{len(manifest)} samples in {len(claim.manifest.sources)} sources match the signed root")
+    threads = claim.torch_threads if options.threads is None else options.threads
+    apply_execution_settings(threads)
+    _replay_mode(report, claim, options)
+    for name, (recorded, here) in environment_differences(claim.environment).items():
+        report.notes.append(f"environment differs: {name} recorded {recorded!r}, here {here!r}")
+    function = load_entry_point(claim.entry_point)
+    unstated = sorted(set(function.defaults) - set(claim.hyperparameters))
+    if unstated:  # a default filled in here would be a value nobody signed
+        raise CodeMismatchError(f"the attestation does not state the hyperparameters {unstated} that the spec reads")
+    unknown = sorted(set(claim.hyperparameters) - set(function.defaults))
+    if unknown:
+        raise CodeMismatchError(f"the attestation states hyperparameters {unknown} that the spec does not read")
+    hp = resolve_hyperparameters(function.defaults, claim.hyperparameters)
+    access = CheckedRecords(manifest, options.data)
+    with use_record_access(access):
+        run = TrainingRun.start(function, hp)
+    if isinstance(run.spec.dataset, SourceDataset) and run.spec.dataset.access is not access:
+        run.spec.dataset.bind(access)  # built outside the spec call (e.g. at import): still read only proven records
+    if len(run.spec.dataset) != manifest.summary.num_samples or run.sampler.num_samples != manifest.summary.num_samples:
+        raise DataMismatchError(f"dataset {run.spec.dataset.name} has {len(run.spec.dataset)} samples, the manifest {len(manifest)}")
+    # Replay uses the sampler the spec builds, whatever the claim says: so the claim must say exactly that.
+    if claim.data["sampler"] != run.sampler.describe():
+        raise DataMismatchError("the attested sampler is not the one the spec builds for this dataset")
+    _check_committed_batches(evidence, run)
+    report.passed("batches", f"every step's sample ids are the declared sampler's (seed {hp['data_seed']})")
+    if state_digest(run.capture()) != evidence.checkpoint(0).state_digest:
+        raise InitialStateError("the state built from the declared seed is not checkpoint 0")
+    report.passed("initial-state", f"checkpoint 0 is the state seeded from seed {hp['seed']}")
+
+    # (7): the segments the verifier drew; the samples they use are fetched from the auditor's copy
+    # and each proven against the manifest root before any step runs.
+    report.segment_count = len(claim.checkpoint_steps) - 1
+    report.sample_seed = options.seed
+    report.sampled = list(drawn)
+    needed = [
+        i
+        for seg in report.sampled
+        for step in range(claim.checkpoint_steps[seg], claim.checkpoint_steps[seg + 1])
+        for i in run.sampler.batch_ids(step)
+    ]
+    report.data_total_bytes = manifest.summary.total_bytes
+    if isinstance(run.spec.dataset, SourceDataset):
+        try:
+            prefetch(run.spec.dataset, access, needed)
+        finally:  # a rejected audit still reports what it read
+            report.data_bytes_read, report.data_samples_read = access.bytes_read, access.samples_read
+    else:
+        report.data_bytes_read = check_code_built_samples(run.spec.dataset, manifest, needed)
+        report.data_samples_read = len(set(needed))
+    report.passed(
+        "data",
+        f"{report.data_samples_read} samples proven against the manifest; "
+        f"{report.data_bytes_read} of {report.data_total_bytes} bytes of data read",
+    )
+
+    # (8): replay each sampled segment and compare bitwise.
+    for done, i in enumerate(report.sampled):
+        report.segments.append(replay_segment(run, evidence, i, report.bound))
+        if progress is not None:
+            progress(done + 1, len(report.sampled))
+    report.checkpoint_bytes_read = evidence.checkpoint_bytes_read
+    if report.bound is None:
+        how = "bitwise" if claim.exact is None else "bitwise in exact mode (committed hints applied)"
+        report.passed("replay", f"{len(report.segments)} sampled segments replay {how} onto their next checkpoint")
+    else:
+        report.passed("replay", f"{len(report.segments)} sampled segments replay within the bound {report.bound:.3g}")
