@@ -47,10 +47,19 @@ def test_sealed_payload_opens_under_its_key() -> None:
     assert open_envelope(seal_envelope(b"payload", FIXED_KEY), FIXED_KEY.public_key()) == b"payload"
 
 
-def test_envelope_signed_by_another_key_is_rejected() -> None:
+def test_envelope_signed_by_another_key_is_rejected_naming_the_key_id_it_carries() -> None:
     other = Ed25519PrivateKey.generate()
-    with pytest.raises(SignatureError, match="no signature in the envelope verifies"):
+    with pytest.raises(SignatureError) as caught:
         open_envelope(seal_envelope(b"payload", other), FIXED_KEY.public_key())
+    message = str(caught.value)
+    assert f"signed by key {key_id(other.public_key())}, not by the given key {key_id(FIXED_KEY.public_key())}" in message
+
+
+def test_envelope_without_key_ids_signed_by_another_key_is_rejected() -> None:
+    envelope = json.loads(seal_envelope(b"payload", Ed25519PrivateKey.generate()))
+    del envelope["signatures"][0]["keyid"]  # DSSE: keyid is optional
+    with pytest.raises(SignatureError, match="no signature in DSSE envelope verifies under the given key"):
+        open_envelope(json.dumps(envelope).encode(), FIXED_KEY.public_key())
 
 
 def test_changed_payload_with_the_old_signature_is_rejected() -> None:

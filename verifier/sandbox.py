@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from trainwitness.commit.canonical import parse_json
 from trainwitness.errors import InputError, MalformedInputError, VerificationError
 from trainwitness.verifier.bounded import SegmentDistance
 from trainwitness.verifier.replay import SegmentResult
@@ -330,9 +331,9 @@ def _answer(isolation: Isolation, child: subprocess.Popen[bytes], request: dict[
         how = f"signal {-child.returncode}" if child.returncode < 0 else f"status {child.returncode}"
         return SandboxError(f"the replay worker died ({how}; a limit, or the code crashed): {tail[0][:300]}")
     try:
-        result = json.loads(out.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return SandboxError(f"the replay worker's output is not JSON: {tail[0][:300]}")
+        result = parse_json(out, "answer", MAX_ANSWER_BYTES)  # the one strict JSON reader: untrusted bytes
+    except MalformedInputError as e:
+        return SandboxError(f"the replay worker's output is not JSON ({e}): {tail[0][:300]}")
     if not isinstance(result, dict):
         return SandboxError("the replay worker's output is not a JSON object")
     return result
@@ -417,7 +418,7 @@ def merge_worker_report(report: Report, answer: dict[str, Any], share: Sequence[
     """
     try:
         _merge(report, answer)
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:
         raise SandboxError(f"the replay worker's answer is malformed ({type(e).__name__}: {e})") from e
     replayed = [s.index for s in report.segments]
     if len(set(replayed)) != len(replayed) or not set(replayed) <= set(share):

@@ -225,9 +225,11 @@ def _unpack(text: Any, where: str, what: str) -> bytes:
         raise MalformedInputError(f"{where}: {what} must be a string")
     if not text:
         return b""
+    if not text.isascii():  # b64decode raises a bare ValueError for a non-ASCII str, not binascii.Error
+        raise MalformedInputError(f"{where}: {what} is not base64 (it holds non-ASCII characters)")
     try:
         frame = base64.b64decode(text, validate=True)
-    except binascii.Error as e:
+    except (binascii.Error, ValueError) as e:
         raise MalformedInputError(f"{where}: {what} is not base64 ({e})") from e
     if base64.b64encode(frame).decode("ascii") != text:
         raise MalformedInputError(f"{where}: {what} is not canonical base64")

@@ -132,7 +132,9 @@ class TrainingRun:
                 raise MalformedInputError("checkpoint and spec disagree on whether there is a scheduler")
             if self.spec.scheduler is not None:
                 self.spec.scheduler.load_state_dict(state["scheduler"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError, OverflowError) as e:
+            # What torch's load_state_dict raises for a state of another shape or structure (the
+            # committed state is the prover's: any of these is its malformation, not a crash).
             raise MalformedInputError(f"checkpoint does not fit the spec's model or optimizer: {e}") from e
         restore_rng(FlatState(rng_tensors, skeleton["rng"]))
 
