@@ -321,10 +321,14 @@ def test_verify_rejects_an_exact_attestation_stripped_of_its_mode(exact_run: Rec
 # -- without exact mode: bitwise rejects, bounded accepts ----------------------------------------------
 
 
-def test_plain_run_recorded_with_2_threads_is_rejected_bitwise_with_1_thread(plain_run: RecordedRun) -> None:
-    report = _verify(plain_run, threads=1)
-    assert not report.accepted
-    assert report.checks[-1].name == "replay" and "does not land on checkpoint" in report.checks[-1].detail
+def test_plain_run_recorded_with_2_threads_is_refused_before_replay_with_1_thread(plain_run: RecordedRun, capsys) -> None:
+    # The auditor's thread count cannot make the claim false: exit 2 naming the fix, before any replay.
+    assert main(plain_run.verify_args("--all", "--threads", "1", "--sandbox", "off")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "trainwitness: error: --threads 1: bitwise replay needs the recorded 2 threads: "
+        "use --threads 2, --bounded, or a run recorded with --exact"
+    )
 
 
 def test_plain_run_is_accepted_by_bounded_mode_with_the_distance_shown(plain_run: RecordedRun, capsys) -> None:

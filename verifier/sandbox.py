@@ -43,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +65,7 @@ __all__ = [
     "Isolation",
     "SandboxError",
     "choose_isolation",
+    "address_space_budget",
     "split_shares",
     "worker_threads",
     "worker_request",
@@ -178,6 +179,47 @@ def _apply_limits(limits: SandboxLimits) -> None:
     ):
         _, hard = resource.getrlimit(kind)
         resource.setrlimit(kind, (value if hard == resource.RLIM_INFINITY else min(value, hard),) * 2)
+
+
+def _meminfo_bytes(path: str, field: str) -> int | None:
+    """A ``field: N kB`` line of a /proc file, in bytes; None where there is none (not Linux)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name == field:
+                    return int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+_BUDGET_SLACK = 1 << 30  # address space that threads and allocator arenas reserve without touching it
+
+
+@contextlib.contextmanager
+def address_space_budget() -> Iterator[int | None]:
+    """For in-process replay: cap this process's address space at what it maps now plus the memory
+    this machine has available, while the upstream's code runs; yields the cap in bytes (None where
+    it cannot be set). An allocation beyond it (a signed model size no machine here can hold) fails
+    at once as a ``RuntimeError``/``MemoryError``, before anything is written to it, instead of the
+    kernel's overcommit letting it through to the out-of-memory killer. Restored afterwards.
+    """
+    available = _meminfo_bytes("/proc/meminfo", "MemAvailable")
+    mapped = _meminfo_bytes("/proc/self/status", "VmSize")
+    if available is None or mapped is None:
+        yield None
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    budget = mapped + available + _BUDGET_SLACK
+    for limit in (soft, hard):
+        if limit != resource.RLIM_INFINITY:
+            budget = min(budget, limit)
+    resource.setrlimit(resource.RLIMIT_AS, (budget, hard))
+    try:
+        yield budget
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def split_shares(drawn: Sequence[int], workers: int) -> list[list[int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 import secrets
 import stat
 import sys
@@ -16,7 +17,7 @@ from trainwitness.commit.canonical import parse_json
 from trainwitness.commit.statement import Statement, TrainingClaim
 from trainwitness.commit.store import MANIFEST_FILE, RUN_FILE, read_store_file
 from trainwitness.data.datasets import SourceDataset, use_record_access
-from trainwitness.data.manifest import read_manifest
+from trainwitness.data.manifest import ManifestIndex, read_manifest
 from trainwitness.errors import (
     CodeMismatchError,
     CommitmentError,
@@ -24,6 +25,8 @@ from trainwitness.errors import (
     InitialStateError,
     MalformedInputError,
     MissingInputError,
+    TrainingCodeError,
+    TrainwitnessError,
     VerificationError,
     WeightsMismatchError,
 )
@@ -38,7 +41,8 @@ from trainwitness.identity.code import (
 from trainwitness.identity.signing import MAX_ENVELOPE_BYTES, load_public_key, open_envelope
 from trainwitness.run.environment import apply_execution_settings, environment_differences
 from trainwitness.run.loop import TrainingRun
-from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
+from trainwitness.run.sampler import ShuffledEpochSampler
+from trainwitness.run.spec import check_core_hyperparameters, load_entry_point, resolve_hyperparameters
 from trainwitness.tensors.checkpoint import decode_weights
 from trainwitness.tensors.state import state_digest, weights_digest
 from trainwitness.verifier.bounded import BOUND, BOUND_PROVENANCE
@@ -51,6 +55,7 @@ from trainwitness.verifier.report import Report
 from trainwitness.verifier.sandbox import (
     Isolation,
     SandboxError,
+    address_space_budget,
     choose_isolation,
     merge_worker_reports,
     replay_in_workers,
@@ -94,13 +99,152 @@ def _read(path: Path, what: str, max_bytes: int) -> bytes:
         raise MissingInputError(f"{what} {path} cannot be read ({e.strerror})") from e
 
 
-def _attested_files(store: Path, claim_digest: str) -> list[SourceFile] | None:
-    """The store's per-file list, trusted only because it hashes to the signed tree digest."""
+# -- what can be checked before any of the upstream's code runs -----------------------------------
+
+def _check_replay_settings(claim: TrainingClaim, options: VerifyOptions) -> None:
+    """The auditor's own settings must be able to reproduce the run: else exit 2, naming the fix.
+
+    Without exact mode, bitwise replay needs the recorded torch thread count (on CPU the last bits
+    of a reduction depend on it); replaying with another could only ever REJECT an honest run.
+    """
+    recorded = claim.torch_threads
+    if claim.exact is None and not options.bounded and options.threads is not None and options.threads != recorded:
+        raise MalformedInputError(
+            f"--threads {options.threads}: bitwise replay needs the recorded {recorded} thread{'s' * (recorded != 1)}: "
+            f"use --threads {recorded}, --bounded, or a run recorded with --exact"
+        )
+
+
+def _check_signed_values(claim: TrainingClaim) -> None:
+    """Signed values the core reads, against the ranges the core accepts: no honest run holds others."""
+    check_core_hyperparameters(claim.hyperparameters, "attestation: signed hyperparameter", claim.manifest.num_samples)
+
+
+def _check_data_options(claim: TrainingClaim, data: Mapping[str, Path]) -> None:
+    """Every ``--data NAME=PATH``: a declared source, and a path of the kind its declared format reads."""
+    declared = {s.name: s for s in claim.manifest.sources}
+    for name, path in data.items():
+        source = declared.get(name)
+        if source is None:
+            raise MalformedInputError(
+                f"--data {name}={path}: the attestation declares no source {name!r} (it declares {', '.join(sorted(declared))})"
+            )
+        if source.format == "tensors":
+            raise MalformedInputError(f"--data {name}={path}: source {name} is built in code by the training spec; it has no files to give")
+        if not os.path.lexists(path):
+            raise MissingInputError(f"--data {name}={path}: {path} does not exist")
+        if source.format == "files" and not path.is_dir():
+            raise MalformedInputError(f"--data {name}={path}: source {name} is a directory of files (declared format 'files'); {path} is not a directory")
+        if source.format != "files" and not path.is_file():
+            kind = "a directory" if path.is_dir() else "not a regular file"
+            named = Path(source.uri or "").name
+            hint = f" (did you mean --data {name}={path / named}?)" if named and path.is_dir() and (path / named).is_file() else ""
+            raise MalformedInputError(
+                f"--data {name}={path}: source {name} is one file (declared format {source.format!r}); {path} is {kind}{hint}"
+            )
+
+
+def _code_root_name(entry_point: str) -> str:
+    """The name the auditor's --code directory (or module file) must have: the attested source root's."""
+    if entry_point.startswith("trainwitness.workloads."):
+        return "workloads"
+    return entry_point.partition(":")[0].split(".")[0]
+
+
+def _check_code_option(code: Path, entry_point: str) -> None:
+    """--code names the attested source root itself, not the directory above it or another package."""
+    if not os.path.lexists(code):
+        raise MissingInputError(f"--code {code} does not exist")
+    expected = _code_root_name(entry_point)
+    name = code.stem if code.is_file() else code.name
+    if name == expected:
+        return
+    for candidate in (code / expected, code / f"{expected}.py"):
+        if code.is_dir() and os.path.lexists(candidate):
+            raise MalformedInputError(
+                f"--code {code}: the entry point {entry_point} lives in {expected!r}, not {name!r}: did you mean --code {candidate}?"
+            )
+    raise MalformedInputError(f"--code {code}: the entry point {entry_point} lives in {expected!r}, not {name!r}")
+
+
+_ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.zst", ".tar.bz2", ".zip")
+_ARCHIVE_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"PK\x03\x04", b"BZh", b"\xfd7zXZ")
+
+
+def _check_store_option(store: Path) -> None:
+    """--store is a directory: a file (an archive, most likely) is named as such."""
+    if store.is_dir():
+        return
+    if not os.path.lexists(store):
+        raise MissingInputError(f"store {store} does not exist (--store)")
+    if not store.is_file():
+        raise MalformedInputError(f"store {store} is not a directory (--store)")
     try:
-        declared = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
+        with open(store, "rb") as f:
+            start = f.read(512)
+    except OSError:
+        start = b""
+    archive = store.name.lower().endswith(_ARCHIVE_SUFFIXES) or start.startswith(_ARCHIVE_MAGIC) or start[257:262] == b"ustar"
+    hint = ": it looks like an archive; unpack it and give the store directory it holds" if archive else ""
+    raise MalformedInputError(f"store {store} is a file, not a store directory (--store){hint}")
+
+
+def _store_declaration(store: Path) -> dict[str, Any] | None:
+    """The store's run.json (what the prover declared at the start), or None where the store has none."""
+    try:
+        data = read_store_file(store, RUN_FILE, 1 << 26)
     except MissingInputError:
         return None
-    if not isinstance(declared, dict) or "code_files" not in declared:
+    declared = parse_json(data, f"{store}/{RUN_FILE}")
+    if not isinstance(declared, dict):
+        raise MalformedInputError(f"{store}/{RUN_FILE}: not a JSON object")
+    return declared
+
+
+def _other_run(declared: dict[str, Any] | None, claim: TrainingClaim) -> list[str]:
+    """How the store's run.json differs from the attested run (empty: it declares this run).
+
+    The attestation copies the store's declaration, so an honest pair agrees on these fields. This
+    is asked only once the store's index has failed to match the signed roots (or is short): it
+    turns that puzzling mismatch into what it is, the store of another run (exit 2). A store whose
+    index matches the signed roots is this run's, whatever its run.json says.
+    """
+    if declared is None:
+        return []
+    differences = []
+    hp = declared.get("hyperparameters")
+    if isinstance(hp, dict) and hp != claim.hyperparameters:
+        keys = sorted(k for k in set(hp) | set(claim.hyperparameters) if hp.get(k) != claim.hyperparameters.get(k))
+        differences.extend(f"{k} {_shown(hp.get(k))} (attested {_shown(claim.hyperparameters.get(k))})" for k in keys[:3])
+    if not _same_code(declared, claim):
+        differences.append("another source tree")
+    data = declared.get("data")
+    manifest = data.get("manifest") if isinstance(data, dict) else None
+    if isinstance(manifest, dict) and manifest.get("root") != claim.manifest.root:
+        differences.append("another dataset manifest")
+    if ("exact" in declared) != (claim.exact is not None):
+        differences.append("exact mode " + ("on" if "exact" in declared else "off"))
+    return differences
+
+
+def _same_code(declared: dict[str, Any], claim: TrainingClaim) -> bool:
+    code = declared.get("code")
+    return not isinstance(code, dict) or code.get("tree_digest") == claim.code.get("tree_digest")
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _attested_files(store: Path, declared: dict[str, Any] | None, claim: TrainingClaim) -> list[SourceFile] | None:
+    """The store's per-file list, trusted only because it hashes to the signed tree digest.
+
+    None where the store has none, or where its run.json declares another source tree (the store
+    of another run: named as such at step (4), not as a forged list here).
+    """
+    claim_digest = str(claim.code["tree_digest"])
+    if declared is None or "code_files" not in declared or not _same_code(declared, claim):
         return None
     files = files_from_json(declared["code_files"], f"{store}/{RUN_FILE} code_files")
     if tree_digest(files) != claim_digest:
@@ -154,6 +298,13 @@ def _check_committed_batches(evidence: Evidence, run: TrainingRun) -> None:
             )
 
 
+def _needed_samples(claim: TrainingClaim, drawn: list[int]) -> list[int]:
+    """The distinct sample ids the drawn segments' steps read: a pure function of signed values."""
+    sampler = ShuffledEpochSampler(claim.manifest.num_samples, int(claim.hyperparameters["batch_size"]), int(claim.hyperparameters["data_seed"]))
+    steps = claim.checkpoint_steps
+    return sorted({i for seg in drawn for step in range(steps[seg], steps[seg + 1]) for i in sampler.batch_ids(step)})
+
+
 def verify_run(
     attestation: Path,
     store: Path,
@@ -164,14 +315,17 @@ def verify_run(
 ) -> Report:
     """Verify a training run's attestation against its store and final weights.
 
-    Plan: (1) signature, (2) statement and licence policy, (3) code identity, (4) store index against
-    the signed roots (three; four in exact mode), (5) final weights, (6) manifest, seeded start, and
-    every step's sample ids against the sampler, (7) draw segments and prove the samples they use,
-    (8) replay each bitwise (or within the calibrated bound, with --bounded).
-    (1)-(5) and the draw are this process's own; (6)-(8) run the upstream's code, here or in worker
-    processes (one per share of the draw, ``options.workers``) whose JSON answers are merged here.
-    A failed check ends the run of checks that depend on it and is recorded in the report;
-    unreadable input raises ``InputError`` (nothing was decided).
+    Plan: (1) signature, (2) statement, the auditor's settings and every signed value and option
+    that can be checked without running code, licence policy, (3) code identity, (4) the store is
+    this run's, complete, and its index matches the signed roots (three; four in exact mode),
+    (5) final weights, (6) manifest, seeded start, and every step's sample ids against the sampler,
+    (7) draw segments and prove the samples they use, (8) replay each bitwise (or within the
+    calibrated bound, with --bounded).
+    (1)-(5), the manifest and the draw are this process's own; (6)-(8) run the upstream's code,
+    here or in worker processes (one per share of the draw, ``options.workers``) whose JSON answers
+    are merged here. A failed check ends the run of checks that depend on it and is recorded in the
+    report; unreadable input, or input of this machine that cannot reproduce the run (an option, a
+    missing file, memory), raises ``InputError`` (nothing was decided).
     """
     if options.workers < 1:
         raise MalformedInputError(f"--workers must be at least 1, not {options.workers}")
@@ -180,14 +334,21 @@ def verify_run(
     key = load_public_key(public_key)
     try:
         # (1): the signature, before any field of the payload is believed.
-        payload = open_envelope(envelope, key)
+        payload = open_envelope(envelope, key, where=f"DSSE envelope {attestation}")
         report.passed("signature", "DSSE envelope signed by the given Ed25519 key")
 
-        # (2): the statement, parsed and invariant-checked.
+        # (2): the statement, parsed and invariant-checked; then what this machine's settings and
+        # inputs must be for replay to decide anything, checked before any code runs (exit 2).
         statement = Statement.from_payload(payload)
         claim = statement.claim
         report.subject = f"{statement.subject_name} sha256:{statement.subject_sha256}"
         report.entry_point = claim.entry_point
+        _check_replay_settings(claim, options)
+        _check_signed_values(claim)
+        _check_data_options(claim, options.data)
+        if options.code is not None:
+            _check_code_option(options.code, claim.entry_point)
+        _check_store_option(store)
 
         # (2b): licences, when the auditor brings a policy; a missing or unknown licence fails it.
         if options.policy is not None:
@@ -195,7 +356,8 @@ def verify_run(
             report.passed("policy", check_licences(policy, claim.weights_license, claim.manifest.sources))
 
         # (3): the code we are about to run is the code that was attested, checked before importing it.
-        attested_files = _attested_files(store, str(claim.code["tree_digest"]))
+        declared = _store_declaration(store)
+        attested_files = _attested_files(store, declared, claim)
         if options.code is not None:
             _check_tree(options.code, str(claim.code["tree_digest"]), attested_files)
             _import_from(options.code, claim.entry_point)
@@ -204,8 +366,17 @@ def verify_run(
         where = f" (obtainable from {claim.code['source_uri']})" if claim.code.get("source_uri") else ""
         report.passed("code", f"source tree {root.name} matches {claim.code['tree_digest']}{where}")
 
-        # (4): the store's index against the signed roots; no checkpoint is read for this.
-        evidence = Evidence.open(store, claim)
+        # (4): the store's index against the signed roots; no checkpoint is read for this. A store
+        # that does not match, or is short, and whose run.json declares another run is named so.
+        try:
+            evidence = Evidence.open(store, claim)
+        except (CommitmentError, MissingInputError) as e:
+            other = _other_run(declared, claim)
+            if other:
+                raise MalformedInputError(
+                    f"store {store} holds another run than the attestation's: its {RUN_FILE} declares {'; '.join(other)} (--store)"
+                ) from e
+            raise
         report.passed(
             "commitments",
             f"{claim.total_steps} steps and {len(claim.checkpoint_steps)} checkpoints match the {len(claim.trees)} roots",
@@ -224,23 +395,50 @@ def verify_run(
             raise WeightsMismatchError("the attested final digests are not the last checkpoint's")
         report.passed("final-weights", f"{weights.name} is the subject and the weights of checkpoint at step {last.step}")
 
+        # (6a): the store's manifest, read here against the signed summary before any worker reads it.
+        manifest = read_manifest(store / MANIFEST_FILE, claim.manifest)
+
         # (6)-(8) run the upstream's code: in confined worker processes unless the sandbox is off and
         # there is one worker. The verifier alone chooses which segments to replay (7): drawn here,
         # before any of that code runs, and handed to each worker as its share.
         isolation = choose_isolation(options.sandbox, workers=options.workers)
         report.notes.append(isolation.describe())
-        seed = options.seed
-        if seed is None and isolation.process:  # from the OS too, but reported, so the audit can be repeated
+        segment_count = len(claim.checkpoint_steps) - 1
+        every = options.segments is None or options.segments >= segment_count
+        seed = options.seed if not every else None  # nothing is drawn when every segment is replayed
+        if seed is None and isolation.process and not every:  # from the OS too, but reported, so the audit can be repeated
             seed = secrets.randbelow(2**63)
             report.seed_from_os = True
-        drawn = choose_segments(len(claim.checkpoint_steps) - 1, options.segments, seed)
+        drawn = choose_segments(segment_count, options.segments, seed)
         if isolation.process:
-            _replay_in_workers(report, isolation, payload, claim, store, options, drawn, seed, progress)
+            _replay_in_workers(report, isolation, payload, claim, store, options, drawn, seed, progress, manifest)
         else:
-            replay_drawn(claim, evidence, options, drawn, report, progress)
+            with address_space_budget() as budget:
+                if budget is not None:
+                    report.notes.append(f"in-process replay ran under an address-space budget of {budget / 2**30:.1f} GiB (memory available here)")
+                _replay_in_process(claim, evidence, options, drawn, report, progress, manifest)
+            report.sample_seed = seed
     except VerificationError as e:
         report.failed(e.check, str(e))
     return report
+
+
+def _replay_in_process(
+    claim: TrainingClaim, evidence: Evidence, options: VerifyOptions, drawn: list[int], report: Report,
+    progress: Progress | None, manifest: ManifestIndex,
+) -> None:
+    """(6)-(8) in this process (``--sandbox off``): the training code's own failure is a failed check, as from a worker."""
+    try:
+        replay_drawn(claim, evidence, options, drawn, report, progress, manifest)
+    except (TrainwitnessError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - the upstream's code raised: named, never a traceback
+        raise TrainingCodeError(f"the training code failed: {type(e).__name__}: {_one_line(str(e))}") from e
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _replay_mode(report: Report, claim: TrainingClaim, options: VerifyOptions) -> None:
@@ -256,7 +454,7 @@ def _replay_mode(report: Report, claim: TrainingClaim, options: VerifyOptions) -
 
 def _replay_in_workers(
     report: Report, isolation: Isolation, payload: bytes, claim: TrainingClaim, store: Path, options: VerifyOptions,
-    drawn: list[int], seed: int | None, progress: Progress | None,
+    drawn: list[int], seed: int | None, progress: Progress | None, manifest: ManifestIndex,
 ) -> None:
     """(6)-(8) in worker processes, all at once, each on its share of ``drawn``; their answers merged here."""
     shares = split_shares(drawn, options.workers)
@@ -269,32 +467,83 @@ def _replay_in_workers(
 
     def finished(k: int, outcome: dict[str, Any] | SandboxError) -> None:
         nonlocal done
-        if progress is not None and isinstance(outcome, dict) and "report" in outcome:  # not yet checked: progress only
-            done += len(shares[k])
+        if progress is not None:  # not yet checked: progress only, counting what the worker says it replayed
+            done += min(len(shares[k]), _replayed_count(outcome))
             progress(done, len(drawn))
 
     merge_worker_reports(report, shares, replay_in_workers(isolation, requests, finished))
     _replay_mode(report, claim, options)
     report.segment_count, report.sampled, report.sample_seed = len(claim.checkpoint_steps) - 1, drawn, seed
+    # Data read: the workers' shares overlap in the samples they read (one sample serves many
+    # steps), so the distinct samples are counted here, from the signed sampler and the manifest.
+    needed = _needed_samples(claim, drawn)
+    distinct_bytes = manifest.total_size(needed)
+    report.data_total_bytes = manifest.summary.total_bytes
+    if any(c.name == "data" for c in report.checks) and all(c.passed for c in report.checks if c.name == "data"):
+        report.data_bytes_read, report.data_samples_read = distinct_bytes, len(needed)
+    else:  # a worker stopped early: what they say they read, never more than the draw needs
+        report.data_bytes_read = min(report.data_bytes_read, distinct_bytes)
+        report.data_samples_read = min(report.data_samples_read, len(needed))
+
+
+def _replayed_count(outcome: dict[str, Any] | SandboxError) -> int:
+    try:
+        return len(outcome["report"]["segments"]["replayed"])  # type: ignore[index]
+    except (KeyError, TypeError):
+        return 0
+
+
+def _missing_file(e: OSError) -> MissingInputError:
+    return MissingInputError(
+        f"the training code reads {e.filename!r}, which cannot be read here ({e.strerror}): declared data sources "
+        "are given with --data NAME=PATH and the source tree with --code DIR; any other file must exist where the code looks"
+    )
+
+
+def _is_allocation_failure(e: BaseException) -> bool:
+    """torch raises RuntimeError (an OutOfMemoryError on devices) when an allocation is refused."""
+    text = str(e)
+    return isinstance(e, MemoryError) or "can't allocate memory" in text or "out of memory" in text or "size calculation overflowed" in text
 
 
 def replay_drawn(
     claim: TrainingClaim, evidence: Evidence, options: VerifyOptions, drawn: list[int], report: Report,
-    progress: Progress | None = None,
+    progress: Progress | None = None, manifest: ManifestIndex | None = None,
 ) -> None:
     """(6)-(8) for the segments ``drawn``: in the verifier's own process, or in a worker on its share.
 
     Raises the ``VerificationError`` of the first failed check. A worker starts here, from the
     statement the parent verified; it reads the store again (the index against the signed roots,
-    for the inclusion proofs below), but not the weights, and it checks no signature.
+    for the inclusion proofs below, and the manifest unless given), but not the weights, and it
+    checks no signature. What this machine lacks is an ``InputError``, not a verdict: a file the
+    training code reads that is absent here, or memory the signed hyperparameters need that this
+    machine (or the sandbox's limit) cannot give.
     """
+    try:
+        _replay_drawn(claim, evidence, options, drawn, report, progress, manifest)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
+        raise _missing_file(e) from e
+    except (MemoryError, RuntimeError) as e:
+        if not _is_allocation_failure(e):
+            raise
+        raise MalformedInputError(
+            f"the training code could not allocate the memory its signed hyperparameters ask for on this machine "
+            f"({_one_line(str(e), 200)})"
+        ) from e
+    finally:
+        report.checkpoint_bytes_read = evidence.checkpoint_bytes_read  # a rejected audit still says what it read
+
+
+def _replay_drawn(
+    claim: TrainingClaim, evidence: Evidence, options: VerifyOptions, drawn: list[int], report: Report,
+    progress: Progress | None, manifest: ManifestIndex | None,
+) -> None:
     store = evidence.store
     # (6): the manifest, checked against the signed summary; then the run rebuilt from its declared
     # seed (the start is recomputed, never trusted), reading data only through proven records.
-    manifest = read_manifest(store / MANIFEST_FILE, claim.manifest)
-    unknown = sorted(set(options.data) - {s.name for s in claim.manifest.sources})
-    if unknown:
-        raise MalformedInputError(f"--data names {', '.join(unknown)}, which the attestation does not declare")
+    if manifest is None:
+        manifest = read_manifest(store / MANIFEST_FILE, claim.manifest)
+    _check_data_options(claim, options.data)
     report.passed("manifest", f"{len(manifest)} samples in {len(claim.manifest.sources)} sources match the signed root")
     threads = claim.torch_threads if options.threads is None else options.threads
     apply_execution_settings(threads)
@@ -321,9 +570,14 @@ def replay_drawn(
         raise DataMismatchError("the attested sampler is not the one the spec builds for this dataset")
     _check_committed_batches(evidence, run)
     report.passed("batches", f"every step's sample ids are the declared sampler's (seed {hp['data_seed']})")
-    if state_digest(run.capture()) != evidence.checkpoint(0).state_digest:
+    initial = run.capture()
+    if state_digest(initial) != evidence.checkpoint(0).state_digest:
         raise InitialStateError("the state built from the declared seed is not checkpoint 0")
     report.passed("initial-state", f"checkpoint 0 is the state seeded from seed {hp['seed']}")
+    # Every checkpoint's layout follows from the rebuilt state: a file declaring another is refused
+    # before anything is allocated for it (docs/FORMAT.md, "Checkpoint files").
+    evidence.expect_layout(initial, run.spec.optimizer)
+    del initial
 
     # (7): the segments the verifier drew; the samples they use are fetched from the auditor's copy
     # and each proven against the manifest root before any step runs.
@@ -354,9 +608,9 @@ def replay_drawn(
     # (8): replay each sampled segment and compare bitwise.
     for done, i in enumerate(report.sampled):
         report.segments.append(replay_segment(run, evidence, i, report.bound))
+        report.checkpoint_bytes_read = evidence.checkpoint_bytes_read
         if progress is not None:
             progress(done + 1, len(report.sampled))
-    report.checkpoint_bytes_read = evidence.checkpoint_bytes_read
     if report.bound is None:
         how = "bitwise" if claim.exact is None else "bitwise in exact mode (committed hints applied)"
         report.passed("replay", f"{len(report.segments)} sampled segments replay {how} onto their next checkpoint")

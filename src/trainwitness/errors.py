@@ -18,6 +18,7 @@ __all__ = [
     "DataMismatchError",
     "CodeMismatchError",
     "PolicyError",
+    "TrainingCodeError",
     "InputError",
     "MissingInputError",
     "MalformedInputError",
@@ -71,6 +72,13 @@ class CodeMismatchError(VerificationError):
 
 class PolicyError(VerificationError):
     check = "policy"
+
+
+class TrainingCodeError(VerificationError):
+    """The attested training code raised while it was replayed in the verifier's own process
+    (``--sandbox off``); in a worker the same failure is the ``sandbox`` check's."""
+
+    check = "training-code"
 
 
 class InputError(TrainwitnessError):

@@ -194,5 +194,5 @@ def open_envelope(
     given = key_id(public_key)
     if envelope.key_ids and given not in envelope.key_ids:
         carried = ", ".join(_shown_key_id(k) for k in envelope.key_ids[:4])
-        raise SignatureError(f"{where} is signed by key {carried}, not by the given key {given} (--key): is it the right key?")
-    raise SignatureError(f"no signature in {where} verifies under the given key {given}")
+        raise SignatureError(f"{where}: signed by key {carried}, not by the given key {given} (--key)")
+    raise SignatureError(f"{where}: no signature in the envelope verifies under the key {given} (--key)")

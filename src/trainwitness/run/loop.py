@@ -66,13 +66,19 @@ class TrainingRun:
     @classmethod
     def start(cls, function: SpecFunction, hyperparameters: Mapping[str, JSONValue]) -> TrainingRun:
         """Seed every generator from the declared seed, then build: this is checkpoint 0."""
-        seed_everything(int(hyperparameters["seed"]))
+        try:
+            seed_everything(int(hyperparameters["seed"]))
+        except ValueError as e:
+            raise MalformedInputError(f"hyperparameter 'seed': {e}") from e
         spec = function(hyperparameters)
-        sampler = ShuffledEpochSampler(
-            num_samples=len(spec.dataset),
-            batch_size=int(hyperparameters["batch_size"]),
-            seed=int(hyperparameters["data_seed"]),
-        )
+        try:
+            sampler = ShuffledEpochSampler(
+                num_samples=len(spec.dataset),
+                batch_size=int(hyperparameters["batch_size"]),
+                seed=int(hyperparameters["data_seed"]),
+            )
+        except ValueError as e:  # a batch larger than the dataset, a seed out of range
+            raise MalformedInputError(f"hyperparameters batch_size/data_seed for dataset {spec.dataset.name}: {e}") from e
         return cls(spec=spec, hyperparameters=hyperparameters, sampler=sampler)
 
     def trainable(self) -> FlatState:
