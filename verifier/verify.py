@@ -211,7 +211,7 @@ def _other_run(declared: dict[str, Any] | None, claim: TrainingClaim) -> list[st
     """
     if declared is None:
         return []
-    differences = []
+    differences: list[str] = []
     hp = declared.get("hyperparameters")
     if isinstance(hp, dict) and hp != claim.hyperparameters:
         keys = sorted(k for k in set(hp) | set(claim.hyperparameters) if hp.get(k) != claim.hyperparameters.get(k))

@@ -133,7 +133,7 @@ def _layout_check(layout: CheckpointLayout | None, what: str) -> HeaderCheck | N
         _, entries = _delta_header(metadata, what)
         declared = []
         for name, entry in entries.items():
-            if not isinstance(entry, dict) or _DTYPES.get(entry.get("dtype")) is None or not isinstance(entry.get("shape"), list):
+            if not isinstance(entry, dict) or _DTYPES.get(str(entry.get("dtype"))) is None or not isinstance(entry.get("shape"), list):
                 raise MalformedInputError(f"{what}: tensor {name!r} has a malformed delta entry")
             shape = entry["shape"]
             if not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**62 for d in shape):
