@@ -141,3 +141,23 @@ def test_a_checkpoint_declaring_800_mib_costs_the_verifier_no_more_memory_than_a
     status, hostile_kib = _verify_peak_kib(args)
     assert status == 2  # refused before allocation: not a checkpoint of this run
     assert hostile_kib < honest_kib + 64 * 1024, (honest_kib, hostile_kib)
+
+
+def test_a_hints_field_that_inflates_like_a_bomb_is_refused_before_it_is_held() -> None:
+    import base64
+
+    from trainwitness.commit.canonical import canonical_json
+    from trainwitness.commit.hints import parse_hints_record
+
+    bomb = zstandard.ZstdCompressor(level=19).compress(bytes(64 << 20))  # 64 MiB of zero entries, a few KiB packed
+    record = canonical_json({"gradient_hints": base64.b64encode(bomb).decode(), "gradient_scales": [], "state_hints": "", "step": 0})
+    with pytest.raises(MalformedInputError, match="a zstd bomb"):
+        parse_hints_record(record, 0, "hints.jsonl line 1")
+
+
+def test_a_compressed_weights_file_is_refused_so_it_costs_no_more_than_its_length() -> None:
+    from trainwitness.tensors.checkpoint import decode_weights, encode_weights
+
+    data = zstandard.ZstdCompressor().compress(encode_weights({"w": torch.ones(3)}))
+    with pytest.raises(MalformedInputError, match="a weights file is a plain safetensors file"):
+        decode_weights(data, "model.safetensors")

@@ -366,5 +366,9 @@ def _checked_against(layout: CheckpointLayout | None, what: str) -> HeaderCheck 
 
 
 def decode_weights(data: bytes, what: str) -> dict[str, torch.Tensor]:
+    """The published weights file: plain safetensors (never compressed), so what it may make the
+    reader allocate is bounded by its own length."""
+    if data[:4] == _ZSTD_MAGIC:
+        raise MalformedInputError(f"{what}: zstd-compressed; a weights file is a plain safetensors file")
     tensors, _ = _load(data, what)
     return tensors
