@@ -39,6 +39,7 @@ class Report:
     exact: dict[str, Any] | None = None  # exact mode's signed grid, when the run used it
     bound: float | None = None  # bounded mode's bound, when the verifier used it
     bound_provenance: str = ""
+    rank_replay: str | None = None  # a data-parallel run: how its ranks were replayed (docs/DISTRIBUTED.md)
 
     def bounded_summary(self) -> dict[str, Any]:
         """Bounded mode: the distances seen, the bound, and the steering room it leaves a forger."""
@@ -105,6 +106,7 @@ class Report:
             },
             "notes": self.notes,
             "replay_mode": self.replay_mode,
+            **({"rank_replay": self.rank_replay} if self.rank_replay is not None else {}),
             **({"exact": self.exact} if self.exact is not None else {}),
             **({"bounded": self.bounded_summary()} if self.bound is not None else {}),
         }

@@ -8,11 +8,12 @@ import secrets
 import stat
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from trainwitness.commit.canonical import parse_json
+from trainwitness.commit.distributed import split_batch
 from trainwitness.commit.statement import Statement, TrainingClaim
 from trainwitness.commit.store import MANIFEST_FILE, RUN_FILE, read_store_file
 from trainwitness.data.datasets import SourceDataset, use_record_access
@@ -36,6 +37,7 @@ from trainwitness.identity.code import (
     tree_digest,
 )
 from trainwitness.identity.signing import MAX_ENVELOPE_BYTES, load_public_key, open_envelope
+from trainwitness.run.distributed import DataParallel
 from trainwitness.run.environment import apply_execution_settings, environment_differences
 from trainwitness.run.loop import TrainingRun
 from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
@@ -78,6 +80,10 @@ class VerifyOptions:
     threads: int | None = None  # None: the recorded torch thread count; else this machine's choice
     bounded: bool = False  # accept replays within bounded.BOUND (runs without exact mode; weaker)
     workers: int = 1  # replay the drawn segments in this many worker processes at once, each on a share
+    ranks: str = "auto"  # a data-parallel run: auto | local (one process per rank, gloo) | single (one process)
+
+
+RANK_REPLAYS = ("auto", "local", "single")
 
 
 def _read(path: Path, what: str, max_bytes: int) -> bytes:
@@ -133,24 +139,47 @@ def _import_from(code: Path, entry_point: str) -> None:
 
 
 def _check_committed_batches(evidence: Evidence, run: TrainingRun) -> None:
-    """Every committed step's sample ids, against the sampler (a pure function of the signed seed): no data needed."""
+    """Every committed step's sample ids, against the sampler (a pure function of the signed seed): no data needed.
+
+    A data-parallel run commits each rank's shard: there must be one per rank of the signed world
+    size, and they must be the declared split of the sampler's batch.
+    """
     n = len(run.spec.dataset)
+    world = evidence.claim.world_size
     for record in evidence.index.steps:
+        if len(record.shards) != world:
+            raise CommitmentError(f"step {record.step}: {len(record.shards)} ranks committed, the attestation declares {world}")
         ids = run.sampler.batch_ids(record.step)
-        committed = list(record.sample_ids)
+        where = f"step {record.step}"
+        if world > 1:
+            shards = [list(shard.sample_ids) for shard in record.shards]
+            expected = split_batch(ids, world)
+            differing = [r for r in range(world) if shards[r] != expected[r]]
+            if not differing:
+                continue
+            if [i for shard in shards for i in shard] == ids:
+                raise DataMismatchError(
+                    f"{where}: the ranks' shards ({', '.join(str(len(x)) for x in shards)} samples) are not the "
+                    f"declared split of the batch over {world} ranks"
+                )
+            where = f"step {record.step}, rank {differing[0]}"
+            committed, ids = shards[differing[0]], expected[differing[0]]
+        else:
+            committed = list(record.sample_ids)
         if committed != ids:
             outside = [i for i in committed if i >= n]
             if outside:
                 raise DataMismatchError(
-                    f"step {record.step}: the committed batch holds sample ids {describe_ids(outside)} from outside the dataset of {n}"
+                    f"{where}: the committed batch holds sample ids {describe_ids(outside)} from outside the dataset of {n}"
                 )
             if sorted(committed) == sorted(ids):
                 raise DataMismatchError(
-                    f"step {record.step}: the committed batch reorders sample ids {describe_ids(committed)}; the sampler gives {describe_ids(ids)}"
+                    f"{where}: the committed batch reorders sample ids {describe_ids(committed)}; the sampler gives {describe_ids(ids)}"
                 )
             wrong = [i for i in committed if i not in set(ids)]
             raise DataMismatchError(
-                f"step {record.step}: the committed batch holds sample ids {describe_ids(wrong)} that the declared sampler does not draw"
+                f"{where}: the committed batch holds sample ids {describe_ids(wrong)} that the declared sampler does not draw"
+                + (" for this rank" if world > 1 else "")
             )
 
 
@@ -175,6 +204,8 @@ def verify_run(
     """
     if options.workers < 1:
         raise MalformedInputError(f"--workers must be at least 1, not {options.workers}")
+    if options.ranks not in RANK_REPLAYS:
+        raise MalformedInputError(f"--ranks must be one of {', '.join(RANK_REPLAYS)}, not {options.ranks!r}")
     report = Report(attestation=str(attestation))
     envelope = _read(attestation, "attestation", MAX_ENVELOPE_BYTES)
     key = load_public_key(public_key)
@@ -224,10 +255,15 @@ def verify_run(
             raise WeightsMismatchError("the attested final digests are not the last checkpoint's")
         report.passed("final-weights", f"{weights.name} is the subject and the weights of checkpoint at step {last.step}")
 
+        # A data-parallel run: how its ranks are replayed is decided here, from the signed declaration
+        # and the auditor's options (exit 2 where bitwise replay cannot reproduce its reduction).
+        options = replace(options, ranks=rank_replay(claim, options))
         # (6)-(8) run the upstream's code: in confined worker processes unless the sandbox is off and
         # there is one worker. The verifier alone chooses which segments to replay (7): drawn here,
         # before any of that code runs, and handed to each worker as its share.
         isolation = choose_isolation(options.sandbox, workers=options.workers)
+        if options.ranks == "local":
+            isolation = replace(isolation, loopback=True)
         report.notes.append(isolation.describe())
         seed = options.seed
         if seed is None and isolation.process:  # from the OS too, but reported, so the audit can be repeated
@@ -237,10 +273,55 @@ def verify_run(
         if isolation.process:
             _replay_in_workers(report, isolation, payload, claim, store, options, drawn, seed, progress)
         else:
-            replay_drawn(claim, evidence, options, drawn, report, progress)
+            replay_drawn(claim, evidence, options, drawn, report, progress, payload=payload)
+        _rank_replay_note(report, claim, options)
     except VerificationError as e:
         report.failed(e.check, str(e))
     return report
+
+
+def rank_replay(claim: TrainingClaim, options: VerifyOptions) -> str:
+    """How a data-parallel run's ranks are replayed: ``local`` (W processes over gloo) or ``single`` (one process).
+
+    ``single`` sums the ranks' gradients in its own order, which matches DDP's reduction only up to
+    rounding: it needs exact mode (whose gradient rounding absorbs the order) or ``--bounded``.
+    ``local`` is bitwise for a run recorded over gloo on CPUs. Raises ``MalformedInputError`` (exit
+    2: the auditor's setting cannot reproduce the run, nothing was decided) where neither fits.
+    A run of one rank returns ``options.ranks`` unchanged (there is nothing to choose).
+    """
+    if claim.distributed is None:
+        return options.ranks
+    world, backend = claim.distributed.world_size, claim.distributed.backend
+    device = str(claim.environment.get("device"))
+    tolerant = claim.exact is not None or options.bounded
+    if options.ranks == "single" and not tolerant:
+        raise MalformedInputError(
+            f"--ranks single: one process sums the {world} ranks' gradients in its own order, which reproduces DDP's "
+            f"{backend} reduction only up to rounding; bitwise replay of this run needs --ranks local "
+            "(or a run recorded in exact mode, or --bounded)"
+        )
+    if options.ranks == "local" or not tolerant:
+        if not tolerant and (backend != "gloo" or device != "cpu"):
+            raise MalformedInputError(
+                f"the {world}-rank run was recorded over {backend} on {device}: its reduction cannot be reproduced "
+                "bitwise here (gloo on this machine's CPU sums in another order); verify with --bounded, or record "
+                "the run in exact mode"
+            )
+        return "local"
+    return "single"
+
+
+def _rank_replay_note(report: Report, claim: TrainingClaim, options: VerifyOptions) -> None:
+    """Say how a data-parallel run's ranks were replayed (decided by the parent, never by a worker's answer)."""
+    if claim.distributed is None:
+        return
+    world, backend = claim.distributed.world_size, claim.distributed.backend
+    if options.ranks == "local":
+        report.rank_replay = f"{world} local processes, one per rank, over gloo (the recorded {backend} reduction)"
+    else:
+        absorbed = "exact mode's gradient rounding absorbs the summation order" if claim.exact is not None else "within the bound"
+        report.rank_replay = f"one process computing each of the {world} ranks' gradients on its shard and averaging them ({absorbed})"
+    report.notes.append(f"{world}-rank data-parallel run replayed in {report.rank_replay}")
 
 
 def _replay_mode(report: Report, claim: TrainingClaim, options: VerifyOptions) -> None:
@@ -280,15 +361,27 @@ def _replay_in_workers(
 
 def replay_drawn(
     claim: TrainingClaim, evidence: Evidence, options: VerifyOptions, drawn: list[int], report: Report,
-    progress: Progress | None = None,
+    progress: Progress | None = None, *, rank: int | None = None, payload: bytes | None = None,
 ) -> None:
     """(6)-(8) for the segments ``drawn``: in the verifier's own process, or in a worker on its share.
 
     Raises the ``VerificationError`` of the first failed check. A worker starts here, from the
     statement the parent verified; it reads the store again (the index against the signed roots,
     for the inclusion proofs below), but not the weights, and it checks no signature.
+    A data-parallel run replays with ``options.ranks``: ``single`` here, every rank's share;
+    ``local`` in one process per rank (``ranks.replay_ranks_locally``, which needs the verified
+    ``payload`` to hand on), each of which comes back here with its ``rank``.
     """
     store = evidence.store
+    if claim.distributed is not None and options.ranks == "local" and rank is None:
+        from trainwitness.verifier.ranks import replay_ranks_locally
+
+        if payload is None:
+            raise ValueError("replaying the ranks in local processes needs the verified statement's payload")
+        replay_ranks_locally(claim, store, payload, options, drawn, report)
+        report.segment_count, report.sampled, report.sample_seed = len(claim.checkpoint_steps) - 1, list(drawn), options.seed
+        _replay_mode(report, claim, options)
+        return
     # (6): the manifest, checked against the signed summary; then the run rebuilt from its declared
     # seed (the start is recomputed, never trusted), reading data only through proven records.
     manifest = read_manifest(store / MANIFEST_FILE, claim.manifest)
@@ -310,8 +403,11 @@ def replay_drawn(
         raise CodeMismatchError(f"the attestation states hyperparameters {unknown} that the spec does not read")
     hp = resolve_hyperparameters(function.defaults, claim.hyperparameters)
     access = CheckedRecords(manifest, options.data)
+    parallel = None
+    if claim.distributed is not None:
+        parallel = DataParallel(claim.distributed.world_size, rank, claim.distributed.backend)
     with use_record_access(access):
-        run = TrainingRun.start(function, hp)
+        run = TrainingRun.start(function, hp, parallel)
     if isinstance(run.spec.dataset, SourceDataset) and run.spec.dataset.access is not access:
         run.spec.dataset.bind(access)  # built outside the spec call (e.g. at import): still read only proven records
     if len(run.spec.dataset) != manifest.summary.num_samples or run.sampler.num_samples != manifest.summary.num_samples:
@@ -330,11 +426,12 @@ def replay_drawn(
     report.segment_count = len(claim.checkpoint_steps) - 1
     report.sample_seed = options.seed
     report.sampled = list(drawn)
+    # (a rank process reads only its own shards)
     needed = [
         i
         for seg in report.sampled
         for step in range(claim.checkpoint_steps[seg], claim.checkpoint_steps[seg + 1])
-        for i in run.sampler.batch_ids(step)
+        for i in (run.sampler.batch_ids(step) if rank is None else run.parallel.shard(run.sampler.batch_ids(step)))  # type: ignore[union-attr]
     ]
     report.data_total_bytes = manifest.summary.total_bytes
     if isinstance(run.spec.dataset, SourceDataset):

@@ -83,6 +83,7 @@ def _verify(args: argparse.Namespace) -> int:
         threads=args.threads,
         bounded=args.bounded,
         workers=args.workers,
+        ranks=args.ranks,
     )
     report = verify_run(args.attestation, args.store, args.weights, args.key, options, progress_line("segments"))
     print(report.to_text())
@@ -224,6 +225,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bounded", action="store_true",
         help="for runs without exact mode: accept replays within a calibrated distance (weaker; docs/EXACT.md)",
+    )
+    p.add_argument(
+        "--ranks", choices=["auto", "local", "single"], default="auto",
+        help="a data-parallel run: replay its W ranks in W local processes over gloo (local: bitwise), or in one "
+        "process that averages every rank's gradients (single: exact mode or --bounded); auto: single where that "
+        "suffices, else local (docs/DISTRIBUTED.md)",
     )
 
     p = sub.add_parser("data", help="dataset manifests")

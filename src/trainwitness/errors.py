@@ -18,6 +18,7 @@ __all__ = [
     "DataMismatchError",
     "CodeMismatchError",
     "PolicyError",
+    "ReplicaDivergenceError",
     "InputError",
     "MissingInputError",
     "MalformedInputError",
@@ -71,6 +72,13 @@ class CodeMismatchError(VerificationError):
 
 class PolicyError(VerificationError):
     check = "policy"
+
+
+class ReplicaDivergenceError(TrainwitnessError):
+    """Recording a data-parallel run: the ranks' states differ at a checkpoint, so no checkpoint is the run's.
+
+    Raised on every rank (each has every rank's digest); nothing of the segment is recorded.
+    """
 
 
 class InputError(TrainwitnessError):
