@@ -37,13 +37,14 @@ def main() -> int:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--spec", default="ddp_digits:digits", help="the training spec's entry point (default: this example's)")
     args = parser.parse_args()
     if args.device == "cuda":
         raise SystemExit("this example's spec trains on the CPU; a GPU spec moves its model to cuda:LOCAL_RANK and uses nccl")
     dist.init_process_group("gloo")
     try:
         run = record_run(
-            "ddp_digits:digits", dict(parse_override(item) for item in args.set), args.out / "store",
+            args.spec, dict(parse_override(item) for item in args.set), args.out / "store",
             args.out / "model.safetensors", torch_threads=args.threads, exact=DEFAULT_EXACT if args.exact else None,
         )
         if dist.get_rank() == 0:
