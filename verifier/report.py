@@ -39,6 +39,7 @@ class Report:
     exact: dict[str, Any] | None = None  # exact mode's signed grid, when the run used it
     bound: float | None = None  # bounded mode's bound, when the verifier used it
     bound_provenance: str = ""
+    pending_shards: int | None = None  # --shard-requests: requests written, no verdict yet
     rank_replay: str | None = None  # a data-parallel run: how its ranks were replayed (docs/DISTRIBUTED.md)
 
     def bounded_summary(self) -> dict[str, Any]:
@@ -59,10 +60,12 @@ class Report:
 
     @property
     def accepted(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        return bool(self.checks) and all(c.passed for c in self.checks) and self.pending_shards is None
 
     @property
     def verdict(self) -> str:
+        if self.pending_shards is not None and all(c.passed for c in self.checks):
+            return "NO VERDICT (shard requests written)"
         return "ACCEPT" if self.accepted else "REJECT"
 
     def passed(self, name: str, detail: str) -> None:
@@ -119,7 +122,7 @@ class Report:
         lines = [f"trainwitness verify: {self.verdict}", f"  subject      {self.subject}", f"  entry point  {self.entry_point}"]
         for c in self.checks:
             lines.append(f"  [{'ok' if c.passed else 'FAIL'}] {c.name}: {c.detail}")
-        if self.segment_count:
+        if self.segment_count and self.pending_shards is None:
             if self.sample_seed is None:
                 how = "OS randomness"
             elif self.seed_from_os:

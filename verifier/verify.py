@@ -22,6 +22,7 @@ from trainwitness.errors import (
     CodeMismatchError,
     CommitmentError,
     DataMismatchError,
+    IncompleteAuditError,
     InitialStateError,
     MalformedInputError,
     MissingInputError,
@@ -44,6 +45,7 @@ from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
 from trainwitness.tensors.checkpoint import decode_weights
 from trainwitness.tensors.state import state_digest, weights_digest
 from trainwitness.verifier.bounded import BOUND, BOUND_PROVENANCE
+from trainwitness.verifier.cluster import LostTask, replay_on_cluster
 from trainwitness.verifier.data_access import CheckedRecords, check_code_built_samples, describe_ids, prefetch
 from trainwitness.verifier.draw import choose_segments
 from trainwitness.verifier.evidence import Evidence
@@ -51,8 +53,10 @@ from trainwitness.verifier.policy import check_licences, load_policy
 from trainwitness.verifier.replay import replay_segment
 from trainwitness.verifier.report import Report
 from trainwitness.verifier.sandbox import (
+    SANDBOX_MODES,
     Isolation,
     SandboxError,
+    SandboxLimits,
     choose_isolation,
     merge_worker_reports,
     replay_in_workers,
@@ -60,6 +64,7 @@ from trainwitness.verifier.sandbox import (
     worker_request,
     worker_threads,
 )
+from trainwitness.verifier.shards import read_answers, read_plan, write_requests
 
 __all__ = ["VerifyOptions", "verify_run"]
 
@@ -81,6 +86,14 @@ class VerifyOptions:
     bounded: bool = False  # accept replays within bounded.BOUND (runs without exact mode; weaker)
     workers: int = 1  # replay the drawn segments in this many worker processes at once, each on a share
     ranks: str = "auto"  # a data-parallel run: auto | local (one process per rank, gloo) | single (one process)
+    cluster: str | None = None  # replay each share as a task on this Dask scheduler (verifier/cluster.py)
+    shard_requests: Path | None = None  # write one request per share here and stop: no verdict (verifier/shards.py)
+    shard_answers: Path | None = None  # merge the answers to the requests written here
+
+    @property
+    def remote(self) -> bool:
+        """The shares are replayed by another machine's workers (a cluster, a batch system)."""
+        return self.cluster is not None or self.shard_requests is not None or self.shard_answers is not None
 
 
 RANK_REPLAYS = ("auto", "local", "single")
@@ -257,14 +270,28 @@ def verify_run(
 
         # A data-parallel run: how its ranks are replayed is decided here, from the signed declaration
         # and the auditor's options (exit 2 where bitwise replay cannot reproduce its reduction).
+        if options.shard_answers is not None:  # the draw and the settings are the plan's, checked against this statement
+            plan = read_plan(options.shard_answers, payload, len(claim.checkpoint_steps) - 1)
+            if options.seed is not None and options.seed != plan.seed:
+                raise MalformedInputError(f"--seed {options.seed}: the shard plan in {options.shard_answers} drew with seed {plan.seed}")
+            settings = plan.options
+            options = replace(
+                options, seed=plan.seed, segments=plan.segments, workers=len(plan.shares), bounded=settings.get("bounded") is True,
+                threads=settings.get("threads"), ranks=str(settings.get("ranks", "auto")), sandbox=str(settings.get("sandbox", "auto")),
+            )
         options = replace(options, ranks=rank_replay(claim, options))
         # (6)-(8) run the upstream's code: in confined worker processes unless the sandbox is off and
         # there is one worker. The verifier alone chooses which segments to replay (7): drawn here,
         # before any of that code runs, and handed to each worker as its share.
-        isolation = choose_isolation(options.sandbox, workers=options.workers)
+        if options.remote:  # each machine that replays says what isolation it had
+            if options.sandbox not in SANDBOX_MODES:
+                raise MalformedInputError(f"--sandbox must be one of {', '.join(SANDBOX_MODES)}, not {options.sandbox!r}")
+            isolation = Isolation(options.sandbox, process=True, namespaces=False, limits=SandboxLimits())
+        else:
+            isolation = choose_isolation(options.sandbox, workers=options.workers)
+            report.notes.append(isolation.describe())
         if options.ranks == "local":
             isolation = replace(isolation, loopback=True)
-        report.notes.append(isolation.describe())
         seed = options.seed
         if seed is None and isolation.process:  # from the OS too, but reported, so the audit can be repeated
             seed = secrets.randbelow(2**63)
@@ -341,22 +368,60 @@ def _replay_in_workers(
 ) -> None:
     """(6)-(8) in worker processes, all at once, each on its share of ``drawn``; their answers merged here."""
     shares = split_shares(drawn, options.workers)
-    threads = worker_threads(claim.torch_threads, claim.exact is not None, options.threads, len(shares))
-    if len(shares) > 1:
+    # On a cluster each share has a machine to itself: the one-worker thread count.
+    threads = worker_threads(claim.torch_threads, claim.exact is not None, options.threads, 1 if options.remote else len(shares))
+    if len(shares) > 1 and not options.remote:
         each = f"{threads} torch threads" if threads is not None else f"the recorded {claim.torch_threads} torch threads"
         report.notes.append(f"replay split over {len(shares)} worker processes run at once, {each} each")
     requests = [worker_request(payload, store, options, share, threads) for share in shares]
+    report.segment_count, report.sampled, report.sample_seed = len(claim.checkpoint_steps) - 1, drawn, seed
     done = 0
 
-    def finished(k: int, outcome: dict[str, Any] | SandboxError) -> None:
+    def finished(k: int, outcome: dict[str, Any] | SandboxError | LostTask) -> None:
         nonlocal done
         if progress is not None and isinstance(outcome, dict) and "report" in outcome:  # not yet checked: progress only
             done += len(shares[k])
             progress(done, len(drawn))
 
-    merge_worker_reports(report, shares, replay_in_workers(isolation, requests, finished))
+    outcomes: list[dict[str, Any] | SandboxError | LostTask]
+    if options.shard_requests is not None:
+        settings = {"bounded": options.bounded, "ranks": options.ranks, "threads": options.threads, "sandbox": options.sandbox}
+        write_requests(
+            options.shard_requests, payload, requests, shares, drawn, report.segment_count, options.segments, int(seed or 0),
+            settings, isolation.loopback,
+        )
+        report.pending_shards = len(shares)
+        report.notes.append(
+            f"NO VERDICT YET: {len(shares)} shard requests written to {options.shard_requests}; answer each with "
+            f"`trainwitness replay-shard DIR/request-KKK.json --out DIR/answer-KKK.json`, then merge with the same "
+            "verify command and --shard-answers DIR"
+        )
+        return
+    if options.shard_answers is not None:
+        outcomes = read_answers(options.shard_answers, read_plan(options.shard_answers, payload, report.segment_count), report.notes)
+        how = f"the answers in {options.shard_answers}"
+    elif options.cluster is not None:
+        report.notes.append(f"replay split into {len(shares)} tasks on the Dask cluster at {options.cluster}")
+        outcomes = replay_on_cluster(options.cluster, options.sandbox, isolation.loopback, requests, report.notes, finished)
+        how = f"the Dask cluster at {options.cluster}"
+    else:
+        outcomes = list(replay_in_workers(isolation, requests, finished))
+        how = "its worker"
+    lost = [k for k, outcome in enumerate(outcomes) if isinstance(outcome, LostTask)]
+    answered = [k for k in range(len(shares)) if k not in lost]
+    if answered:
+        merge_worker_reports(report, [shares[k] for k in answered], [outcomes[k] for k in answered])  # type: ignore[misc]
     _replay_mode(report, claim, options)
-    report.segment_count, report.sampled, report.sample_seed = len(claim.checkpoint_steps) - 1, drawn, seed
+    if lost:
+        missing = [i for k in lost for i in shares[k]]
+        why = "; ".join(f"share {k + 1} (segments {', '.join(map(str, shares[k]))}): {outcomes[k].why}" for k in lost)  # type: ignore[union-attr]
+        if report.checks and not report.accepted:  # the evidence already contradicts the claim: rejected all the same
+            report.notes.append(f"replay shares lost on {how}, never checked: {why}")
+            return
+        raise IncompleteAuditError(
+            f"the replay of segments {', '.join(map(str, missing))} was lost on {how} ({why}); nothing was accepted: "
+            "run the audit again"
+        )
 
 
 def replay_drawn(

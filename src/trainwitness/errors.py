@@ -22,6 +22,7 @@ __all__ = [
     "InputError",
     "MissingInputError",
     "MalformedInputError",
+    "IncompleteAuditError",
 ]
 
 
@@ -93,3 +94,7 @@ class MissingInputError(InputError):
 
 class MalformedInputError(InputError):
     pass
+
+
+class IncompleteAuditError(InputError):
+    """Part of the drawn replay never answered (a cluster task or a shard answer was lost): nothing was accepted."""
