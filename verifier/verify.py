@@ -24,6 +24,7 @@ from trainwitness.errors import (
     InitialStateError,
     MalformedInputError,
     MissingInputError,
+    Rejected,
     VerificationError,
     WeightsMismatchError,
 )
@@ -59,7 +60,7 @@ from trainwitness.verifier.sandbox import (
     worker_threads,
 )
 
-__all__ = ["VerifyOptions", "verify_run"]
+__all__ = ["VerifyOptions", "verify", "verify_run"]
 
 MAX_WEIGHTS_BYTES = 64 * 1024**3
 
@@ -240,6 +241,26 @@ def verify_run(
             replay_drawn(claim, evidence, options, drawn, report, progress)
     except VerificationError as e:
         report.failed(e.check, str(e))
+    return report
+
+
+def verify(
+    attestation: Path,
+    store: Path,
+    weights: Path,
+    public_key: Path,
+    options: VerifyOptions = VerifyOptions(),
+    progress: Progress | None = None,
+) -> Report:
+    """``verify_run`` whose verdict cannot be ignored: returns the report only when every check passed.
+
+    Raises ``Rejected`` (a ``VerificationError``; ``.report`` holds every check, ``.check`` names the
+    first that failed) when the evidence contradicts the claim, and ``InputError`` when an input
+    could not be read or cannot reproduce the run (nothing was decided).
+    """
+    report = verify_run(attestation, store, weights, public_key, options, progress)
+    if not report.accepted:
+        raise Rejected(report)
     return report
 
 

@@ -7,6 +7,8 @@ Misuse of the API stays ``ValueError``/``TypeError``.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "TrainwitnessError",
     "VerificationError",
@@ -18,6 +20,7 @@ __all__ = [
     "DataMismatchError",
     "CodeMismatchError",
     "PolicyError",
+    "Rejected",
     "InputError",
     "MissingInputError",
     "MalformedInputError",
@@ -71,6 +74,19 @@ class CodeMismatchError(VerificationError):
 
 class PolicyError(VerificationError):
     check = "policy"
+
+
+class Rejected(VerificationError):
+    """``trainwitness.verify`` found evidence that contradicts the claim; ``report`` holds every check.
+
+    ``check`` names the first failed check, and the message is its detail.
+    """
+
+    def __init__(self, report: Any) -> None:
+        failed = [c for c in report.checks if not c.passed]
+        self.check = failed[0].name if failed else "verification"
+        super().__init__(f"{self.check}: {failed[0].detail}" if failed else "no check ran")
+        self.report = report
 
 
 class InputError(TrainwitnessError):
