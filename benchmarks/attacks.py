@@ -56,7 +56,7 @@ def _merkle_rows(trials: int) -> list[dict[str, object]]:
                 verify_inclusion(root, leaf, proof)
             except CommitmentError:
                 caught += 1
-        rows.append({"attack": name, "what": what, "caught_by": "commitment", "forged": "-", "segments": "-",
+        rows.append({"attack": name, "what": what, "caught_by": "commitments", "forged": "-", "segments": "-",
                      "sample": "-", "predicted": 1.0, "with_replacement": 1.0, "measured": caught / trials,
                      "trials": trials, "disagree": trials - caught, "all": "rejected" if caught == trials else "ACCEPTED"})
     return rows

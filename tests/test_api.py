@@ -39,3 +39,12 @@ def test_verify_raises_rejected_naming_the_failed_check(digits_run: RecordedRun)
     assert isinstance(caught.value, tw.VerificationError)
     assert caught.value.check == "final-weights"
     assert not caught.value.report.accepted
+
+
+def test_the_verify_function_does_not_shadow_the_verify_module() -> None:
+    import inspect
+
+    import trainwitness.verifier
+
+    assert callable(tw.verify) and inspect.isfunction(tw.verify)
+    assert inspect.ismodule(trainwitness.verifier.verify)

@@ -1,10 +1,11 @@
 """The verifier: signature, commitments, final weights, then replay of segments it alone chooses.
 
-``verify`` raises ``trainwitness.errors.Rejected`` on REJECT and returns the report on ACCEPT;
-``verify_run`` returns the report either way, for callers that print it (the command line).
+``verify_run`` returns the report whatever the verdict, for callers that print it (the command
+line); ``trainwitness.verify`` (defined in ``trainwitness.verifier.verify``, not re-exported here so
+that it does not shadow that module) raises ``Rejected`` on REJECT.
 """
 
 from trainwitness.verifier.report import Report
-from trainwitness.verifier.verify import VerifyOptions, verify, verify_run
+from trainwitness.verifier.verify import VerifyOptions, verify_run
 
-__all__ = ["Report", "VerifyOptions", "verify", "verify_run"]
+__all__ = ["Report", "VerifyOptions", "verify_run"]

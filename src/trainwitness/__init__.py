@@ -50,7 +50,7 @@ _EXPORTS = {
     "load_private_key": "trainwitness.identity.signing",
     "load_public_key": "trainwitness.identity.signing",
     # verifying
-    "verify": "trainwitness.verifier",
+    "verify": "trainwitness.verifier.verify",
     "verify_run": "trainwitness.verifier",
     "VerifyOptions": "trainwitness.verifier",
     "Report": "trainwitness.verifier",
@@ -104,4 +104,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from trainwitness.identity.signing import generate_keypair, load_private_key, load_public_key
     from trainwitness.prover import Declarations, RecordedRun, attest_store, record_run
     from trainwitness.run.spec import TrainingSpec, training_spec
-    from trainwitness.verifier import Report, VerifyOptions, verify, verify_run
+    from trainwitness.verifier import Report, VerifyOptions, verify_run
+    from trainwitness.verifier.verify import verify
