@@ -18,8 +18,8 @@ What the training thread pays, per step: a copy of the batch and an append to a 
 checkpoint: one copy of the state into a snapshot buffer the writer has finished with (a
 preallocated copy: no fresh allocation, no page faults), or a fresh one when none is free. The
 writer never holds the GIL for long: the checkpoint file is streamed from views of the snapshot
-through zstd into the file (``tensorfile``), where ``safetensors.torch.save`` used to copy the
-state twice with the GIL held; the state and weights digests hash the bytes once; and the writer
+through zstd into the file (``tensorfile``), never built whole in memory (``safetensors.torch.save``
+would copy the state twice with the GIL held); the state and weights digests hash the bytes once; and the writer
 threads run at a lower CPU priority than training (``writer_nice``), so on a busy machine the
 scheduler gives the trainer the core first (the bounded queue still stops the writer falling behind
 without limit).

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainwitness.commit.statement import TrainingClaim
-from trainwitness.errors import InputError, MalformedInputError, VerificationError
+from trainwitness.errors import CheckName, InputError, MalformedInputError, VerificationError
 from trainwitness.verifier.report import Report
 from trainwitness.verifier.sandbox import (
     WORKER_CHECKS,
@@ -120,7 +120,7 @@ def merge_rank_reports(report: Report, drawn: Sequence[int], outcomes: Sequence[
         parts.append((rank, part))
     stopped = [r for r, outcome in enumerate(outcomes) if outcome is None]
     if not parts:
-        report.failed("replay", f"none of the {world} rank processes answered")
+        report.failed(CheckName.REPLAY, f"none of the {world} rank processes answered")
         return
     names = list(dict.fromkeys(c.name for _, part in parts for c in part.checks))
     everyone = len(parts) == world
@@ -190,7 +190,7 @@ def _rank_worker() -> int:
         finally:
             torch.distributed.destroy_process_group()
         if report.accepted and [c.name for c in report.checks][-len(WORKER_CHECKS):] != list(WORKER_CHECKS):
-            report.failed("replay", "the rank process did not run every check")
+            report.failed(CheckName.REPLAY, "the rank process did not run every check")
         answer = {"report": report.to_json()}
     except InputError as e:
         answer = {"input_error": str(e)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainwitness.errors import CheckName
 from trainwitness.verifier.draw import detection_probability
 from trainwitness.verifier.replay import SegmentResult
 
@@ -15,7 +16,7 @@ FORGED_FRACTIONS = (0.01, 0.05, 0.10)
 
 @dataclass(frozen=True)
 class Check:
-    name: str
+    name: CheckName
     passed: bool
     detail: str
 
@@ -68,11 +69,11 @@ class Report:
             return "NO VERDICT (shard requests written)"
         return "ACCEPT" if self.accepted else "REJECT"
 
-    def passed(self, name: str, detail: str) -> None:
-        self.checks.append(Check(name, True, detail))
+    def passed(self, name: CheckName, detail: str) -> None:
+        self.checks.append(Check(CheckName(name), True, detail))
 
-    def failed(self, name: str, detail: str) -> None:
-        self.checks.append(Check(name, False, detail))
+    def failed(self, name: CheckName, detail: str) -> None:
+        self.checks.append(Check(CheckName(name), False, detail))
 
     def detection(self) -> dict[str, float]:
         """Only meaningful for an accepted run: P(a forgery of fraction f would have been caught)."""

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from trainwitness.errors import InputError, MalformedInputError, VerificationError
+from trainwitness.errors import CheckName, InputError, MalformedInputError, VerificationError
 from trainwitness.verifier.bounded import SegmentDistance
 from trainwitness.verifier.replay import SegmentResult
 from trainwitness.verifier.report import Check, Report
@@ -74,14 +74,14 @@ __all__ = [
 
 SANDBOX_MODES = ("auto", "off", "required")
 # The checks of steps (6)-(8), in order: a worker that found nothing wrong must have passed every one.
-WORKER_CHECKS = ("manifest", "batches", "initial-state", "data", "replay")
-_SHARE_CHECKS = ("data", "replay")  # their details describe one worker's share, so each worker's is kept
+WORKER_CHECKS = (CheckName.MANIFEST, CheckName.BATCHES, CheckName.INITIAL_STATE, CheckName.DATA, CheckName.REPLAY)
+_SHARE_CHECKS = (CheckName.DATA, CheckName.REPLAY)  # their details describe one worker's share, so each worker's is kept
 
 
 class SandboxError(VerificationError):
     """The training code could not be replayed inside the sandbox (it broke a confinement or a limit)."""
 
-    check = "sandbox"
+    check: CheckName = CheckName.SANDBOX
 
 
 @dataclass(frozen=True)
@@ -446,7 +446,7 @@ def _merge(report: Report, answer: dict[str, Any]) -> None:
     if not isinstance(worker, dict):
         raise SandboxError("the replay worker returned no report")
     for c in worker.get("checks", []):
-        check = Check(str(c["name"]), bool(c["passed"]), str(c["detail"]))
+        check = Check(CheckName(str(c["name"])), bool(c["passed"]), str(c["detail"]))
         if not check.passed or check.name in WORKER_CHECKS:  # a pass counts only for a check the worker was asked to do
             report.checks.append(check)
     segments = worker.get("segments", {})

@@ -19,6 +19,7 @@ from trainwitness.commit.store import MANIFEST_FILE, RUN_FILE, read_store_file
 from trainwitness.data.datasets import SourceDataset, use_record_access
 from trainwitness.data.manifest import read_manifest
 from trainwitness.errors import (
+    CheckName,
     CodeMismatchError,
     CommitmentError,
     DataMismatchError,
@@ -26,6 +27,7 @@ from trainwitness.errors import (
     InitialStateError,
     MalformedInputError,
     MissingInputError,
+    Rejected,
     VerificationError,
     WeightsMismatchError,
 )
@@ -66,7 +68,7 @@ from trainwitness.verifier.sandbox import (
 )
 from trainwitness.verifier.shards import read_answers, read_plan, write_requests
 
-__all__ = ["VerifyOptions", "verify_run"]
+__all__ = ["VerifyOptions", "verify", "verify_run"]
 
 MAX_WEIGHTS_BYTES = 64 * 1024**3
 
@@ -225,7 +227,7 @@ def verify_run(
     try:
         # (1): the signature, before any field of the payload is believed.
         payload = open_envelope(envelope, key)
-        report.passed("signature", "DSSE envelope signed by the given Ed25519 key")
+        report.passed(CheckName.SIGNATURE, "DSSE envelope signed by the given Ed25519 key")
 
         # (2): the statement, parsed and invariant-checked.
         statement = Statement.from_payload(payload)
@@ -236,7 +238,7 @@ def verify_run(
         # (2b): licences, when the auditor brings a policy; a missing or unknown licence fails it.
         if options.policy is not None:
             policy = load_policy(options.policy)
-            report.passed("policy", check_licences(policy, claim.weights_license, claim.manifest.sources))
+            report.passed(CheckName.POLICY, check_licences(policy, claim.weights_license, claim.manifest.sources))
 
         # (3): the code we are about to run is the code that was attested, checked before importing it.
         attested_files = _attested_files(store, str(claim.code["tree_digest"]))
@@ -246,12 +248,12 @@ def verify_run(
         root = locate_source_root(claim.entry_point)
         _check_tree(root, str(claim.code["tree_digest"]), attested_files)
         where = f" (obtainable from {claim.code['source_uri']})" if claim.code.get("source_uri") else ""
-        report.passed("code", f"source tree {root.name} matches {claim.code['tree_digest']}{where}")
+        report.passed(CheckName.CODE, f"source tree {root.name} matches {claim.code['tree_digest']}{where}")
 
         # (4): the store's index against the signed roots; no checkpoint is read for this.
         evidence = Evidence.open(store, claim)
         report.passed(
-            "commitments",
+            CheckName.COMMITMENTS,
             f"{claim.total_steps} steps and {len(claim.checkpoint_steps)} checkpoints match the {len(claim.trees)} roots",
         )
 
@@ -266,7 +268,7 @@ def verify_run(
         del weights_bytes  # peak memory: half a state that replay does not need
         if (last.weights_digest, last.state_digest) != (claim.final_weights_digest, claim.final_state_digest):
             raise WeightsMismatchError("the attested final digests are not the last checkpoint's")
-        report.passed("final-weights", f"{weights.name} is the subject and the weights of checkpoint at step {last.step}")
+        report.passed(CheckName.FINAL_WEIGHTS, f"{weights.name} is the subject and the weights of checkpoint at step {last.step}")
 
         # A data-parallel run: how its ranks are replayed is decided here, from the signed declaration
         # and the auditor's options (exit 2 where bitwise replay cannot reproduce its reduction).
@@ -304,6 +306,28 @@ def verify_run(
         _rank_replay_note(report, claim, options)
     except VerificationError as e:
         report.failed(e.check, str(e))
+    return report
+
+
+def verify(
+    attestation: Path,
+    store: Path,
+    weights: Path,
+    public_key: Path,
+    options: VerifyOptions = VerifyOptions(),
+    progress: Progress | None = None,
+) -> Report:
+    """``verify_run`` whose verdict cannot be ignored: returns the report only when every check passed.
+
+    Raises ``Rejected`` (a ``VerificationError``; ``.report`` holds every check, ``.check`` names the
+    first that failed) when the evidence contradicts the claim, and ``InputError`` when an input
+    could not be read or cannot reproduce the run (nothing was decided).
+    """
+    report = verify_run(attestation, store, weights, public_key, options, progress)
+    if report.pending_shards is not None and all(c.passed for c in report.checks):
+        return report  # --shard-requests: requests written, no verdict yet
+    if not report.accepted:
+        raise Rejected(report)
     return report
 
 
@@ -453,7 +477,7 @@ def replay_drawn(
     unknown = sorted(set(options.data) - {s.name for s in claim.manifest.sources})
     if unknown:
         raise MalformedInputError(f"--data names {', '.join(unknown)}, which the attestation does not declare")
-    report.passed("manifest", f"{len(manifest)} samples in {len(claim.manifest.sources)} sources match the signed root")
+    report.passed(CheckName.MANIFEST, f"{len(manifest)} samples in {len(claim.manifest.sources)} sources match the signed root")
     threads = claim.torch_threads if options.threads is None else options.threads
     apply_execution_settings(threads)
     _replay_mode(report, claim, options)
@@ -481,10 +505,10 @@ def replay_drawn(
     if claim.data["sampler"] != run.sampler.describe():
         raise DataMismatchError("the attested sampler is not the one the spec builds for this dataset")
     _check_committed_batches(evidence, run)
-    report.passed("batches", f"every step's sample ids are the declared sampler's (seed {hp['data_seed']})")
+    report.passed(CheckName.BATCHES, f"every step's sample ids are the declared sampler's (seed {hp['data_seed']})")
     if state_digest(run.capture()) != evidence.checkpoint(0).state_digest:
         raise InitialStateError("the state built from the declared seed is not checkpoint 0")
-    report.passed("initial-state", f"checkpoint 0 is the state seeded from seed {hp['seed']}")
+    report.passed(CheckName.INITIAL_STATE, f"checkpoint 0 is the state seeded from seed {hp['seed']}")
 
     # (7): the segments the verifier drew; the samples they use are fetched from the auditor's copy
     # and each proven against the manifest root before any step runs.
@@ -508,7 +532,7 @@ def replay_drawn(
         report.data_bytes_read = check_code_built_samples(run.spec.dataset, manifest, needed)
         report.data_samples_read = len(set(needed))
     report.passed(
-        "data",
+        CheckName.DATA,
         f"{report.data_samples_read} samples proven against the manifest; "
         f"{report.data_bytes_read} of {report.data_total_bytes} bytes of data read",
     )
@@ -521,6 +545,6 @@ def replay_drawn(
     report.checkpoint_bytes_read = evidence.checkpoint_bytes_read
     if report.bound is None:
         how = "bitwise" if claim.exact is None else "bitwise in exact mode (committed hints applied)"
-        report.passed("replay", f"{len(report.segments)} sampled segments replay {how} onto their next checkpoint")
+        report.passed(CheckName.REPLAY, f"{len(report.segments)} sampled segments replay {how} onto their next checkpoint")
     else:
-        report.passed("replay", f"{len(report.segments)} sampled segments replay within the bound {report.bound:.3g}")
+        report.passed(CheckName.REPLAY, f"{len(report.segments)} sampled segments replay within the bound {report.bound:.3g}")
