@@ -184,8 +184,8 @@ def record_ranks(
     if not isinstance(final, dict):
         raise MalformedInputError("rank 0 sent no final checkpoint")
     torch.distributed.barrier()
-    record = CheckpointRecord(
+    final_record = CheckpointRecord(
         index=int(final["index"]), step=int(final["step"]),  # type: ignore[call-overload]
         state_digest=str(final["state_digest"]), weights_digest=str(final["weights_digest"]),
     )
-    return record, final_state, resumed
+    return final_record, final_state, resumed

@@ -92,7 +92,7 @@ def replay_on_cluster(
     except ImportError as e:
         raise MalformedInputError("verify --cluster needs Dask distributed: pip install 'trainwitness[cluster]'") from e
     try:
-        client = Client(address, timeout=30)  # as_completed looks the client up as the default one
+        client = Client(address, timeout=30)  # type: ignore[no-untyped-call]  # as_completed finds it as the default client
     except (OSError, TimeoutError) as e:
         raise MissingInputError(f"--cluster {address}: no Dask scheduler answers there ({type(e).__name__}: {e})") from e
     outcomes: list[Outcome] = [LostTask("it never answered") for _ in requests]
@@ -104,7 +104,7 @@ def replay_on_cluster(
         ]
         share_of = {future.key: k for k, future in enumerate(futures)}
         try:
-            for future in as_completed(futures, timeout=timeout):
+            for future in as_completed(futures, timeout=timeout):  # type: ignore[no-untyped-call]
                 k = share_of[future.key]
                 try:
                     outcomes[k] = _parse(future.result(), k, notes)
@@ -117,5 +117,5 @@ def replay_on_cluster(
                 if isinstance(outcome, LostTask):
                     outcomes[k] = LostTask(f"no answer within {timeout:.0f} s")
         finally:
-            client.cancel(futures)
+            client.cancel(futures)  # type: ignore[no-untyped-call]
     return outcomes

@@ -86,8 +86,9 @@ def _run_ranks(isolation: Isolation, requests: Sequence[dict[str, Any]]) -> list
                     k = running[future]
                     if k in stopped:
                         continue
-                    outcomes[k] = future.result()
-                    if _failed(outcomes[k]):
+                    outcome = future.result()
+                    outcomes[k] = outcome
+                    if _failed(outcome):
                         for j, child in enumerate(children):
                             if j != k and outcomes[j] is None:
                                 stopped.add(j)

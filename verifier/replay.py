@@ -75,7 +75,7 @@ def replay_segment(run: TrainingRun, evidence: Evidence, i: int, bound: float | 
     if run.parallel is not None and run.parallel.rank is None:
         run.run_ranks(first, last, check_shard, exact)
     else:
-        rank = 0 if run.parallel is None else run.parallel.rank
+        rank = run.parallel.rank if run.parallel is not None and run.parallel.rank is not None else 0
         run.run(first, last, lambda step, ids, batch, rng: check_shard(step, rank, ids, batch, rng), exact)
     replayed = run.capture()
     if start_copy is not None and bound is not None:

@@ -148,7 +148,7 @@ def _at_end_of_backward(parameters: Sequence[nn.Parameter], callback: Any) -> It
             pending[0] = True
             torch.autograd.Variable._execution_engine.queue_callback(done)  # type: ignore[attr-defined]
 
-    handles = [p.register_post_accumulate_grad_hook(accumulated) for p in parameters]
+    handles = [p.register_post_accumulate_grad_hook(accumulated) for p in parameters]  # type: ignore[no-untyped-call]
     try:
         yield
     finally:
