@@ -40,6 +40,8 @@ class Report:
     exact: dict[str, Any] | None = None  # exact mode's signed grid, when the run used it
     bound: float | None = None  # bounded mode's bound, when the verifier used it
     bound_provenance: str = ""
+    pending_shards: int | None = None  # --shard-requests: requests written, no verdict yet
+    rank_replay: str | None = None  # a data-parallel run: how its ranks were replayed (docs/DISTRIBUTED.md)
 
     def bounded_summary(self) -> dict[str, Any]:
         """Bounded mode: the distances seen, the bound, and the steering room it leaves a forger."""
@@ -59,10 +61,12 @@ class Report:
 
     @property
     def accepted(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        return bool(self.checks) and all(c.passed for c in self.checks) and self.pending_shards is None
 
     @property
     def verdict(self) -> str:
+        if self.pending_shards is not None and all(c.passed for c in self.checks):
+            return "NO VERDICT (shard requests written)"
         return "ACCEPT" if self.accepted else "REJECT"
 
     def passed(self, name: CheckName, detail: str) -> None:
@@ -106,6 +110,7 @@ class Report:
             },
             "notes": self.notes,
             "replay_mode": self.replay_mode,
+            **({"rank_replay": self.rank_replay} if self.rank_replay is not None else {}),
             **({"exact": self.exact} if self.exact is not None else {}),
             **({"bounded": self.bounded_summary()} if self.bound is not None else {}),
         }
@@ -118,7 +123,7 @@ class Report:
         lines = [f"trainwitness verify: {self.verdict}", f"  subject      {self.subject}", f"  entry point  {self.entry_point}"]
         for c in self.checks:
             lines.append(f"  [{'ok' if c.passed else 'FAIL'}] {c.name}: {c.detail}")
-        if self.segment_count:
+        if self.segment_count and self.pending_shards is None:
             if self.sample_seed is None:
                 how = "OS randomness"
             elif self.seed_from_os:

@@ -22,10 +22,12 @@ __all__ = [
     "DataMismatchError",
     "CodeMismatchError",
     "PolicyError",
+    "ReplicaDivergenceError",
     "Rejected",
     "InputError",
     "MissingInputError",
     "MalformedInputError",
+    "IncompleteAuditError",
 ]
 
 
@@ -108,6 +110,13 @@ class Rejected(VerificationError):
         self.report = report
 
 
+class ReplicaDivergenceError(TrainwitnessError):
+    """Recording a data-parallel run: the ranks' states differ at a checkpoint, so no checkpoint is the run's.
+
+    Raised on every rank (each has every rank's digest); nothing of the segment is recorded.
+    """
+
+
 class InputError(TrainwitnessError):
     """Evidence that could not be read: nothing was verified."""
 
@@ -120,3 +129,7 @@ class MissingInputError(InputError):
 
 class MalformedInputError(InputError):
     pass
+
+
+class IncompleteAuditError(InputError):
+    """Part of the drawn replay never answered (a cluster task or a shard answer was lost): nothing was accepted."""
