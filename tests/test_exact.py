@@ -362,9 +362,9 @@ def test_exact_text_model_recorded_with_2_threads_verifies_bitwise_with_1_thread
     assert len(report.segments) == 2 and report.exact == DEFAULT_EXACT.to_json()
 
 
-def test_plain_text_model_pair_is_rejected_bitwise_and_accepted_by_bounded_mode(lm_runs: dict[str, RecordedRun]) -> None:
-    bitwise = _verify(lm_runs["plain"], threads=1)
-    assert not bitwise.accepted and "does not land on checkpoint" in bitwise.checks[-1].detail
+def test_plain_text_model_pair_is_refused_bitwise_before_replay_and_accepted_by_bounded_mode(lm_runs: dict[str, RecordedRun]) -> None:
+    with pytest.raises(MalformedInputError, match="bitwise replay needs the recorded 2 threads"):
+        _verify(lm_runs["plain"], threads=1)
     bounded = _verify(lm_runs["plain"], threads=1, bounded=True)
     assert bounded.accepted, bounded.to_text()
     distances = [s.distance.overall for s in bounded.segments if s.distance is not None]

@@ -133,3 +133,28 @@ def test_a_public_key_of_an_unknown_algorithm_is_exit_2(digits_run: RecordedRun,
     assert main(digits_run.verify_args()) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and f"{digits_run.public_key} is not a PEM public key" in lines[0], lines
+
+
+def test_a_hints_record_with_a_huge_integer_or_a_non_ascii_base64_field_is_one_line() -> None:
+    from trainwitness.commit.hints import StepHints, hints_record, parse_hints_record
+    from trainwitness.errors import MalformedInputError
+
+    record = hints_record(3, StepHints((1,), bytes(8), b""))
+    with pytest.raises(MalformedInputError, match="^hints.jsonl line 4: an integer of 5000 digits"):
+        parse_hints_record(record.replace(b'"step":3', b'"step":' + HUGE), 3, "hints.jsonl line 4")
+    with pytest.raises(MalformedInputError, match="^hints.jsonl line 4: gradient_hints is not base64 \\(it holds non-ASCII characters\\)"):
+        parse_hints_record(record.replace(b'"gradient_hints":"', '"gradient_hints":"é'.encode()), 3, "hints.jsonl line 4")
+
+
+def test_a_checkpoint_skeleton_holding_1e400_is_refused_when_read() -> None:
+    import torch
+
+    from trainwitness.errors import MalformedInputError
+    from trainwitness.tensors.checkpoint import decode_checkpoint, encode_checkpoint
+    from trainwitness.tensors.state import flatten
+
+    data = encode_checkpoint(flatten({"model": {"w": torch.ones(2)}, "lr": 0.125}))
+    forged = data.replace(b'\\"lr\\":0.125', b'\\"lr\\":1e400')  # the same length: the header still tiles
+    assert forged != data
+    with pytest.raises(MalformedInputError, match="skeleton: the number 1e400 overflows a float"):
+        decode_checkpoint(forged, "checkpoints/0000000000.safetensors")
