@@ -112,7 +112,7 @@ def test_a_misplaced_checkpoint_is_named_with_the_step_it_should_be_at(digits_ru
     digits_run.attestation.write_bytes(seal_envelope(canonical_json(statement), load_private_key(digits_run.private_key)))
     assert main(digits_run.verify_args("--all", "--sandbox", "off")) == 1
     out = capsys.readouterr().out
-    assert "[FAIL] commitment: checkpoint 2 is at step 41; 120 steps at interval 20 put it at step 40" in out
+    assert "[FAIL] commitments: checkpoint 2 is at step 41; 120 steps at interval 20 put it at step 40" in out
 
 
 def test_bounded_distance_ignores_a_nan_both_hold_and_refuses_one_only_the_checkpoint_holds() -> None:
