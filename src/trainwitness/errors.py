@@ -18,6 +18,8 @@ __all__ = [
     "DataMismatchError",
     "CodeMismatchError",
     "PolicyError",
+    "LineageError",
+    "FrozenInputError",
     "InputError",
     "MissingInputError",
     "MalformedInputError",
@@ -71,6 +73,18 @@ class CodeMismatchError(VerificationError):
 
 class PolicyError(VerificationError):
     check = "policy"
+
+
+class LineageError(VerificationError):
+    """A link does not connect: the parent's files or attested digests are not what the child declares."""
+
+    check = "lineage"
+
+
+class FrozenInputError(LineageError):
+    """A frozen input's file is not the weights the run declares (or its own attestation does not verify)."""
+
+    check = "inputs"
 
 
 class InputError(TrainwitnessError):

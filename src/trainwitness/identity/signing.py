@@ -29,6 +29,7 @@ __all__ = [
     "key_id",
     "seal_envelope",
     "open_envelope",
+    "unverified_payload",
 ]
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -129,6 +130,15 @@ def _unverified_payload(envelope_bytes: bytes) -> tuple[str, bytes, list[bytes]]
             raise MalformedInputError("DSSE envelope: a signature entry has no 'sig'")
         sigs.append(_b64(entry["sig"], "sig"))
     return payload_type, _b64(envelope["payload"], "payload"), sigs
+
+
+def unverified_payload(envelope_bytes: bytes) -> bytes:
+    """The payload of an envelope WITHOUT checking any signature: for showing a claim, or for naming it.
+
+    ``inspect`` shows a claim with it; ``train --parent`` names the parent's statement by digest with
+    it (the verifier checks the parent's signature later). Never a basis for believing the payload.
+    """
+    return _unverified_payload(envelope_bytes)[1]
 
 
 def open_envelope(envelope_bytes: bytes, public_key: Ed25519PublicKey, payload_type: str = PAYLOAD_TYPE) -> bytes:

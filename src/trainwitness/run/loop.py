@@ -19,6 +19,8 @@ from trainwitness.commit.hints import ExactMode, StepHints
 from trainwitness.data.datasets import Batch
 from trainwitness.errors import MalformedInputError
 from trainwitness.run.exact import round_gradients, round_step, rounding_targets
+from trainwitness.run.inputs import provide_inputs
+from trainwitness.run.parent import ParentStart, StartRecord, load_finetune
 from trainwitness.run.rng import capture_rng, restore_rng, seed_everything
 from trainwitness.run.sampler import ShuffledEpochSampler
 from trainwitness.run.spec import SpecFunction, TrainingSpec
@@ -62,18 +64,40 @@ class TrainingRun:
     spec: TrainingSpec
     hyperparameters: Mapping[str, JSONValue]
     sampler: ShuffledEpochSampler
+    start_record: StartRecord | None = None  # how a parent formed checkpoint 0; None for a seeded start
+    inputs_read: frozenset[str] = frozenset()  # the frozen inputs the spec read while it was built
 
     @classmethod
-    def start(cls, function: SpecFunction, hyperparameters: Mapping[str, JSONValue]) -> TrainingRun:
-        """Seed every generator from the declared seed, then build: this is checkpoint 0."""
+    def start(
+        cls,
+        function: SpecFunction,
+        hyperparameters: Mapping[str, JSONValue],
+        parent: ParentStart | None = None,
+        inputs: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+    ) -> TrainingRun:
+        """Seed every generator from the declared seed, build, then load the parent if any: this is checkpoint 0.
+
+        ``parent`` (``trainwitness.run.parent``): a fine-tune loads the parent's final weights into
+        the built model but for ``spec.reinitialised``; continued training restores the parent's
+        whole final state. ``inputs`` are the frozen inputs the spec may read by name while it is
+        built (``trainwitness.run.inputs.frozen_input``). Raises ``MalformedInputError`` when the
+        parent's weights or state do not fit the spec.
+        """
         seed_everything(int(hyperparameters["seed"]))
-        spec = function(hyperparameters)
+        with provide_inputs(inputs or {}) as offered:
+            spec = function(hyperparameters)
         sampler = ShuffledEpochSampler(
             num_samples=len(spec.dataset),
             batch_size=int(hyperparameters["batch_size"]),
             seed=int(hyperparameters["data_seed"]),
         )
-        return cls(spec=spec, hyperparameters=hyperparameters, sampler=sampler)
+        run = cls(spec=spec, hyperparameters=hyperparameters, sampler=sampler, inputs_read=frozenset(offered.read))
+        if parent is not None and parent.weights is not None:
+            run.start_record = load_finetune(spec.model, parent.weights, spec.reinitialised)
+        elif parent is not None and parent.state is not None:
+            run.restore(parent.state)  # model, optimizer, scheduler and RNG: the parent's, exactly
+            run.start_record = StartRecord(mode="continue")
+        return run
 
     def trainable(self) -> FlatState:
         """Model, optimizer and scheduler state; tensors are references to the live ones."""
