@@ -23,6 +23,7 @@ __all__ = [
     "InputError",
     "MissingInputError",
     "MalformedInputError",
+    "ParentMismatchError",
 ]
 
 
@@ -99,3 +100,11 @@ class MissingInputError(InputError):
 
 class MalformedInputError(InputError):
     pass
+
+
+class ParentMismatchError(MalformedInputError):
+    """A parent's weights or state do not fit the spec (a missing tensor, another shape or dtype).
+
+    Malformed input when recording; the verifier, for which the statement claims that the start
+    was formed so, reports it as a failed ``initial-state`` check instead.
+    """

@@ -17,7 +17,7 @@ import torch
 from trainwitness.commit.canonical import JSONValue
 from trainwitness.commit.hints import ExactMode, StepHints
 from trainwitness.data.datasets import Batch
-from trainwitness.errors import MalformedInputError
+from trainwitness.errors import MalformedInputError, ParentMismatchError
 from trainwitness.run.exact import round_gradients, round_step, rounding_targets
 from trainwitness.run.inputs import provide_inputs
 from trainwitness.run.parent import ParentStart, StartRecord, load_finetune
@@ -80,7 +80,7 @@ class TrainingRun:
         ``parent`` (``trainwitness.run.parent``): a fine-tune loads the parent's final weights into
         the built model but for ``spec.reinitialised``; continued training restores the parent's
         whole final state. ``inputs`` are the frozen inputs the spec may read by name while it is
-        built (``trainwitness.run.inputs.frozen_input``). Raises ``MalformedInputError`` when the
+        built (``trainwitness.run.inputs.frozen_input``). Raises ``ParentMismatchError`` when the
         parent's weights or state do not fit the spec.
         """
         seed_everything(int(hyperparameters["seed"]))
@@ -95,7 +95,10 @@ class TrainingRun:
         if parent is not None and parent.weights is not None:
             run.start_record = load_finetune(spec.model, parent.weights, spec.reinitialised)
         elif parent is not None and parent.state is not None:
-            run.restore(parent.state)  # model, optimizer, scheduler and RNG: the parent's, exactly
+            try:
+                run.restore(parent.state)  # model, optimizer, scheduler and RNG: the parent's, exactly
+            except MalformedInputError as e:
+                raise ParentMismatchError(f"the parent's final state does not fit the spec: {e}") from e
             run.start_record = StartRecord(mode="continue")
         return run
 

@@ -28,7 +28,7 @@ import torch
 
 from trainwitness.commit.statement import START_MODES
 from trainwitness.commit.store import read_index
-from trainwitness.errors import LineageError, MalformedInputError
+from trainwitness.errors import LineageError, MalformedInputError, ParentMismatchError
 from trainwitness.tensors.checkpoint import read_weights_file
 from trainwitness.tensors.delta import read_checkpoint
 from trainwitness.tensors.state import FlatState, state_digest, weights_digest
@@ -70,7 +70,7 @@ def _expand(declared: Sequence[str], names: Iterable[str]) -> set[str]:
             raise ValueError(f"TrainingSpec.reinitialised holds {entry!r}, not a tensor or module name")
         hits = {n for n in names if n == entry or n.startswith(entry + ".")}
         if not hits:
-            raise MalformedInputError(f"TrainingSpec.reinitialised names {entry!r}, which is no tensor or module of the model")
+            raise ParentMismatchError(f"TrainingSpec.reinitialised names {entry!r}, which is no tensor or module of the model")
         covered |= hits
     return covered
 
@@ -78,13 +78,13 @@ def _expand(declared: Sequence[str], names: Iterable[str]) -> set[str]:
 def load_finetune(model: torch.nn.Module, weights: Mapping[str, torch.Tensor], reinitialised: Sequence[str]) -> StartRecord:
     """Load the parent's ``weights`` into ``model`` but for the ``reinitialised`` tensors (see the module doc).
 
-    Raises ``MalformedInputError`` naming every tensor the parent lacks, or whose shape or dtype differs.
+    Raises ``ParentMismatchError`` naming the tensors the parent lacks, or whose shape or dtype differs.
     """
     current = model.state_dict()
     fresh = _expand(reinitialised, current)
     lacking = sorted(n for n in current if n not in fresh and n not in weights)
     if lacking:
-        raise MalformedInputError(
+        raise ParentMismatchError(
             f"the parent's weights lack the model's tensors {', '.join(lacking[:8])}"
             f"{' and more' if len(lacking) > 8 else ''}: declare them in TrainingSpec.reinitialised to initialise them from the seed"
         )
@@ -94,7 +94,7 @@ def load_finetune(model: torch.nn.Module, weights: Mapping[str, torch.Tensor], r
         if n not in fresh and (weights[n].shape != t.shape or weights[n].dtype != t.dtype)
     ]
     if differing:
-        raise MalformedInputError(
+        raise ParentMismatchError(
             f"the parent's tensors {', '.join(differing[:4])} do not fit the model: declare them in TrainingSpec.reinitialised"
         )
     loaded = sorted(n for n in current if n not in fresh)
