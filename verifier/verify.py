@@ -227,7 +227,7 @@ def _check_start(claim: TrainingClaim, run: TrainingRun, evidence: Evidence, see
     loaded = len(record.loaded) if record is not None else 0
     return (
         f"checkpoint 0 is the parent's final weights {declared.weights_digest} ({loaded} tensors){fresh}{dropped}, "
-        f"with the optimizer and scheduler fresh from seed {seed}"
+        f"the optimizer and scheduler as the spec builds them from seed {seed}"
     )
 
 
