@@ -49,7 +49,7 @@ from trainwitness.run.loop import TrainingRun
 from trainwitness.run.parent import ParentStart, read_parent_state, read_parent_weights
 from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
 from trainwitness.tensors.checkpoint import decode_weights
-from trainwitness.tensors.state import state_digest, weights_digest
+from trainwitness.tensors.state import state_digest, tensor_digest, weights_digest
 from trainwitness.verifier.bounded import BOUND, BOUND_PROVENANCE
 from trainwitness.verifier.data_access import CheckedRecords, check_code_built_samples, describe_ids, prefetch
 from trainwitness.verifier.draw import choose_segments
@@ -201,8 +201,13 @@ def _read_start(claim: TrainingClaim, start: StartFiles) -> tuple[ParentStart | 
     return parent_start, inputs
 
 
-def _check_start(claim: TrainingClaim, run: TrainingRun, evidence: Evidence, seed: int) -> str:
-    """Checkpoint 0 against the start recomputed here (seeded, or from the parent); the check's detail."""
+def _check_start(claim: TrainingClaim, run: TrainingRun, evidence: Evidence, seed: int, parent: ParentStart | None) -> str:
+    """Checkpoint 0 against the start recomputed here (seeded, or from the parent); the check's detail.
+
+    With a parent, what the detail says is checked too: a fine-tune's loaded tensors are the parent's,
+    bit for bit, and its re-initialised and dropped tensors the declared ones; a continued run's
+    checkpoint 0 is the parent's final state itself.
+    """
     declared = claim.parent
     record = run.start_record
     if declared is not None and declared.mode == "finetune" and record is not None:
@@ -211,6 +216,15 @@ def _check_start(claim: TrainingClaim, run: TrainingRun, evidence: Evidence, see
                 f"the spec re-initialises {list(record.reinitialised)} and drops {list(record.dropped)} of the parent's tensors; "
                 f"the attestation declares {list(declared.reinitialised)} and {list(declared.dropped)}"
             )
+        model = run.spec.model.state_dict()
+        weights = parent.weights if parent is not None and parent.weights is not None else {}
+        changed = [  # compared bitwise (a NaN equals itself), by tensor digest
+            name for name in record.loaded if name not in weights or tensor_digest(name, model[name]) != tensor_digest(name, weights[name])
+        ]
+        if changed:
+            raise InitialStateError(f"the spec's model changed the parent's tensors {_names(tuple(changed))} while they were loaded")
+    if declared is not None and declared.mode == "continue" and evidence.checkpoint(0).state_digest != declared.state_digest:
+        raise InitialStateError(f"checkpoint 0 is not the parent's final state {declared.state_digest} that continued training starts from")
     if state_digest(run.capture()) != evidence.checkpoint(0).state_digest:
         if declared is None:
             raise InitialStateError("the state built from the declared seed is not checkpoint 0")
@@ -292,7 +306,7 @@ def verify_run(
     keys = public_key if isinstance(public_key, Keyring) else Keyring((TrustedKey(str(public_key), load_public_key(public_key)),))
     try:
         # (1): the signature, before any field of the payload is believed; every trusted key is tried.
-        payload, signer = keys.open(envelope, f"attestation {attestation}")
+        payload, signer = keys.open(envelope)
         report.signer, report.signer_key_id = signer.name, signer.key_id
         report.statement_digest = statement_digest(payload)
         report.passed("signature", f"DSSE envelope signed by {signer.describe()}")
@@ -499,7 +513,7 @@ def replay_drawn(
     unread = sorted(set(claim.inputs) - run.inputs_read)
     if unread:
         report.notes.append(f"the training spec did not read the declared frozen inputs {', '.join(unread)}")
-    report.passed("initial-state", _check_start(claim, run, evidence, int(hp["seed"])))
+    report.passed("initial-state", _check_start(claim, run, evidence, int(hp["seed"]), parent_start))
 
     # (7): the segments the verifier drew; the samples they use are fetched from the auditor's copy
     # and each proven against the manifest root before any step runs.

@@ -88,7 +88,7 @@ class Keyring:
     def describe(self) -> str:
         return ", ".join(k.name for k in self.keys)
 
-    def open(self, envelope: bytes, what: str = "the envelope", payload_type: str = PAYLOAD_TYPE) -> tuple[bytes, TrustedKey]:
+    def open(self, envelope: bytes, payload_type: str = PAYLOAD_TYPE) -> tuple[bytes, TrustedKey]:
         """The payload and the trusted key whose signature over it verifies; ``SignatureError`` if none does."""
         for trusted in self.keys:
             try:
@@ -97,7 +97,8 @@ class Keyring:
                 continue
         hints = envelope_key_ids(envelope)
         signed = f"it names key id {', '.join(hints)}" if hints else "it names no key id"
-        raise SignatureError(f"no signature on {what} verifies under a trusted key ({self.describe()}); {signed}")
+        trusted_keys = f"the key {self.keys[0].describe()}" if len(self.keys) == 1 else f"any trusted key ({self.describe()})"
+        raise SignatureError(f"no signature in the envelope verifies under {trusted_keys}; {signed}")
 
 
 def load_keyring(path: Path) -> list[TrustedKey]:
