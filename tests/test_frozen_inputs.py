@@ -52,7 +52,7 @@ def test_an_input_given_with_its_attestation_is_verified(_distilled, tmp_path: P
     report = tmp_path / "r.json"
     assert main(verify_args(student, teacher, teacher.root, "--json", str(report))) == 0
     out = capsys.readouterr().out
-    assert "teacher (read by link 1): weights sha256:" in out and ": verified (signed by" in out
+    assert f"teacher (read by {student.root}): weights sha256:" in out and ": verified (signed by" in out
     inputs = json.loads(report.read_text())["lineage"]["inputs"]
     assert [(i["name"], i["status"]) for i in inputs] == [("teacher", "verified")]
     assert inputs[0]["links"][0]["verdict"] == "ACCEPT"
@@ -83,7 +83,7 @@ def test_an_input_whose_attestation_does_not_verify_rejects_the_chain(_distilled
     del args[at - 1 : at + 1]  # only the student's key is trusted, not the teacher's signer
     assert main(args) == 1
     out = capsys.readouterr().out
-    assert "teacher (read by link 1)" in out and "REJECTED" in out
+    assert f"teacher (read by {student.root})" in out and "REJECTED" in out
     assert "frozen input teacher, link 1 of 1" in out and "signature: no signature" in out
 
 

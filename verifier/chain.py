@@ -69,7 +69,7 @@ class ChainLink:
 class InputResult:
     """A frozen input of one link, with its own verdict."""
 
-    link: int  # the position (1-based, origin first) of the link that reads it, in its chain
+    link: int  # the position (1-based, origin first) of the link that reads it, in that link's chain
     reader: str  # that link's directory
     name: str
     weights_digest: str
@@ -146,7 +146,7 @@ class ChainReport:
                     how += f" (signed by {r.links[-1].report.signer or 'no trusted key'}; a chain of {len(r.links)})"
                 elif r.attestation is not None:
                     how += f" (its attestation {r.attestation} was not given)"
-                lines.append(f"    {r.name} (read by link {r.link}): weights {r.weights_digest}: {how}")
+                lines.append(f"    {r.name} (read by {r.reader}): weights {r.weights_digest}: {how}")
         for failure in self.failed_links():
             lines.append(f"  REJECTED {failure}")
         sections = [(f"link {k} of {len(self.links)}{' (published)' if k == len(self.links) else ''}", link) for k, link in enumerate(self.links, 1)]
@@ -317,9 +317,13 @@ def verify_chain(
 
     links = verify(main_chain)
     results = []
+    listed: set[tuple[str, str]] = set()  # (reader's digest, input name): a link shared by two chains lists its inputs once
     for chain in chains.values():
         for position, link in enumerate(chain, 1):
             for name, frozen in link.statement.claim.inputs.items():
+                if (link.digest, name) in listed:
+                    continue
+                listed.add((link.digest, name))
                 results.append(
                     InputResult(
                         link=position, reader=str(link.files.attestation.parent), name=name, weights_digest=frozen.weights_digest,

@@ -163,8 +163,8 @@ def _inspect(args: argparse.Namespace) -> int:
     payload = unverified_payload(data)
     statement = Statement.from_payload(payload)
     print("UNVERIFIED: this shows what the attestation claims; `trainwitness verify` checks it.")
-    print(json.dumps(json.loads(statement.to_payload()), indent=2, sort_keys=True))
     print(_declared_lineage(args.attestation, statement_digest(payload), statement, args.parent))
+    print(json.dumps(json.loads(statement.to_payload()), indent=2, sort_keys=True))
     return 0
 
 
