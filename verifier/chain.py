@@ -31,7 +31,7 @@ from trainwitness.commit.statement import Statement, statement_digest
 from trainwitness.errors import MalformedInputError, MissingInputError
 from trainwitness.identity.keyring import Keyring
 from trainwitness.identity.signing import MAX_ENVELOPE_BYTES, unverified_payload
-from trainwitness.verifier.report import Report
+from trainwitness.verifier.report import Check, Report
 from trainwitness.verifier.verify import ParentEvidence, Progress, VerifyOptions, verify_run
 
 __all__ = ["ChainLink", "InputResult", "ChainReport", "verify_chain", "read_links", "MAX_CHAIN_LINKS"]
@@ -91,6 +91,18 @@ class ChainReport:
     @property
     def published(self) -> Report:
         return self.links[-1].report
+
+    @property
+    def pending_shards(self) -> int | None:
+        """``--shard-requests`` (one link only): requests written, no verdict yet."""
+        return self.published.pending_shards
+
+    @property
+    def checks(self) -> list[Check]:
+        """Every check of every link and verified input (a chain with a failed check is not accepted)."""
+        return [c for link in self.links for c in link.report.checks] + [
+            c for r in self.inputs for link in r.links for c in link.report.checks
+        ]
 
     @property
     def accepted(self) -> bool:
@@ -290,6 +302,12 @@ def verify_chain(
     unknown = sorted(set(options.data) - all_sources)
     if unknown:
         raise MalformedInputError(f"--data names {', '.join(unknown)}, which no link of the lineage declares")
+
+    if (options.shard_requests is not None or options.shard_answers is not None) and len(used) > 1:
+        raise MalformedInputError(
+            "--shard-requests and --shard-answers audit one link at a time: verify each link of this lineage on its own "
+            "(its parent's link first), or replay the chain with --workers or --cluster"
+        )
 
     # (3), (4): every link verified once, origins first; a child's start is checked against its parent's files.
     verified: dict[str, ChainLink] = {}

@@ -7,7 +7,11 @@ Misuse of the API stays ``ValueError``/``TypeError``.
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import Any
+
 __all__ = [
+    "CheckName",
     "TrainwitnessError",
     "VerificationError",
     "SignatureError",
@@ -20,11 +24,33 @@ __all__ = [
     "PolicyError",
     "LineageError",
     "FrozenInputError",
+    "ReplicaDivergenceError",
+    "Rejected",
     "InputError",
     "MissingInputError",
     "MalformedInputError",
     "ParentMismatchError",
+    "IncompleteAuditError",
 ]
+
+
+class CheckName(StrEnum):
+    """Every check the verifier reports, passing or failing, under one name (docs/FORMAT.md section 8)."""
+
+    SIGNATURE = "signature"
+    POLICY = "policy"
+    CODE = "code"
+    COMMITMENTS = "commitments"
+    FINAL_WEIGHTS = "final-weights"
+    MANIFEST = "manifest"
+    BATCHES = "batches"
+    INITIAL_STATE = "initial-state"
+    DATA = "data"
+    REPLAY = "replay"
+    LINEAGE = "lineage"  # a declared parent that does not connect (docs/FORMAT.md section 7, lineage fields)
+    INPUTS = "inputs"  # declared frozen inputs
+    SANDBOX = "sandbox"  # a replay worker died, timed out or answered out of protocol
+    VERIFICATION = "verification"  # a failure no more specific check names
 
 
 class TrainwitnessError(Exception):
@@ -37,55 +63,75 @@ class VerificationError(TrainwitnessError):
     """A check failed: the evidence contradicts what the attestation claims."""
 
     exit_status = 1
-    check = "verification"
+    check: CheckName = CheckName.VERIFICATION
 
 
 class SignatureError(VerificationError):
-    check = "signature"
+    check: CheckName = CheckName.SIGNATURE
 
 
 class CommitmentError(VerificationError):
     """A leaf, root, tree size or inclusion proof does not match what was signed."""
 
-    check = "commitment"
+    check: CheckName = CheckName.COMMITMENTS
 
 
 class WeightsMismatchError(VerificationError):
-    check = "final-weights"
+    check: CheckName = CheckName.FINAL_WEIGHTS
 
 
 class ReplayMismatchError(VerificationError):
-    check = "replay"
+    check: CheckName = CheckName.REPLAY
 
 
 class InitialStateError(ReplayMismatchError):
     """Checkpoint 0 is not the state the declared seed builds: the run started from somewhere else."""
 
-    check = "initial-state"
+    check: CheckName = CheckName.INITIAL_STATE
 
 
 class DataMismatchError(VerificationError):
-    check = "data"
+    check: CheckName = CheckName.DATA
 
 
 class CodeMismatchError(VerificationError):
-    check = "code"
+    check: CheckName = CheckName.CODE
 
 
 class PolicyError(VerificationError):
-    check = "policy"
+    check: CheckName = CheckName.POLICY
+
+
+class Rejected(VerificationError):
+    """``trainwitness.verify`` found evidence that contradicts the claim; ``report`` holds every check.
+
+    ``check`` names the first failed check, and the message is its detail.
+    """
+
+    def __init__(self, report: Any) -> None:
+        failed = [c for c in report.checks if not c.passed]
+        self.check = failed[0].name if failed else CheckName.VERIFICATION
+        super().__init__(f"{self.check}: {failed[0].detail}" if failed else "no check ran")
+        self.report = report
+
+
+class ReplicaDivergenceError(TrainwitnessError):
+    """Recording a data-parallel run: the ranks' states differ at a checkpoint, so no checkpoint is the run's.
+
+    Raised on every rank (each has every rank's digest); nothing of the segment is recorded.
+    """
 
 
 class LineageError(VerificationError):
     """A link does not connect: the parent's files or attested digests are not what the child declares."""
 
-    check = "lineage"
+    check: CheckName = CheckName.LINEAGE
 
 
 class FrozenInputError(LineageError):
     """A frozen input's file is not the weights the run declares (or its own attestation does not verify)."""
 
-    check = "inputs"
+    check: CheckName = CheckName.INPUTS
 
 
 class InputError(TrainwitnessError):
@@ -108,3 +154,7 @@ class ParentMismatchError(MalformedInputError):
     Malformed input when recording; the verifier, for which the statement claims that the start
     was formed so, reports it as a failed ``initial-state`` check instead.
     """
+
+
+class IncompleteAuditError(InputError):
+    """Part of the drawn replay never answered (a cluster task or a shard answer was lost): nothing was accepted."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
+from trainwitness.commit.distributed import DataParallelRun
 from trainwitness.commit.hashing import domain_hash, format_digest, parse_digest
 from trainwitness.commit.hints import ExactMode
 from trainwitness.commit.store import checkpoint_steps
@@ -212,6 +213,11 @@ class TrainingClaim:
         """The signed data summary (validated in ``from_json``)."""
         return ManifestSummary.from_json(self.data["manifest"], "attestation: predicate.data.manifest")
     exact: ExactMode | None = None  # exact mode's grids; absent from the statement when off
+    distributed: DataParallelRun | None = None  # a W-rank data-parallel run (docs/DISTRIBUTED.md); absent for one process
+
+    @property
+    def world_size(self) -> int:
+        return 1 if self.distributed is None else self.distributed.world_size
 
     @property
     def trees(self) -> tuple[str, ...]:
@@ -239,6 +245,7 @@ class TrainingClaim:
 
     def to_json(self) -> dict[str, JSONValue]:
         exact: dict[str, JSONValue] = {} if self.exact is None else {"exact": self.exact.to_json()}
+        distributed: dict[str, JSONValue] = {} if self.distributed is None else {"distributed": self.distributed.to_json()}
         lineage: dict[str, JSONValue] = {}
         if self.parent is not None:
             lineage["parent"] = self.parent.to_json()
@@ -246,6 +253,7 @@ class TrainingClaim:
             lineage["inputs"] = {name: frozen.to_json() for name, frozen in sorted(self.inputs.items())}
         return {
             **exact,
+            **distributed,
             **lineage,
             "code": self.code,
             "environment": self.environment,
@@ -286,6 +294,13 @@ class TrainingClaim:
         exact = ExactMode.from_json(obj["exact"], "attestation: predicate.exact") if "exact" in obj else None
         parent = ParentLink.from_json(obj["parent"]) if "parent" in obj else None
         inputs = _inputs(obj, "predicate") if "inputs" in obj else {}
+        distributed = None
+        if "distributed" in obj:
+            distributed = DataParallelRun.from_json(obj["distributed"], "attestation: predicate.distributed")
+            if hp["batch_size"] % distributed.world_size:
+                raise MalformedInputError(
+                    f"attestation: batch size {hp['batch_size']} does not split over {distributed.world_size} ranks"
+                )
         trees = TREES if exact is None else EXACT_TREES
         raw_commitments = _get(obj, "commitments", dict, "predicate")
         if set(raw_commitments) != set(trees):
@@ -310,6 +325,7 @@ class TrainingClaim:
             parent=parent,
             inputs=inputs,
             exact=exact,
+            distributed=distributed,
         )
         claim._check_tree_sizes()
         return claim
