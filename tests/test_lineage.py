@@ -189,7 +189,7 @@ def test_finetune_loads_every_parent_tensor_but_the_declared_ones(digits_run: Re
     files = LinkFiles.at(digits_run.root)
     final = payload_of(digits_run.attestation)["predicate"]["final"]["weights_digest"]
     parent = read_parent_weights(files.weights, final)
-    run = TrainingRun.start(with_new_head, hp, ParentStart("finetune", weights=parent))
+    run = TrainingRun.start(with_new_head, hp, parent=ParentStart("finetune", weights=parent))
     seeded = TrainingRun.start(with_new_head, hp)
     model = run.spec.model.state_dict()
     assert run.start_record is not None and run.start_record.reinitialised == ("head.bias", "head.weight")
