@@ -7,6 +7,7 @@ signed with a second key, so every chain here has two signers.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -197,3 +198,19 @@ def test_finetune_loads_every_parent_tensor_but_the_declared_ones(digits_run: Re
         expected = seeded.spec.model.state_dict()[name] if name.startswith("head.") else parent[name]
         assert torch.equal(tensor, expected), name
     assert isinstance(run.spec, TrainingSpec)
+
+
+def test_an_auditors_code_copy_is_checked_for_every_link_it_is_the_source_of(_finetuned, tmp_path: Path, capsys) -> None:
+    parent, child = _finetuned
+    from trainwitness.identity.code import locate_source_root
+
+    copy = tmp_path / "workloads"
+    shutil.copytree(locate_source_root(DIGITS), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "digits.py").write_text((copy / "digits.py").read_text() + "\n# changed\n")
+    assert main(chain_args(child, parent, "--segments", "1", "--code", str(copy))) == 1
+    out = capsys.readouterr().out
+    assert f"REJECTED link 1 of 2 ({parent.root}): code" in out and f"REJECTED link 2 of 2 ({child.root}): code" in out
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    assert main(chain_args(child, parent, "--code", str(other))) == 2
+    assert "is the source tree of no link of the lineage" in capsys.readouterr().err

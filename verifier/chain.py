@@ -232,11 +232,22 @@ def _chain(tip: _Named, pool: Mapping[str, _Named]) -> list[_Named]:
     return chain[::-1]
 
 
-def _options_for(link: _Named, options: VerifyOptions) -> VerifyOptions:
-    """The auditor's options as they apply to one link: --data for its sources, --code for its package."""
+def _code_is_for(code: Path, entry_point: str) -> bool:
+    """Whether the auditor's ``--code`` copy is the source tree of ``entry_point`` (its root's name, as code identity finds it)."""
+    name = code.stem if code.is_file() else code.name
+    root = "workloads" if entry_point.startswith("trainwitness.workloads.") else entry_point.partition(":")[0].split(".")[0]
+    return name == root
+
+
+def _options_for(link: _Named, options: VerifyOptions, links: int) -> VerifyOptions:
+    """The auditor's options as they apply to one link: --data for its sources, --code for its program.
+
+    With one link, ``--code`` applies as given (``verify_run`` checks it); in a chain, to the links
+    whose program it is the source tree of (``verify_chain`` refuses a copy that is no link's).
+    """
     sources = {s.name for s in link.statement.claim.manifest.sources}
     code = options.code
-    if code is not None and (code.stem if code.is_file() else code.name) != link.statement.claim.entry_point.partition(":")[0].split(".")[0]:
+    if code is not None and links > 1 and not _code_is_for(code, link.statement.claim.entry_point):
         code = None
     return replace(options, data={name: path for name, path in options.data.items() if name in sources}, code=code)
 
@@ -298,6 +309,9 @@ def verify_chain(
     extra = sorted(set(inputs) - declared_inputs)
     if extra:
         raise MalformedInputError(f"--input names {', '.join(extra)}, which no link of the lineage declares")
+    if (options.code is not None and len(used) > 1
+            and not any(_code_is_for(options.code, pool[digest].statement.claim.entry_point) for digest in used)):
+        raise MalformedInputError(f"--code {options.code} is the source tree of no link of the lineage")
     all_sources = {s.name for chain in chains.values() for link in chain for s in link.statement.claim.manifest.sources}
     unknown = sorted(set(options.data) - all_sources)
     if unknown:
@@ -324,7 +338,7 @@ def verify_chain(
                 if name in input_links:
                     verify(chains[input_links[name].digest])
             report = verify_run(
-                link.files.attestation, link.files.store, link.files.weights, keys, _options_for(link, options), progress,
+                link.files.attestation, link.files.store, link.files.weights, keys, _options_for(link, options, len(used)), progress,
                 parent=None if parent is None else ParentEvidence(parent.digest, parent.statement.claim, parent.files),
                 inputs=weights,
             )
