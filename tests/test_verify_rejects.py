@@ -149,7 +149,7 @@ def test_verify_rejects_an_attestation_signed_by_another_key_naming_the_key_it_c
     other = Ed25519PrivateKey.generate()
     resign(digits_run, other)
     given = key_id(load_public_key(digits_run.public_key))
-    assert_rejected(digits_run, capsys, "signature", f"signed by key {key_id(other.public_key())}, not by the given key {given} (--key)")
+    assert_rejected(digits_run, capsys, "signature", f"verifies under the key {digits_run.public_key} ({given}); it names key id {key_id(other.public_key())}")
 
 
 def test_a_rejected_signature_shows_no_claims_and_no_blank_lines(digits_run: RecordedRun, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,13 +22,13 @@ expression that does not parse fails the check: it never passes.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from trainwitness.commit.strict_toml import MAX_TOML_BYTES, parse_toml
 from trainwitness.data.manifest import SourceDeclaration
 from trainwitness.errors import MalformedInputError, MissingInputError, PolicyError
 
@@ -59,7 +59,7 @@ def shipped_policies() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("trainwitness.verifier.policies").iterdir() if p.name.endswith(".toml"))
 
 
-MAX_POLICY_BYTES = 1 << 20  # a policy lists licence ids; the shipped ones are a few KiB
+MAX_POLICY_BYTES = MAX_TOML_BYTES  # a policy lists licence ids; the shipped ones are a few KiB
 _POLICY_KEYS = {"policy", "allow", "deny"}
 _HEADER_KEYS = {"name", "source"}
 _ENTRY_KEYS = {"id", "reason"}
@@ -73,20 +73,7 @@ def parse_policy_toml(data: bytes, where: str) -> Policy:
     ``reason``: strings). Nesting too deep for the parser, integers over the interpreter's digit
     limit, a key of the wrong type or an unknown key are refused, never a traceback.
     """
-    if len(data) > MAX_POLICY_BYTES:
-        raise MalformedInputError(f"{where}: {len(data)} bytes, over the limit of {MAX_POLICY_BYTES} for a policy")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise MalformedInputError(f"{where}: not UTF-8 text (byte {e.start}); a policy is a UTF-8 TOML file") from e
-    try:
-        table = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise MalformedInputError(f"{where}: not valid TOML ({e})") from e
-    except RecursionError as e:
-        raise MalformedInputError(f"{where}: not valid TOML (nested too deeply)") from e
-    except ValueError as e:  # e.g. an integer longer than the interpreter converts
-        raise MalformedInputError(f"{where}: not valid TOML ({' '.join(str(e).split())[:200]})") from e
+    table = parse_toml(data, where, MAX_POLICY_BYTES)
     unknown = sorted(set(table) - _POLICY_KEYS)
     if unknown:
         raise MalformedInputError(f"{where}: unknown keys {unknown}; a policy holds only [policy], [[allow]] and [[deny]]")

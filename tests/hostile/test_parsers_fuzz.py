@@ -421,3 +421,19 @@ test_verify_takes_any_run_json, test_verify_takes_any_run_json_thoroughly = fuzz
     _cli_fuzz("store/run.json", "verify"))
 test_verify_takes_any_manifest, test_verify_takes_any_manifest_thoroughly = fuzz(data=st.data())(
     _cli_fuzz("store/manifest.jsonl", "verify"))
+
+
+# -- a keyring (the other TOML file the verifier is given) ------------------------------------------------------
+
+KEYRING = b'[keys]\nupstream = """' + PUBLIC_PEM + b'"""\n'
+
+
+def _keyring(data: bytes) -> None:
+    from trainwitness.identity.keyring import load_keyring
+
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "keyring.toml").write_bytes(data)
+        expect_ours(load_keyring, Path(d) / "keyring.toml")
+
+
+test_keyring_reader_takes_any_bytes, test_keyring_reader_takes_any_bytes_thoroughly = fuzz(data=bytes_for(KEYRING))(_keyring)

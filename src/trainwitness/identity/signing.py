@@ -31,9 +31,12 @@ __all__ = [
     "generate_keypair",
     "load_private_key",
     "load_public_key",
+    "public_key_from_pem",
+    "envelope_key_ids",
     "key_id",
     "seal_envelope",
     "open_envelope",
+    "unverified_payload",
 ]
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -90,13 +93,27 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
+    return public_key_from_pem(_read_key_file(path), str(path))
+
+
+def public_key_from_pem(pem: bytes, what: str) -> Ed25519PublicKey:
+    """An Ed25519 public key from PEM (SubjectPublicKeyInfo); ``MalformedInputError`` naming ``what`` otherwise."""
     try:
-        key = serialization.load_pem_public_key(_read_key_file(path))
+        key = serialization.load_pem_public_key(pem)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:  # UnsupportedAlgorithm: an algorithm OID it does not know
-        raise MalformedInputError(f"{path} is not a PEM public key ({_one_line(e)})") from e
+        raise MalformedInputError(f"{what} is not a PEM public key ({_one_line(e)})") from e
     if not isinstance(key, Ed25519PublicKey):
-        raise MalformedInputError(f"{path} is not an Ed25519 public key")
+        raise MalformedInputError(f"{what} is not an Ed25519 public key")
     return key
+
+
+def envelope_key_ids(envelope_bytes: bytes) -> list[str]:
+    """The ``keyid`` hints of an envelope's signatures (unverified; for naming a signer nobody trusts)."""
+    envelope = parse_json(envelope_bytes, "DSSE envelope", MAX_ENVELOPE_BYTES)
+    signatures = envelope.get("signatures") if isinstance(envelope, dict) else None
+    if not isinstance(signatures, list):
+        return []
+    return [e["keyid"][:80] for e in signatures if isinstance(e, dict) and isinstance(e.get("keyid"), str)]
 
 
 def seal_envelope(payload: bytes, key: Ed25519PrivateKey, payload_type: str = PAYLOAD_TYPE) -> bytes:
@@ -166,6 +183,16 @@ def _parse_envelope(envelope_bytes: bytes, where: str) -> _Envelope:
 def _unverified_payload(envelope_bytes: bytes, where: str = "DSSE envelope") -> tuple[str, bytes, list[bytes]]:
     envelope = _parse_envelope(envelope_bytes, where)
     return envelope.payload_type, envelope.payload, list(envelope.signatures)
+
+
+def unverified_payload(envelope_bytes: bytes, where: str = "DSSE envelope") -> bytes:
+    """The payload of an envelope WITHOUT checking any signature: for showing a claim, or for naming it.
+
+    ``inspect`` shows a claim with it; ``train --parent`` names the parent's statement by digest with
+    it (the verifier checks the parent's signature later). Never a basis for believing the payload.
+    ``where`` names the envelope (its file) in every error.
+    """
+    return _unverified_payload(envelope_bytes, where)[1]
 
 
 def _shown_key_id(key_id: str) -> str:
