@@ -91,7 +91,7 @@ class Keyring:
     def open(self, envelope: bytes, payload_type: str = PAYLOAD_TYPE, where: str = "DSSE envelope") -> tuple[bytes, TrustedKey]:
         """The payload and the trusted key whose signature over it verifies; ``SignatureError`` if none does.
 
-        ``where`` names the envelope (its file) in every error.
+        ``where`` names the envelope (its file) in every error it cannot be read for.
         """
         for trusted in self.keys:
             try:
@@ -101,7 +101,7 @@ class Keyring:
         hints = envelope_key_ids(envelope)
         signed = f"it names key id {', '.join(hints)}" if hints else "it names no key id"
         trusted_keys = f"the key {self.keys[0].describe()}" if len(self.keys) == 1 else f"any trusted key ({self.describe()})"
-        raise SignatureError(f"{where}: no signature in the envelope verifies under {trusted_keys}; {signed}")
+        raise SignatureError(f"no signature in the envelope verifies under {trusted_keys}; {signed}")
 
 
 def load_keyring(path: Path) -> list[TrustedKey]:
