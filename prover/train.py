@@ -20,18 +20,20 @@ from trainwitness.commit.store import (
     read_index,
     read_store_file,
 )
-from trainwitness.data.datasets import build_dataset_manifest
+from trainwitness.data.datasets import Batch, build_dataset_manifest
 from trainwitness.errors import MalformedInputError, MissingInputError
 from trainwitness.identity.code import code_identity
+from trainwitness.progress import StepProgress
 from trainwitness.prover.recorder import Recorder
+from trainwitness.run.device import parse_device
 from trainwitness.run.environment import apply_execution_settings, capture_environment
-from trainwitness.run.loop import ExactHooks, TrainingRun, weights_of
-from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
+from trainwitness.run.loop import ExactHooks, TrainingRun, loss_value, weights_of
+from trainwitness.run.spec import SpecFunction, load_entry_point, resolve_hyperparameters
 from trainwitness.tensors.checkpoint import encode_weights
 from trainwitness.tensors.delta import read_checkpoint
 from trainwitness.tensors.state import state_digest
 
-__all__ = ["Declarations", "RecordedRun", "record_run"]
+__all__ = ["Declarations", "RecordedRun", "RecordingSession", "open_recording", "record_run"]
 
 STORE_FORMAT = "trainwitness-store/v1"
 
@@ -69,7 +71,7 @@ def _declare(
         "format": STORE_FORMAT,
         "code": identity,
         "code_files": [{"path": f.path, "sha256": f.sha256, "executable": f.executable} for f in files],
-        "environment": capture_environment(),
+        "environment": capture_environment(run.device),
         "hyperparameters": dict(hp),
         "data": {
             "dataset": run.spec.dataset.name,
@@ -118,24 +120,111 @@ def _cut_hints(store: Path, steps: int) -> None:
         atomic_write(path, b"".join(line + b"\n" for line in lines))
 
 
-def record_run(
+class RecordingSession:
+    """One recording in progress: the run, its recorder, and the next step to commit.
+
+    Both ``trainwitness train`` (``record_run``, which builds each batch from the dataset) and the
+    Python API for a training script's own loop (``trainwitness.record``, where batches come from
+    a ``DataLoader``) call ``step(batch)`` once per committed step, then ``finish()``.
+    """
+
+    def __init__(
+        self, run: TrainingRun, store: Path, weights_path: Path, resumed: CheckpointRecord | None,
+        recorder: Recorder, exact: ExactMode | None, progress: Progress | None, step_progress: StepProgress | None,
+    ) -> None:
+        self.run, self.store, self.weights_path, self.resumed = run, store, weights_path, resumed
+        self.recorder, self.exact, self.progress, self.step_progress = recorder, exact, progress, step_progress
+        hp = run.hyperparameters
+        self.total_steps = int(hp["total_steps"])  # type: ignore[arg-type]
+        self.checkpoint_steps = checkpoint_steps(self.total_steps, int(hp["checkpoint_interval"]))  # type: ignore[arg-type]
+        self._next_checkpoint = 1 if resumed is None else resumed.index + 1
+        self.next_step = 0 if resumed is None else resumed.step
+        self._last_loss: object = None
+        if resumed is None:
+            recorder.record_checkpoint(0, 0, run.capture())
+        if run.guard is not None:  # the first step must start from the generators checkpoint 0 (or the resume point) holds
+            run.guard.expect_rng(run.capture_rng(), "checkpoint 0 (the state built from the seed)" if resumed is None else f"the checkpoint at step {resumed.step}")
+        self._hooks = None if exact is None else ExactHooks(exact, lambda step: None, recorder.record_hints)
+        self.closed = False
+
+    def _finished(self, step: int, loss: object) -> None:
+        self.recorder.record_loss(step, loss)
+        self._last_loss = loss
+
+    def step(self, batch: Batch) -> object:
+        """Commit and run the next step on ``batch`` (the declared sampler's batch for it); return its loss."""
+        if self.closed:
+            raise ValueError("this recording is finished or failed; start a new one")
+        step = self.next_step
+        if step >= self.total_steps:
+            raise ValueError(f"all {self.total_steps} steps are recorded (hyperparameter total_steps); call finish()")
+        try:
+            self.run.step(step, self.run.sampler.batch_ids(step), batch, self.recorder.record_step, self._hooks, self._finished)
+            self.next_step = step + 1
+            if self.next_step == self.checkpoint_steps[self._next_checkpoint]:
+                self.recorder.record_checkpoint(self._next_checkpoint, self.next_step, self.run.capture())
+                self._next_checkpoint += 1
+                if self.progress is not None:
+                    self.progress(self.next_step, self.total_steps)
+        except BaseException:
+            self.abort()
+            raise
+        if self.step_progress is not None:
+            self.step_progress.update(self.next_step, lambda: loss_value(self._last_loss))
+        return self._last_loss
+
+    def finish(self) -> RecordedRun:
+        """Wait until everything is durable and write the final weights; refuses an incomplete run."""
+        if self.closed:
+            raise ValueError("this recording is already finished or failed")
+        if self.next_step != self.total_steps:
+            self.abort()
+            raise MalformedInputError(
+                f"the training loop ended after {self.next_step} of {self.total_steps} steps (hyperparameter total_steps); "
+                "the store is kept: run again to resume and finish it"
+            )
+        try:
+            final_state = self.run.capture()
+            self.recorder.wait()
+        finally:
+            self.abort()
+        final = read_index(self.store).checkpoints[-1]
+        atomic_write(self.weights_path, encode_weights(weights_of(final_state)))
+        return RecordedRun(
+            store=self.store, weights_path=self.weights_path, final=final,
+            resumed_from_step=None if self.resumed is None else self.resumed.step,
+        )
+
+    def abort(self) -> None:
+        """Stop recording (what was recorded stays durable and resumable)."""
+        if not self.closed:
+            self.closed = True
+            if self.run.guard is not None:
+                self.run.guard.close()
+            self.recorder.close()
+
+
+def open_recording(
+    function: SpecFunction,
     entry_point: str,
     overrides: Mapping[str, JSONValue],
     store: Path,
     weights_path: Path,
     *,
+    device: str = "cpu",
     torch_threads: int = 1,
     compress_level: int | None = 3,
     delta_every: int | None = None,
     progress: Progress | None = None,
+    step_progress: bool = False,
     declarations: Declarations = Declarations(),
     exact: ExactMode | None = None,
-) -> RecordedRun:
-    """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run."""
+) -> RecordingSession:
+    """Build the run of ``function`` (named ``entry_point``) and start recording it into ``store``, resuming a crashed store."""
     apply_execution_settings(torch_threads)
-    function = load_entry_point(entry_point)
+    run_device = parse_device(device)
     hp = resolve_hyperparameters(function.defaults, overrides)
-    run = TrainingRun.start(function, hp)
+    run = TrainingRun.start(function, hp, run_device, guarded=True)
     # The manifest is built aside and moved into the store only once the store is known to be ours.
     fd, staged_name = tempfile.mkstemp(prefix="trainwitness-manifest-", suffix=".jsonl")
     os.close(fd)
@@ -158,24 +247,38 @@ def record_run(
             (store / INDEX_FILE).touch()
     finally:
         staged.unlink(missing_ok=True)
-
-    steps = checkpoint_steps(int(hp["total_steps"]), int(hp["checkpoint_interval"]))
-    start_index = 0 if resumed is None else resumed.index + 1
     recorder = Recorder(store, compress_level=compress_level, delta_every=delta_every)
-    try:
-        if resumed is None:
-            recorder.record_checkpoint(0, 0, run.capture())
-            start_index = 1
-        for index in range(start_index, len(steps)):
-            hooks = None if exact is None else ExactHooks(exact, lambda step: None, recorder.record_hints)
-            run.run(steps[index - 1], steps[index], recorder.record_step, hooks)
-            recorder.record_checkpoint(index, steps[index], run.capture())
-            if progress is not None:
-                progress(steps[index], steps[-1])
-        final_state = run.capture()
-        recorder.wait()
-    finally:
-        recorder.close()
-    final = read_index(store).checkpoints[-1]
-    atomic_write(weights_path, encode_weights(weights_of(final_state)))
-    return RecordedRun(store=store, weights_path=weights_path, final=final, resumed_from_step=None if resumed is None else resumed.step)
+    shown = StepProgress(int(hp["total_steps"])) if step_progress else None  # type: ignore[arg-type]
+    return RecordingSession(run, store, weights_path, resumed, recorder, exact, progress, shown)
+
+
+def record_run(
+    entry_point: str,
+    overrides: Mapping[str, JSONValue],
+    store: Path,
+    weights_path: Path,
+    *,
+    device: str = "cpu",
+    torch_threads: int = 1,
+    compress_level: int | None = 3,
+    delta_every: int | None = None,
+    progress: Progress | None = None,
+    step_progress: bool = False,
+    declarations: Declarations = Declarations(),
+    exact: ExactMode | None = None,
+) -> RecordedRun:
+    """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run.
+
+    Each step's batch is built from the spec's dataset (``dataset.batch(sampler.batch_ids(step))``).
+    Not signed here: ``attest_store`` replays recorded segments first and signs only a run that replays.
+    """
+    function = load_entry_point(entry_point)
+    session = open_recording(
+        function, entry_point, overrides, store, weights_path, device=device, torch_threads=torch_threads,
+        compress_level=compress_level, delta_every=delta_every, progress=progress, step_progress=step_progress,
+        declarations=declarations, exact=exact,
+    )
+    dataset, sampler = session.run.spec.dataset, session.run.sampler
+    for step in range(session.next_step, session.total_steps):
+        session.step(dataset.batch(sampler.batch_ids(step)))
+    return session.finish()

@@ -225,6 +225,7 @@ def worker_request(payload: bytes, store: Path, options: VerifyOptions, share: S
         "code": None if options.code is None else os.path.abspath(options.code),
         "threads": threads,
         "bounded": options.bounded,
+        "device": options.device,
         "segments": [int(i) for i in share],
     }
 
@@ -477,6 +478,7 @@ def _worker() -> int:
         options = VerifyOptions(
             segments=None, sandbox="off", data={name: Path(path) for name, path in request["data"].items()},
             code=None if request["code"] is None else Path(request["code"]), threads=request["threads"], bounded=request["bounded"],
+            device=str(request["device"]),
         )
         # The statement the parent verified (signature, invariants, code identity, weights): parsed, not re-checked.
         claim = Statement.from_payload(request["statement"].encode("utf-8")).claim

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from trainwitness.commit.canonical import parse_json
 from trainwitness.commit.statement import Statement, TrainingClaim
 from trainwitness.commit.store import MANIFEST_FILE, RUN_FILE, read_store_file
@@ -36,8 +38,10 @@ from trainwitness.identity.code import (
     tree_digest,
 )
 from trainwitness.identity.signing import MAX_ENVELOPE_BYTES, load_public_key, open_envelope
+from trainwitness.run.device import device_kind, parse_device
 from trainwitness.run.environment import apply_execution_settings, environment_differences
 from trainwitness.run.loop import TrainingRun
+from trainwitness.run.rng import device_generator_state
 from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
 from trainwitness.tensors.checkpoint import decode_weights
 from trainwitness.tensors.state import state_digest, weights_digest
@@ -78,6 +82,7 @@ class VerifyOptions:
     threads: int | None = None  # None: the recorded torch thread count; else this machine's choice
     bounded: bool = False  # accept replays within bounded.BOUND (runs without exact mode; weaker)
     workers: int = 1  # replay the drawn segments in this many worker processes at once, each on a share
+    device: str = "cpu"  # where replay runs (--device): cpu, cuda, cuda:N, mps
 
 
 def _read(path: Path, what: str, max_bytes: int) -> bytes:
@@ -224,6 +229,10 @@ def verify_run(
             raise WeightsMismatchError("the attested final digests are not the last checkpoint's")
         report.passed("final-weights", f"{weights.name} is the subject and the weights of checkpoint at step {last.step}")
 
+        # (5b): the replay device. Bitwise replay holds on the recorded kind of device only; exact mode
+        # and bounded mode are made for another one. Decided here, before any of the upstream's code runs.
+        _check_device(claim, options)
+
         # (6)-(8) run the upstream's code: in confined worker processes unless the sandbox is off and
         # there is one worker. The verifier alone chooses which segments to replay (7): drawn here,
         # before any of that code runs, and handed to each worker as its share.
@@ -241,6 +250,18 @@ def verify_run(
     except VerificationError as e:
         report.failed(e.check, str(e))
     return report
+
+
+def _check_device(claim: TrainingClaim, options: VerifyOptions) -> torch.device:
+    """The auditor's replay device; exit 2 where bitwise replay on it cannot reproduce the recorded kind of device."""
+    device = parse_device(options.device)
+    recorded = device_kind(claim.environment.get("device"))
+    if recorded != device.type and claim.exact is None and not options.bounded:
+        raise MalformedInputError(
+            f"the run was recorded on {recorded} without exact mode and this replay runs on {device.type}: "
+            "cannot verify bitwise on another device: use exact mode or --bounded"
+        )
+    return device
 
 
 def _replay_mode(report: Report, claim: TrainingClaim, options: VerifyOptions) -> None:
@@ -299,7 +320,8 @@ def replay_drawn(
     threads = claim.torch_threads if options.threads is None else options.threads
     apply_execution_settings(threads)
     _replay_mode(report, claim, options)
-    for name, (recorded, here) in environment_differences(claim.environment).items():
+    device = _check_device(claim, options)
+    for name, (recorded, here) in environment_differences(claim.environment, device).items():
         report.notes.append(f"environment differs: {name} recorded {recorded!r}, here {here!r}")
     function = load_entry_point(claim.entry_point)
     unstated = sorted(set(function.defaults) - set(claim.hyperparameters))
@@ -311,7 +333,7 @@ def replay_drawn(
     hp = resolve_hyperparameters(function.defaults, claim.hyperparameters)
     access = CheckedRecords(manifest, options.data)
     with use_record_access(access):
-        run = TrainingRun.start(function, hp)
+        run = TrainingRun.start(function, hp, device)
     if isinstance(run.spec.dataset, SourceDataset) and run.spec.dataset.access is not access:
         run.spec.dataset.bind(access)  # built outside the spec call (e.g. at import): still read only proven records
     if len(run.spec.dataset) != manifest.summary.num_samples or run.sampler.num_samples != manifest.summary.num_samples:
@@ -321,6 +343,13 @@ def replay_drawn(
         raise DataMismatchError("the attested sampler is not the one the spec builds for this dataset")
     _check_committed_batches(evidence, run)
     report.passed("batches", f"every step's sample ids are the declared sampler's (seed {hp['data_seed']})")
+    if device_kind(claim.environment.get("device")) not in ("cpu", device.type):
+        # The recorded accelerator's freshly seeded generator cannot be recomputed on this kind of device;
+        # it is carried from checkpoint 0 (inert unless a step draws from it, which replay_segment detects).
+        run.carried = device_generator_state(evidence.load_checkpoint(0))
+        note = f"the recorded {claim.environment.get('device')} generator at checkpoint 0 is taken from the store (declared, not recomputed here)"
+        if note not in report.notes:
+            report.notes.append(note)
     if state_digest(run.capture()) != evidence.checkpoint(0).state_digest:
         raise InitialStateError("the state built from the declared seed is not checkpoint 0")
     report.passed("initial-state", f"checkpoint 0 is the state seeded from seed {hp['seed']}")

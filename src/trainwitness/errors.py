@@ -21,6 +21,7 @@ __all__ = [
     "InputError",
     "MissingInputError",
     "MalformedInputError",
+    "NotReplayableError",
 ]
 
 
@@ -85,3 +86,11 @@ class MissingInputError(InputError):
 
 class MalformedInputError(InputError):
     pass
+
+
+class NotReplayableError(InputError):
+    """The training program's step is not a pure function of (state, batch, committed RNG): nothing is signed.
+
+    Raised by the prover while recording (a per-step check) or before signing (the replay of
+    recorded segments); the message names the step, the likely cause and what differs.
+    """
