@@ -80,8 +80,8 @@ def honest_run(root: Path, overrides: dict[str, object]) -> Run:
 
 
 def sign(run: Run) -> None:
-    """What every forger finishes with: the prover's own signature over the edited store."""
-    run.attestation.write_bytes(attest_store(run.store, run.weights, load_private_key(run.private_key)))
+    """What every forger finishes with: the prover's own signature over the edited store (no pre-signing replay: a forger skips it)."""
+    run.attestation.write_bytes(attest_store(run.store, run.weights, load_private_key(run.private_key), replay_check=False))
 
 
 # -- forging the training itself ------------------------------------------------------------------
