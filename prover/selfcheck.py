@@ -95,7 +95,7 @@ def _replay(run: TrainingRun, store: Path, index: RunIndex, i: int, exact: Exact
     hints = None if exact is None else read_hints(store, len(index.steps))
     hooks = None if exact is None or hints is None else ExactHooks(exact, lambda s: hints[s])
     run.run(first, last, check, hooks, finished)
-    landed = run.capture()
+    landed = run.capture_on_host()
     if state_digest(landed) != index.checkpoints[i + 1].state_digest:
         recorded, _ = read_checkpoint(store, steps, i + 1)
         differing = _differing(landed, recorded)
@@ -131,7 +131,7 @@ def check_replay(store: Path, segments: list[int] | None = None) -> ReplayCheck:
     hp = resolve_hyperparameters(function.defaults, declared["hyperparameters"])  # type: ignore[arg-type]
     index = read_index(store)
     run = TrainingRun.start(function, hp, torch.device(kind))
-    if state_digest(run.capture()) != index.checkpoints[0].state_digest:
+    if state_digest(run.capture_on_host()) != index.checkpoints[0].state_digest:
         raise NotReplayableError(
             "the state the spec builds from the declared seed is not the recorded checkpoint 0: building is not a pure "
             "function of the hyperparameters (it reads the clock, a file that changed, or builds on the accelerator: "

@@ -184,7 +184,7 @@ class RecordingSession:
                 "the store is kept: run again to resume and finish it"
             )
         try:
-            final_state = self.run.capture()
+            final_state = self.run.capture_on_host()
             self.recorder.wait()
         finally:
             self.abort()

@@ -86,7 +86,7 @@ def replay_segment(run: TrainingRun, evidence: Evidence, i: int, bound: float | 
     carried = run.carried  # the recorded accelerator's generator at checkpoint i, on a replay elsewhere
     try:
         run.run(first, last, check_step, exact, check_loss)
-        replayed = run.capture()
+        replayed = run.capture_on_host()
         if carried is not None and bound is None and state_digest(replayed) != evidence.checkpoint(i + 1).state_digest:
             raise ReplayMismatchError(f"segment {i} does not land on checkpoint {i + 1}")
     except ReplayMismatchError as e:

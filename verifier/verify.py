@@ -350,7 +350,7 @@ def replay_drawn(
         note = f"the recorded {claim.environment.get('device')} generator at checkpoint 0 is taken from the store (declared, not recomputed here)"
         if note not in report.notes:
             report.notes.append(note)
-    if state_digest(run.capture()) != evidence.checkpoint(0).state_digest:
+    if state_digest(run.capture_on_host()) != evidence.checkpoint(0).state_digest:
         raise InitialStateError("the state built from the declared seed is not checkpoint 0")
     report.passed("initial-state", f"checkpoint 0 is the state seeded from seed {hp['seed']}")
 

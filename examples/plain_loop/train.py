@@ -2,15 +2,17 @@
 
 Handwritten digits (scikit-learn's bundled copy: nothing is downloaded) and a small MLP, trained the
 way a typical script trains: a DataLoader with worker processes, AdamW with a warmup + cosine
-schedule, dropout, a random augmentation, gradient accumulation over micro-batches and gradient
-clipping. What trainwitness needs, and why:
+schedule, dropout, a random augmentation, gradient accumulation over micro-batches, gradient
+clipping and an EMA of the weights. What trainwitness needs, and why:
 
 * ``build(hp)`` builds model, optimizer, scheduler and dataset from the hyperparameters (the verifier
   calls it to rebuild the run), and ``step(batch)`` is the training step (the verifier replays it);
 * the loop is the script's own; it iterates ``run.data_loader(...)`` (the declared sample order)
   and calls ``run.step(batch)``;
 * randomness inside the step comes from torch's global generator (committed by trainwitness);
-  gradient accumulation happens inside one step (one ``optimizer.step()`` per committed step).
+  gradient accumulation happens inside one step (one ``optimizer.step()`` per committed step);
+* state beyond model, optimizer and scheduler (here the EMA weights) is registered in
+  ``TrainingSpec(state=...)``, so every checkpoint holds it.
 
     python examples/plain_loop/train.py --out /tmp/run
     trainwitness verify /tmp/run/attestation.json --store /tmp/run/store --weights /tmp/run/model.safetensors \\
@@ -44,6 +46,7 @@ DEFAULTS = {
     "weight_decay": 0.01,
     "warmup_steps": 15,
     "clip_norm": 1.0,
+    "ema_decay": 0.95,
 }
 
 
@@ -86,6 +89,7 @@ def build(hp: Mapping[str, object]) -> tw.TrainingSpec:
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(int(hp["warmup_steps"]), int(hp["total_steps"])))
     micro = int(hp["micro_batches"])
+    ema = tw.EMA(model, decay=float(hp["ema_decay"]))
 
     def step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         model.train()
@@ -99,9 +103,12 @@ def build(hp: Mapping[str, object]) -> tw.TrainingSpec:
         torch.nn.utils.clip_grad_norm_(model.parameters(), float(hp["clip_norm"]))
         optimizer.step()
         scheduler.step()
+        ema.update(model)
         return total
 
-    return tw.TrainingSpec(model=model, optimizer=optimizer, scheduler=scheduler, dataset=load_digits(), step=step)
+    return tw.TrainingSpec(
+        model=model, optimizer=optimizer, scheduler=scheduler, dataset=load_digits(), step=step, state={"ema": ema},
+    )
 
 
 def main() -> None:

@@ -152,6 +152,11 @@ class TrainingRun:
         skeleton["rng"] = rng.skeleton
         return FlatState({**trainable.tensors, **rng.tensors}, skeleton)
 
+    def capture_on_host(self) -> FlatState:
+        """``capture()`` with every tensor on the CPU, where digests are taken (copy point on an accelerator only)."""
+        flat = self.capture()
+        return flat if self.device.type == "cpu" else snapshot(flat)
+
     def restore(self, flat: FlatState) -> None:
         """Make ``flat`` the run's state, copying its tensors: the caller may go on using ``flat``."""
         self._restore(flat, copy=True)
