@@ -122,7 +122,8 @@ class Recorder:
         if len(self._pending) >= _STEP_BATCH:  # before this step joins: its loss may still come
             self._hand_over_steps()
         # Copy point: the step may modify the batch in place; the RNG capture is already a copy.
-        private = {k: v.detach().clone() for k, v in batch.items()}
+        # (device-to-host, a sync point, where a framework hands over the batch on its device)
+        private = {k: v.detach().to("cpu", copy=True) for k, v in batch.items()}
         self._pending.append([step, tuple(sample_ids), private, rng, loss])
 
     def record_loss(self, step: int, loss: object) -> None:

@@ -161,6 +161,19 @@ class Recording:
         """Run the declared step on ``batch`` (the next step's batch), committing batch, generators and loss; return the loss."""
         return self._session.step(batch)
 
+    def begin_step(self, batch: Batch) -> Batch:
+        """For a framework that runs the step itself (``trainwitness.integrations``): commit the next step's
+        batch and generators before it runs; returns the batch on the run's device. Then ``end_step(loss)``."""
+        return self._session.begin(batch)
+
+    def end_step(self, loss: Any) -> Any:
+        """The framework's step has run and returned ``loss``: the per-step checks, then commit the loss."""
+        return self._session.end(loss)
+
+    def abort(self) -> None:
+        """Stop recording without signing (the store stays resumable)."""
+        self._session.abort()
+
     # -- the end -----------------------------------------------------------------------------------
 
     def finish(self) -> Path:

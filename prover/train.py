@@ -146,32 +146,69 @@ class RecordingSession:
             run.guard.expect_rng(run.capture_rng(), "checkpoint 0 (the state built from the seed)" if resumed is None else f"the checkpoint at step {resumed.step}")
         self._hooks = None if exact is None else ExactHooks(exact, lambda step: None, recorder.record_hints)
         self.closed = False
+        self._open: int | None = None
 
     def _finished(self, step: int, loss: object) -> None:
         self.recorder.record_loss(step, loss)
         self._last_loss = loss
 
-    def step(self, batch: Batch) -> object:
-        """Commit and run the next step on ``batch`` (the declared sampler's batch for it); return its loss."""
+    def _next(self) -> int:
         if self.closed:
             raise ValueError("this recording is finished or failed; start a new one")
-        step = self.next_step
-        if step >= self.total_steps:
+        if self._open is not None:
+            raise ValueError(f"step {self._open} has begun and not ended")
+        if self.next_step >= self.total_steps:
             raise ValueError(f"all {self.total_steps} steps are recorded (hyperparameter total_steps); call finish()")
-        try:
-            self.run.step(step, self.run.sampler.batch_ids(step), batch, self.recorder.record_step, self._hooks, self._finished)
-            self.next_step = step + 1
-            if self.next_step == self.checkpoint_steps[self._next_checkpoint]:
-                self.recorder.record_checkpoint(self._next_checkpoint, self.next_step, self.run.capture())
-                self._next_checkpoint += 1
-                if self.progress is not None:
-                    self.progress(self.next_step, self.total_steps)
-        except BaseException:
-            self.abort()
-            raise
+        return self.next_step
+
+    def _advance(self) -> object:
+        """The step that just ended is committed: checkpoint when one is due, show progress."""
+        self.next_step += 1
+        if self.next_step == self.checkpoint_steps[self._next_checkpoint]:
+            self.recorder.record_checkpoint(self._next_checkpoint, self.next_step, self.run.capture())
+            self._next_checkpoint += 1
+            if self.progress is not None:
+                self.progress(self.next_step, self.total_steps)
         if self.step_progress is not None:
             self.step_progress.update(self.next_step, lambda: loss_value(self._last_loss))
         return self._last_loss
+
+    def step(self, batch: Batch) -> object:
+        """Commit and run the next step on ``batch`` (the declared sampler's batch for it); return its loss."""
+        step = self._next()
+        try:
+            self.run.step(step, self.run.sampler.batch_ids(step), batch, self.recorder.record_step, self._hooks, self._finished)
+            return self._advance()
+        except BaseException:
+            self.abort()
+            raise
+
+    def begin(self, batch: Batch) -> Batch:
+        """For a framework that runs the step itself: commit the next step's batch (as the dataset built it,
+        here or on the device) and the generators; return the batch on the run's device. Then ``end(loss)``."""
+        step = self._next()
+        if self.exact is not None:
+            raise ValueError("exact mode rounds inside the spec's step: a framework's own step cannot record it yet")
+        try:
+            on_device = self.run.begin_step(step, self.run.sampler.batch_ids(step), batch, self.recorder.record_step)
+        except BaseException:
+            self.abort()
+            raise
+        self._open = step
+        return on_device
+
+    def end(self, loss: object) -> object:
+        """The framework's step that ``begin`` opened has run and returned ``loss``: check it, commit it."""
+        step = self._open
+        if step is None:
+            raise ValueError("end() without begin()")
+        self._open = None
+        try:
+            self.run.end_step(step, loss, self._finished)
+            return self._advance()
+        except BaseException:
+            self.abort()
+            raise
 
     def finish(self) -> RecordedRun:
         """Wait until everything is durable and write the final weights; refuses an incomplete run."""
@@ -199,6 +236,8 @@ class RecordingSession:
         """Stop recording (what was recorded stays durable and resumable)."""
         if not self.closed:
             self.closed = True
+            if self._open is not None:
+                self.run.abandon_step()
             if self.run.guard is not None:
                 self.run.guard.close()
             self.recorder.close()

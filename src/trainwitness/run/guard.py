@@ -81,6 +81,11 @@ class StepGuard:
         self._rng_left: FlatState | None = None
         self._epoch_left: int | None = getattr(scheduler, "last_epoch", None)
         self._rng_left_by = "checkpoint 0 (the state built from the seed)"
+        self._tracking: Any = None
+        self._created: list[tuple[torch.Generator, str]] = []
+        self._epoch: int | None = None
+        self._scales: list[float] = []
+        self._before: list[torch.Tensor] = []
 
     def _count(self, *_: Any) -> None:
         self._optimizer_calls += 1
@@ -109,34 +114,44 @@ class StepGuard:
                 "torch.random.fork_rng())"
             )
 
-    @contextlib.contextmanager
-    def step(self, step: int) -> Iterator[None]:
-        """Around one call of the spec's step: count optimizer and scheduler steps, watch generators."""
+    def begin(self, step: int) -> None:
+        """Before the spec's step runs: note the optimizer, scheduler, scalers and generators; track creations."""
         self._optimizer_calls = 0
-        epoch = getattr(self._scheduler, "last_epoch", None)
-        if epoch != self._epoch_left:
+        self._epoch = getattr(self._scheduler, "last_epoch", None)
+        if self._epoch != self._epoch_left:
             raise NotReplayableError(
-                f"step {step}: the scheduler was stepped outside the step (last_epoch {self._epoch_left} -> {epoch} "
+                f"step {step}: the scheduler was stepped outside the step (last_epoch {self._epoch_left} -> {self._epoch} "
                 "between steps); step it inside the step function, where a replay runs it"
             )
-        scales = [s.get_scale() for s in self._scalers]
-        before = [g.get_state() for g, _ in self._unregistered]
-        with tracking_generators() as created:
-            yield
+        self._scales = [s.get_scale() for s in self._scalers]
+        self._before = [g.get_state() for g, _ in self._unregistered]
+        self._tracking = tracking_generators()
+        self._created = self._tracking.__enter__()
+
+    def abandon(self) -> None:
+        """The step raised: stop tracking, check nothing."""
+        if self._tracking is not None:
+            self._tracking.__exit__(None, None, None)
+            self._tracking = None
+
+    def end(self, step: int) -> None:
+        """After the spec's step ran: raise ``NotReplayableError`` for what makes it unreplayable."""
+        created = self._created
+        self.abandon()
         if created:
             raise NotReplayableError(
                 f"step {step}: the step created a torch.Generator at {created[0][1]}; its seed is not committed, so "
                 "a replay cannot draw the same numbers (a clock-seeded generator never can). Create it when the spec "
                 "is built and register it in TrainingSpec(generators={name: generator}), or draw from torch's global generator"
             )
-        for (generator, site), state in zip(self._unregistered, before, strict=True):
+        for (generator, site), state in zip(self._unregistered, self._before, strict=True):
             if not torch.equal(generator.get_state(), state):
                 raise NotReplayableError(
                     f"step {step}: the step drew from a torch.Generator created at {site} that the spec does not register; "
                     "its state is not in the checkpoints, so a replay from one cannot draw the same numbers. Register it "
                     "in TrainingSpec(generators={name: generator})"
                 )
-        skipped = any(s.get_scale() < before_scale for s, before_scale in zip(self._scalers, scales, strict=True))
+        skipped = any(s.get_scale() < before_scale for s, before_scale in zip(self._scalers, self._scales, strict=True))
         if self._optimizer_calls != 1 and not (self._optimizer_calls == 0 and skipped):
             raise NotReplayableError(
                 f"step {step}: the step called optimizer.step() {self._optimizer_calls} times, not once. "
@@ -147,6 +162,7 @@ class StepGuard:
                     else "A committed step is one optimizer update; split the work into steps"
                 )
             )
+        epoch = self._epoch
         self._epoch_left = getattr(self._scheduler, "last_epoch", None)
         if epoch is not None and self._scheduler.last_epoch - epoch != self._scheduler_steps:
             raise NotReplayableError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,7 +29,7 @@ from trainwitness.run.sampler import ShuffledEpochSampler
 from trainwitness.run.spec import SpecFunction, TrainingSpec
 from trainwitness.tensors.state import FlatState, flatten, unflatten
 
-__all__ = ["ExactHooks", "LossObserver", "StepObserver", "TrainingRun", "loss_value", "snapshot", "weights_of"]
+__all__ = ["ExactHooks", "LossObserver", "StepObserver", "TrainingRun", "current_step", "loss_value", "snapshot", "weights_of"]
 
 # (step, sample ids, batch, RNG state the step starts from) -> None; raises to stop the run.
 StepObserver = Callable[[int, list[int], Batch, FlatState], None]
@@ -63,6 +64,20 @@ def weights_of(flat: FlatState) -> dict[str, torch.Tensor]:
     return {name[len("model/") :]: t for name, t in flat.tensors.items() if name.startswith("model/")}
 
 
+_current_step: ContextVar[int | None] = ContextVar("trainwitness_step", default=None)
+
+
+def current_step() -> int | None:
+    """The index of the committed step running now (None outside a step): what a framework calls ``batch_idx``."""
+    return _current_step.get()
+
+
+def _enter_device(device: torch.device) -> Any:
+    context = using_device(device)
+    context.__enter__()
+    return context
+
+
 def loss_value(loss: object) -> float | str | None:
     """A step's returned loss as committed: a finite float, ``"nan"``/``"inf"``/``"-inf"``, or None.
 
@@ -94,6 +109,7 @@ class TrainingRun:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     guard: StepGuard | None = None  # recording only: the per-step purity checks (run/guard.py)
     carried: tuple[str, torch.Tensor] | None = None  # a recorded accelerator generator, replayed elsewhere (run/rng.py)
+    _current: Any = field(default=None, repr=False)  # the context of the step between begin_step and end_step
 
     @classmethod
     def start(
@@ -209,28 +225,61 @@ class TrainingRun:
             raise MalformedInputError(f"checkpoint does not fit the spec's model or optimizer: {e}") from e
         self.carried = restore_rng(FlatState(rng_tensors, skeleton["rng"]), self.device, self.spec.generators)
 
+    def begin_step(self, step: int, ids: list[int], batch: Batch, observe: StepObserver) -> Batch:
+        """Commit or check (``observe``) the batch and the generators the step starts from; return the batch on the device.
+
+        For a framework that runs the step itself (Lightning, the HF Trainer); ``step`` runs the spec's.
+        Every ``begin_step`` is followed by ``end_step`` or ``abandon_step``.
+        """
+        rng = self.capture_rng()
+        if self.guard is not None:
+            self.guard.check_start(step, rng)
+        observe(step, ids, batch, rng)
+        self._current = (_current_step.set(step), _enter_device(self.device))
+        if self.guard is not None:
+            self.guard.begin(step)
+        return to_device(batch, self.device)
+
+    def abandon_step(self) -> None:
+        """The step raised: leave its context without checks."""
+        if self.guard is not None:
+            self.guard.abandon()
+        self._leave()
+
+    def _leave(self) -> None:
+        if self._current is not None:
+            token, device = self._current
+            device.__exit__(None, None, None)
+            _current_step.reset(token)
+            self._current = None
+
+    def end_step(self, step: int, loss: object, finished: LossObserver | None = None) -> None:
+        """After the step ran: the per-step checks (recording), then hand the returned loss to ``finished``."""
+        self._leave()
+        if self.guard is not None:
+            self.guard.end(step)
+            self.guard.expect_rng(self.capture_rng(), f"step {step}")
+        if finished is not None:
+            finished(step, _detached(loss))
+
     def step(
         self, step: int, ids: list[int], batch: Batch, observe: StepObserver,
         exact: ExactHooks | None = None, finished: LossObserver | None = None,
     ) -> None:
         """One committed step: commit or check (``observe``) the batch and the generators, run the spec's step
         on the run's device, hand the returned loss to ``finished`` (a private copy, not yet read)."""
-        rng = self.capture_rng()
-        if self.guard is not None:
-            self.guard.check_start(step, rng)
-        observe(step, ids, batch, rng)
-        on_device = to_device(batch, self.device)
-        with using_device(self.device), (self.guard.step(step) if self.guard is not None else contextlib.nullcontext()):
+        on_device = self.begin_step(step, ids, batch, observe)
+        try:
             if exact is None:
                 loss = self.spec.step(on_device)
             else:
                 loss, hints = self.exact_step(step, on_device, exact)  # the same rounding code records and replays
                 if exact.produced is not None:
                     exact.produced(step, hints)
-        if self.guard is not None:
-            self.guard.expect_rng(self.capture_rng(), f"step {step}")
-        if finished is not None:
-            finished(step, _detached(loss))
+        except BaseException:
+            self.abandon_step()
+            raise
+        self.end_step(step, loss, finished)
 
     def run(
         self, start: int, stop: int, observe: StepObserver, exact: ExactHooks | None = None,
