@@ -28,6 +28,7 @@ what is recorded is what the verifier will run.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -77,6 +78,13 @@ def entry_point_of(function: SpecFunction) -> str:
         raise ValueError(
             f"{script}: the script's directory and file are the program's package and module, so both must be "
             f"Python identifiers, not {package!r} and {script.stem!r}"
+        )
+    found = importlib.util.find_spec(package) if package not in sys.modules else sys.modules[package].__spec__
+    where = None if found is None else (list(found.submodule_search_locations or []) or [found.origin])
+    if where and all(Path(str(w)).resolve() != script.parent for w in where):
+        raise ValueError(
+            f"{script}: the script's directory is the program's package, and {package!r} is already the name of "
+            f"another importable package ({where[0]}); rename the directory"
         )
     if parent not in sys.path:
         sys.path.insert(0, parent)

@@ -13,7 +13,7 @@ from trainwitness.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(p.parent.name for p in (ROOT / "examples").glob("*/train.py"))
-OPTIONAL = {"lightning": "lightning", "hf_trainer": "transformers"}  # example -> the extra's module
+OPTIONAL = {"lightning_trainer": "lightning", "hf_trainer": "transformers"}  # example -> the extra's module
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
