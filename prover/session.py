@@ -140,18 +140,22 @@ class Recording:
     def total_steps(self) -> int:
         return self._session.total_steps
 
-    def batch_sampler(self) -> DeclaredBatchSampler:
-        """The declared sampler's batches of ids for the steps still to run (from the resume point)."""
-        return DeclaredBatchSampler(self._session.run.sampler, self.next_step, self.total_steps)
+    def batch_sampler(self, micro_batches: int = 1) -> DeclaredBatchSampler:
+        """The declared sampler's batches of ids for the steps still to run (from the resume point), each in
+        ``micro_batches`` equal parts."""
+        return DeclaredBatchSampler(self._session.run.sampler, self.next_step, self.total_steps, micro_batches)
 
     def dataset(self) -> BatchDataset:
         """The spec's dataset as a map-style ``torch.utils.data.Dataset`` whose item for a list of ids is that batch."""
         return BatchDataset(self.spec.dataset)
 
-    def data_loader(self, num_workers: int = 0, pin_memory: bool | None = None, **kwargs: Any) -> torch.utils.data.DataLoader[Batch]:
+    def data_loader(
+        self, num_workers: int = 0, pin_memory: bool | None = None, micro_batches: int = 1, **kwargs: Any
+    ) -> torch.utils.data.DataLoader[Batch]:
         """A ``DataLoader`` over the steps still to run, in the declared order, with ``num_workers`` worker processes.
 
-        ``pin_memory`` defaults to whether the run's device is CUDA. The loader draws its workers'
+        ``pin_memory`` defaults to whether the run's device is CUDA; ``micro_batches``: each step's
+        batch in that many equal parts, one item each (a framework's gradient accumulation). The loader draws its workers'
         seed from a private generator (the default, torch's global one, is committed state).
         ``kwargs`` go to ``DataLoader`` (``prefetch_factor``, ``persistent_workers``, ...); the
         sampler, batching and order are fixed.
@@ -160,7 +164,7 @@ class Recording:
         if fixed & set(kwargs):
             raise TypeError(f"data_loader() fixes {', '.join(sorted(fixed & set(kwargs)))}: the order is the declared sampler's")
         return torch.utils.data.DataLoader(
-            self.dataset(), sampler=self.batch_sampler(), batch_size=None, num_workers=num_workers,
+            self.dataset(), sampler=self.batch_sampler(micro_batches), batch_size=None, num_workers=num_workers,
             pin_memory=self.device.type == "cuda" if pin_memory is None else pin_memory,
             generator=torch.Generator(), **kwargs,
         )

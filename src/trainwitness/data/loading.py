@@ -24,19 +24,28 @@ __all__ = ["DeclaredBatchSampler", "BatchDataset"]
 
 
 class DeclaredBatchSampler(torch.utils.data.Sampler[list[int]]):
-    """The declared sampler's batches of sample ids for steps ``start`` .. ``stop - 1``, in order."""
+    """The declared sampler's batches of sample ids for steps ``start`` .. ``stop - 1``, in order.
 
-    def __init__(self, sampler: ShuffledEpochSampler, start: int, stop: int) -> None:
+    ``micro_batches=k``: each step's ids in k consecutive equal parts (for a framework that
+    accumulates gradients over micro-batches it fetches one by one, as the HF Trainer does).
+    """
+
+    def __init__(self, sampler: ShuffledEpochSampler, start: int, stop: int, micro_batches: int = 1) -> None:
         if not 0 <= start <= stop:
             raise ValueError(f"steps {start}..{stop} are not a range")
-        self.sampler, self.start, self.stop = sampler, start, stop
+        if micro_batches < 1 or sampler.batch_size % micro_batches:
+            raise ValueError(f"batch size {sampler.batch_size} does not split into {micro_batches} equal micro-batches")
+        self.sampler, self.start, self.stop, self.micro_batches = sampler, start, stop, micro_batches
 
     def __iter__(self) -> Iterator[list[int]]:
+        size = self.sampler.batch_size // self.micro_batches
         for step in range(self.start, self.stop):
-            yield self.sampler.batch_ids(step)
+            ids = self.sampler.batch_ids(step)
+            for j in range(self.micro_batches):
+                yield ids[j * size : (j + 1) * size]
 
     def __len__(self) -> int:
-        return self.stop - self.start
+        return (self.stop - self.start) * self.micro_batches
 
 
 class BatchDataset(torch.utils.data.Dataset[Batch]):
