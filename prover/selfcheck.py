@@ -125,10 +125,10 @@ def check_replay(store: Path, segments: list[int] | None = None) -> ReplayCheck:
         raise MalformedInputError(f"{store}/{RUN_FILE} is not a JSON object")
     environment, code = declared["environment"], declared["code"]
     exact = None if "exact" not in declared else ExactMode.from_json(declared["exact"], f"{store}/{RUN_FILE} exact")
-    kind = device_kind(environment["device"])  # type: ignore[index]
-    apply_execution_settings(int(environment["torch_threads"]))  # type: ignore[index, arg-type]
-    function = load_entry_point(str(code["entry_point"]))  # type: ignore[index]
-    hp = resolve_hyperparameters(function.defaults, declared["hyperparameters"])  # type: ignore[arg-type]
+    kind = device_kind(environment["device"])
+    apply_execution_settings(int(environment["torch_threads"]))
+    function = load_entry_point(str(code["entry_point"]))
+    hp = resolve_hyperparameters(function.defaults, declared["hyperparameters"])
     index = read_index(store)
     run = TrainingRun.start(function, hp, torch.device(kind))
     if state_digest(run.capture_on_host()) != index.checkpoints[0].state_digest:

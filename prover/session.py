@@ -64,8 +64,9 @@ def entry_point_of(function: SpecFunction) -> str:
     name = getattr(function, "__name__", None)
     if not isinstance(getattr(function, "defaults", None), dict) or name is None:
         raise TypeError("record() needs a function decorated with @trainwitness.training_spec")
-    if getattr(function, "__qualname__", name) != name:
-        raise ValueError(f"spec function {function.__qualname__} must be defined at module level (the verifier imports it)")
+    qualname = getattr(function, "__qualname__", name)
+    if qualname != name:
+        raise ValueError(f"spec function {qualname} must be defined at module level (the verifier imports it)")
     module = function.__module__
     if module != "__main__":
         return f"{module}:{name}"
@@ -80,7 +81,7 @@ def entry_point_of(function: SpecFunction) -> str:
             f"Python identifiers, not {package!r} and {script.stem!r}"
         )
     found = importlib.util.find_spec(package) if package not in sys.modules else sys.modules[package].__spec__
-    where = None if found is None else (list(found.submodule_search_locations or []) or [found.origin])
+    where = None if found is None else (list(found.submodule_search_locations or []) or [str(found.origin)])
     if where and all(Path(str(w)).resolve() != script.parent for w in where):
         raise ValueError(
             f"{script}: the script's directory is the program's package, and {package!r} is already the name of "

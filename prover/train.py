@@ -135,8 +135,8 @@ class RecordingSession:
         self.run, self.store, self.weights_path, self.resumed = run, store, weights_path, resumed
         self.recorder, self.exact, self.progress, self.step_progress = recorder, exact, progress, step_progress
         hp = run.hyperparameters
-        self.total_steps = int(hp["total_steps"])  # type: ignore[arg-type]
-        self.checkpoint_steps = checkpoint_steps(self.total_steps, int(hp["checkpoint_interval"]))  # type: ignore[arg-type]
+        self.total_steps = int(hp["total_steps"])
+        self.checkpoint_steps = checkpoint_steps(self.total_steps, int(hp["checkpoint_interval"]))
         self._next_checkpoint = 1 if resumed is None else resumed.index + 1
         self.next_step = 0 if resumed is None else resumed.step
         self._last_loss: object = None
@@ -287,7 +287,7 @@ def open_recording(
     finally:
         staged.unlink(missing_ok=True)
     recorder = Recorder(store, compress_level=compress_level, delta_every=delta_every)
-    shown = StepProgress(int(hp["total_steps"])) if step_progress else None  # type: ignore[arg-type]
+    shown = StepProgress(int(hp["total_steps"])) if step_progress else None
     return RecordingSession(run, store, weights_path, resumed, recorder, exact, progress, shown)
 
 

@@ -68,7 +68,9 @@ class HFStep:
 
     def __call__(self, batch: Batch) -> torch.Tensor | None:
         trainer, k = self.trainer, self.micro_batches
-        model = trainer.model
+        model: Any = trainer.model
+        optimizer: Any = trainer.optimizer
+        scheduler: Any = trainer.lr_scheduler
         size = len(next(iter(batch.values()))) // k
         micro = [{name: t[j * size : (j + 1) * size] for name, t in batch.items()} for j in range(k)]
         samples, num_items = trainer.get_batch_samples(iter(micro), k, trainer.args.device)
@@ -78,9 +80,9 @@ class HFStep:
             trainer.accelerator.gradient_state._set_sync_gradients(i == len(samples) - 1)
             trainer.training_step(model, inputs, num_items)
         if trainer.args.max_grad_norm > 0:
-            trainer._clip_grad_norm(model)
-        trainer.optimizer.step()
-        trainer.lr_scheduler.step()
+            trainer._clip_grad_norm(model)  # type: ignore[no-untyped-call]
+        optimizer.step()
+        scheduler.step()
         model.zero_grad()
         return self.take_loss()
 
@@ -96,20 +98,22 @@ def hf_spec(trainer: transformers.Trainer, dataset: Dataset, hp: Mapping[str, JS
     if trainer.model_init is not None:
         problems.append("model_init: build the model in the spec instead")
     k = int(args.gradient_accumulation_steps)
-    if args.per_device_train_batch_size * k != int(hp["batch_size"]):  # type: ignore[arg-type]
+    if args.per_device_train_batch_size * k != int(hp["batch_size"]):  # type: ignore[arg-type,unused-ignore]
         problems.append(
             f"per_device_train_batch_size {args.per_device_train_batch_size} x gradient_accumulation_steps {k} is not "
             f"the declared batch_size {hp['batch_size']}"
         )
     if problems:
         raise NotReplayableError("hf: this Trainer does not train the way the spec replays: " + "; ".join(problems))
-    trainer.create_optimizer_and_scheduler(num_training_steps=int(hp["total_steps"]))  # type: ignore[arg-type]
+    trainer.create_optimizer_and_scheduler(num_training_steps=int(hp["total_steps"]))  # type: ignore[arg-type,unused-ignore]
     # train() replaces a scheduler it created itself (for its own max_steps); this one is the spec's: keep it.
     trainer._created_lr_scheduler = False
     if isinstance(trainer.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         raise NotReplayableError("hf: a ReduceLROnPlateau scheduler steps on evaluation metrics, not per update")
     step = HFStep(trainer, k)
-    return TrainingSpec(model=trainer.model, optimizer=trainer.optimizer, scheduler=trainer.lr_scheduler, dataset=dataset, step=step)
+    model: Any = trainer.model
+    optimizer: Any = trainer.optimizer
+    return TrainingSpec(model=model, optimizer=optimizer, scheduler=trainer.lr_scheduler, dataset=dataset, step=step)
 
 
 class RecordingCallback(transformers.TrainerCallback):

@@ -122,7 +122,10 @@ class TrainingRun:
         """
         device = torch.device(device)
         seed_everything(int(hyperparameters["seed"]))
-        with using_device(device), (tracking_generators() if guarded else contextlib.nullcontext([])) as created:
+        tracking: contextlib.AbstractContextManager[list[tuple[torch.Generator, str]]] = (
+            tracking_generators() if guarded else contextlib.nullcontext([])
+        )
+        with using_device(device), tracking as created:
             spec = function(hyperparameters)
         if not isinstance(spec, TrainingSpec):
             raise MalformedInputError(f"the training spec returned {type(spec).__name__}, not a TrainingSpec")
@@ -164,7 +167,7 @@ class TrainingRun:
         """Everything the next step depends on; tensors are references, not copies."""
         trainable = self.trainable()
         rng = self.capture_rng()
-        skeleton = dict(trainable.skeleton)  # type: ignore[arg-type]
+        skeleton = dict(trainable.skeleton)  # type: ignore[arg-type,unused-ignore]
         skeleton["rng"] = rng.skeleton
         return FlatState({**trainable.tensors, **rng.tensors}, skeleton)
 
@@ -269,6 +272,7 @@ class TrainingRun:
         """One committed step: commit or check (``observe``) the batch and the generators, run the spec's step
         on the run's device, hand the returned loss to ``finished`` (a private copy, not yet read)."""
         on_device = self.begin_step(step, ids, batch, observe)
+        loss: object
         try:
             if exact is None:
                 loss = self.spec.step(on_device)

@@ -97,7 +97,7 @@ def restore_rng(
     caller carries it, see ``capture_rng``), else None.
     """
     try:
-        sk: dict[str, Any] = flat.skeleton  # type: ignore[assignment]
+        sk: dict[str, Any] = flat.skeleton
         torch.set_rng_state(flat.tensors["rng/torch_cpu"].to(torch.uint8))
         carried = None
         accelerator = device_generator_state(flat)
