@@ -40,7 +40,7 @@ def _sync(device: torch.device) -> None:
 def _unrecorded_ms(spec: str, overrides: dict, device: torch.device, steps: int, exact: bool) -> float:
     """Median step time of the spec's own steps on ``device``, nothing recorded (exact mode's rounding or not)."""
     function = load_entry_point(spec)
-    run = TrainingRun.start(function, resolve_hyperparameters(function.defaults, overrides), device)
+    run = TrainingRun.start(function, resolve_hyperparameters(function.defaults, overrides), device=device)
     hooks = ExactHooks(DEFAULT_EXACT, lambda s: None) if exact else None
     times = []
     for step in range(steps):

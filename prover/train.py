@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hints import HINTS_FILE, ExactMode
 from trainwitness.commit.store import (
@@ -26,6 +28,7 @@ from trainwitness.identity.code import code_identity
 from trainwitness.progress import StepProgress
 from trainwitness.prover.recorder import Recorder
 from trainwitness.run.device import parse_device
+from trainwitness.run.distributed import current_group
 from trainwitness.run.environment import apply_execution_settings, capture_environment
 from trainwitness.run.loop import ExactHooks, TrainingRun, loss_value, weights_of
 from trainwitness.run.spec import SpecFunction, load_entry_point, resolve_hyperparameters
@@ -65,8 +68,11 @@ def _declare(
     identity["source_uri"] = declarations.source_uri
     summary = build_dataset_manifest(run.spec.dataset, manifest)
     storage: dict[str, JSONValue] = {} if delta_every is None else {"delta_keyframe_every": delta_every}
+    # A data-parallel run (docs/DISTRIBUTED.md): world size, backend, split and reduction
+    parallel: dict[str, JSONValue] = {} if run.parallel is None else {"distributed": run.parallel.declaration().to_json()}
     return {
         **storage,
+        **parallel,
         **({} if exact is None else {"exact": exact.to_json()}),  # exact mode (docs/EXACT.md)
         "format": STORE_FORMAT,
         "code": identity,
@@ -118,6 +124,34 @@ def _cut_hints(store: Path, steps: int) -> None:
     if path.exists():
         lines = path.read_bytes().split(b"\n")[:steps]
         atomic_write(path, b"".join(line + b"\n" for line in lines))
+
+
+def _open_store(
+    entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, store: Path, compress_level: int | None,
+    declarations: Declarations, exact: ExactMode | None, delta_every: int | None,
+) -> CheckpointRecord | None:
+    """Declare the run into a new store, or check the store holds this run and resume it (restoring ``run``)."""
+    # The manifest is built aside and moved into the store only once the store is known to be ours.
+    fd, staged_name = tempfile.mkstemp(prefix="trainwitness-manifest-", suffix=".jsonl")
+    os.close(fd)
+    staged = Path(staged_name)
+    try:
+        declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact, delta_every)
+        if (store / RUN_FILE).exists():
+            previous = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
+            if previous != declared:
+                raise MalformedInputError(f"store {store} holds a different run; use a new store directory")
+            atomic_write(store / MANIFEST_FILE, staged.read_bytes())
+            return _resume_point(store, run)
+        store.mkdir(parents=True, exist_ok=True)
+        if any(store.iterdir()):
+            raise MalformedInputError(f"store {store} is not empty and has no {RUN_FILE}")
+        atomic_write(store / MANIFEST_FILE, staged.read_bytes())
+        atomic_write(store / RUN_FILE, canonical_json(declared) + b"\n")
+        (store / INDEX_FILE).touch()
+        return None
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 class RecordingSession:
@@ -263,29 +297,8 @@ def open_recording(
     apply_execution_settings(torch_threads)
     run_device = parse_device(device)
     hp = resolve_hyperparameters(function.defaults, overrides)
-    run = TrainingRun.start(function, hp, run_device, guarded=True)
-    # The manifest is built aside and moved into the store only once the store is known to be ours.
-    fd, staged_name = tempfile.mkstemp(prefix="trainwitness-manifest-", suffix=".jsonl")
-    os.close(fd)
-    staged = Path(staged_name)
-    try:
-        declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact, delta_every)
-        resumed: CheckpointRecord | None = None
-        if (store / RUN_FILE).exists():
-            previous = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
-            if previous != declared:
-                raise MalformedInputError(f"store {store} holds a different run; use a new store directory")
-            atomic_write(store / MANIFEST_FILE, staged.read_bytes())
-            resumed = _resume_point(store, run)
-        else:
-            store.mkdir(parents=True, exist_ok=True)
-            if any(store.iterdir()):
-                raise MalformedInputError(f"store {store} is not empty and has no {RUN_FILE}")
-            atomic_write(store / MANIFEST_FILE, staged.read_bytes())
-            atomic_write(store / RUN_FILE, canonical_json(declared) + b"\n")
-            (store / INDEX_FILE).touch()
-    finally:
-        staged.unlink(missing_ok=True)
+    run = TrainingRun.start(function, hp, device=run_device, guarded=True)
+    resumed = _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every)
     recorder = Recorder(store, compress_level=compress_level, delta_every=delta_every)
     shown = StepProgress(int(hp["total_steps"])) if step_progress else None
     return RecordingSession(run, store, weights_path, resumed, recorder, exact, progress, shown)
@@ -308,16 +321,42 @@ def record_run(
 ) -> RecordedRun:
     """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run.
 
-    Each step's batch is built from the spec's dataset (``dataset.batch(sampler.batch_ids(step))``).
+    Called on every rank of a ``torch.distributed`` process group of W > 1 ranks (e.g. under
+    ``torchrun``), it records the data-parallel run (``trainwitness.prover.distributed``): rank 0
+    writes the store, every rank trains on its shard. Raises ``MalformedInputError`` for a store
+    that holds another run, ``ReplicaDivergenceError`` when the ranks' states part.
+
+    In one process each step's batch is built from the spec's dataset
+    (``dataset.batch(sampler.batch_ids(step))``) and goes through the same ``RecordingSession`` as a
+    script's own loop (``trainwitness.record``): per-step checks, the loss committed, ``device``.
     Not signed here: ``attest_store`` replays recorded segments first and signs only a run that replays.
     """
+    group = current_group()
     function = load_entry_point(entry_point)
-    session = open_recording(
-        function, entry_point, overrides, store, weights_path, device=device, torch_threads=torch_threads,
-        compress_level=compress_level, delta_every=delta_every, progress=progress, step_progress=step_progress,
-        declarations=declarations, exact=exact,
+    if group is None:
+        session = open_recording(
+            function, entry_point, overrides, store, weights_path, device=device, torch_threads=torch_threads,
+            compress_level=compress_level, delta_every=delta_every, progress=progress, step_progress=step_progress,
+            declarations=declarations, exact=exact,
+        )
+        dataset, sampler = session.run.spec.dataset, session.run.sampler
+        for step in range(session.next_step, session.total_steps):
+            session.step(dataset.batch(sampler.batch_ids(step)))
+        return session.finish()
+    if device != "cpu":
+        raise MalformedInputError("a data-parallel run is recorded on the CPU (gloo) only, not on another device")
+    apply_execution_settings(torch_threads)
+    hp = resolve_hyperparameters(function.defaults, overrides)
+    run = TrainingRun.start(function, hp, group)
+    from trainwitness.prover.distributed import record_ranks
+
+    def open_store() -> CheckpointRecord | None:
+        return _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every)
+
+    final, final_state, resumed = record_ranks(
+        run, group, store, open_store, compress_level=compress_level, delta_every=delta_every, progress=progress, exact=exact,
     )
-    dataset, sampler = session.run.spec.dataset, session.run.sampler
-    for step in range(session.next_step, session.total_steps):
-        session.step(dataset.batch(sampler.batch_ids(step)))
-    return session.finish()
+    if group.rank == 0:
+        atomic_write(weights_path, encode_weights(weights_of(final_state)))
+    torch.distributed.barrier()  # every rank returns once the weights are written
+    return RecordedRun(store=store, weights_path=weights_path, final=final, resumed_from_step=None if resumed is None else resumed.step)

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
+from trainwitness.commit.store import StepRecord
 from trainwitness.data.datasets import Batch, batch_digest
-from trainwitness.errors import DataMismatchError, MalformedInputError, ReplayMismatchError
+from trainwitness.errors import CommitmentError, DataMismatchError, MalformedInputError, ReplayMismatchError
 from trainwitness.run.loop import ExactHooks, TrainingRun, loss_value, snapshot
 from trainwitness.run.rng import device_generator_state, rng_digest
 from trainwitness.tensors.state import FlatState, state_digest, tensor_digest
@@ -65,27 +66,44 @@ def replay_segment(run: TrainingRun, evidence: Evidence, i: int, bound: float | 
     run.restore_taking_ownership(lambda: evidence.load_checkpoint(i))
     start_copy = snapshot(run.capture()) if bound is not None else None  # the steps below move the live state
 
-    def check_step(step: int, ids: list[int], batch: Batch, rng: FlatState) -> None:
-        committed = evidence.step(step)
+    world = evidence.claim.world_size
+    rng_seen: tuple[FlatState, str] | None = None  # one process replaying every rank: one RNG state, W checks
+
+    def check_shard(step: int, rank: int, ids: list[int], batch: Batch, rng: FlatState) -> None:
+        nonlocal rng_seen
+        shards = evidence.step(step).shards
+        if len(shards) != world:
+            raise CommitmentError(f"step {step}: {len(shards)} ranks committed, the attestation declares {world}")
+        committed = shards[rank]
+        where = f"step {step}" if world == 1 else f"step {step}, rank {rank}"
         if list(committed.sample_ids) != ids:
             raise DataMismatchError(
-                f"step {step}: committed batch has sample ids {list(committed.sample_ids)[:8]}..., "
+                f"{where}: committed batch has sample ids {list(committed.sample_ids)[:8]}..., "
                 f"the declared sampler gives {ids[:8]}..."
             )
         if batch_digest(batch) != committed.batch_digest:
-            raise DataMismatchError(f"step {step}: committed batch contents differ from the declared dataset's samples {ids[:8]}...")
-        if rng_digest(rng) != committed.rng_digest:
-            raise ReplayMismatchError(f"step {step}: the RNG state before the step differs from the committed one")
+            raise DataMismatchError(f"{where}: committed batch contents differ from the declared dataset's samples {ids[:8]}...")
+        if rng_seen is None or rng_seen[0] is not rng:
+            rng_seen = (rng, rng_digest(rng))
+        if rng_seen[1] != committed.rng_digest:
+            raise ReplayMismatchError(f"{where}: the RNG state before the step differs from the committed one")
 
     def check_loss(step: int, loss: object) -> None:
-        committed, replayed = evidence.step(step).loss, loss_value(loss)
+        record = evidence.step(step)
+        if not isinstance(record, StepRecord):  # a data-parallel run's step commits no loss
+            return
+        committed, replayed = record.loss, loss_value(loss)
         if bound is None and not _loss_agrees(committed, replayed, evidence.claim.exact is not None):
             raise ReplayMismatchError(f"step {step}: the replayed step returned loss {replayed!r}, the committed loss is {committed!r}")
 
     exact = None if evidence.claim.exact is None else ExactHooks(evidence.claim.exact, evidence.hints)
     carried = run.carried  # the recorded accelerator's generator at checkpoint i, on a replay elsewhere
     try:
-        run.run(first, last, check_step, exact, check_loss)
+        if run.parallel is not None and run.parallel.rank is None:
+            run.run_ranks(first, last, check_shard, exact)
+        else:
+            rank = run.parallel.rank if run.parallel is not None and run.parallel.rank is not None else 0
+            run.run(first, last, lambda step, ids, batch, rng: check_shard(step, rank, ids, batch, rng), exact, check_loss)
         replayed = run.capture_on_host()
         if carried is not None and bound is None and state_digest(replayed) != evidence.checkpoint(i + 1).state_digest:
             raise ReplayMismatchError(f"segment {i} does not land on checkpoint {i + 1}")

@@ -22,6 +22,7 @@ from trainwitness.commit.hints import ExactMode, StepHints
 from trainwitness.data.datasets import Batch
 from trainwitness.errors import MalformedInputError
 from trainwitness.run.device import to_device, using_device
+from trainwitness.run.distributed import DataParallel, emulated_reduction, split_batch
 from trainwitness.run.exact import round_gradients, round_step, rounding_targets
 from trainwitness.run.guard import StepGuard, tracking_generators
 from trainwitness.run.rng import capture_rng, restore_rng, seed_everything
@@ -29,12 +30,18 @@ from trainwitness.run.sampler import ShuffledEpochSampler
 from trainwitness.run.spec import SpecFunction, TrainingSpec
 from trainwitness.tensors.state import FlatState, flatten, unflatten
 
-__all__ = ["ExactHooks", "LossObserver", "StepObserver", "TrainingRun", "current_step", "loss_value", "snapshot", "weights_of"]
+__all__ = [
+    "ExactHooks", "LossObserver", "RankObserver", "StepObserver", "TrainingRun", "current_step", "loss_value", "snapshot",
+    "weights_of",
+]
 
 # (step, sample ids, batch, RNG state the step starts from) -> None; raises to stop the run.
+# In one rank of a data-parallel run: that rank's shard of the batch.
 StepObserver = Callable[[int, list[int], Batch, FlatState], None]
 # (step, the loss the step returned: a private detached copy, or None) -> None; raises to stop the run.
 LossObserver = Callable[[int, object], None]
+# (step, rank, that rank's sample ids, its batch, its RNG state) -> None: one process replaying every rank.
+RankObserver = Callable[[int, int, list[int], Batch, FlatState], None]
 
 
 # --- exact mode (docs/EXACT.md) ---------------------------------------------------------------
@@ -106,6 +113,7 @@ class TrainingRun:
     spec: TrainingSpec
     hyperparameters: Mapping[str, JSONValue]
     sampler: ShuffledEpochSampler
+    parallel: DataParallel | None = None  # a rank of a data-parallel run, or every rank at once (docs/DISTRIBUTED.md)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     guard: StepGuard | None = None  # recording only: the per-step purity checks (run/guard.py)
     carried: tuple[str, torch.Tensor] | None = None  # a recorded accelerator generator, replayed elsewhere (run/rng.py)
@@ -113,13 +121,17 @@ class TrainingRun:
 
     @classmethod
     def start(
-        cls, function: SpecFunction, hyperparameters: Mapping[str, JSONValue], device: torch.device | str = "cpu",
-        guarded: bool = False,
+        cls, function: SpecFunction, hyperparameters: Mapping[str, JSONValue], parallel: DataParallel | None = None,
+        *, device: torch.device | str = "cpu", guarded: bool = False,
     ) -> TrainingRun:
         """Seed every generator from the declared seed, build on the CPU, move to ``device``: this is checkpoint 0.
 
+        Every rank of a data-parallel run builds the same state from the same seed (a spec's
+        ``data_parallel(model)`` is a collective: every rank calls ``start`` at once).
         ``guarded``: check each step for what would make it unreplayable (recording; ``run/guard.py``).
         """
+        if parallel is not None and int(hyperparameters["batch_size"]) % parallel.world_size:
+            raise MalformedInputError(f"batch size {hyperparameters['batch_size']} does not split over {parallel.world_size} ranks")
         device = torch.device(device)
         seed_everything(int(hyperparameters["seed"]))
         tracking: contextlib.AbstractContextManager[list[tuple[torch.Generator, str]]] = (
@@ -139,7 +151,7 @@ class TrainingRun:
             batch_size=int(hyperparameters["batch_size"]),
             seed=int(hyperparameters["data_seed"]),
         )
-        run = cls(spec=spec, hyperparameters=hyperparameters, sampler=sampler, device=device)
+        run = cls(spec=spec, hyperparameters=hyperparameters, sampler=sampler, parallel=parallel, device=device)
         if guarded:
             registered = [id(g) for g in spec.generators.values()]
             run.guard = StepGuard(
@@ -289,10 +301,40 @@ class TrainingRun:
         self, start: int, stop: int, observe: StepObserver, exact: ExactHooks | None = None,
         finished: LossObserver | None = None,
     ) -> None:
-        """Steps ``start`` .. ``stop - 1`` from the current state, each batch built from the dataset."""
+        """Steps ``start`` .. ``stop - 1`` from the current state, each batch built from the dataset.
+
+        In a rank of a data-parallel run each step trains on that rank's shard of the batch.
+        """
+        if self.parallel is not None and self.parallel.rank is None:
+            raise ValueError("a run that plays every rank steps with run_ranks")
         for step in range(start, stop):
             ids = self.sampler.batch_ids(step)
+            if self.parallel is not None:
+                ids = self.parallel.shard(ids)
             self.step(step, ids, self.spec.dataset.batch(ids), observe, exact, finished)
+
+    def run_ranks(self, start: int, stop: int, observe: RankObserver, exact: ExactHooks | None = None) -> None:
+        """Steps ``start`` .. ``stop - 1`` of a W-rank data-parallel run, every rank's share computed here.
+
+        ``observe`` sees each rank's shard and the RNG state it starts from (one process: the same for
+        every rank); the step then runs with the ranks' mean gradient (``emulated_reduction``), rounded
+        in exact mode as the recording rounded DDP's.
+        """
+        if self.parallel is None or self.parallel.rank is not None:
+            raise ValueError("run_ranks plays every rank of a data-parallel run")
+        for step in range(start, stop):
+            shards = split_batch(self.sampler.batch_ids(step), self.parallel.world_size)
+            batches = [self.spec.dataset.batch(ids) for ids in shards]
+            rng = self.capture_rng()
+            for rank, (ids, batch) in enumerate(zip(shards, batches, strict=True)):
+                observe(step, rank, ids, batch, rng)
+            with emulated_reduction(self.spec.model, self.spec.step, batches) as last:
+                if exact is None:
+                    self.spec.step(last)
+                    continue
+                _, hints = self.exact_step(step, last, exact)
+            if exact.produced is not None:
+                exact.produced(step, hints)
 
     def exact_step(self, step: int, batch: Batch, exact: ExactHooks) -> tuple[object, StepHints]:
         """Run the spec's step with its gradients rounded as the optimizer reads them, then round the state.
