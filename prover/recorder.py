@@ -115,7 +115,8 @@ class Recorder:
         )
         self._spares: queue.Queue[FlatState] = queue.Queue(maxsize=_SPARE_SNAPSHOTS)  # writer puts, trainer takes
         self.checkpoints: list[CheckpointRecord] = []
-        self._pending: list[list[Any]] = []  # training thread only: [step, ids, batch, rng, loss] not yet handed over
+        # training thread only, not yet handed over: [step, ids, batch, rng, loss], or a ready record's job
+        self._pending: list[list[Any] | Callable[[], None]] = []
         self._worker = threading.Thread(target=self._drain, name="trainwitness-recorder", daemon=True)
         self._worker.start()
 
@@ -135,14 +136,15 @@ class Recorder:
 
     def record_loss(self, step: int, loss: object) -> None:
         """The loss step ``step`` returned (a scalar tensor, read on the writer thread; a float; or None)."""
-        if not self._pending or self._pending[-1][0] != step:
+        last = self._pending[-1] if self._pending else None
+        if not isinstance(last, list) or last[0] != step:
             raise ValueError(f"record_loss({step}) does not follow record_step({step})")
         if isinstance(loss, torch.Tensor):
             if loss.numel() != 1:
                 raise TypeError(f"step {step} returned a tensor of shape {tuple(loss.shape)} as its loss; return a scalar")
         elif loss is not None and (isinstance(loss, bool) or not isinstance(loss, (int, float))):
             raise TypeError(f"step {step} returned {type(loss).__name__} as its loss; return a scalar tensor, a float or None")
-        self._pending[-1][4] = loss
+        last[4] = loss
 
     def record_step_record(self, record: AnyStepRecord) -> None:
         """Append a step record whose digests are already computed (a data-parallel step, gathered from every rank)."""
@@ -195,9 +197,12 @@ class Recorder:
             entries, self._pending = self._pending, []
             self._put(lambda: self._write_steps(entries))
 
-    def _write_steps(self, entries: list[list[Any]]) -> None:
-        for step, ids, batch, rng, loss in entries:
-            self._write_step(step, ids, batch, rng, loss)
+    def _write_steps(self, entries: list[list[Any] | Callable[[], None]]) -> None:
+        for entry in entries:
+            if isinstance(entry, list):
+                self._write_step(*entry)
+            else:
+                entry()
 
     def _put(self, job: Callable[[], None]) -> None:
         self._raise_if_failed()

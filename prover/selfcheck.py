@@ -21,7 +21,7 @@ import torch
 
 from trainwitness.commit.canonical import parse_json
 from trainwitness.commit.hints import ExactMode, read_hints
-from trainwitness.commit.store import RUN_FILE, RunIndex, read_index, read_store_file
+from trainwitness.commit.store import RUN_FILE, RunIndex, StepRecord, read_index, read_store_file
 from trainwitness.data.datasets import Batch, batch_digest
 from trainwitness.errors import MalformedInputError, NotReplayableError
 from trainwitness.run.device import device_kind
@@ -68,8 +68,14 @@ def _replay(run: TrainingRun, store: Path, index: RunIndex, i: int, exact: Exact
         raise MalformedInputError(f"store {store}: the checkpoint at step {first} does not hash to its recorded digest")
     run.restore(start)
 
-    def check(step: int, ids: list[int], batch: Batch, rng: FlatState) -> None:
+    def record_of(step: int) -> StepRecord:
         record = index.steps[step]
+        if not isinstance(record, StepRecord):
+            raise MalformedInputError(f"store {store}: step {step} is a data-parallel record in a one-process run")
+        return record
+
+    def check(step: int, ids: list[int], batch: Batch, rng: FlatState) -> None:
+        record = record_of(step)
         if list(record.sample_ids) != ids:
             raise NotReplayableError(f"step {step}: the recorded sample ids are not the declared sampler's")
         if batch_digest(batch) != record.batch_digest:
@@ -85,7 +91,7 @@ def _replay(run: TrainingRun, store: Path, index: RunIndex, i: int, exact: Exact
             )
 
     def finished(step: int, loss: object) -> None:
-        recorded, replayed = index.steps[step].loss, loss_value(loss)
+        recorded, replayed = record_of(step).loss, loss_value(loss)
         if recorded != replayed:
             raise NotReplayableError(
                 f"step {step}: the step returned loss {replayed!r} on replay, {recorded!r} when recorded (segment {i}, "
