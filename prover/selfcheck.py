@@ -4,7 +4,8 @@ A sampled audit catches a step that is not a pure function of (state, batch, com
 on the draws that hit it; the prover can find out for certain, and cheaply, before it signs. It
 rebuilds the run from the entry point the store names (as the verifier will), checks that the seed
 builds checkpoint 0, then replays the first segment and one more drawn from the operating system's
-randomness, from their checkpoint files, on the recorded device and thread count, and compares every
+randomness, each from its checkpoint file in a freshly built run (so state a step keeps between
+calls, which no checkpoint holds, shows), on the recorded device and thread count, and compares every
 step's sample ids, batch, generators and loss with the index, and the landing state bitwise with the
 next checkpoint. Any difference raises ``NotReplayableError`` naming the step, the likely cause and
 the tensors that differ; nothing is signed.
@@ -149,8 +150,10 @@ def check_replay(store: Path, segments: list[int] | None = None) -> ReplayCheck:
     count = len(index.checkpoints) - 1
     if segments is None:
         segments = [0] + ([1 + secrets.randbelow(count - 1)] if count > 1 else [])
-    for i in segments:
+    for n, i in enumerate(segments):
         if not 0 <= i < count:
             raise ValueError(f"segment {i} is not in 0..{count - 1}")
+        if n > 0:  # each segment from a fresh build, as a verifier that draws it alone would run it
+            run = TrainingRun.start(function, hp, device=torch.device(kind))
         _replay(run, store, index, i, exact, later=i > 0)
     return ReplayCheck(tuple(segments), time.perf_counter() - started)

@@ -224,7 +224,7 @@ def test_float32_step_and_float64_reference_land_on_the_same_grid_points_given_t
     run.spec.step(batch)
     unrounded = {n: t.clone() for n, t in run.trainable().tensors.items() if t.is_floating_point()}
     run.restore(snapshot(before))
-    hints = run.exact_step(5, batch, ExactHooks(DEFAULT_EXACT, lambda s: None))  # the prover, in float32
+    _, hints = run.exact_step(5, batch, ExactHooks(DEFAULT_EXACT, lambda s: None))  # the prover, in float32
     f32 = {n: t.clone() for n, t in run.trainable().tensors.items() if t.is_floating_point()}
     # The verifier: the same step in float64 from the same state (parameters, momentum, learning rate).
     run.restore(snapshot(before))
@@ -433,7 +433,7 @@ def test_gpu_step_and_cpu_replay_land_on_the_same_grid_points_given_the_hints() 
 
         spec = TrainingSpec(m, optimizer, None, TensorDataset("xy", {"x": x, "y": y}), step)
         run = TrainingRun(spec=spec, hyperparameters={}, sampler=None)  # type: ignore[arg-type]
-        hints = run.exact_step(0, {"x": x, "y": y}, ExactHooks(DEFAULT_EXACT, lambda s: committed))
+        _, hints = run.exact_step(0, {"x": x, "y": y}, ExactHooks(DEFAULT_EXACT, lambda s: committed))
         return {n: t.detach().to("cpu", copy=True) for n, t in run.trainable().tensors.items()}, hints
 
     gpu, hints = one_step("cuda", None)

@@ -130,7 +130,7 @@ def forge_training(honest: Run, root: Path, forged: Iterable[int], tamper: Tampe
                     batch = tamper.batch(training, batch)
                 recorder.record_step(step, ids, batch, capture_rng())
                 if not (lie and tamper.skip and tamper.skip(step, first, last)):
-                    training.spec.step(batch)
+                    recorder.record_loss(step, training.spec.step(batch))  # the loss this forger's step returned
             if lie and tamper.after:
                 tamper.after(training, segment)
             recorder.record_checkpoint(index, last, training.capture())
