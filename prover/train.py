@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,6 +27,7 @@ from trainwitness.data.datasets import Batch, build_dataset_manifest
 from trainwitness.errors import MalformedInputError, MissingInputError
 from trainwitness.identity.code import code_identity
 from trainwitness.progress import StepProgress
+from trainwitness.prover.lineage import parent_declaration, read_inputs, read_parent
 from trainwitness.prover.recorder import Recorder
 from trainwitness.run.device import parse_device
 from trainwitness.run.distributed import current_group
@@ -62,7 +64,7 @@ class Declarations:
 
 def _declare(
     entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, compress_level: int | None, manifest: Path,
-    declarations: Declarations, exact: ExactMode | None, delta_every: int | None,
+    declarations: Declarations, exact: ExactMode | None, delta_every: int | None, lineage: dict[str, JSONValue],
 ) -> dict[str, JSONValue]:
     identity, files = code_identity(entry_point)
     identity["source_uri"] = declarations.source_uri
@@ -73,6 +75,7 @@ def _declare(
     return {
         **storage,
         **parallel,
+        **lineage,  # parent and frozen inputs (docs/FORMAT.md section 7), absent for a seeded start without inputs
         **({} if exact is None else {"exact": exact.to_json()}),  # exact mode (docs/EXACT.md)
         "format": STORE_FORMAT,
         "code": identity,
@@ -128,7 +131,7 @@ def _cut_hints(store: Path, steps: int) -> None:
 
 def _open_store(
     entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, store: Path, compress_level: int | None,
-    declarations: Declarations, exact: ExactMode | None, delta_every: int | None,
+    declarations: Declarations, exact: ExactMode | None, delta_every: int | None, lineage: dict[str, JSONValue],
 ) -> CheckpointRecord | None:
     """Declare the run into a new store, or check the store holds this run and resume it (restoring ``run``)."""
     # The manifest is built aside and moved into the store only once the store is known to be ours.
@@ -136,7 +139,7 @@ def _open_store(
     os.close(fd)
     staged = Path(staged_name)
     try:
-        declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact, delta_every)
+        declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact, delta_every, lineage)
         if (store / RUN_FILE).exists():
             previous = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
             if previous != declared:
@@ -277,6 +280,27 @@ class RecordingSession:
             self.recorder.close()
 
 
+def _start(
+    function: SpecFunction, hp: Mapping[str, JSONValue], group: Any, device: Any, guarded: bool,
+    parent: Path | None, parent_mode: str, inputs: Mapping[str, Path] | None,
+) -> tuple[TrainingRun, dict[str, JSONValue]]:
+    """Build the run (from its parent, with its frozen inputs) and the lineage it declares."""
+    source = None if parent is None else read_parent(parent, parent_mode)
+    input_weights, declared_inputs = read_inputs(inputs or {})
+    run = TrainingRun.start(
+        function, hp, group, parent=None if source is None else source.start, inputs=input_weights, device=device, guarded=guarded,
+    )
+    unread = sorted(set(declared_inputs) - run.inputs_read)
+    if unread:
+        raise MalformedInputError(f"the training spec did not read the declared frozen inputs {', '.join(unread)}")
+    lineage: dict[str, JSONValue] = {}
+    if source is not None:
+        lineage["parent"] = parent_declaration(source, run.start_record)
+    if declared_inputs:
+        lineage["inputs"] = {name: frozen.to_json() for name, frozen in declared_inputs.items()}
+    return run, lineage
+
+
 def open_recording(
     function: SpecFunction,
     entry_point: str,
@@ -292,13 +316,16 @@ def open_recording(
     step_progress: bool = False,
     declarations: Declarations = Declarations(),
     exact: ExactMode | None = None,
+    parent: Path | None = None,
+    parent_mode: str = "finetune",
+    inputs: Mapping[str, Path] | None = None,
 ) -> RecordingSession:
     """Build the run of ``function`` (named ``entry_point``) and start recording it into ``store``, resuming a crashed store."""
     apply_execution_settings(torch_threads)
     run_device = parse_device(device)
     hp = resolve_hyperparameters(function.defaults, overrides)
-    run = TrainingRun.start(function, hp, device=run_device, guarded=True)
-    resumed = _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every)
+    run, lineage = _start(function, hp, None, run_device, True, parent, parent_mode, inputs)
+    resumed = _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every, lineage)
     recorder = Recorder(store, compress_level=compress_level, delta_every=delta_every)
     shown = StepProgress(int(hp["total_steps"])) if step_progress else None
     return RecordingSession(run, store, weights_path, resumed, recorder, exact, progress, shown)
@@ -318,6 +345,9 @@ def record_run(
     step_progress: bool = False,
     declarations: Declarations = Declarations(),
     exact: ExactMode | None = None,
+    parent: Path | None = None,
+    parent_mode: str = "finetune",
+    inputs: Mapping[str, Path] | None = None,
 ) -> RecordedRun:
     """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run.
 
@@ -330,6 +360,14 @@ def record_run(
     (``dataset.batch(sampler.batch_ids(step))``) and goes through the same ``RecordingSession`` as a
     script's own loop (``trainwitness.record``): per-step checks, the loss committed, ``device``.
     Not signed here: ``attest_store`` replays recorded segments first and signs only a run that replays.
+
+    ``parent``: a link directory (``trainwitness.commit.link.LinkFiles``: attestation.json, store/,
+    model.safetensors) whose final weights (``parent_mode="finetune"``) or whole final state
+    (``"continue"``) checkpoint 0 starts from, declared in the statement (``trainwitness.run.parent``).
+    ``inputs``: frozen inputs by name, each a weights file or a link directory, read by the spec
+    through ``trainwitness.run.inputs.frozen_input``. Raises ``LineageError`` when the parent's files
+    are not the ones its attestation names, ``MalformedInputError`` when they do not fit the spec or
+    a declared input is not read.
     """
     group = current_group()
     function = load_entry_point(entry_point)
@@ -337,7 +375,7 @@ def record_run(
         session = open_recording(
             function, entry_point, overrides, store, weights_path, device=device, torch_threads=torch_threads,
             compress_level=compress_level, delta_every=delta_every, progress=progress, step_progress=step_progress,
-            declarations=declarations, exact=exact,
+            declarations=declarations, exact=exact, parent=parent, parent_mode=parent_mode, inputs=inputs,
         )
         dataset, sampler = session.run.spec.dataset, session.run.sampler
         for step in range(session.next_step, session.total_steps):
@@ -347,11 +385,11 @@ def record_run(
         raise MalformedInputError("a data-parallel run is recorded on the CPU (gloo) only, not on another device")
     apply_execution_settings(torch_threads)
     hp = resolve_hyperparameters(function.defaults, overrides)
-    run = TrainingRun.start(function, hp, group)
+    run, lineage = _start(function, hp, group, "cpu", False, parent, parent_mode, inputs)
     from trainwitness.prover.distributed import record_ranks
 
     def open_store() -> CheckpointRecord | None:
-        return _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every)
+        return _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every, lineage)
 
     final, final_state, resumed = record_ranks(
         run, group, store, open_store, compress_level=compress_level, delta_every=delta_every, progress=progress, exact=exact,

@@ -20,11 +20,13 @@ import torch
 from trainwitness.commit.canonical import JSONValue
 from trainwitness.commit.hints import ExactMode, StepHints
 from trainwitness.data.datasets import Batch
-from trainwitness.errors import MalformedInputError
+from trainwitness.errors import MalformedInputError, ParentMismatchError
 from trainwitness.run.device import to_device, using_device
 from trainwitness.run.distributed import DataParallel, emulated_reduction, split_batch
 from trainwitness.run.exact import round_gradients, round_step, rounding_targets
 from trainwitness.run.guard import StepGuard, tracking_generators
+from trainwitness.run.inputs import provide_inputs
+from trainwitness.run.parent import ParentStart, StartRecord, load_finetune
 from trainwitness.run.rng import capture_rng, restore_rng, seed_everything
 from trainwitness.run.sampler import ShuffledEpochSampler
 from trainwitness.run.spec import SpecFunction, TrainingSpec
@@ -118,17 +120,32 @@ class TrainingRun:
     guard: StepGuard | None = None  # recording only: the per-step purity checks (run/guard.py)
     carried: tuple[str, torch.Tensor] | None = None  # a recorded accelerator generator, replayed elsewhere (run/rng.py)
     _current: Any = field(default=None, repr=False)  # the context of the step between begin_step and end_step
+    start_record: StartRecord | None = None  # how a parent formed checkpoint 0; None for a seeded start
+    inputs_read: frozenset[str] = frozenset()  # the frozen inputs the spec read while it was built
 
     @classmethod
     def start(
-        cls, function: SpecFunction, hyperparameters: Mapping[str, JSONValue], parallel: DataParallel | None = None,
-        *, device: torch.device | str = "cpu", guarded: bool = False,
+        cls,
+        function: SpecFunction,
+        hyperparameters: Mapping[str, JSONValue],
+        parallel: DataParallel | None = None,
+        *,
+        parent: ParentStart | None = None,
+        inputs: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+        device: torch.device | str = "cpu",
+        guarded: bool = False,
     ) -> TrainingRun:
-        """Seed every generator from the declared seed, build on the CPU, move to ``device``: this is checkpoint 0.
+        """Seed every generator from the declared seed, build on the CPU, move to ``device``, then load the
+        parent if any: this is checkpoint 0.
 
         Every rank of a data-parallel run builds the same state from the same seed (a spec's
         ``data_parallel(model)`` is a collective: every rank calls ``start`` at once).
-        ``guarded``: check each step for what would make it unreplayable (recording; ``run/guard.py``).
+        ``parent`` (``trainwitness.run.parent``): a fine-tune loads the parent's final weights into
+        the built model but for ``spec.reinitialised``; continued training restores the parent's
+        whole final state. ``inputs`` are the frozen inputs the spec may read by name while it is
+        built (``trainwitness.run.inputs.frozen_input``). ``guarded``: check each step for what
+        would make it unreplayable (recording; ``run/guard.py``). Raises ``ParentMismatchError``
+        when the parent's weights or state do not fit the spec.
         """
         if parallel is not None and int(hyperparameters["batch_size"]) % parallel.world_size:
             raise MalformedInputError(f"batch size {hyperparameters['batch_size']} does not split over {parallel.world_size} ranks")
@@ -137,7 +154,7 @@ class TrainingRun:
         tracking: contextlib.AbstractContextManager[list[tuple[torch.Generator, str]]] = (
             tracking_generators() if guarded else contextlib.nullcontext([])
         )
-        with using_device(device), tracking as created:
+        with provide_inputs(inputs or {}) as offered, using_device(device), tracking as created:
             spec = function(hyperparameters)
         if not isinstance(spec, TrainingSpec):
             raise MalformedInputError(f"the training spec returned {type(spec).__name__}, not a TrainingSpec")
@@ -151,7 +168,18 @@ class TrainingRun:
             batch_size=int(hyperparameters["batch_size"]),
             seed=int(hyperparameters["data_seed"]),
         )
-        run = cls(spec=spec, hyperparameters=hyperparameters, sampler=sampler, parallel=parallel, device=device)
+        run = cls(
+            spec=spec, hyperparameters=hyperparameters, sampler=sampler, parallel=parallel, device=device,
+            inputs_read=frozenset(offered.read),
+        )
+        if parent is not None and parent.weights is not None:
+            run.start_record = load_finetune(spec.model, parent.weights, spec.reinitialised)
+        elif parent is not None and parent.state is not None:
+            try:
+                run.restore(parent.state)  # model, optimizer, scheduler and RNG: the parent's, exactly
+            except MalformedInputError as e:
+                raise ParentMismatchError(f"the parent's final state does not fit the spec: {e}") from e
+            run.start_record = StartRecord(mode="continue")
         if guarded:
             registered = [id(g) for g in spec.generators.values()]
             run.guard = StepGuard(

@@ -57,6 +57,10 @@ class TrainingSpec:
     ``torch.amp.GradScaler``, ``trainwitness.EMA`` weights), stored under ``extra/<name>``.
     The model is built on the CPU; ``TrainingRun`` moves it (and any ``state`` object with a
     ``to`` method) to the run's device (``trainwitness.current_device()``).
+    ``reinitialised`` matters only when the run fine-tunes a parent (``trainwitness.run.parent``):
+    the model tensors (``state_dict`` names, or module prefixes such as ``"head"``) that keep the
+    values the seed gave them instead of the parent's, e.g. a new output layer. A seeded start and
+    continued training ignore it, so the same spec serves all three.
     """
 
     model: torch.nn.Module
@@ -67,6 +71,7 @@ class TrainingSpec:
     generators: Mapping[str, torch.Generator] = field(default_factory=dict)
     state: Mapping[str, Stateful] = field(default_factory=dict)
     scheduler_steps: int = 1
+    reinitialised: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in (*self.generators, *self.state):
