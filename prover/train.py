@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainwitness.commit.atomic import move_into_place, remove_stale_temporaries, temporary_path, writing
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hints import HINTS_FILE, ExactMode
 from trainwitness.commit.store import (
+    CHECKPOINT_DIR,
     INDEX_FILE,
+    LOCK_FILE,
     MANIFEST_FILE,
     RUN_FILE,
     CheckpointRecord,
@@ -19,6 +22,7 @@ from trainwitness.commit.store import (
     checkpoint_steps,
     read_index,
     read_store_file,
+    store_lock,
 )
 from trainwitness.data.datasets import build_dataset_manifest
 from trainwitness.errors import MalformedInputError, MissingInputError
@@ -27,9 +31,10 @@ from trainwitness.prover.recorder import Recorder
 from trainwitness.run.environment import apply_execution_settings, capture_environment
 from trainwitness.run.loop import ExactHooks, TrainingRun, weights_of
 from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
-from trainwitness.tensors.checkpoint import encode_weights
-from trainwitness.tensors.delta import read_checkpoint
+from trainwitness.tensors.checkpoint import weights_parts
+from trainwitness.tensors.delta import MAX_DELTA_CHAIN, read_checkpoint
 from trainwitness.tensors.state import state_digest
+from trainwitness.tensors.tensorfile import write_parts
 
 __all__ = ["Declarations", "RecordedRun", "record_run"]
 
@@ -105,7 +110,7 @@ def _resume_point(store: Path, run: TrainingRun) -> CheckpointRecord | None:
         _cut_hints(store, record.step)
         run.restore(flat)
         return record
-    (store / INDEX_FILE).write_bytes(b"")
+    atomic_write(store / INDEX_FILE, b"")
     _cut_hints(store, 0)
     return None
 
@@ -116,6 +121,46 @@ def _cut_hints(store: Path, steps: int) -> None:
     if path.exists():
         lines = path.read_bytes().split(b"\n")[:steps]
         atomic_write(path, b"".join(line + b"\n" for line in lines))
+
+
+def _open_store(
+    store: Path, entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, compress_level: int | None,
+    declarations: Declarations, exact: ExactMode | None, delta_every: int | None,
+) -> CheckpointRecord | None:
+    """Create the store, or resume it; the caller holds its lock. Returns the checkpoint resumed from.
+
+    Every state a kill can leave is one of: nothing but the lock and temporary files (no
+    ``run.json``: a fresh start, the temporaries removed); or ``run.json`` with or without
+    ``manifest.jsonl`` and ``index.jsonl`` (both made again here), plus whatever the recorder wrote.
+    ``run.json`` is the commit point: written once everything that can be refused has been.
+    """
+    for directory in (store, store / CHECKPOINT_DIR):  # under the lock every temporary is a dead writer's
+        remove_stale_temporaries(directory, any_pid=True)
+    fresh = not os.path.lexists(store / RUN_FILE)
+    if fresh:
+        leftovers = sorted(set(os.listdir(store)) - {LOCK_FILE})
+        if leftovers:
+            raise MalformedInputError(
+                f"store {store} is not empty and has no {RUN_FILE} (it holds {', '.join(leftovers[:3])}"
+                f"{', ...' if len(leftovers) > 3 else ''}); use a new or empty directory"
+            )
+    # The manifest is built under a temporary name and moved in only once the store is known to be ours.
+    staged = temporary_path(store / MANIFEST_FILE, "staged")
+    try:
+        declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact, delta_every)
+        if fresh:
+            atomic_write(store / RUN_FILE, canonical_json(declared) + b"\n")
+        else:
+            previous = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
+            if previous != declared:
+                raise MalformedInputError(f"store {store} holds a different run; use a new store directory")
+        move_into_place(staged, store / MANIFEST_FILE)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()
+    if not os.path.lexists(store / INDEX_FILE):
+        atomic_write(store / INDEX_FILE, b"")
+    return None if fresh else _resume_point(store, run)
 
 
 def record_run(
@@ -131,51 +176,49 @@ def record_run(
     declarations: Declarations = Declarations(),
     exact: ExactMode | None = None,
 ) -> RecordedRun:
-    """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run."""
+    """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run.
+
+    (1) Everything that can be refused is refused before the store is touched: hyperparameter
+    ranges, the spec itself, a batch larger than the dataset, a state tensor that cannot be stored.
+    (2) The store's lock is taken (``StoreLockedError`` naming the holder if another ``train`` has
+    it) and held to the end. (3) The store is created or resumed (``_open_store``). (4) Training is
+    recorded; (5) the final weights are written beside. A kill at any instant, or a full disk
+    (``OutputError`` naming the file), leaves a store that the same call resumes.
+    """
+    # (1)
     apply_execution_settings(torch_threads)
     function = load_entry_point(entry_point)
     hp = resolve_hyperparameters(function.defaults, overrides)
     run = TrainingRun.start(function, hp)
-    # The manifest is built aside and moved into the store only once the store is known to be ours.
-    fd, staged_name = tempfile.mkstemp(prefix="trainwitness-manifest-", suffix=".jsonl")
-    os.close(fd)
-    staged = Path(staged_name)
-    try:
-        declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact, delta_every)
-        resumed: CheckpointRecord | None = None
-        if (store / RUN_FILE).exists():
-            previous = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
-            if previous != declared:
-                raise MalformedInputError(f"store {store} holds a different run; use a new store directory")
-            atomic_write(store / MANIFEST_FILE, staged.read_bytes())
-            resumed = _resume_point(store, run)
-        else:
-            store.mkdir(parents=True, exist_ok=True)
-            if any(store.iterdir()):
-                raise MalformedInputError(f"store {store} is not empty and has no {RUN_FILE}")
-            atomic_write(store / MANIFEST_FILE, staged.read_bytes())
-            atomic_write(store / RUN_FILE, canonical_json(declared) + b"\n")
-            (store / INDEX_FILE).touch()
-    finally:
-        staged.unlink(missing_ok=True)
-
-    steps = checkpoint_steps(int(hp["total_steps"]), int(hp["checkpoint_interval"]))
-    start_index = 0 if resumed is None else resumed.index + 1
-    recorder = Recorder(store, compress_level=compress_level, delta_every=delta_every)
-    try:
-        if resumed is None:
-            recorder.record_checkpoint(0, 0, run.capture())
-            start_index = 1
-        for index in range(start_index, len(steps)):
-            hooks = None if exact is None else ExactHooks(exact, lambda step: None, recorder.record_hints)
-            run.run(steps[index - 1], steps[index], recorder.record_step, hooks)
-            recorder.record_checkpoint(index, steps[index], run.capture())
-            if progress is not None:
-                progress(steps[index], steps[-1])
-        final_state = run.capture()
-        recorder.wait()
-    finally:
-        recorder.close()
-    final = read_index(store).checkpoints[-1]
-    atomic_write(weights_path, encode_weights(weights_of(final_state)))
+    run.capture()  # refuses, by name, a state tensor of a dtype that cannot be stored
+    if delta_every is not None and not (1 <= delta_every <= MAX_DELTA_CHAIN and compress_level is not None):
+        raise MalformedInputError(f"--delta-every must be in [1, {MAX_DELTA_CHAIN}] and needs compression")
+    # (2)
+    with writing(store):
+        store.mkdir(parents=True, exist_ok=True)
+    with store_lock(store):
+        # (3)
+        resumed = _open_store(store, entry_point, hp, run, compress_level, declarations, exact, delta_every)
+        # (4)
+        steps = checkpoint_steps(int(hp["total_steps"]), int(hp["checkpoint_interval"]))
+        start_index = 0 if resumed is None else resumed.index + 1
+        recorder = Recorder(store, compress_level=compress_level, delta_every=delta_every)
+        try:
+            if resumed is None:
+                recorder.record_checkpoint(0, 0, run.capture())
+                start_index = 1
+            for index in range(start_index, len(steps)):
+                hooks = None if exact is None else ExactHooks(exact, lambda step: None, recorder.record_hints)
+                run.run(steps[index - 1], steps[index], recorder.record_step, hooks)
+                recorder.record_checkpoint(index, steps[index], run.capture())
+                if progress is not None:
+                    progress(steps[index], steps[-1])
+            final_state = run.capture()
+            recorder.wait()
+        finally:
+            recorder.close()
+        final = read_index(store).checkpoints[-1]
+        # (5)
+        remove_stale_temporaries(weights_path.parent, final_name=weights_path.name)
+        write_parts(weights_path, weights_parts(weights_of(final_state)), None)
     return RecordedRun(store=store, weights_path=weights_path, final=final, resumed_from_step=None if resumed is None else resumed.step)

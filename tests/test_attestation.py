@@ -66,7 +66,7 @@ def _set(path: tuple[str, ...], value: object):  # type: ignore[no-untyped-def]
         (_drop(("predicate", "code", "tree_digest")), "predicate.code.tree_digest is missing"),
         (_drop(("predicate", "hyperparameters", "seed")), "predicate.hyperparameters.seed is missing"),
         (_set(("predicate", "hyperparameters", "total_steps"), True), "total_steps has the wrong type"),
-        (_set(("predicate", "hyperparameters", "batch_size"), 0), "batch_size out of range"),
+        (_set(("predicate", "hyperparameters", "batch_size"), 0), "'batch_size' is 0, outside \\[1, 2\\*\\*20\\]"),
         (_set(("predicate", "environment", "torch_threads"), 0), "torch_threads out of range"),
         (_set(("predicate", "data", "sampler", "seed"), 99), "sampler.seed contradicts the hyperparameters"),
         (_drop(("predicate", "commitments", "rng")), "must name exactly"),

@@ -16,6 +16,7 @@ import torch
 
 from trainwitness.commit.canonical import JSONValue
 from trainwitness.commit.hints import ExactMode, StepHints
+from trainwitness.commit.statement import check_core_hyperparameters
 from trainwitness.data.datasets import Batch
 from trainwitness.errors import MalformedInputError
 from trainwitness.run.exact import round_gradients, round_step, rounding_targets
@@ -65,9 +66,15 @@ class TrainingRun:
 
     @classmethod
     def start(cls, function: SpecFunction, hyperparameters: Mapping[str, JSONValue]) -> TrainingRun:
-        """Seed every generator from the declared seed, then build: this is checkpoint 0."""
+        """Seed every generator from the declared seed, then build: this is checkpoint 0.
+
+        Raises ``MalformedInputError`` naming a hyperparameter the core reads that is out of range,
+        or a batch size larger than the spec's dataset, before the sampler uses it.
+        """
+        check_core_hyperparameters(dict(hyperparameters), "hyperparameters")
         seed_everything(int(hyperparameters["seed"]))
         spec = function(hyperparameters)
+        check_core_hyperparameters(dict(hyperparameters), "hyperparameters", num_samples=len(spec.dataset))
         sampler = ShuffledEpochSampler(
             num_samples=len(spec.dataset),
             batch_size=int(hyperparameters["batch_size"]),
@@ -78,9 +85,12 @@ class TrainingRun:
     def trainable(self) -> FlatState:
         """Model, optimizer and scheduler state; tensors are references to the live ones."""
         scheduler = self.spec.scheduler.state_dict() if self.spec.scheduler is not None else None
-        return flatten(
-            {"model": self.spec.model.state_dict(), "optimizer": self.spec.optimizer.state_dict(), "scheduler": scheduler}
-        )
+        try:
+            return flatten(
+                {"model": self.spec.model.state_dict(), "optimizer": self.spec.optimizer.state_dict(), "scheduler": scheduler}
+            )
+        except ValueError as e:  # a value that cannot be stored: the spec's, not a misuse of this API
+            raise MalformedInputError(f"the training state cannot be recorded: {e}") from e
 
     def capture(self) -> FlatState:
         """Everything the next step depends on; tensors are references, not copies."""
