@@ -109,13 +109,12 @@ class _AppendLog:
     def flush(self) -> None:
         if self._fd is None:
             raise ValueError(f"{self.path} is closed")
-        done = 0
-        try:
-            with writing(self.path), memoryview(self._buffer) as view:
-                while done < len(view):
-                    done += os.write(self._fd, view[done:])  # a short write (disk nearly full): the rest next
-        finally:
-            del self._buffer[:done]
+        # Copy point: the buffer's bytes, so that no view of the bytearray outlives a failed write.
+        data, done = memoryview(bytes(self._buffer)), 0
+        self._buffer.clear()  # what a failure leaves unwritten is never written: see ``abandon``
+        with writing(self.path):
+            while done < len(data):
+                done += os.write(self._fd, data[done:])  # a short write (disk nearly full): the rest next
 
     def sync(self) -> None:
         self.flush()

@@ -8,7 +8,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainwitness.commit.atomic import move_into_place, remove_stale_temporaries, temporary_path, writing
+from trainwitness.commit.atomic import (
+    move_into_place,
+    os_error_in,
+    output_error,
+    remove_stale_temporaries,
+    temporary_path,
+    writing,
+)
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hints import HINTS_FILE, ExactMode
 from trainwitness.commit.store import (
@@ -25,7 +32,7 @@ from trainwitness.commit.store import (
     store_lock,
 )
 from trainwitness.data.datasets import build_dataset_manifest
-from trainwitness.errors import MalformedInputError, MissingInputError
+from trainwitness.errors import MalformedInputError, MissingInputError, OutputError
 from trainwitness.identity.code import code_identity
 from trainwitness.prover.recorder import Recorder
 from trainwitness.run.environment import apply_execution_settings, capture_environment
@@ -147,7 +154,11 @@ def _open_store(
     # The manifest is built under a temporary name and moved in only once the store is known to be ours.
     staged = temporary_path(store / MANIFEST_FILE, "staged")
     try:
-        declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact, delta_every)
+        try:
+            declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact, delta_every)
+        except OutputError as e:  # name the file the user knows, not its temporary name
+            cause = os_error_in(e)
+            raise (e if cause is None else output_error(store / MANIFEST_FILE, cause)) from e
         if fresh:
             atomic_write(store / RUN_FILE, canonical_json(declared) + b"\n")
         else:
