@@ -20,13 +20,20 @@ __all__ = ["machine", "describe"]
 
 
 def _cpu_model() -> str:
+    """``model name`` from /proc/cpuinfo, with vendor, family and model numbers (a VM may show only "AMD EPYC")."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, sep, value = line.partition(":")
+            if not sep:
+                break  # the first processor's block is enough
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "vendor_id" in fields and "cpu family" in fields:
+        name += f" [{fields['vendor_id']} family {fields['cpu family']} model {fields.get('model', '?')}]"
+    return name
 
 
 def _sha_ni() -> bool | None:

@@ -259,16 +259,16 @@ class Recorder:
         while True:
             job = self._queue.get()
             try:
-                if job is _STOP:
-                    if self._error is None:
-                        self._sync()
-                    return  # also when the final sync fails: ``close`` joins this thread
-                if self._error is None:
+                if self._error is None and job is _STOP:
+                    self._sync()
+                elif self._error is None:
                     job()  # type: ignore[operator]
             except BaseException as e:  # kept, and raised on the training thread
                 self._error = e
             finally:
                 self._queue.task_done()
+            if job is _STOP:
+                return  # also when the final sync failed: ``close`` joins this thread
 
     def _append(self, record: StepRecord | CheckpointRecord) -> None:
         self._index.write(canonical_json(record.to_json()) + b"\n")

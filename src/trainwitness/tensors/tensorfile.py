@@ -95,6 +95,6 @@ def write_parts(path: Path, parts: Sequence[Part], compress_level: int | None) -
         for part in parts:
             stream.write(part)
         stream.flush(zstandard.FLUSH_FRAME)
-        stream.close()
+        stream.close()  # type: ignore[no-untyped-call]
 
     atomic_write_with(path, fill)
