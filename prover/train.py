@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from trainwitness.commit.atomic import (
     move_into_place,
     os_error_in,
@@ -35,12 +37,13 @@ from trainwitness.data.datasets import build_dataset_manifest
 from trainwitness.errors import MalformedInputError, MissingInputError, OutputError
 from trainwitness.identity.code import code_identity
 from trainwitness.prover.recorder import Recorder
+from trainwitness.run.distributed import current_group
 from trainwitness.run.environment import apply_execution_settings, capture_environment
 from trainwitness.run.loop import ExactHooks, TrainingRun, weights_of
 from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
 from trainwitness.tensors.checkpoint import weights_parts
 from trainwitness.tensors.delta import MAX_DELTA_CHAIN, read_checkpoint
-from trainwitness.tensors.state import state_digest
+from trainwitness.tensors.state import FlatState, state_digest
 from trainwitness.tensors.tensorfile import write_parts
 
 __all__ = ["Declarations", "RecordedRun", "record_run"]
@@ -75,8 +78,11 @@ def _declare(
     identity["source_uri"] = declarations.source_uri
     summary = build_dataset_manifest(run.spec.dataset, manifest)
     storage: dict[str, JSONValue] = {} if delta_every is None else {"delta_keyframe_every": delta_every}
+    # A data-parallel run (docs/DISTRIBUTED.md): world size, backend, split and reduction
+    parallel: dict[str, JSONValue] = {} if run.parallel is None else {"distributed": run.parallel.declaration().to_json()}
     return {
         **storage,
+        **parallel,
         **({} if exact is None else {"exact": exact.to_json()}),  # exact mode (docs/EXACT.md)
         "format": STORE_FORMAT,
         "code": identity,
@@ -131,7 +137,7 @@ def _cut_hints(store: Path, steps: int) -> None:
 
 
 def _open_store(
-    store: Path, entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, compress_level: int | None,
+    entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, store: Path, compress_level: int | None,
     declarations: Declarations, exact: ExactMode | None, delta_every: int | None,
 ) -> CheckpointRecord | None:
     """Create the store, or resume it; the caller holds its lock. Returns the checkpoint resumed from.
@@ -189,47 +195,79 @@ def record_run(
 ) -> RecordedRun:
     """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run.
 
+    Called on every rank of a ``torch.distributed`` process group of W > 1 ranks (e.g. under
+    ``torchrun``), it records the data-parallel run (``trainwitness.prover.distributed``): rank 0
+    writes the store, every rank trains on its shard.
+
     (1) Everything that can be refused is refused before the store is touched: hyperparameter
     ranges, the spec itself, a batch larger than the dataset, a state tensor that cannot be stored.
-    (2) The store's lock is taken (``StoreLockedError`` naming the holder if another ``train`` has
-    it) and held to the end. (3) The store is created or resumed (``_open_store``). (4) Training is
-    recorded; (5) the final weights are written beside. A kill at any instant, or a full disk
-    (``OutputError`` naming the file), leaves a store that the same call resumes.
+    (2) The store's lock is taken by the process that writes it (``StoreLockedError`` naming the
+    holder if another ``train`` has it) and held until the weights are written. (3) The store is
+    created or resumed (``_open_store``). (4) Training is recorded; (5) the final weights are
+    written beside. A kill at any instant, or a full disk (``OutputError`` naming the file), leaves
+    a store that the same call resumes. Raises ``MalformedInputError`` for a store that holds
+    another run, ``ReplicaDivergenceError`` when the ranks' states part.
     """
     # (1)
     apply_execution_settings(torch_threads)
+    group = current_group()
     function = load_entry_point(entry_point)
     hp = resolve_hyperparameters(function.defaults, overrides)
-    run = TrainingRun.start(function, hp)
+    run = TrainingRun.start(function, hp, group)
     run.capture()  # refuses, by name, a state tensor of a dtype that cannot be stored
     if delta_every is not None and not (1 <= delta_every <= MAX_DELTA_CHAIN and compress_level is not None):
         raise MalformedInputError(f"--delta-every must be in [1, {MAX_DELTA_CHAIN}] and needs compression")
-    # (2)
-    with writing(store):
-        store.mkdir(parents=True, exist_ok=True)
-    with store_lock(store):
-        # (3)
-        resumed = _open_store(store, entry_point, hp, run, compress_level, declarations, exact, delta_every)
+    with contextlib.ExitStack() as held:
+
+        def open_store() -> CheckpointRecord | None:
+            # (2) in the writing process only; an error here reaches every rank (record_ranks)
+            with writing(store):
+                store.mkdir(parents=True, exist_ok=True)
+            held.enter_context(store_lock(store))  # released when the weights are written, or on any error
+            # (3)
+            return _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every)
+
         # (4)
-        steps = checkpoint_steps(int(hp["total_steps"]), int(hp["checkpoint_interval"]))
-        start_index = 0 if resumed is None else resumed.index + 1
-        recorder = Recorder(store, compress_level=compress_level, delta_every=delta_every)
-        try:
-            if resumed is None:
-                recorder.record_checkpoint(0, 0, run.capture())
-                start_index = 1
-            for index in range(start_index, len(steps)):
-                hooks = None if exact is None else ExactHooks(exact, lambda step: None, recorder.record_hints)
-                run.run(steps[index - 1], steps[index], recorder.record_step, hooks)
-                recorder.record_checkpoint(index, steps[index], run.capture())
-                if progress is not None:
-                    progress(steps[index], steps[-1])
-            final_state = run.capture()
-            recorder.wait()
-        finally:
-            recorder.close()
-        final = read_index(store).checkpoints[-1]
+        if group is not None:
+            from trainwitness.prover.distributed import record_ranks
+
+            final, final_state, resumed = record_ranks(
+                run, group, store, open_store, compress_level=compress_level, delta_every=delta_every, progress=progress, exact=exact,
+            )
+        else:
+            resumed = open_store()
+            final_state = _record_segments(run, store, resumed, compress_level, delta_every, progress, exact)
+            final = read_index(store).checkpoints[-1]
         # (5)
-        remove_stale_temporaries(weights_path.parent, final_name=weights_path.name)
-        write_parts(weights_path, weights_parts(weights_of(final_state)), None)
+        if group is None or group.rank == 0:
+            remove_stale_temporaries(weights_path.parent, final_name=weights_path.name)
+            write_parts(weights_path, weights_parts(weights_of(final_state)), None)
+    if group is not None:
+        torch.distributed.barrier()  # every rank returns once the weights are written
     return RecordedRun(store=store, weights_path=weights_path, final=final, resumed_from_step=None if resumed is None else resumed.step)
+
+
+def _record_segments(
+    run: TrainingRun, store: Path, resumed: CheckpointRecord | None, compress_level: int | None, delta_every: int | None,
+    progress: Progress | None, exact: ExactMode | None,
+) -> FlatState:
+    """One process: every segment from the resume point on, recorded; returns the final state."""
+    hp = run.hyperparameters
+    steps = checkpoint_steps(int(hp["total_steps"]), int(hp["checkpoint_interval"]))
+    start_index = 0 if resumed is None else resumed.index + 1
+    recorder = Recorder(store, compress_level=compress_level, delta_every=delta_every)
+    try:
+        if resumed is None:
+            recorder.record_checkpoint(0, 0, run.capture())
+            start_index = 1
+        for index in range(start_index, len(steps)):
+            hooks = None if exact is None else ExactHooks(exact, lambda step: None, recorder.record_hints)
+            run.run(steps[index - 1], steps[index], recorder.record_step, hooks)
+            recorder.record_checkpoint(index, steps[index], run.capture())
+            if progress is not None:
+                progress(steps[index], steps[-1])
+        final_state = run.capture()
+        recorder.wait()
+    finally:
+        recorder.close()
+    return final_state

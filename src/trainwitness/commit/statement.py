@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
+from trainwitness.commit.distributed import DataParallelRun
 from trainwitness.commit.hashing import parse_digest
 from trainwitness.commit.hints import ExactMode
 from trainwitness.commit.store import MAX_BATCH_IDS, checkpoint_steps
@@ -128,6 +129,11 @@ class TrainingClaim:
         """The signed data summary (validated in ``from_json``)."""
         return ManifestSummary.from_json(self.data["manifest"], "attestation: predicate.data.manifest")
     exact: ExactMode | None = None  # exact mode's grids; absent from the statement when off
+    distributed: DataParallelRun | None = None  # a W-rank data-parallel run (docs/DISTRIBUTED.md); absent for one process
+
+    @property
+    def world_size(self) -> int:
+        return 1 if self.distributed is None else self.distributed.world_size
 
     @property
     def trees(self) -> tuple[str, ...]:
@@ -155,8 +161,10 @@ class TrainingClaim:
 
     def to_json(self) -> dict[str, JSONValue]:
         exact: dict[str, JSONValue] = {} if self.exact is None else {"exact": self.exact.to_json()}
+        distributed: dict[str, JSONValue] = {} if self.distributed is None else {"distributed": self.distributed.to_json()}
         return {
             **exact,
+            **distributed,
             "code": self.code,
             "environment": self.environment,
             "hyperparameters": self.hyperparameters,
@@ -194,6 +202,13 @@ class TrainingClaim:
         check_core_hyperparameters(hp, "attestation: predicate.hyperparameters", num_samples=manifest.num_samples)
         weights_license = _get(obj, "weights_license", str, "predicate") if obj.get("weights_license") is not None else None
         exact = ExactMode.from_json(obj["exact"], "attestation: predicate.exact") if "exact" in obj else None
+        distributed = None
+        if "distributed" in obj:
+            distributed = DataParallelRun.from_json(obj["distributed"], "attestation: predicate.distributed")
+            if hp["batch_size"] % distributed.world_size:
+                raise MalformedInputError(
+                    f"attestation: batch size {hp['batch_size']} does not split over {distributed.world_size} ranks"
+                )
         trees = TREES if exact is None else EXACT_TREES
         raw_commitments = _get(obj, "commitments", dict, "predicate")
         if set(raw_commitments) != set(trees):
@@ -216,6 +231,7 @@ class TrainingClaim:
             final_weights_digest=_digest(final, "weights_digest", "predicate.final"),
             weights_license=weights_license,
             exact=exact,
+            distributed=distributed,
         )
         claim._check_tree_sizes()
         return claim
