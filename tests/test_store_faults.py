@@ -191,8 +191,8 @@ def test_file_size_limit_efbig_in_a_real_process_ends_train_with_one_line_and_th
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # ulimit -f: the kernel refuses to grow any file past the limit (EFBIG). The manifest (254 KB)
-    # fits under it; the first checkpoint of this wider model (340 KB, compressed) does not.
-    overrides = {"hidden": 256, "total_steps": 20, "checkpoint_interval": 10}
+    # fits under it; the first checkpoint of this wider model (706 KB raw, about 640 KB as zstd) does not.
+    overrides = {"hidden": 384, "total_steps": 20, "checkpoint_interval": 10}
     failed = _run_with_fault(tmp_path, args=_train_args(tmp_path, overrides), limit_file_size=300_000)
     assert failed.returncode == 2, failed.stderr
     assert _error_line(failed.stderr) == (
