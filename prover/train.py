@@ -36,6 +36,7 @@ from trainwitness.commit.store import (
 from trainwitness.data.datasets import build_dataset_manifest
 from trainwitness.errors import MalformedInputError, MissingInputError, OutputError
 from trainwitness.identity.code import code_identity
+from trainwitness.prover.lineage import parent_declaration, read_inputs, read_parent
 from trainwitness.prover.recorder import Recorder
 from trainwitness.run.distributed import current_group
 from trainwitness.run.environment import apply_execution_settings, capture_environment
@@ -72,7 +73,7 @@ class Declarations:
 
 def _declare(
     entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, compress_level: int | None, manifest: Path,
-    declarations: Declarations, exact: ExactMode | None, delta_every: int | None,
+    declarations: Declarations, exact: ExactMode | None, delta_every: int | None, lineage: dict[str, JSONValue],
 ) -> dict[str, JSONValue]:
     identity, files = code_identity(entry_point)
     identity["source_uri"] = declarations.source_uri
@@ -83,6 +84,7 @@ def _declare(
     return {
         **storage,
         **parallel,
+        **lineage,  # parent and frozen inputs (docs/FORMAT.md section 7), absent for a seeded start without inputs
         **({} if exact is None else {"exact": exact.to_json()}),  # exact mode (docs/EXACT.md)
         "format": STORE_FORMAT,
         "code": identity,
@@ -138,7 +140,7 @@ def _cut_hints(store: Path, steps: int) -> None:
 
 def _open_store(
     entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, store: Path, compress_level: int | None,
-    declarations: Declarations, exact: ExactMode | None, delta_every: int | None,
+    declarations: Declarations, exact: ExactMode | None, delta_every: int | None, lineage: dict[str, JSONValue],
 ) -> CheckpointRecord | None:
     """Create the store, or resume it; the caller holds its lock. Returns the checkpoint resumed from.
 
@@ -161,7 +163,7 @@ def _open_store(
     staged = temporary_path(store / MANIFEST_FILE, "staged")
     try:
         try:
-            declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact, delta_every)
+            declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact, delta_every, lineage)
         except OutputError as e:  # name the file the user knows, not its temporary name
             cause = os_error_in(e)
             raise (e if cause is None else output_error(store / MANIFEST_FILE, cause)) from e
@@ -192,6 +194,9 @@ def record_run(
     progress: Progress | None = None,
     declarations: Declarations = Declarations(),
     exact: ExactMode | None = None,
+    parent: Path | None = None,
+    parent_mode: str = "finetune",
+    inputs: Mapping[str, Path] | None = None,
 ) -> RecordedRun:
     """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run.
 
@@ -199,21 +204,39 @@ def record_run(
     ``torchrun``), it records the data-parallel run (``trainwitness.prover.distributed``): rank 0
     writes the store, every rank trains on its shard.
 
+    ``parent``: a link directory (``trainwitness.commit.link.LinkFiles``: attestation.json, store/,
+    model.safetensors) whose final weights (``parent_mode="finetune"``) or whole final state
+    (``"continue"``) checkpoint 0 starts from, declared in the statement (``trainwitness.run.parent``).
+    ``inputs``: frozen inputs by name, each a weights file or a link directory, read by the spec
+    through ``trainwitness.run.inputs.frozen_input``.
+
     (1) Everything that can be refused is refused before the store is touched: hyperparameter
-    ranges, the spec itself, a batch larger than the dataset, a state tensor that cannot be stored.
-    (2) The store's lock is taken by the process that writes it (``StoreLockedError`` naming the
-    holder if another ``train`` has it) and held until the weights are written. (3) The store is
-    created or resumed (``_open_store``). (4) Training is recorded; (5) the final weights are
-    written beside. A kill at any instant, or a full disk (``OutputError`` naming the file), leaves
-    a store that the same call resumes. Raises ``MalformedInputError`` for a store that holds
-    another run, ``ReplicaDivergenceError`` when the ranks' states part.
+    ranges, the spec itself, a batch larger than the dataset, a state tensor that cannot be stored,
+    the lineage. (2) The store's lock is taken by the process that writes it (``StoreLockedError``
+    naming the holder if another ``train`` has it) and held until the weights are written. (3) The
+    store is created or resumed (``_open_store``). (4) Training is recorded; (5) the final weights
+    are written beside. A kill at any instant, or a full disk (``OutputError`` naming the file),
+    leaves a store that the same call resumes. Raises ``MalformedInputError`` for a store that holds
+    another run, when the parent's files do not fit the spec or a declared input is not read;
+    ``ReplicaDivergenceError`` when the ranks' states part; ``LineageError`` when the parent's files
+    are not the ones its attestation names.
     """
     # (1)
     apply_execution_settings(torch_threads)
     group = current_group()
     function = load_entry_point(entry_point)
     hp = resolve_hyperparameters(function.defaults, overrides)
-    run = TrainingRun.start(function, hp, group)
+    source = None if parent is None else read_parent(parent, parent_mode)
+    input_weights, declared_inputs = read_inputs(inputs or {})
+    run = TrainingRun.start(function, hp, group, parent=None if source is None else source.start, inputs=input_weights)
+    unread = sorted(set(declared_inputs) - run.inputs_read)
+    if unread:
+        raise MalformedInputError(f"the training spec did not read the declared frozen inputs {', '.join(unread)}")
+    lineage: dict[str, JSONValue] = {}
+    if source is not None:
+        lineage["parent"] = parent_declaration(source, run.start_record)
+    if declared_inputs:
+        lineage["inputs"] = {name: frozen.to_json() for name, frozen in declared_inputs.items()}
     run.capture()  # refuses, by name, a state tensor of a dtype that cannot be stored
     if delta_every is not None and not (1 <= delta_every <= MAX_DELTA_CHAIN and compress_level is not None):
         raise MalformedInputError(f"--delta-every must be in [1, {MAX_DELTA_CHAIN}] and needs compression")
@@ -225,7 +248,7 @@ def record_run(
                 store.mkdir(parents=True, exist_ok=True)
             held.enter_context(store_lock(store))  # released when the weights are written, or on any error
             # (3)
-            return _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every)
+            return _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every, lineage)
 
         # (4)
         if group is not None:
