@@ -34,6 +34,9 @@ __all__ = [
     "IncompleteAuditError",
     "OutputError",
     "StoreLockedError",
+
+
+    "NotReplayableError",
 ]
 
 
@@ -176,3 +179,11 @@ class StoreLockedError(TrainwitnessError):
     """Another ``train`` holds the store's lock; the message names its process and host."""
 
     exit_status = 2
+
+
+class NotReplayableError(InputError):
+    """The training program's step is not a pure function of (state, batch, committed RNG): nothing is signed.
+
+    Raised by the prover while recording (a per-step check) or before signing (the replay of
+    recorded segments); the message names the step, the likely cause and what differs.
+    """
