@@ -58,7 +58,7 @@ def _error_line(stderr: str) -> str:
     """The one error line, which ends the output; apart from it only the progress line may appear."""
     lines = stderr.splitlines()
     assert lines and lines[-1].startswith("trainwitness: error: "), stderr
-    assert all(re.fullmatch(r"steps: \d+/\d+", line) for line in lines[:-1]), stderr  # no traceback
+    assert all(re.fullmatch(r"steps?:? \d+/\d+( .*)?", line) for line in lines[:-1]), stderr  # progress only, no traceback
     return lines[-1]
 
 
