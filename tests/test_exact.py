@@ -350,7 +350,9 @@ def test_verify_rejects_an_exact_attestation_stripped_of_its_mode(exact_run: Rec
 def test_plain_run_recorded_with_2_threads_is_rejected_bitwise_with_1_thread(plain_run: RecordedRun) -> None:
     report = _verify(plain_run, threads=1)
     assert not report.accepted
-    assert report.checks[-1].name == "replay" and "does not land on checkpoint" in report.checks[-1].detail
+    # the committed loss of the first step whose forward pass differs, or else the checkpoint, is missed
+    detail = report.checks[-1].detail
+    assert report.checks[-1].name == "replay" and ("does not land on checkpoint" in detail or "the committed loss is" in detail)
 
 
 def test_plain_run_is_accepted_by_bounded_mode_with_the_distance_shown(plain_run: RecordedRun, capsys) -> None:
