@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the forgers live in tests/attacks
 
+from machine_info import describe, machine  # noqa: E402
 from tests.attacks.forgers import ATTACKS, forged_segments, honest_run, measure, verdict  # noqa: E402
 from tests.attacks.merkle_forgers import different_index_proof, inner_node_as_leaf  # noqa: E402
 from tests.conftest import DIGITS, record_and_sign  # noqa: E402
@@ -66,7 +67,8 @@ def _steering_rows(work: Path, fraction_of_bound: float = 0.5) -> list[dict[str,
     """The steering forger (tests/steering.py) against each mode: it re-trains a run recorded with 2
     threads, moving every checkpoint by ``fraction_of_bound`` x the bounded-mode bound x its update in
     a random direction (back on the grid, with fresh hints, in exact mode), re-signs, and is verified
-    with 1 thread on every segment."""
+    on every segment: with 1 thread in exact and bounded mode, bitwise with the recorded 2 (another
+    thread count is refused before replay without exact mode)."""
     rows = []
     for mode, exact in (("plain recording", None), ("exact mode", DEFAULT_EXACT)):
         run = record_and_sign(work / f"steer-{mode.split()[0]}", DIGITS, {"total_steps": 60, "checkpoint_interval": 20},
@@ -74,7 +76,7 @@ def _steering_rows(work: Path, fraction_of_bound: float = 0.5) -> list[dict[str,
         steer_every_checkpoint(run, fraction_of_bound, exact)
         for bounded in ((False, True) if exact is None else (False,)):
             report = verify_run(run.attestation, run.store, run.weights, run.public_key,
-                                VerifyOptions(segments=None, sandbox="off", threads=1, bounded=bounded))
+                                VerifyOptions(segments=None, sandbox="off", threads=1 if bounded or exact else None, bounded=bounded))
             distances = [s.distance.overall for s in report.segments if s.distance is not None]
             rows.append({"recorded": mode, "verified": "bounded" if bounded else "bitwise" if exact is None else "exact",
                          "nudge": fraction_of_bound * BOUND, "verdict": "ACCEPTED" if report.accepted else "rejected",
@@ -116,6 +118,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "command": " ".join(["PYTHONPATH=src:. python benchmarks/attacks.py", *sys.argv[1:]]),
         "steering": steering,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "machine_line": describe(machine()),
         "seconds": round(time.time() - started, 1),
         "rows": rows,
         "honest": {"runs": len(honest_verdicts), "false_rejects": honest_verdicts.count(False)},
@@ -145,7 +149,7 @@ def markdown(result: dict[str, object]) -> str:
     lines.append("")
     lines.append(f"Honest runs: {honest['runs']} training seeds, every segment replayed, "  # type: ignore[index]
                  f"false rejects: {honest['false_rejects']}.")  # type: ignore[index]
-    lines.append(f"Measured {result['date']} in {result['seconds']} s with `{result['command']}`.")
+    lines.append(f"Measured {result['date']} on {result['machine_line']} in {result['seconds']} s with `{result['command']}`.")
     return "\n".join(lines) + "\n"
 
 

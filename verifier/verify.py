@@ -57,7 +57,7 @@ from trainwitness.run.loop import TrainingRun
 from trainwitness.run.parent import ParentStart, read_parent_state, read_parent_weights
 from trainwitness.run.rng import device_generator_state
 from trainwitness.run.sampler import ShuffledEpochSampler
-from trainwitness.run.spec import check_core_hyperparameters, load_entry_point, resolve_hyperparameters
+from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
 from trainwitness.tensors.checkpoint import decode_weights
 from trainwitness.tensors.state import state_digest, tensor_digest, weights_digest
 from trainwitness.verifier.bounded import BOUND, BOUND_PROVENANCE
@@ -185,11 +185,6 @@ def _check_replay_settings(claim: TrainingClaim, options: VerifyOptions) -> None
             f"--threads {options.threads}: bitwise replay needs the recorded {recorded} thread{'s' * (recorded != 1)}: "
             f"use --threads {recorded}, --bounded, or a run recorded with --exact"
         )
-
-
-def _check_signed_values(claim: TrainingClaim) -> None:
-    """Signed values the core reads, against the ranges the core accepts: no honest run holds others."""
-    check_core_hyperparameters(claim.hyperparameters, "attestation: signed hyperparameter", claim.manifest.num_samples)
 
 
 def _check_data_options(claim: TrainingClaim, data: Mapping[str, Path]) -> None:
@@ -520,7 +515,6 @@ def verify_run(
         report.subject = f"{statement.subject_name} sha256:{statement.subject_sha256}"
         report.entry_point = claim.entry_point
         _check_replay_settings(claim, options)
-        _check_signed_values(claim)
         _check_data_options(claim, options.data)
         if options.code is not None:
             _check_code_option(options.code, claim.entry_point)

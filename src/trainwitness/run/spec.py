@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import torch
 
 from trainwitness.commit.canonical import JSONValue, canonical_json
-from trainwitness.commit.statement import REQUIRED_HYPERPARAMETERS
+from trainwitness.commit.statement import REQUIRED_HYPERPARAMETERS, check_core_hyperparameters
 from trainwitness.data.datasets import Batch, Dataset
 from trainwitness.errors import MalformedInputError
 
@@ -28,8 +28,6 @@ __all__ = [
     "training_spec",
     "load_entry_point",
     "resolve_hyperparameters",
-    "CORE_HYPERPARAMETER_RANGES",
-    "check_core_hyperparameters",
     "parse_override",
 ]
 
@@ -119,34 +117,14 @@ def load_entry_point(entry_point: str) -> SpecFunction:
     return function  # type: ignore[no-any-return]
 
 
-# The range of each hyperparameter the core reads, inclusive; the one table both the prover (before
-# a store is created) and the verifier (before any replay) check against.
-CORE_HYPERPARAMETER_RANGES: dict[str, tuple[int, int, str]] = {
-    "seed": (0, 2**32 - 1, "numpy and torch seed their generators from 32 bits"),
-    "data_seed": (0, 2**63 - 1, "the sampler keys its stream with it"),
-    "batch_size": (1, 2**31 - 1, "and at most the dataset's size"),
-    "total_steps": (1, 10**9, "a tree leaf per step"),
-    "checkpoint_interval": (1, 10**9, "steps between checkpoints"),
-}
-
-
-def check_core_hyperparameters(hp: Mapping[str, Any], where: str = "hyperparameter", num_samples: int | None = None) -> None:
-    """Refuse a value of a core hyperparameter outside ``CORE_HYPERPARAMETER_RANGES`` (or a batch
-    larger than ``num_samples``, when the dataset's size is known): ``MalformedInputError`` naming it."""
-    for key, (least, greatest, why) in CORE_HYPERPARAMETER_RANGES.items():
-        value = hp.get(key)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise MalformedInputError(f"{where} {key!r} must be an integer, not {value!r}")
-        if not least <= value <= greatest:
-            raise MalformedInputError(f"{where} {key!r} = {value} is outside {least}..{greatest} ({why})")
-    if num_samples is not None and hp["batch_size"] > num_samples:
-        raise MalformedInputError(f"{where} 'batch_size' = {hp['batch_size']} is larger than the dataset's {num_samples} samples")
-
-
 def resolve_hyperparameters(
     defaults: Mapping[str, JSONValue], overrides: Mapping[str, JSONValue]
 ) -> dict[str, JSONValue]:
-    """Defaults updated by overrides; an unknown name or a changed type is refused, not ignored."""
+    """Defaults updated by overrides; an unknown name or a changed type is refused, not ignored.
+
+    The hyperparameters the core reads are checked against their ranges
+    (``statement.HYPERPARAMETER_RANGES``); raises ``MalformedInputError`` naming the first bad one.
+    """
     hp = dict(defaults)
     for key, value in overrides.items():
         if key not in defaults:
@@ -157,7 +135,7 @@ def resolve_hyperparameters(
         ):
             raise MalformedInputError(f"hyperparameter {key!r}: {value!r} is not a {type(default).__name__}")
         hp[key] = float(value) if isinstance(default, float) else value
-    check_core_hyperparameters(hp)
+    check_core_hyperparameters(hp, "hyperparameters (spec defaults and --set)")
     return hp
 
 
