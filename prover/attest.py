@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -12,18 +13,45 @@ from trainwitness.commit.hints import ExactMode, hints_leaves, read_hints
 from trainwitness.commit.merkle import merkle_root
 from trainwitness.commit.statement import Statement, TrainingClaim, TreeCommitment
 from trainwitness.commit.store import RUN_FILE, checkpoint_steps, read_index, read_store_file
+from trainwitness.data.manifest import ManifestSummary
 from trainwitness.errors import MalformedInputError
 from trainwitness.identity.signing import seal_envelope
 from trainwitness.tensors.checkpoint import decode_weights
 from trainwitness.tensors.state import weights_digest
 
-__all__ = ["attest_store"]
+__all__ = ["attest_store", "local_uri_sources"]
+
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 
 
-def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey) -> bytes:
-    """A DSSE envelope over the run's Statement; refuses an incomplete store or foreign weights."""
+def _is_local_path(uri: str) -> bool:
+    """A uri that names a place on the signer's own disk: an absolute path, ``~``, or ``file:``."""
+    return uri.startswith(("/", "~", "\\")) or uri.lower().startswith("file:") or bool(_WINDOWS_DRIVE.match(uri))
+
+
+def local_uri_sources(manifest: ManifestSummary) -> list[tuple[str, str]]:
+    """(source name, uri) of every declared source whose uri is a path on the prover's machine."""
+    return [(s.name, s.uri) for s in manifest.sources if s.uri is not None and _is_local_path(s.uri)]
+
+
+def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey, *, allow_local_uri: bool = False) -> bytes:
+    """A DSSE envelope over the run's Statement; refuses an incomplete store or foreign weights.
+
+    Also refuses (``MalformedInputError``) to sign a data source whose ``uri`` is a path on this
+    machine (``/home/...``, ``file:...``): a recipient cannot obtain the data there, and the path
+    leaks the signer's disk layout. ``allow_local_uri`` signs it anyway (a private audit).
+    """
     declared = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
     hp = declared["hyperparameters"]
+    if not allow_local_uri:
+        local = local_uri_sources(ManifestSummary.from_json(declared["data"]["manifest"], f"{store}/{RUN_FILE} data.manifest"))
+        if local:
+            named = "; ".join(f"{name}: {uri}" for name, uri in local)
+            raise MalformedInputError(
+                f"data source uri is a path on this machine, which a recipient cannot use ({named}); declare where the "
+                "data can be obtained (DataSource(uri=...) in the spec, or `data manifest --uri NAME=URL`), "
+                "or sign it anyway with --allow-local-uri"
+            )
     index = read_index(store)
     expected = checkpoint_steps(hp["total_steps"], hp["checkpoint_interval"])
     if len(index.steps) != hp["total_steps"] or [c.step for c in index.checkpoints] != expected:

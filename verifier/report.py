@@ -39,6 +39,9 @@ class Report:
     exact: dict[str, Any] | None = None  # exact mode's signed grid, when the run used it
     bound: float | None = None  # bounded mode's bound, when the verifier used it
     bound_provenance: str = ""
+    fetched_bytes: int = 0  # bytes received from URLs (remote inputs), every try counted
+    fetch_requests: int = 0
+    fetched: dict[str, int] = field(default_factory=dict)  # url -> bytes received
 
     def bounded_summary(self) -> dict[str, Any]:
         """Bounded mode: the distances seen, the bound, and the steering room it leaves a forger."""
@@ -105,6 +108,7 @@ class Report:
             },
             "notes": self.notes,
             "replay_mode": self.replay_mode,
+            **({"fetched": {"bytes": self.fetched_bytes, "requests": self.fetch_requests, "by_url": self.fetched}} if self.fetched else {}),
             **({"exact": self.exact} if self.exact is not None else {}),
             **({"bounded": self.bounded_summary()} if self.bound is not None else {}),
         }
@@ -163,5 +167,7 @@ class Report:
                 "  a run with this fraction of forged segments would have been caught with probability: "
                 + ", ".join(f"{k}: {v:.1%}" for k, v in detection.items())
             )
+        if self.fetched:
+            lines.append(f"  fetched: {self.fetched_bytes} bytes in {self.fetch_requests} requests from {len(self.fetched)} URLs")
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)

@@ -35,7 +35,13 @@ from trainwitness.identity.code import (
     source_files,
     tree_digest,
 )
-from trainwitness.identity.signing import MAX_ENVELOPE_BYTES, load_public_key, open_envelope
+from trainwitness.identity.signing import (
+    MAX_ENVELOPE_BYTES,
+    MAX_KEY_BYTES,
+    load_public_key,
+    open_envelope,
+    public_key_from_pem,
+)
 from trainwitness.run.environment import apply_execution_settings, environment_differences
 from trainwitness.run.loop import TrainingRun
 from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
@@ -45,6 +51,7 @@ from trainwitness.verifier.bounded import BOUND, BOUND_PROVENANCE
 from trainwitness.verifier.data_access import CheckedRecords, check_code_built_samples, describe_ids, prefetch
 from trainwitness.verifier.draw import choose_segments
 from trainwitness.verifier.evidence import Evidence
+from trainwitness.verifier.fetch import Fetcher, FetchProgress, FetchSettings, is_url
 from trainwitness.verifier.policy import check_licences, load_policy
 from trainwitness.verifier.replay import replay_segment
 from trainwitness.verifier.report import Report
@@ -58,6 +65,7 @@ from trainwitness.verifier.sandbox import (
     worker_request,
     worker_threads,
 )
+from trainwitness.verifier.store_reader import StoreReader, VerifiedCache, fetch_weights, open_store
 
 __all__ = ["VerifyOptions", "verify_run"]
 
@@ -78,6 +86,8 @@ class VerifyOptions:
     threads: int | None = None  # None: the recorded torch thread count; else this machine's choice
     bounded: bool = False  # accept replays within bounded.BOUND (runs without exact mode; weaker)
     workers: int = 1  # replay the drawn segments in this many worker processes at once, each on a share
+    cache: Path | None = None  # keep verified downloads (checkpoints, manifest, weights) here, by digest; None: keep none
+    fetch: FetchSettings = field(default_factory=FetchSettings)  # timeouts and retries for URLs
 
 
 def _read(path: Path, what: str, max_bytes: int) -> bytes:
@@ -92,6 +102,13 @@ def _read(path: Path, what: str, max_bytes: int) -> bytes:
         raise MissingInputError(f"{what} {path} does not exist") from e
     except OSError as e:
         raise MissingInputError(f"{what} {path} cannot be read ({e.strerror})") from e
+
+
+def _input_bytes(location: str | Path, what: str, max_bytes: int, fetcher: Fetcher) -> bytes:
+    """A local file's bytes (regular file, size-capped) or a URL's body (``fetch``, size-capped)."""
+    if is_url(str(location)):
+        return fetcher.read(str(location), max_bytes, what)
+    return _read(Path(location), what, max_bytes)
 
 
 def _attested_files(store: Path, claim_digest: str) -> list[SourceFile] | None:
@@ -155,12 +172,13 @@ def _check_committed_batches(evidence: Evidence, run: TrainingRun) -> None:
 
 
 def verify_run(
-    attestation: Path,
-    store: Path,
-    weights: Path,
-    public_key: Path,
+    attestation: str | Path,
+    store: str | Path,
+    weights: str | Path,
+    public_key: str | Path,
     options: VerifyOptions = VerifyOptions(),
     progress: Progress | None = None,
+    fetch_progress: FetchProgress | None = None,
 ) -> Report:
     """Verify a training run's attestation against its store and final weights.
 
@@ -172,12 +190,37 @@ def verify_run(
     processes (one per share of the draw, ``options.workers``) whose JSON answers are merged here.
     A failed check ends the run of checks that depend on it and is recorded in the report;
     unreadable input raises ``InputError`` (nothing was decided).
+
+    Any of the four inputs may be a URL (``http(s)://``, ``s3://``, read with ``fetch``): a remote
+    store is read through ``store_reader`` (its index files, then only the checkpoints the drawn
+    segments need, each checked against its leaf before use); a URL that cannot be fetched whole
+    raises ``FetchError`` (exit 2) naming it.
     """
     if options.workers < 1:
         raise MalformedInputError(f"--workers must be at least 1, not {options.workers}")
+    fetcher = Fetcher(options.fetch, fetch_progress)
+    cache = VerifiedCache(options.cache) if options.cache is not None else None
+    reader = open_store(store, fetcher, cache)
+    try:
+        return _verify(attestation, reader, weights, public_key, options, progress, fetcher, cache)
+    finally:
+        reader.close()
+
+
+def _verify(
+    attestation: str | Path, reader: StoreReader, weights: str | Path, public_key: str | Path, options: VerifyOptions,
+    progress: Progress | None, fetcher: Fetcher, cache: VerifiedCache | None,
+) -> Report:
     report = Report(attestation=str(attestation))
-    envelope = _read(attestation, "attestation", MAX_ENVELOPE_BYTES)
-    key = load_public_key(public_key)
+    envelope = _input_bytes(attestation, "attestation", MAX_ENVELOPE_BYTES, fetcher)
+    if is_url(str(public_key)):
+        key = public_key_from_pem(fetcher.read(str(public_key), MAX_KEY_BYTES, "key file"), str(public_key))
+        report.notes.append(
+            f"the public key was fetched from {public_key}: it proves only that whoever controls that URL signed; "
+            "compare its key id with one published elsewhere"
+        )
+    else:
+        key = load_public_key(Path(public_key))
     try:
         # (1): the signature, before any field of the payload is believed.
         payload = open_envelope(envelope, key)
@@ -195,6 +238,8 @@ def verify_run(
             report.passed("policy", check_licences(policy, claim.weights_license, claim.manifest.sources))
 
         # (3): the code we are about to run is the code that was attested, checked before importing it.
+        # A remote store's index files are fetched here (nothing else of it yet); a local one is read in place.
+        store = reader.index_dir(claim)
         attested_files = _attested_files(store, str(claim.code["tree_digest"]))
         if options.code is not None:
             _check_tree(options.code, str(claim.code["tree_digest"]), attested_files)
@@ -213,7 +258,10 @@ def verify_run(
 
         # (5): the final weights file is the subject, and is the last committed checkpoint's weights.
         # One read: the bytes whose SHA-256 is checked are the bytes decoded below.
-        weights_bytes = _read(weights, "weights file", MAX_WEIGHTS_BYTES)
+        if is_url(str(weights)):
+            weights_bytes = fetch_weights(fetcher, cache, str(weights), statement.subject_sha256, MAX_WEIGHTS_BYTES)
+        else:
+            weights_bytes = _read(Path(weights), "weights file", MAX_WEIGHTS_BYTES)
         if hashlib.sha256(weights_bytes).hexdigest() != statement.subject_sha256:
             raise WeightsMismatchError(f"{weights} is not the attested subject (sha256 differs)")
         last = evidence.checkpoint(len(claim.checkpoint_steps) - 1)
@@ -222,7 +270,7 @@ def verify_run(
         del weights_bytes  # peak memory: half a state that replay does not need
         if (last.weights_digest, last.state_digest) != (claim.final_weights_digest, claim.final_state_digest):
             raise WeightsMismatchError("the attested final digests are not the last checkpoint's")
-        report.passed("final-weights", f"{weights.name} is the subject and the weights of checkpoint at step {last.step}")
+        report.passed("final-weights", f"{_basename(weights)} is the subject and the weights of checkpoint at step {last.step}")
 
         # (6)-(8) run the upstream's code: in confined worker processes unless the sandbox is off and
         # there is one worker. The verifier alone chooses which segments to replay (7): drawn here,
@@ -234,13 +282,23 @@ def verify_run(
             seed = secrets.randbelow(2**63)
             report.seed_from_os = True
         drawn = choose_segments(len(claim.checkpoint_steps) - 1, options.segments, seed)
+        # A remote store: fetch only the checkpoints the drawn segments start and end at, each checked
+        # against its leaf here (a tampered one rejects), before any worker (which has no network) runs.
+        reader.stage_checkpoints(evidence, [j for i in drawn for j in (i, i + 1)])
         if isolation.process:
             _replay_in_workers(report, isolation, payload, claim, store, options, drawn, seed, progress)
         else:
             replay_drawn(claim, evidence, options, drawn, report, progress)
     except VerificationError as e:
         report.failed(e.check, str(e))
+    finally:
+        report.fetched_bytes, report.fetch_requests = fetcher.bytes_fetched, fetcher.requests
+        report.fetched = dict(fetcher.fetched)
     return report
+
+
+def _basename(location: str | Path) -> str:
+    return str(location).rstrip("/").rsplit("/", 1)[-1]
 
 
 def _replay_mode(report: Report, claim: TrainingClaim, options: VerifyOptions) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "InputError",
     "MissingInputError",
     "MalformedInputError",
+    "FetchError",
 ]
 
 
@@ -85,3 +86,12 @@ class MissingInputError(InputError):
 
 class MalformedInputError(InputError):
     pass
+
+
+class FetchError(InputError):
+    """A remote input (an ``http(s)://`` or ``s3://`` URL) could not be fetched whole: nothing was decided.
+
+    Raised after bounded retries for a timeout, a truncated body, a server error or a missing file;
+    the message names the URL. A body that arrives whole but holds the wrong bytes is not a fetch
+    failure: it is checked like a local file, and rejected where a byte should match a leaf.
+    """

@@ -26,6 +26,7 @@ __all__ = [
     "generate_keypair",
     "load_private_key",
     "load_public_key",
+    "public_key_from_pem",
     "key_id",
     "seal_envelope",
     "open_envelope",
@@ -85,12 +86,22 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
+    return public_key_from_pem(_read_key_file(path), str(path))
+
+
+MAX_KEY_BYTES = 64 * 1024
+
+
+def public_key_from_pem(data: bytes, where: str) -> Ed25519PublicKey:
+    """An Ed25519 public key from PEM bytes read from ``where`` (a path or a URL, for messages)."""
+    if len(data) > MAX_KEY_BYTES:
+        raise MalformedInputError(f"key file {where} is too large to be a key")
     try:
-        key = serialization.load_pem_public_key(_read_key_file(path))
+        key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError) as e:
-        raise MalformedInputError(f"{path} is not a PEM public key ({e})") from e
+        raise MalformedInputError(f"{where} is not a PEM public key ({e})") from e
     if not isinstance(key, Ed25519PublicKey):
-        raise MalformedInputError(f"{path} is not an Ed25519 public key")
+        raise MalformedInputError(f"{where} is not an Ed25519 public key")
     return key
 
 
