@@ -67,6 +67,11 @@ def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey, *, all
     weights = decode_weights(weights_path.read_bytes(), str(weights_path))
     if weights_digest(weights) != final.weights_digest:
         raise MalformedInputError(f"{weights_path} is not the final checkpoint's weights")
+    seconds = None
+    if (store / "timing.json").is_file():
+        timing = parse_json(read_store_file(store, "timing.json", 1 << 16), f"{store}/timing.json")
+        if isinstance(timing, dict) and isinstance(timing.get("training_wall_seconds"), (int, float)):
+            seconds = float(timing["training_wall_seconds"])
     claim = TrainingClaim(
         code=declared["code"],
         environment=declared["environment"],
@@ -82,6 +87,7 @@ def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey, *, all
         final_weights_digest=final.weights_digest,
         weights_license=declared.get("weights_license"),
         exact=exact,
+        declared_training_seconds=seconds,
     )
     statement = Statement(subject_name=weights_path.name, subject_sha256=file_sha256(str(weights_path)).hex(), claim=claim)
     return seal_envelope(statement.to_payload(), key)

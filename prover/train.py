@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from trainwitness.tensors.state import state_digest
 __all__ = ["Declarations", "RecordedRun", "record_run"]
 
 STORE_FORMAT = "trainwitness-store/v1"
+TIMING_FILE = "timing.json"  # {"training_wall_seconds": s}: what training took, declared (not verified)
 
 # (steps done, total steps) -> None, for progress display.
 Progress = Callable[[int, int], None]
@@ -118,6 +120,17 @@ def _cut_hints(store: Path, steps: int) -> None:
         atomic_write(path, b"".join(line + b"\n" for line in lines))
 
 
+def _add_training_time(store: Path, seconds: float) -> None:
+    """Add this session's wall-clock training time to ``STORE/timing.json`` (declared in the attestation, not verified)."""
+    path = store / TIMING_FILE
+    before = 0.0
+    if path.exists():
+        previous = parse_json(read_store_file(store, TIMING_FILE, 1 << 16), f"{store}/{TIMING_FILE}")
+        if isinstance(previous, dict) and isinstance(previous.get("training_wall_seconds"), (int, float)):
+            before = float(previous["training_wall_seconds"])
+    atomic_write(path, canonical_json({"training_wall_seconds": round(before + seconds, 3)}) + b"\n")
+
+
 def record_run(
     entry_point: str,
     overrides: Mapping[str, JSONValue],
@@ -162,6 +175,7 @@ def record_run(
     steps = checkpoint_steps(int(hp["total_steps"]), int(hp["checkpoint_interval"]))
     start_index = 0 if resumed is None else resumed.index + 1
     recorder = Recorder(store, compress_level=compress_level, delta_every=delta_every)
+    started = time.monotonic()
     try:
         if resumed is None:
             recorder.record_checkpoint(0, 0, run.capture())
@@ -176,6 +190,7 @@ def record_run(
         recorder.wait()
     finally:
         recorder.close()
+    _add_training_time(store, time.monotonic() - started)
     final = read_index(store).checkpoints[-1]
     atomic_write(weights_path, encode_weights(weights_of(final_state)))
     return RecordedRun(store=store, weights_path=weights_path, final=final, resumed_from_step=None if resumed is None else resumed.step)

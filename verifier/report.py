@@ -42,6 +42,14 @@ class Report:
     fetched_bytes: int = 0  # bytes received from URLs (remote inputs), every try counted
     fetch_requests: int = 0
     fetched: dict[str, int] = field(default_factory=dict)  # url -> bytes received
+    # For the report people read (render.py): the run's shape and what the attestation declares.
+    total_steps: int = 0
+    checkpoint_steps: list[int] = field(default_factory=list)
+    declared_training_seconds: float | None = None  # declared by the prover, not verified
+    losses: list[tuple[int, float]] | None = None  # (step, loss) from the store's step records, when recorded
+    licences: list[dict[str, Any]] = field(default_factory=list)  # one row per weights / data source (policy.py)
+    distribution: dict[str, Any] | None = None  # the ML-Policy class and its reason, with --policy
+    lineage: list[dict[str, Any]] = field(default_factory=list)  # parent runs, when the attestation names any
 
     def bounded_summary(self) -> dict[str, Any]:
         """Bounded mode: the distances seen, the bound, and the steering room it leaves a forger."""
@@ -108,6 +116,8 @@ class Report:
             },
             "notes": self.notes,
             "replay_mode": self.replay_mode,
+            **({"licences": self.licences} if self.licences else {}),
+            **({"distribution": self.distribution} if self.distribution is not None else {}),
             **({"fetched": {"bytes": self.fetched_bytes, "requests": self.fetch_requests, "by_url": self.fetched}} if self.fetched else {}),
             **({"exact": self.exact} if self.exact is not None else {}),
             **({"bounded": self.bounded_summary()} if self.bound is not None else {}),
@@ -167,6 +177,9 @@ class Report:
                 "  a run with this fraction of forged segments would have been caught with probability: "
                 + ", ".join(f"{k}: {v:.1%}" for k, v in detection.items())
             )
+        if self.distribution is not None:
+            d = self.distribution
+            lines.append(f"  {d['policy']} class: {d['class']} ({d['reason']})")
         if self.fetched:
             lines.append(f"  fetched: {self.fetched_bytes} bytes in {self.fetch_requests} requests from {len(self.fetched)} URLs")
         lines.extend(f"  note: {n}" for n in self.notes)

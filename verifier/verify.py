@@ -52,7 +52,8 @@ from trainwitness.verifier.data_access import CheckedRecords, check_code_built_s
 from trainwitness.verifier.draw import choose_segments
 from trainwitness.verifier.evidence import Evidence
 from trainwitness.verifier.fetch import Fetcher, FetchProgress, FetchSettings, is_url
-from trainwitness.verifier.policy import check_licences, load_policy
+from trainwitness.verifier.distribution import ml_policy_class
+from trainwitness.verifier.policy import Policy, licence_rows, load_policy
 from trainwitness.verifier.replay import replay_segment
 from trainwitness.verifier.report import Report
 from trainwitness.verifier.sandbox import (
@@ -212,6 +213,7 @@ def _verify(
     progress: Progress | None, fetcher: Fetcher, cache: VerifiedCache | None,
 ) -> Report:
     report = Report(attestation=str(attestation))
+    policy = load_policy(options.policy) if options.policy is not None else None  # an unknown policy: exit 2 before any work
     envelope = _input_bytes(attestation, "attestation", MAX_ENVELOPE_BYTES, fetcher)
     if is_url(str(public_key)):
         key = public_key_from_pem(fetcher.read(str(public_key), MAX_KEY_BYTES, "key file"), str(public_key))
@@ -221,6 +223,7 @@ def _verify(
         )
     else:
         key = load_public_key(Path(public_key))
+    claim: TrainingClaim | None = None
     try:
         # (1): the signature, before any field of the payload is believed.
         payload = open_envelope(envelope, key)
@@ -231,11 +234,8 @@ def _verify(
         claim = statement.claim
         report.subject = f"{statement.subject_name} sha256:{statement.subject_sha256}"
         report.entry_point = claim.entry_point
-
-        # (2b): licences, when the auditor brings a policy; a missing or unknown licence fails it.
-        if options.policy is not None:
-            policy = load_policy(options.policy)
-            report.passed("policy", check_licences(policy, claim.weights_license, claim.manifest.sources))
+        report.total_steps, report.checkpoint_steps = claim.total_steps, claim.checkpoint_steps
+        report.declared_training_seconds = claim.declared_training_seconds
 
         # (3): the code we are about to run is the code that was attested, checked before importing it.
         # A remote store's index files are fetched here (nothing else of it yet); a local one is read in place.
@@ -251,6 +251,7 @@ def _verify(
 
         # (4): the store's index against the signed roots; no checkpoint is read for this.
         evidence = Evidence.open(store, claim)
+        report.losses = _recorded_losses(evidence)
         report.passed(
             "commitments",
             f"{claim.total_steps} steps and {len(claim.checkpoint_steps)} checkpoints match the {len(claim.trees)} roots",
@@ -294,7 +295,30 @@ def _verify(
     finally:
         report.fetched_bytes, report.fetch_requests = fetcher.bytes_fetched, fetcher.requests
         report.fetched = dict(fetcher.fetched)
+    # (9): licences, when the auditor brings a policy, judged last so that the distribution's class
+    # (ML-Policy) rests on everything the audit verified; a missing or unknown licence fails it.
+    if policy is not None and claim is not None:
+        _judge_licences(report, policy, claim)
     return report
+
+
+def _judge_licences(report: Report, policy: Policy, claim: TrainingClaim) -> None:
+    report.licences = licence_rows(policy, claim.weights_license, claim.manifest.sources)
+    failures = [r["reason"] for r in report.licences if not r["passes"]]
+    if failures:
+        report.failed("policy", "; ".join(failures))
+    else:
+        report.passed("policy", f"policy {policy.name}: " + ", ".join(
+            f"{'weights' if r['what'] == 'weights' else r['what'].removeprefix('data source ')} {r['expression']}" for r in report.licences
+        ))
+    report.distribution = ml_policy_class(report, claim.manifest)
+
+
+def _recorded_losses(evidence: Evidence) -> list[tuple[int, float]] | None:
+    """Per-step losses from the store's step records, where the prover recorded them (else None)."""
+    losses = [(r.step, getattr(r, "loss", None)) for r in evidence.index.steps]
+    shown = [(step, float(loss)) for step, loss in losses if isinstance(loss, (int, float)) and not isinstance(loss, bool)]
+    return shown or None
 
 
 def _basename(location: str | Path) -> str:

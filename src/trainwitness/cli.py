@@ -86,6 +86,9 @@ def _verify(args: argparse.Namespace) -> int:
     from trainwitness.verifier.fetch import FetchSettings
     from trainwitness.verifier.store_reader import default_cache_dir
 
+    if args.report is not None and args.report.suffix.lower() not in (".html", ".htm", ".md", ".markdown"):
+        raise MalformedInputError(f"--report {args.report}: the name must end in .html or .md")
+
     options = VerifyOptions(
         segments=None if args.all else args.segments,
         seed=args.seed,
@@ -103,6 +106,10 @@ def _verify(args: argparse.Namespace) -> int:
     print(report.to_text())
     if args.json is not None:
         args.json.write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
+    if args.report is not None:
+        from trainwitness.verifier.render import write_report
+
+        write_report(report, args.report)
     return 0 if report.accepted else 1
 
 

@@ -79,6 +79,9 @@ class TrainingClaim:
         """The signed data summary (validated in ``from_json``)."""
         return ManifestSummary.from_json(self.data["manifest"], "attestation: predicate.data.manifest")
     exact: ExactMode | None = None  # exact mode's grids; absent from the statement when off
+    # What the prover says training took (wall-clock seconds, all sessions of a resumed run): declared,
+    # never verified (the verifier shows it beside its own replay-time estimate). Absent when not recorded.
+    declared_training_seconds: float | None = None
 
     @property
     def trees(self) -> tuple[str, ...]:
@@ -106,8 +109,12 @@ class TrainingClaim:
 
     def to_json(self) -> dict[str, JSONValue]:
         exact: dict[str, JSONValue] = {} if self.exact is None else {"exact": self.exact.to_json()}
+        declared: dict[str, JSONValue] = (
+            {} if self.declared_training_seconds is None else {"declared": {"training_wall_seconds": self.declared_training_seconds}}
+        )
         return {
             **exact,
+            **declared,
             "code": self.code,
             "environment": self.environment,
             "hyperparameters": self.hyperparameters,
@@ -145,6 +152,12 @@ class TrainingClaim:
             raise MalformedInputError("attestation: predicate.data.sampler.num_samples is not the manifest's sample count")
         weights_license = _get(obj, "weights_license", str, "predicate") if obj.get("weights_license") is not None else None
         exact = ExactMode.from_json(obj["exact"], "attestation: predicate.exact") if "exact" in obj else None
+        seconds = None
+        if "declared" in obj:
+            seconds = _get(_get(obj, "declared", dict, "predicate"), "training_wall_seconds", (int, float), "predicate.declared")
+            if isinstance(seconds, bool) or not 0 <= seconds < 1e12:
+                raise MalformedInputError("attestation: predicate.declared.training_wall_seconds out of range")
+            seconds = float(seconds)
         trees = TREES if exact is None else EXACT_TREES
         raw_commitments = _get(obj, "commitments", dict, "predicate")
         if set(raw_commitments) != set(trees):
@@ -167,6 +180,7 @@ class TrainingClaim:
             final_weights_digest=_digest(final, "weights_digest", "predicate.final"),
             weights_license=weights_license,
             exact=exact,
+            declared_training_seconds=seconds,
         )
         claim._check_tree_sizes()
         return claim
