@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainwitness.commit.statement import Statement
 from trainwitness.verifier.draw import detection_probability
 from trainwitness.verifier.replay import SegmentResult
 
@@ -50,6 +51,7 @@ class Report:
     licences: list[dict[str, Any]] = field(default_factory=list)  # one row per weights / data source (policy.py)
     distribution: dict[str, Any] | None = None  # the ML-Policy class and its reason, with --policy
     lineage: list[dict[str, Any]] = field(default_factory=list)  # parent runs, when the attestation names any
+    statement: Statement | None = field(default=None, repr=False, compare=False)  # the signed statement, once verified
 
     def bounded_summary(self) -> dict[str, Any]:
         """Bounded mode: the distances seen, the bound, and the steering room it leaves a forger."""

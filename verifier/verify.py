@@ -49,10 +49,10 @@ from trainwitness.tensors.checkpoint import decode_weights
 from trainwitness.tensors.state import state_digest, weights_digest
 from trainwitness.verifier.bounded import BOUND, BOUND_PROVENANCE
 from trainwitness.verifier.data_access import CheckedRecords, check_code_built_samples, describe_ids, prefetch
+from trainwitness.verifier.distribution import ml_policy_class
 from trainwitness.verifier.draw import choose_segments
 from trainwitness.verifier.evidence import Evidence
 from trainwitness.verifier.fetch import Fetcher, FetchProgress, FetchSettings, is_url
-from trainwitness.verifier.distribution import ml_policy_class
 from trainwitness.verifier.policy import Policy, licence_rows, load_policy
 from trainwitness.verifier.replay import replay_segment
 from trainwitness.verifier.report import Report
@@ -232,6 +232,7 @@ def _verify(
         # (2): the statement, parsed and invariant-checked.
         statement = Statement.from_payload(payload)
         claim = statement.claim
+        report.statement = statement
         report.subject = f"{statement.subject_name} sha256:{statement.subject_sha256}"
         report.entry_point = claim.entry_point
         report.total_steps, report.checkpoint_steps = claim.total_steps, claim.checkpoint_steps

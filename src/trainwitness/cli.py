@@ -80,15 +80,15 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify(args: argparse.Namespace) -> int:
-    from trainwitness.progress import progress_line
+def _run_verify(args: argparse.Namespace):  # type: ignore[no-untyped-def]  # -> Report (imported lazily)
+    """Verify as ``verify``/``export`` ask; prints the verdict and writes --json/--report."""
     from trainwitness.verifier import VerifyOptions, verify_run
     from trainwitness.verifier.fetch import FetchSettings
     from trainwitness.verifier.store_reader import default_cache_dir
+    from trainwitness.verifier.terminal import print_report, progress_displays
 
     if args.report is not None and args.report.suffix.lower() not in (".html", ".htm", ".md", ".markdown"):
         raise MalformedInputError(f"--report {args.report}: the name must end in .html or .md")
-
     options = VerifyOptions(
         segments=None if args.all else args.segments,
         seed=args.seed,
@@ -102,15 +102,32 @@ def _verify(args: argparse.Namespace) -> int:
         cache=None if args.no_cache else (args.cache or default_cache_dir()),
         fetch=FetchSettings(timeout=args.fetch_timeout, attempts=args.fetch_attempts),
     )
-    report = verify_run(args.attestation, args.store, args.weights, args.key, options, progress_line("segments"))
-    print(report.to_text())
+    with progress_displays() as (segments, downloads):
+        report = verify_run(args.attestation, args.store, args.weights, args.key, options, segments, downloads)
+    print_report(report)
     if args.json is not None:
         args.json.write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
     if args.report is not None:
         from trainwitness.verifier.render import write_report
 
         write_report(report, args.report)
-    return 0 if report.accepted else 1
+    return report
+
+
+def _verify(args: argparse.Namespace) -> int:
+    return 0 if _run_verify(args).accepted else 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    from trainwitness.verifier.export import cyclonedx_json
+
+    report = _run_verify(args)
+    if not report.accepted:
+        print(f"nothing exported: the audit rejected the claim, so {args.out} would state facts that were not established", file=sys.stderr)
+        return 1
+    args.out.write_text(cyclonedx_json(report, report.statement), encoding="utf-8")
+    print(f"exported the verified facts as a CycloneDX 1.6 ML-BOM (validated): {args.out}")
+    return 0
 
 
 def _name_value(text: str, option: str) -> tuple[str, str]:
@@ -213,6 +230,45 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _add_verify_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `verify`, shared by `export` (which verifies before it writes anything)."""
+    p.add_argument("attestation", help="the signed attestation (DSSE envelope): a path or URL")
+    p.add_argument("--store", required=True, help="the run's store: a directory or URL (only its index and the drawn checkpoints are read)")
+    p.add_argument("--weights", required=True, help="the final weights file (the attestation's subject): a path or URL")
+    p.add_argument("--key", required=True, help="the prover's public key (PEM): a path or URL")
+    how_many = p.add_mutually_exclusive_group()
+    how_many.add_argument("--segments", type=_positive_int, default=10, help="segments to replay (default 10)")
+    how_many.add_argument("--all", action="store_true", help="replay every segment")
+    p.add_argument("--seed", type=int, help="seed the segment draw for a reproducible audit (default: OS randomness)")
+    p.add_argument("--json", type=Path, help="also write the report as JSON")
+    p.add_argument("--report", type=Path, metavar="FILE.html|FILE.md",
+                   help="also write a report for people: self-contained HTML (plots inline) or Markdown, by suffix")
+    p.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
+                   help="read declared data source NAME from the auditor's copy at PATH (repeatable)")
+    p.add_argument("--code", type=Path, metavar="DIR", help="the auditor's copy of the training program's source tree")
+    p.add_argument("--policy", metavar="NAME|FILE",
+                   help="licence policy: a shipped one (" + ", ".join(_shipped_policies()) + ") or a TOML file")
+
+    p.add_argument("--sandbox", choices=["auto", "off", "required"], default="auto",
+                   help="replay the training code in a process without network and with a read-only filesystem "
+                   "(auto: where the OS allows; required: refuse otherwise; off: in-process; default auto)")
+
+    p.add_argument("--threads", type=_positive_int, help="torch threads for replay (default: the thread count the attestation records)")
+    p.add_argument("--workers", type=_positive_int, default=1, metavar="W",
+                   help="replay the drawn segments in W worker processes at once, each on a share (default 1)")
+    p.add_argument(
+        "--bounded", action="store_true",
+        help="for runs without exact mode: accept replays within a calibrated distance (weaker; docs/EXACT.md)",
+    )
+    p.add_argument("--cache", type=Path, metavar="DIR",
+                   help="keep verified downloads here, by digest (default: $XDG_CACHE_HOME/trainwitness or ~/.cache/trainwitness)")
+    p.add_argument("--no-cache", action="store_true", help="keep no downloads (every URL is fetched again next time)")
+    p.add_argument("--fetch-timeout", type=_non_negative_float, default=60.0, metavar="SECONDS",
+                   help="give a download up after this long without progress (default 60)")
+    p.add_argument("--fetch-attempts", type=_positive_int, default=3, metavar="N",
+                   help="tries per file on timeouts, truncated bodies and server errors (default 3)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trainwitness", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -268,41 +324,15 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="verify an attestation by replaying randomly sampled segments",
                        description="Verify an attestation: signature, commitments, final weights, data and code identity, then "
                        "replay randomly drawn segments. Every input may be a local path or a URL (http://, https://, s3://).")
-    p.add_argument("attestation", help="the signed attestation (DSSE envelope): a path or URL")
-    p.add_argument("--store", required=True, help="the run's store: a directory or URL (only its index and the drawn checkpoints are read)")
-    p.add_argument("--weights", required=True, help="the final weights file (the attestation's subject): a path or URL")
-    p.add_argument("--key", required=True, help="the prover's public key (PEM): a path or URL")
-    how_many = p.add_mutually_exclusive_group()
-    how_many.add_argument("--segments", type=_positive_int, default=10, help="segments to replay (default 10)")
-    how_many.add_argument("--all", action="store_true", help="replay every segment")
-    p.add_argument("--seed", type=int, help="seed the segment draw for a reproducible audit (default: OS randomness)")
-    p.add_argument("--json", type=Path, help="also write the report as JSON")
-    p.add_argument("--report", type=Path, metavar="FILE.html|FILE.md",
-                   help="also write a report for people: self-contained HTML (plots inline) or Markdown, by suffix")
-    p.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
-                   help="read declared data source NAME from the auditor's copy at PATH (repeatable)")
-    p.add_argument("--code", type=Path, metavar="DIR", help="the auditor's copy of the training program's source tree")
-    p.add_argument("--policy", metavar="NAME|FILE",
-                   help="licence policy: a shipped one (" + ", ".join(_shipped_policies()) + ") or a TOML file")
+    _add_verify_arguments(p)
 
-    p.add_argument("--sandbox", choices=["auto", "off", "required"], default="auto",
-                   help="replay the training code in a process without network and with a read-only filesystem "
-                   "(auto: where the OS allows; required: refuse otherwise; off: in-process; default auto)")
-
-    p.add_argument("--threads", type=_positive_int, help="torch threads for replay (default: the thread count the attestation records)")
-    p.add_argument("--workers", type=_positive_int, default=1, metavar="W",
-                   help="replay the drawn segments in W worker processes at once, each on a share (default 1)")
-    p.add_argument(
-        "--bounded", action="store_true",
-        help="for runs without exact mode: accept replays within a calibrated distance (weaker; docs/EXACT.md)",
-    )
-    p.add_argument("--cache", type=Path, metavar="DIR",
-                   help="keep verified downloads here, by digest (default: $XDG_CACHE_HOME/trainwitness or ~/.cache/trainwitness)")
-    p.add_argument("--no-cache", action="store_true", help="keep no downloads (every URL is fetched again next time)")
-    p.add_argument("--fetch-timeout", type=_non_negative_float, default=60.0, metavar="SECONDS",
-                   help="give a download up after this long without progress (default 60)")
-    p.add_argument("--fetch-attempts", type=_positive_int, default=3, metavar="N",
-                   help="tries per file on timeouts, truncated bodies and server errors (default 3)")
+    p = sub.add_parser("export", help="verify, then write the verified facts as a CycloneDX ML-BOM",
+                       description="Verify exactly as `verify` does (same arguments); if the audit accepts, write its "
+                       "verified facts as a CycloneDX 1.6 ML-BOM (JSON), validated against the schema. Nothing is written on REJECT.")
+    _add_verify_arguments(p)
+    p.add_argument("--format", choices=["cyclonedx"], default="cyclonedx", dest="export_format",
+                   help="document format (default cyclonedx; SPDX 3 is not produced yet, see docs/PACKAGER.md)")
+    p.add_argument("--out", type=Path, required=True, help="the document to write")
 
     p = sub.add_parser("data", help="dataset manifests", description="Dataset manifests.")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
@@ -339,6 +369,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "attest": _attest,
     "publish": _publish,
     "verify": _verify,
+    "export": _export,
     "data": _data_manifest,
     "inspect": _inspect,
     "demo": _demo,
