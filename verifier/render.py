@@ -269,8 +269,10 @@ def render_html(report: Report) -> str:
         )
     else:
         body = "<p class=note>No data was read.</p>"
+    if report.data_bytes_fetched:
+        body += f"<p>Data fetched from URLs: {_bytes(report.data_bytes_fetched)} (against a dataset of {_bytes(report.data_total_bytes)}).</p>"
     if report.fetched:
-        body += f"<p>Fetched from the network: {_bytes(report.fetched_bytes)} in {report.fetch_requests} requests.</p>"
+        body += f"<p>Fetched from the network in all: {_bytes(report.fetched_bytes)} in {report.fetch_requests} requests.</p>"
     parts.append(_section("data", "Data read", body))
 
     # Licences and the distribution verdict.

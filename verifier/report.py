@@ -37,6 +37,7 @@ class Report:
     data_bytes_read: int = 0  # bytes of sample records read from the auditor's copy and proven
     data_samples_read: int = 0
     data_total_bytes: int = 0  # the whole dataset, as the manifest declares it
+    data_bytes_fetched: int = 0  # bytes fetched from data sources given by URL (ranges, or whole files)
     exact: dict[str, Any] | None = None  # exact mode's signed grid, when the run used it
     bound: float | None = None  # bounded mode's bound, when the verifier used it
     bound_provenance: str = ""
@@ -115,6 +116,7 @@ class Report:
                 "bytes_read": self.data_bytes_read,
                 "samples_read": self.data_samples_read,
                 "total_bytes": self.data_total_bytes,
+                **({"bytes_fetched": self.data_bytes_fetched} if self.data_bytes_fetched else {}),
             },
             "notes": self.notes,
             "replay_mode": self.replay_mode,
@@ -172,6 +174,7 @@ class Report:
             lines.append(
                 f"  data read: {self.data_bytes_read} of {self.data_total_bytes} bytes ({share:.1%}), "
                 f"{self.data_samples_read} samples, each proven against the manifest"
+                + (f"; {self.data_bytes_fetched} bytes fetched from URLs" if self.data_bytes_fetched else "")
             )
         detection = self.detection()
         if detection:

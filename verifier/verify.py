@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import importlib
 import secrets
+import shutil
 import stat
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,7 @@ from trainwitness.verifier.draw import choose_segments
 from trainwitness.verifier.evidence import Evidence
 from trainwitness.verifier.fetch import Fetcher, FetchProgress, FetchSettings, is_url
 from trainwitness.verifier.policy import Policy, licence_rows, load_policy
+from trainwitness.verifier.remote_data import fetch_remote_sources
 from trainwitness.verifier.replay import replay_segment
 from trainwitness.verifier.report import Report
 from trainwitness.verifier.sandbox import (
@@ -80,7 +83,7 @@ Progress = Callable[[int, int], None]
 class VerifyOptions:
     segments: int | None = 10  # None: replay every segment
     seed: int | None = None  # None: draw from the operating system's randomness
-    data: Mapping[str, Path] = field(default_factory=dict)  # source name -> the auditor's copy (--data)
+    data: Mapping[str, Path | str] = field(default_factory=dict)  # source name -> the auditor's copy (--data): a path or URL
     code: Path | None = None  # the auditor's copy of the training program's source tree (--code)
     policy: str | None = None  # a licence policy: a shipped name or a TOML file (--policy)
     sandbox: str = "auto"  # auto | off | required: where the upstream's code runs (see sandbox.py)
@@ -202,15 +205,24 @@ def verify_run(
     fetcher = Fetcher(options.fetch, fetch_progress)
     cache = VerifiedCache(options.cache) if options.cache is not None else None
     reader = open_store(store, fetcher, cache)
+    scratch: list[Path] = []
+
+    def scratch_dir() -> Path:  # made on first use, removed when the audit ends
+        if not scratch:
+            scratch.append(Path(tempfile.mkdtemp(prefix="trainwitness-verify-")))
+        return scratch[0]
+
     try:
-        return _verify(attestation, reader, weights, public_key, options, progress, fetcher, cache)
+        return _verify(attestation, reader, weights, public_key, options, progress, fetcher, cache, scratch_dir)
     finally:
         reader.close()
+        for directory in scratch:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _verify(
     attestation: str | Path, reader: StoreReader, weights: str | Path, public_key: str | Path, options: VerifyOptions,
-    progress: Progress | None, fetcher: Fetcher, cache: VerifiedCache | None,
+    progress: Progress | None, fetcher: Fetcher, cache: VerifiedCache | None, scratch: Callable[[], Path],
 ) -> Report:
     report = Report(attestation=str(attestation))
     policy = load_policy(options.policy) if options.policy is not None else None  # an unknown policy: exit 2 before any work
@@ -287,6 +299,9 @@ def _verify(
         # A remote store: fetch only the checkpoints the drawn segments start and end at, each checked
         # against its leaf here (a tampered one rejects), before any worker (which has no network) runs.
         reader.stage_checkpoints(evidence, [j for i in drawn for j in (i, i + 1)])
+        # Sources given by URL: only the records the drawn segments use, each proven here, then read
+        # by replay from a private local copy (a sandboxed worker has no network).
+        options = _fetch_remote_data(report, claim, evidence, options, drawn, fetcher, scratch)
         if isolation.process:
             _replay_in_workers(report, isolation, payload, claim, store, options, drawn, seed, progress)
         else:
@@ -313,6 +328,25 @@ def _judge_licences(report: Report, policy: Policy, claim: TrainingClaim) -> Non
             f"{'weights' if r['what'] == 'weights' else r['what'].removeprefix('data source ')} {r['expression']}" for r in report.licences
         ))
     report.distribution = ml_policy_class(report, claim.manifest)
+
+
+def _fetch_remote_data(
+    report: Report, claim: TrainingClaim, evidence: Evidence, options: VerifyOptions, drawn: list[int], fetcher: Fetcher,
+    scratch: Callable[[], Path],
+) -> VerifyOptions:
+    urls = {name: str(location) for name, location in options.data.items() if is_url(str(location))}
+    if not urls:
+        return options
+    unknown = sorted(set(urls) - {s.name for s in claim.manifest.sources})
+    if unknown:
+        raise MalformedInputError(f"--data names {', '.join(unknown)}, which the attestation does not declare")
+    manifest = read_manifest(evidence.store / MANIFEST_FILE, claim.manifest)
+    steps = claim.checkpoint_steps
+    needed = [i for seg in drawn for s in range(steps[seg], steps[seg + 1]) for i in evidence.step(s).sample_ids]
+    local, stats = fetch_remote_sources(fetcher, manifest, urls, needed, scratch())
+    report.data_bytes_fetched += stats.bytes_fetched
+    report.notes.extend(stats.notes)
+    return replace(options, data={**options.data, **local})
 
 
 def _recorded_losses(evidence: Evidence) -> list[tuple[int, float]] | None:

@@ -83,7 +83,7 @@ def _publish(args: argparse.Namespace) -> int:
 def _run_verify(args: argparse.Namespace):  # type: ignore[no-untyped-def]  # -> Report (imported lazily)
     """Verify as ``verify``/``export`` ask; prints the verdict and writes --json/--report."""
     from trainwitness.verifier import VerifyOptions, verify_run
-    from trainwitness.verifier.fetch import FetchSettings
+    from trainwitness.verifier.fetch import FetchSettings, is_url
     from trainwitness.verifier.store_reader import default_cache_dir
     from trainwitness.verifier.terminal import print_report, progress_displays
 
@@ -92,7 +92,7 @@ def _run_verify(args: argparse.Namespace):  # type: ignore[no-untyped-def]  # ->
     options = VerifyOptions(
         segments=None if args.all else args.segments,
         seed=args.seed,
-        data={name: Path(path) for name, path in (_name_value(item, "--data") for item in args.data)},
+        data={name: path if is_url(path) else Path(path) for name, path in (_name_value(item, "--data") for item in args.data)},
         code=args.code,
         policy=args.policy,
         sandbox=args.sandbox,
@@ -244,7 +244,8 @@ def _add_verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", type=Path, metavar="FILE.html|FILE.md",
                    help="also write a report for people: self-contained HTML (plots inline) or Markdown, by suffix")
     p.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
-                   help="read declared data source NAME from the auditor's copy at PATH (repeatable)")
+                   help="read declared data source NAME from the auditor's copy at PATH, or from a URL (only the "
+                   "records the drawn segments use, by range where the format allows; repeatable)")
     p.add_argument("--code", type=Path, metavar="DIR", help="the auditor's copy of the training program's source tree")
     p.add_argument("--policy", metavar="NAME|FILE",
                    help="licence policy: a shipped one (" + ", ".join(_shipped_policies()) + ") or a TOML file")
