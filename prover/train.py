@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hints import HINTS_FILE, ExactMode
 from trainwitness.commit.store import (
@@ -25,12 +27,13 @@ from trainwitness.data.datasets import build_dataset_manifest
 from trainwitness.errors import MalformedInputError, MissingInputError
 from trainwitness.identity.code import code_identity
 from trainwitness.prover.recorder import Recorder
+from trainwitness.run.distributed import current_group
 from trainwitness.run.environment import apply_execution_settings, capture_environment
 from trainwitness.run.loop import ExactHooks, TrainingRun, weights_of
 from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
 from trainwitness.tensors.checkpoint import encode_weights
 from trainwitness.tensors.delta import read_checkpoint
-from trainwitness.tensors.state import state_digest
+from trainwitness.tensors.state import FlatState, state_digest
 
 __all__ = ["Declarations", "RecordedRun", "record_run"]
 
@@ -65,8 +68,11 @@ def _declare(
     identity["source_uri"] = declarations.source_uri
     summary = build_dataset_manifest(run.spec.dataset, manifest)
     storage: dict[str, JSONValue] = {} if delta_every is None else {"delta_keyframe_every": delta_every}
+    # A data-parallel run (docs/DISTRIBUTED.md): world size, backend, split and reduction
+    parallel: dict[str, JSONValue] = {} if run.parallel is None else {"distributed": run.parallel.declaration().to_json()}
     return {
         **storage,
+        **parallel,
         **({} if exact is None else {"exact": exact.to_json()}),  # exact mode (docs/EXACT.md)
         "format": STORE_FORMAT,
         "code": identity,
@@ -131,6 +137,34 @@ def _add_training_time(store: Path, seconds: float) -> None:
     atomic_write(path, canonical_json({"training_wall_seconds": round(before + seconds, 3)}) + b"\n")
 
 
+def _open_store(
+    entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, store: Path, compress_level: int | None,
+    declarations: Declarations, exact: ExactMode | None, delta_every: int | None,
+) -> CheckpointRecord | None:
+    """Declare the run into a new store, or check the store holds this run and resume it (restoring ``run``)."""
+    # The manifest is built aside and moved into the store only once the store is known to be ours.
+    fd, staged_name = tempfile.mkstemp(prefix="trainwitness-manifest-", suffix=".jsonl")
+    os.close(fd)
+    staged = Path(staged_name)
+    try:
+        declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact, delta_every)
+        if (store / RUN_FILE).exists():
+            previous = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
+            if previous != declared:
+                raise MalformedInputError(f"store {store} holds a different run; use a new store directory")
+            atomic_write(store / MANIFEST_FILE, staged.read_bytes())
+            return _resume_point(store, run)
+        store.mkdir(parents=True, exist_ok=True)
+        if any(store.iterdir()):
+            raise MalformedInputError(f"store {store} is not empty and has no {RUN_FILE}")
+        atomic_write(store / MANIFEST_FILE, staged.read_bytes())
+        atomic_write(store / RUN_FILE, canonical_json(declared) + b"\n")
+        (store / INDEX_FILE).touch()
+        return None
+    finally:
+        staged.unlink(missing_ok=True)
+
+
 def record_run(
     entry_point: str,
     overrides: Mapping[str, JSONValue],
@@ -144,38 +178,49 @@ def record_run(
     declarations: Declarations = Declarations(),
     exact: ExactMode | None = None,
 ) -> RecordedRun:
-    """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run."""
+    """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run.
+
+    Called on every rank of a ``torch.distributed`` process group of W > 1 ranks (e.g. under
+    ``torchrun``), it records the data-parallel run (``trainwitness.prover.distributed``): rank 0
+    writes the store, every rank trains on its shard. Raises ``MalformedInputError`` for a store
+    that holds another run, ``ReplicaDivergenceError`` when the ranks' states part.
+    """
     apply_execution_settings(torch_threads)
+    group = current_group()
     function = load_entry_point(entry_point)
     hp = resolve_hyperparameters(function.defaults, overrides)
-    run = TrainingRun.start(function, hp)
-    # The manifest is built aside and moved into the store only once the store is known to be ours.
-    fd, staged_name = tempfile.mkstemp(prefix="trainwitness-manifest-", suffix=".jsonl")
-    os.close(fd)
-    staged = Path(staged_name)
-    try:
-        declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact, delta_every)
-        resumed: CheckpointRecord | None = None
-        if (store / RUN_FILE).exists():
-            previous = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
-            if previous != declared:
-                raise MalformedInputError(f"store {store} holds a different run; use a new store directory")
-            atomic_write(store / MANIFEST_FILE, staged.read_bytes())
-            resumed = _resume_point(store, run)
-        else:
-            store.mkdir(parents=True, exist_ok=True)
-            if any(store.iterdir()):
-                raise MalformedInputError(f"store {store} is not empty and has no {RUN_FILE}")
-            atomic_write(store / MANIFEST_FILE, staged.read_bytes())
-            atomic_write(store / RUN_FILE, canonical_json(declared) + b"\n")
-            (store / INDEX_FILE).touch()
-    finally:
-        staged.unlink(missing_ok=True)
+    run = TrainingRun.start(function, hp, group)
+    started = time.monotonic()
+    if group is not None:
+        from trainwitness.prover.distributed import record_ranks
 
+        def open_store() -> CheckpointRecord | None:
+            return _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every)
+
+        final, final_state, resumed = record_ranks(
+            run, group, store, open_store, compress_level=compress_level, delta_every=delta_every, progress=progress, exact=exact,
+        )
+    else:
+        resumed = _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every)
+        final_state = _record_segments(run, store, resumed, compress_level, delta_every, progress, exact)
+        final = read_index(store).checkpoints[-1]
+    if group is None or group.rank == 0:
+        _add_training_time(store, time.monotonic() - started)
+        atomic_write(weights_path, encode_weights(weights_of(final_state)))
+    if group is not None:
+        torch.distributed.barrier()  # every rank returns once the weights are written
+    return RecordedRun(store=store, weights_path=weights_path, final=final, resumed_from_step=None if resumed is None else resumed.step)
+
+
+def _record_segments(
+    run: TrainingRun, store: Path, resumed: CheckpointRecord | None, compress_level: int | None, delta_every: int | None,
+    progress: Progress | None, exact: ExactMode | None,
+) -> FlatState:
+    """One process: every segment from the resume point on, recorded; returns the final state."""
+    hp = run.hyperparameters
     steps = checkpoint_steps(int(hp["total_steps"]), int(hp["checkpoint_interval"]))
     start_index = 0 if resumed is None else resumed.index + 1
     recorder = Recorder(store, compress_level=compress_level, delta_every=delta_every)
-    started = time.monotonic()
     try:
         if resumed is None:
             recorder.record_checkpoint(0, 0, run.capture())
@@ -190,7 +235,4 @@ def record_run(
         recorder.wait()
     finally:
         recorder.close()
-    _add_training_time(store, time.monotonic() - started)
-    final = read_index(store).checkpoints[-1]
-    atomic_write(weights_path, encode_weights(weights_of(final_state)))
-    return RecordedRun(store=store, weights_path=weights_path, final=final, resumed_from_step=None if resumed is None else resumed.step)
+    return final_state

@@ -112,7 +112,7 @@ def test_wrong_bytes_in_the_remote_index_reject_the_run(published: Path, tmp_pat
     with static_server(published, Faults({"/store/index.jsonl": wrong})) as (url, _):
         report = _verify(url, tmp_path)
     assert not report.accepted
-    assert [c.name for c in report.checks if not c.passed] == ["commitment"]
+    assert [c.name for c in report.checks if not c.passed] == ["commitments"]
 
 
 @pytest.mark.parametrize(

@@ -19,10 +19,10 @@ SPDX 3 support) are pre-release, and issue 17 asks for one format built and vali
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from typing import Any
 
-from trainwitness import __version__
 from trainwitness.commit.statement import Statement
 from trainwitness.errors import MissingInputError
 from trainwitness.verifier.report import Report
@@ -30,6 +30,14 @@ from trainwitness.verifier.report import Report
 __all__ = ["FORMATS", "cyclonedx_json"]
 
 FORMATS = ("cyclonedx",)
+
+
+def _version() -> str:
+    """This package's version (not ``trainwitness.__version__``: the package root's lazy exports name the prover)."""
+    try:
+        return importlib.metadata.version("trainwitness")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _cyclonedx() -> Any:
@@ -107,7 +115,7 @@ def cyclonedx_json(report: Report, statement: Statement) -> str:
         ))
     bom = Bom()
     bom.metadata.component = model
-    bom.metadata.properties.add(Property(name="trainwitness:version", value=__version__))
+    bom.metadata.properties.add(Property(name="trainwitness:version", value=_version()))
     for component in (code, *data):
         bom.components.add(component)
     bom.register_dependency(model, [code, *data])

@@ -101,7 +101,13 @@ def _run_verify(args: argparse.Namespace):  # type: ignore[no-untyped-def]  # ->
         workers=args.workers,
         cache=None if args.no_cache else (args.cache or default_cache_dir()),
         fetch=FetchSettings(timeout=args.fetch_timeout, attempts=args.fetch_attempts),
+        ranks=args.ranks,
+        cluster=args.cluster,
+        shard_requests=args.shard_requests,
+        shard_answers=args.shard_answers,
     )
+    if sum(x is not None for x in (args.cluster, args.shard_requests, args.shard_answers)) > 1:
+        raise MalformedInputError("--cluster, --shard-requests and --shard-answers exclude each other")
     with progress_displays() as (segments, downloads):
         report = verify_run(args.attestation, args.store, args.weights, args.key, options, segments, downloads)
     print_report(report)
@@ -115,7 +121,10 @@ def _run_verify(args: argparse.Namespace):  # type: ignore[no-untyped-def]  # ->
 
 
 def _verify(args: argparse.Namespace) -> int:
-    return 0 if _run_verify(args).accepted else 1
+    report = _run_verify(args)
+    if report.pending_shards is not None and all(c.passed for c in report.checks):
+        return 0  # requests written: no verdict yet (the merge gives it)
+    return 0 if report.accepted else 1
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -123,10 +132,22 @@ def _export(args: argparse.Namespace) -> int:
 
     report = _run_verify(args)
     if not report.accepted:
-        print(f"nothing exported: the audit rejected the claim, so {args.out} would state facts that were not established", file=sys.stderr)
+        print(f"nothing exported: the audit did not accept, so {args.out} would state facts that were not established", file=sys.stderr)
         return 1
     args.out.write_text(cyclonedx_json(report, report.statement), encoding="utf-8")
     print(f"exported the verified facts as a CycloneDX 1.6 ML-BOM (validated): {args.out}")
+    return 0
+
+
+def _replay_shard(args: argparse.Namespace) -> int:
+    from trainwitness.verifier.shards import answer_request
+
+    data = {name: Path(path) for name, path in (_name_value(item, "--data") for item in args.data)}
+    answer = answer_request(args.request, args.out, args.store, data, args.code)
+    report = answer.get("answer", {}).get("report", {}) if isinstance(answer.get("answer"), dict) else {}
+    failed = [c["name"] for c in report.get("checks", []) if not c.get("passed")]
+    state = "sandbox error" if "sandbox_error" in answer else ("failed " + ", ".join(failed)) if failed else "no failure found"
+    print(f"answer {args.out}: {state} (the coordinator's --shard-answers merge decides)")
     return 0
 
 
@@ -268,6 +289,19 @@ def _add_verify_arguments(p: argparse.ArgumentParser) -> None:
                    help="give a download up after this long without progress (default 60)")
     p.add_argument("--fetch-attempts", type=_positive_int, default=3, metavar="N",
                    help="tries per file on timeouts, truncated bodies and server errors (default 3)")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="replay the --workers shares as tasks on the Dask scheduler at ADDRESS (pip install 'trainwitness[cluster]')")
+    p.add_argument("--shard-requests", type=Path, metavar="DIR",
+                   help="write one replay request per --workers share to DIR and stop (no verdict): for batch systems")
+    p.add_argument("--shard-answers", type=Path, metavar="DIR",
+                   help="merge the replay-shard answers in DIR (written for the requests there) into a verdict")
+    p.add_argument(
+        "--ranks", choices=["auto", "local", "single"], default="auto",
+        help="a data-parallel run: replay its W ranks in W local processes over gloo (local: bitwise), or in one "
+        "process that averages every rank's gradients (single: exact mode or --bounded); auto: single where that "
+        "suffices, else local (docs/DISTRIBUTED.md)",
+    )
+
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -335,6 +369,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="document format (default cyclonedx; SPDX 3 is not produced yet, see docs/PACKAGER.md)")
     p.add_argument("--out", type=Path, required=True, help="the document to write")
 
+    p = sub.add_parser("replay-shard", help="answer one shard request of `verify --shard-requests` (any machine)")
+    p.add_argument("request", type=Path, help="a request file written by `verify --shard-requests`")
+    p.add_argument("--out", type=Path, required=True, help="the answer file (DIR/answer-KKK.json beside the request)")
+    p.add_argument("--store", type=Path, help="where this machine sees the store (default: the request's path)")
+    p.add_argument("--data", action="append", default=[], metavar="NAME=PATH", help="where this machine sees a data source")
+    p.add_argument("--code", type=Path, metavar="DIR", help="where this machine sees the training program's source tree")
+
     p = sub.add_parser("data", help="dataset manifests", description="Dataset manifests.")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     q = data_sub.add_parser("manifest", help="build a manifest (per-sample digests, Merkle root) from data sources",
@@ -371,6 +412,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "publish": _publish,
     "verify": _verify,
     "export": _export,
+    "replay-shard": _replay_shard,
     "data": _data_manifest,
     "inspect": _inspect,
     "demo": _demo,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
+from trainwitness.commit.distributed import DataParallelRun
 from trainwitness.commit.hashing import parse_digest
 from trainwitness.commit.hints import ExactMode
 from trainwitness.commit.store import checkpoint_steps
@@ -82,6 +83,11 @@ class TrainingClaim:
     # What the prover says training took (wall-clock seconds, all sessions of a resumed run): declared,
     # never verified (the verifier shows it beside its own replay-time estimate). Absent when not recorded.
     declared_training_seconds: float | None = None
+    distributed: DataParallelRun | None = None  # a W-rank data-parallel run (docs/DISTRIBUTED.md); absent for one process
+
+    @property
+    def world_size(self) -> int:
+        return 1 if self.distributed is None else self.distributed.world_size
 
     @property
     def trees(self) -> tuple[str, ...]:
@@ -112,8 +118,10 @@ class TrainingClaim:
         declared: dict[str, JSONValue] = (
             {} if self.declared_training_seconds is None else {"declared": {"training_wall_seconds": self.declared_training_seconds}}
         )
+        distributed: dict[str, JSONValue] = {} if self.distributed is None else {"distributed": self.distributed.to_json()}
         return {
             **exact,
+            **distributed,
             **declared,
             "code": self.code,
             "environment": self.environment,
@@ -158,6 +166,13 @@ class TrainingClaim:
             if isinstance(seconds, bool) or not 0 <= seconds < 1e12:
                 raise MalformedInputError("attestation: predicate.declared.training_wall_seconds out of range")
             seconds = float(seconds)
+        distributed = None
+        if "distributed" in obj:
+            distributed = DataParallelRun.from_json(obj["distributed"], "attestation: predicate.distributed")
+            if hp["batch_size"] % distributed.world_size:
+                raise MalformedInputError(
+                    f"attestation: batch size {hp['batch_size']} does not split over {distributed.world_size} ranks"
+                )
         trees = TREES if exact is None else EXACT_TREES
         raw_commitments = _get(obj, "commitments", dict, "predicate")
         if set(raw_commitments) != set(trees):
@@ -181,6 +196,7 @@ class TrainingClaim:
             weights_license=weights_license,
             exact=exact,
             declared_training_seconds=seconds,
+            distributed=distributed,
         )
         claim._check_tree_sizes()
         return claim
