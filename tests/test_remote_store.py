@@ -193,3 +193,27 @@ def test_the_prover_refuses_to_sign_a_data_uri_that_is_a_local_path(digits_run: 
     with pytest.raises(MalformedInputError, match="uci-digits: /home/upstream/data/digits.csv.gz.*--allow-local-uri"):
         attest_store(digits_run.store, digits_run.weights, key)
     assert attest_store(digits_run.store, digits_run.weights, key, allow_local_uri=True)
+
+
+def test_a_cached_full_copy_of_a_base_checkpoint_does_not_break_a_remote_delta_chain(tmp_path: Path) -> None:
+    from trainwitness.commit.hashing import parse_digest
+    from trainwitness.commit.store import read_index
+    from trainwitness.tensors.checkpoint import encode_checkpoint
+    from trainwitness.tensors.delta import read_checkpoint
+
+    from .conftest import record_and_sign
+
+    run = record_and_sign(tmp_path / "run", overrides={"total_steps": 120, "checkpoint_interval": 20}, delta_every=3)
+    site = publish_run(run.root, tmp_path / "pub").out
+    index = read_index(run.store)
+    steps = [c.step for c in index.checkpoints]
+    # The cache holds checkpoint 1 as a full file (from another copy of the same run, say); segment 1 needs
+    # checkpoint 2, a delta against 1: the chain must be read through 1's delta file, not stop at the full copy.
+    flat, _ = read_checkpoint(run.store, steps, 1)
+    cached = tmp_path / "cache" / "checkpoints" / f"{parse_digest(index.checkpoints[1].state_digest, 'x').hex()}.safetensors.zst"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(encode_checkpoint(flat, 3))
+    seed = next(s for s in range(1000) if choose_segments(6, 1, s) == [1])
+    with static_server(site) as (url, _):
+        report = _verify(url, tmp_path, segments=1, seed=seed)
+    assert report.accepted, report.to_text()

@@ -230,10 +230,16 @@ class RemoteStore(StoreReader):
             return f"{state}.after.{before}.delta.safetensors.zst"
         return state + (".safetensors.zst" if relpath.endswith(".zst") else ".safetensors")
 
-    def _stage_file(self, evidence: Evidence, j: int) -> str:
-        """Checkpoint j's file in the staging directory (from the cache or the server); its relative path."""
+    def _stage_file(self, evidence: Evidence, j: int, as_base: bool) -> str:
+        """Checkpoint j's file in the staging directory (from the cache or the server); its relative path.
+
+        ``as_base``: j is the base of a delta being reconstructed, and a delta chain runs through delta
+        files only (``delta.read_checkpoint``), so only j's delta file will do.
+        """
         step = evidence.index.checkpoints[j].step
-        candidates = (delta_relpath(step), checkpoint_relpath(step, True), checkpoint_relpath(step, False))
+        candidates: tuple[str, ...] = (delta_relpath(step), checkpoint_relpath(step, True), checkpoint_relpath(step, False))
+        if as_base:
+            candidates = candidates[:1]
         if self.cache is not None:
             for relpath in candidates[1:] + candidates[:1]:  # a cached full file needs no base
                 cached = self.cache.get("checkpoints", self._cache_name(evidence, j, relpath))
@@ -255,9 +261,9 @@ class RemoteStore(StoreReader):
             chain = []  # i, then the bases its delta files name, back to a keyframe or a file already here
             j: int | None = i
             while j is not None:
-                if j in self._verified and j != i:
-                    break
-                relpath = self._stage_file(evidence, j)
+                if j in self._verified and j != i and (self.staging / delta_relpath(evidence.index.checkpoints[j].step)).is_file():
+                    break  # its delta file is staged and checked: the chain reads on from there
+                relpath = self._stage_file(evidence, j, as_base=j != i)
                 chain.append((j, relpath))
                 if relpath != delta_relpath(evidence.index.checkpoints[j].step):
                     break
