@@ -120,8 +120,8 @@ def test_wrong_bytes_in_the_remote_index_reject_the_run(published: Path, tmp_pat
     [
         ("status:404", "the checkpoint for step 0 is missing (not found at"),
         ("status:500", "could not be fetched after 2 tries: HTTP 500"),
-        ("truncate", "could not be fetched after 2 tries"),
-        ("stall", "could not be fetched after 2 tries"),
+        ("truncate", "could not be fetched after 2 tries: the body ended early (truncated)"),
+        ("stall", "could not be fetched after 2 tries: no progress for 1 s (timed out)"),
     ],
 )
 def test_a_checkpoint_that_cannot_be_fetched_whole_is_exit_2_naming_the_url(

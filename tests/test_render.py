@@ -91,3 +91,27 @@ def test_the_markdown_report_has_every_section(audit_html: Path, tmp_path: Path,
 def test_a_report_name_that_is_neither_html_nor_markdown_is_a_usage_error(digits_run: RecordedRun, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(digits_run.verify_args("--segments", "1", "--sandbox", "off", "--report", str(digits_run.root / "r.pdf"))) == 2
     assert "must end in .html or .md" in capsys.readouterr().err
+
+
+class _Terminal(__import__("io").StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_terminal_summary_uses_rich_on_a_terminal_and_plain_text_otherwise() -> None:
+    pytest.importorskip("rich")
+    import io
+
+    from trainwitness.verifier.terminal import print_report
+
+    report = Report(attestation="a.json", subject="model.safetensors sha256:00\u202e", entry_point="pkg:spec")
+    report.passed("signature", "DSSE envelope signed by the given Ed25519 key")
+    report.failed("replay", "segment 3 does not land\u2066 on checkpoint 4")
+    plain = io.StringIO()
+    print_report(report, plain)
+    assert plain.getvalue() == report.to_text() + "\n"
+    terminal = _Terminal()
+    print_report(report, terminal)
+    shown_text = terminal.getvalue()
+    assert "REJECT" in shown_text and "FAIL" in shown_text and "segment 3 does not land" in shown_text
+    assert "\u202e" not in shown_text and "\u2066" not in shown_text and "<U+202E>" in shown_text
