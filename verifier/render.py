@@ -200,9 +200,12 @@ def _section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{title}</h2>{body}</section>'
 
 
-def render_html(report: Report) -> str:
-    """The whole report as one HTML document (str); opens with no network."""
-    verdict = report.verdict
+def render_html(report: Report, verdict: str | None = None) -> str:
+    """The whole report as one HTML document (str); opens with no network.
+
+    ``verdict``: a chain's verdict (ACCEPT only when every link is), when the report is its published link's.
+    """
+    verdict = verdict or report.verdict
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         f"<title>trainwitness: {verdict} {shown(report.subject.split(' ')[0])}</title><style>{_STYLE}</style></head><body>",
@@ -337,9 +340,9 @@ def _cost_html(report: Report) -> str:
 # -- Markdown ---------------------------------------------------------------------------------------
 
 
-def render_markdown(report: Report) -> str:
+def render_markdown(report: Report, verdict: str | None = None) -> str:
     """The report as Markdown for a bug tracker: the same sections, tables instead of plots."""
-    lines = [f"# trainwitness audit: **{report.verdict}**", "", f"- subject: {_md(report.subject)}", f"- entry point: {_md(report.entry_point)}", ""]
+    lines = [f"# trainwitness audit: **{verdict or report.verdict}**", "", f"- subject: {_md(report.subject)}", f"- entry point: {_md(report.entry_point)}", ""]
     lines += ["## Checks", "", "| | check | detail |", "|---|---|---|"]
     lines += [f"| {'ok' if c.passed else '**FAIL**'} | {_md(c.name)} | {_md(c.detail)} |" for c in report.checks]
     lines += ["", "## Timeline of the run", ""]
@@ -380,13 +383,13 @@ def render_markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: Report, path: Path) -> None:
+def write_report(report: Report, path: Path, verdict: str | None = None) -> None:
     """Write ``path`` as HTML (``.html``/``.htm``) or Markdown (``.md``), chosen by its suffix."""
     suffix = path.suffix.lower()
     if suffix in (".html", ".htm"):
-        text = render_html(report)
+        text = render_html(report, verdict)
     elif suffix in (".md", ".markdown"):
-        text = render_markdown(report)
+        text = render_markdown(report, verdict)
     else:
         raise MalformedInputError(f"--report {path}: the name must end in .html or .md")
     path.write_text(text, encoding="utf-8")

@@ -11,8 +11,12 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from trainwitness.errors import MalformedInputError, TrainwitnessError
+
+if TYPE_CHECKING:
+    from trainwitness.commit.statement import Statement
 
 __all__ = ["main"]
 
@@ -49,6 +53,9 @@ def _train(args: argparse.Namespace) -> int:
         progress=progress_line("steps"),
         declarations=Declarations(weights_license=args.weights_license, source_uri=args.source_uri),
         exact=DEFAULT_EXACT if args.exact else None,
+        parent=args.parent,
+        parent_mode=args.parent_mode,
+        inputs=_inputs(args.input),
     )
     if run.resumed_from_step is not None:
         print(f"resumed from the checkpoint at step {run.resumed_from_step}")
@@ -69,6 +76,15 @@ def _attest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inputs(items: Sequence[str]) -> dict[str, Path]:
+    inputs: dict[str, Path] = {}
+    for name, path in (_name_value(item, "--input") for item in items):
+        if name in inputs:
+            raise MalformedInputError(f"--input {name} is given twice")
+        inputs[name] = Path(path)
+    return inputs
+
+
 def _publish(args: argparse.Namespace) -> int:
     from trainwitness.prover.publish import publish_run
 
@@ -80,10 +96,14 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_verify(args: argparse.Namespace):  # type: ignore[no-untyped-def]  # -> Report (imported lazily)
+def _run_verify(args: argparse.Namespace) -> tuple[Any, Any]:  # (Report or ChainReport, the published link's Report)
     """Verify as ``verify``/``export`` ask; prints the verdict and writes --json/--report."""
+    from trainwitness.commit.link import LinkFiles
+    from trainwitness.identity.keyring import Keyring
     from trainwitness.verifier import VerifyOptions, verify_run
+    from trainwitness.verifier.chain import ChainReport, verify_chain
     from trainwitness.verifier.fetch import FetchSettings, is_url
+    from trainwitness.verifier.report import Report
     from trainwitness.verifier.store_reader import default_cache_dir
     from trainwitness.verifier.terminal import print_report, progress_displays
 
@@ -109,32 +129,53 @@ def _run_verify(args: argparse.Namespace):  # type: ignore[no-untyped-def]  # ->
     if sum(x is not None for x in (args.cluster, args.shard_requests, args.shard_answers)) > 1:
         raise MalformedInputError("--cluster, --shard-requests and --shard-answers exclude each other")
     with progress_displays() as (segments, downloads):
-        report = verify_run(args.attestation, args.store, args.weights, args.key, options, segments, downloads)
-    print_report(report)
+        if any(is_url(str(x)) for x in (args.attestation, args.store, args.weights, *args.key)):
+            # One link read from URLs (a lineage is verified from local link directories).
+            if args.parent or args.input:
+                raise MalformedInputError("--parent and --input need local link directories: download the runs first")
+            if any(is_url(str(k)) for k in args.key) and (len(args.key) > 1 or args.keyring is not None):
+                raise MalformedInputError("a --key given by URL must be the only key (no other --key, no --keyring)")
+            key = args.key[0] if args.key and is_url(str(args.key[0])) else Keyring.from_sources([Path(k) for k in args.key], args.keyring)
+            published = verify_run(args.attestation, args.store, args.weights, key, options, segments, downloads)
+            result: Report | ChainReport = published
+        else:
+            keys = Keyring.from_sources([Path(k) for k in args.key], args.keyring)
+            files = LinkFiles(Path(args.attestation), Path(args.store), Path(args.weights))
+            chain = verify_chain(files, keys, options, args.parent, _inputs(args.input), segments)
+            result, published = chain, chain.published
+            published.lineage = [
+                {"subject": link.report.subject, "relation": link.start(),
+                 "verified": f"{link.report.verdict}, signed by {link.report.signer or 'no trusted key'}"}
+                for link in chain.links[:-1]
+            ]
+    if isinstance(result, ChainReport) and (len(result.links) > 1 or result.inputs):
+        print(result.to_text())
+    else:
+        print_report(published)
     if args.json is not None:
-        args.json.write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
+        args.json.write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
     if args.report is not None:
         from trainwitness.verifier.render import write_report
 
-        write_report(report, args.report)
-    return report
+        write_report(published, args.report, verdict=result.verdict)
+    return result, published
 
 
 def _verify(args: argparse.Namespace) -> int:
-    report = _run_verify(args)
-    if report.pending_shards is not None and all(c.passed for c in report.checks):
+    result, _ = _run_verify(args)
+    if result.pending_shards is not None and all(c.passed for c in result.checks):
         return 0  # requests written: no verdict yet (the merge gives it)
-    return 0 if report.accepted else 1
+    return 0 if result.accepted else 1
 
 
 def _export(args: argparse.Namespace) -> int:
     from trainwitness.verifier.export import cyclonedx_json
 
-    report = _run_verify(args)
-    if not report.accepted:
+    result, published = _run_verify(args)
+    if not result.accepted or published.statement is None:
         print(f"nothing exported: the audit did not accept, so {args.out} would state facts that were not established", file=sys.stderr)
         return 1
-    args.out.write_text(cyclonedx_json(report, report.statement), encoding="utf-8")
+    args.out.write_text(cyclonedx_json(published, published.statement), encoding="utf-8")
     print(f"exported the verified facts as a CycloneDX 1.6 ML-BOM (validated): {args.out}")
     return 0
 
@@ -192,17 +233,52 @@ def _data_manifest(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from trainwitness.commit.statement import Statement
-    from trainwitness.identity.signing import _unverified_payload
+    from trainwitness.commit.statement import Statement, statement_digest
+    from trainwitness.identity.signing import unverified_payload
 
     data = args.attestation.read_bytes() if args.attestation.is_file() else b""
     if not data:
         raise MalformedInputError(f"attestation {args.attestation} does not exist or is empty")
-    _, payload, _ = _unverified_payload(data)
+    payload = unverified_payload(data)
     statement = Statement.from_payload(payload)
     print("UNVERIFIED: this shows what the attestation claims; `trainwitness verify` checks it.")
+    print(_declared_lineage(args.attestation, statement_digest(payload), statement, args.parent))
     print(json.dumps(json.loads(statement.to_payload()), indent=2, sort_keys=True))
     return 0
+
+
+def _declared_lineage(attestation: Path, digest: str, statement: Statement, parents: Sequence[Path]) -> str:
+    """The chain as the statements declare it (``--parent`` directories followed by digest), none of it verified."""
+    from trainwitness.verifier.chain import read_links
+
+    pool = read_links(parents)
+    lines = ["declared lineage (UNVERIFIED), from the published weights back:"]
+    current: Statement | None = statement
+    where, name = str(attestation), digest
+    while current is not None and len(lines) < 1000:
+        claim = current.claim
+        lines.append(f"  {where}: statement {name}, subject {current.subject_name} sha256:{current.subject_sha256}")
+        lines.append(f"    entry point {claim.entry_point}, seed {claim.hyperparameters['seed']}, {claim.total_steps} steps")
+        for input_name, frozen in sorted(claim.inputs.items()):
+            attested = f", attestation {frozen.attestation}" if frozen.attestation else ", no attestation declared"
+            lines.append(f"    reads frozen input {input_name}: weights {frozen.weights_digest}{attested}")
+        parent = claim.parent
+        if parent is None:
+            lines.append("    starts from its seed (the origin)")
+            break
+        extra = ""
+        if parent.reinitialised:
+            extra += f"; re-initialised from the seed: {', '.join(parent.reinitialised)}"
+        if parent.dropped:
+            extra += f"; parent tensors dropped: {', '.join(parent.dropped)}"
+        start = "final state " + str(parent.state_digest) if parent.mode == "continue" else "final weights " + parent.weights_digest
+        lines.append(f"    starts from its parent ({parent.mode}): attestation {parent.attestation}, {start}{extra}")
+        link = pool.get(parent.attestation)
+        if link is None:
+            lines.append(f"  (parent {parent.attestation} not given: pass its directory with --parent DIR to follow the chain)")
+            break
+        current, where, name = link.statement, str(link.files.attestation), link.digest
+    return "\n".join(lines)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -256,7 +332,14 @@ def _add_verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("attestation", help="the signed attestation (DSSE envelope): a path or URL")
     p.add_argument("--store", required=True, help="the run's store: a directory or URL (only its index and the drawn checkpoints are read)")
     p.add_argument("--weights", required=True, help="the final weights file (the attestation's subject): a path or URL")
-    p.add_argument("--key", required=True, help="the prover's public key (PEM): a path or URL")
+    p.add_argument("--key", action="append", default=[],
+                   help="a trusted public key (PEM; repeat: one per signer of a chain), named by its path in the report; "
+                   "or one URL (it then proves only that whoever controls that URL signed)")
+    p.add_argument("--keyring", type=Path, metavar="FILE", help="trusted keys by name: a TOML [keys] table (README, Lineage)")
+    p.add_argument("--parent", type=Path, action="append", default=[], metavar="DIR",
+                   help="a link of the declared lineage: DIR holds its attestation.json, store/ and model.safetensors (repeat for a chain)")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
+                   help="a declared frozen input: its weights file (declared, not verified) or its attested run's directory (verified)")
     how_many = p.add_mutually_exclusive_group()
     how_many.add_argument("--segments", type=_positive_int, default=10, help="segments to replay (default 10)")
     how_many.add_argument("--all", action="store_true", help="replay every segment")
@@ -336,6 +419,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--source-uri", help="where the training program's source can be obtained (signed)")
     p.add_argument("--allow-local-uri", action="store_true",
                    help="sign even if a data source's uri is a path on this machine (a recipient cannot use it)")
+    p.add_argument("--parent", type=Path, metavar="DIR",
+                   help="start from an attested run: DIR holds its attestation.json, store/ and model.safetensors (signed by digest)")
+    p.add_argument("--parent-mode", choices=["finetune", "continue"], default="finetune",
+                   help="finetune: the parent's final weights, a fresh optimizer from --set seed (default); "
+                   "continue: the parent's whole final state (optimizer, scheduler, RNG)")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
+                   help="a frozen input the spec reads by NAME (a teacher): a weights file, or an attested run's directory")
 
     p = sub.add_parser("attest", help="sign the attestation of a completed store", description="Sign the attestation of a completed store.")
     p.add_argument("--store", type=Path, required=True, help="the run's store directory")
@@ -391,6 +481,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="print what an attestation claims (signature not checked)",
                        description="Print what an attestation claims. The signature is NOT checked: use verify for that.")
     p.add_argument("attestation", type=Path, help="the attestation file")
+    p.add_argument("--parent", type=Path, action="append", default=[], metavar="DIR",
+                   help="follow the declared chain through these link directories (nothing is verified)")
 
     p = sub.add_parser("demo", help="train, attest and verify a built-in workload (digits MLP or lm transformer)",
                        description="Train, attest and verify a built-in workload; leaves every file to try verify by hand.")
