@@ -17,6 +17,7 @@ from trainwitness.commit.store import RUN_FILE, checkpoint_steps, read_index, re
 from trainwitness.data.manifest import ManifestSummary
 from trainwitness.errors import MalformedInputError
 from trainwitness.identity.signing import seal_envelope
+from trainwitness.prover.selfcheck import check_replay
 from trainwitness.tensors.checkpoint import decode_weights
 from trainwitness.tensors.state import weights_digest
 
@@ -35,8 +36,15 @@ def local_uri_sources(manifest: ManifestSummary) -> list[tuple[str, str]]:
     return [(s.name, s.uri) for s in manifest.sources if s.uri is not None and _is_local_path(s.uri)]
 
 
-def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey, *, allow_local_uri: bool = False) -> bytes:
-    """A DSSE envelope over the run's Statement; refuses an incomplete store or foreign weights.
+def attest_store(
+    store: Path, weights_path: Path, key: Ed25519PrivateKey, *, replay_check: bool = True, allow_local_uri: bool = False,
+) -> bytes:
+    """A DSSE envelope over the run's Statement; refuses an incomplete store, foreign weights, and a run that does not replay.
+
+    ``replay_check``: first replay the first recorded segment and one drawn from OS randomness in
+    this process (``selfcheck.check_replay``; it runs the store's entry point) and refuse to sign
+    with ``NotReplayableError`` when one does not land bitwise. Turn it off only for a store whose
+    replay was checked already (the check's cost is two segments of training).
 
     Also refuses (``MalformedInputError``) to sign a data source whose ``uri`` is a path on this
     machine (``/home/...``, ``file:...``): a recipient cannot obtain the data there, and the path
@@ -66,6 +74,8 @@ def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey, *, all
     }
     distributed = None if "distributed" not in declared else DataParallelRun.from_json(declared["distributed"], f"{store}/{RUN_FILE} distributed")
     final = index.checkpoints[-1]
+    if replay_check:
+        check_replay(store)
     weights = decode_weights(weights_path.read_bytes(), str(weights_path))
     if weights_digest(weights) != final.weights_digest:
         raise MalformedInputError(f"{weights_path} is not the final checkpoint's weights")

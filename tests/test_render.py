@@ -41,7 +41,7 @@ def test_the_html_report_has_every_section_and_loads_nothing_from_outside(audit_
     text = audit_html.read_text()
     for anchor in SECTIONS:
         assert f'<section id="{anchor}">' in text, anchor
-    assert text.count("<svg") >= 3  # timeline, detection, data: matplotlib plots inlined
+    assert text.count("<svg") >= 4  # timeline, loss curve, detection, data: matplotlib plots inlined
     assert not re.search(r"<(script|link|img|iframe)\b", text)
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)
     assert "not verified" in text  # the declared training time is marked as declared
@@ -85,7 +85,7 @@ def test_the_markdown_report_has_every_section(audit_html: Path, tmp_path: Path,
     for title in ("Checks", "Timeline of the run", "Loss curve", "Replayed segments", "Detection probability", "Data read",
                   "Licences against the policy", "Lineage", "Cost to reproduce"):
         assert f"## {title}" in text, title
-    assert "not recorded" in text  # the digits store records no per-step loss (yet)
+    assert "recorded: 120 steps, last " in text  # the committed per-step losses of the 120-step run
 
 
 def test_a_report_name_that_is_neither_html_nor_markdown_is_a_usage_error(digits_run: RecordedRun, capsys: pytest.CaptureFixture[str]) -> None:

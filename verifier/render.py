@@ -229,7 +229,9 @@ def render_html(report: Report, verdict: str | None = None) -> str:
 
     # Loss curve.
     if report.losses:
-        body = _loss_plot(report.losses, report) + "<p class=declared>Losses as the store's step records give them (recorded by the prover).</p>"
+        body = _loss_plot(report.losses, report) + (
+            "<p>Each step's loss as committed in its batch leaf (proven against the signed root); in the replayed "
+            "segments each loss was recomputed and compared, elsewhere it is the prover's.</p>")
     else:
         body = "<p>Loss: not recorded (the store's step records hold no per-step loss).</p>"
     parts.append(_section("loss", "Loss curve", body))

@@ -37,7 +37,6 @@ def _keygen(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from trainwitness.commit.hints import DEFAULT_EXACT
     from trainwitness.identity.signing import load_private_key
-    from trainwitness.progress import progress_line
     from trainwitness.prover import Declarations, attest_store, record_run
     from trainwitness.run.spec import parse_override
 
@@ -47,10 +46,11 @@ def _train(args: argparse.Namespace) -> int:
         overrides,
         args.store,
         args.weights,
+        device=args.device,
         torch_threads=args.threads,
         compress_level=None if args.no_compress else args.zstd_level,
         delta_every=args.delta_every,
-        progress=progress_line("steps"),
+        step_progress=True,
         declarations=Declarations(weights_license=args.weights_license, source_uri=args.source_uri),
         exact=DEFAULT_EXACT if args.exact else None,
         parent=args.parent,
@@ -121,6 +121,7 @@ def _run_verify(args: argparse.Namespace) -> tuple[Any, Any]:  # (Report or Chai
         workers=args.workers,
         cache=None if args.no_cache else (args.cache or default_cache_dir()),
         fetch=FetchSettings(timeout=args.fetch_timeout, attempts=args.fetch_attempts),
+        device=args.device,
         ranks=args.ranks,
         cluster=args.cluster,
         shard_requests=args.shard_requests,
@@ -361,6 +362,8 @@ def _add_verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_positive_int, help="torch threads for replay (default: the thread count the attestation records)")
     p.add_argument("--workers", type=_positive_int, default=1, metavar="W",
                    help="replay the drawn segments in W worker processes at once, each on a share (default 1)")
+    p.add_argument("--device", default="cpu", help="replay on this device: cpu (default), cuda, cuda:N, mps; "
+                   "a run recorded on another kind of device verifies in exact mode or with --bounded")
     p.add_argument(
         "--bounded", action="store_true",
         help="for runs without exact mode: accept replays within a calibrated distance (weaker; docs/EXACT.md)",
@@ -409,6 +412,7 @@ def _parser() -> argparse.ArgumentParser:
         "--exact", action="store_true",
         help="exact mode: round gradients and state to grids with committed hints, so replay on other threads/hardware is bitwise (docs/EXACT.md)",
     )
+    p.add_argument("--device", default="cpu", help="run the steps on this device: cpu (default), cuda, cuda:N, mps (recorded)")
     p.add_argument("--zstd-level", type=int, default=3, help="zstd level of the checkpoint files (default 3)")
     p.add_argument("--no-compress", action="store_true", help="write checkpoints uncompressed")
     p.add_argument("--delta-every", type=int, metavar="F", help="store checkpoints as XOR deltas, a full one every F")
