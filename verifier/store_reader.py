@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainwitness.commit.atomic import atomic_write
 from trainwitness.commit.hashing import parse_digest
 from trainwitness.commit.hints import HINTS_FILE, MAX_HINTS_BYTES
 from trainwitness.commit.statement import TrainingClaim
@@ -96,12 +97,8 @@ class VerifiedCache:
 
     def put_bytes(self, kind: str, name: str, data: bytes) -> None:
         target = self.path(kind, name)
-        if target.exists():
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        if not target.exists():
+            atomic_write(target, data)
 
     def stage_into(self, cached: Path, dest: Path) -> None:
         """Place a cached file in a staging directory (hard link, else copy): never a symlink the readers refuse."""

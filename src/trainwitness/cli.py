@@ -62,7 +62,7 @@ def _train(args: argparse.Namespace) -> int:
     print(f"trained: final weights {run.weights_path}, state {run.final.state_digest}")
     if args.key is not None:
         envelope = attest_store(args.store, args.weights, load_private_key(args.key), allow_local_uri=args.allow_local_uri)
-        args.attestation.write_bytes(envelope)
+        _write_output(args.attestation, envelope)
         print(f"signed attestation {args.attestation}")
     return 0
 
@@ -71,7 +71,7 @@ def _attest(args: argparse.Namespace) -> int:
     from trainwitness.identity.signing import load_private_key
     from trainwitness.prover import attest_store
 
-    args.out.write_bytes(attest_store(args.store, args.weights, load_private_key(args.key), allow_local_uri=args.allow_local_uri))
+    _write_output(args.out, attest_store(args.store, args.weights, load_private_key(args.key), allow_local_uri=args.allow_local_uri))
     print(f"signed attestation {args.out}")
     return 0
 
@@ -154,7 +154,7 @@ def _run_verify(args: argparse.Namespace) -> tuple[Any, Any]:  # (Report or Chai
     else:
         print_report(published)
     if args.json is not None:
-        args.json.write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
+        _write_output(args.json, (json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n").encode())
     if args.report is not None:
         from trainwitness.verifier.render import write_report
 
@@ -179,6 +179,14 @@ def _export(args: argparse.Namespace) -> int:
     args.out.write_text(cyclonedx_json(published, published.statement), encoding="utf-8")
     print(f"exported the verified facts as a CycloneDX 1.6 ML-BOM (validated): {args.out}")
     return 0
+
+
+def _write_output(path: Path, data: bytes) -> None:
+    """Replace ``path`` whole or not at all (a kill or a full disk never leaves a half or empty file)."""
+    from trainwitness.commit.atomic import atomic_write, remove_stale_temporaries
+
+    remove_stale_temporaries(path.parent, final_name=path.name)  # what a killed earlier write left
+    atomic_write(path, data)
 
 
 def _replay_shard(args: argparse.Namespace) -> int:
