@@ -24,6 +24,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainwitness.commit.atomic import atomic_write
 from trainwitness.commit.hints import HINTS_FILE
 from trainwitness.commit.statement import Statement
 from trainwitness.commit.store import INDEX_FILE, MANIFEST_FILE, RUN_FILE, find_checkpoint, read_index
@@ -106,9 +107,9 @@ def publish_run(
         relpath = find_checkpoint(store, step)
         total += _copy(store / relpath, out, f"store/{relpath}", written)
     sums = "".join(f"{_sha256(out / p)}  {p}\n" for p in written)
-    (out / "SHA256SUMS").write_text(sums, encoding="utf-8")
+    atomic_write(out / "SHA256SUMS", sums.encode("utf-8"))
     written.append("SHA256SUMS")
-    (out / "index.html").write_text(_index_page(statement, key.name, public_key_id=key_id(public), base_url=base_url), encoding="utf-8")
+    atomic_write(out / "index.html", _index_page(statement, key.name, public_key_id=key_id(public), base_url=base_url).encode("utf-8"))
     written.append("index.html")
     return PublishedRun(out=out, files=tuple(written), total_bytes=total)
 

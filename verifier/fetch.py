@@ -19,6 +19,7 @@ read anonymously (public buckets). Requires the ``remote`` extra (fsspec, aiohtt
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainwitness.commit.atomic import move_into_place, temporary_path
 from trainwitness.errors import FetchError, MalformedInputError, MissingInputError
 
 __all__ = ["REMOTE_SCHEMES", "is_url", "FetchSettings", "Fetcher"]
@@ -47,6 +49,46 @@ class FetchSettings:
     timeout: float = 60.0  # seconds without progress (connect, or between two reads) before a try is given up
     attempts: int = 3  # tries per file for transient failures (timeouts, truncation, 5xx, dropped connections)
     backoff: float = 0.5  # seconds before the second try, doubling after each
+
+
+class _Counter:
+    """An fsspec callback: counts the bytes of one download, reports progress, stops it past the size limit."""
+
+    def __init__(self, fetcher: Fetcher, url: str, announced: int | None, max_bytes: int, what: str) -> None:
+        self.fetcher, self.url, self.announced, self.max_bytes, self.what = fetcher, url, announced, max_bytes, what
+        self.value = 0
+
+    def set_size(self, size: int | None) -> None:
+        pass
+
+    def absolute_update(self, value: int) -> None:
+        self.relative_update(value - self.value)
+
+    def relative_update(self, inc: int = 1) -> None:
+        self.value += inc
+        self.fetcher.fetched[self.url] = self.fetcher.fetched.get(self.url, 0) + inc
+        if self.value > self.max_bytes:
+            raise MalformedInputError(f"{self.what} {self.url} holds more than the limit of {self.max_bytes} bytes")
+        if self.fetcher.progress is not None:
+            self.fetcher.progress(self.url, self.value, self.announced)
+
+    def branched(self, *args: object, **kwargs: object) -> None:
+        return None
+
+    def branch_coro(self, fn: object) -> object:
+        return fn
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _Counter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def call(self, *args: object, **kwargs: object) -> None:
+        pass
 
 
 class _NotFound(Exception):
@@ -200,18 +242,18 @@ class Fetcher:
             raise MalformedInputError(f"{what} {url} is {announced} bytes, over the limit of {max_bytes}")
 
         def attempt() -> int:
-            got = 0
-            with fs.open(path, "rb") as remote, open(dest, "wb") as out:
-                while piece := remote.read(_PIECE):
-                    got += len(piece)
-                    self.fetched[url] = self.fetched.get(url, 0) + len(piece)
-                    if got > max_bytes:
-                        raise MalformedInputError(f"{what} {url} holds more than the limit of {max_bytes} bytes")
-                    out.write(piece)
-                    if self.progress is not None:
-                        self.progress(url, got, announced)
-            if announced is not None and got != announced:
-                raise OSError(f"truncated: {got} of the {announced} bytes announced")
+            # fsspec writes the body under a temporary name; it is moved into place only whole.
+            tmp = temporary_path(dest, "download")
+            counter = _Counter(self, url, announced, max_bytes, what)
+            try:
+                fs.get_file(path, str(tmp), callback=counter)
+                got = tmp.stat().st_size
+                if announced is not None and got != announced:
+                    raise OSError(f"truncated: {got} of the {announced} bytes announced")
+                move_into_place(tmp, dest)
+            finally:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
             return got
 
         return int(self._retrying(url, what, attempt))

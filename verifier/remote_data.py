@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainwitness.commit.atomic import atomic_write
 from trainwitness.data.manifest import ManifestIndex, record_digest
 from trainwitness.errors import DataMismatchError, MalformedInputError
 from trainwitness.verifier.data_access import BUNDLE_MARKER, describe_ids
@@ -106,10 +107,10 @@ def _fetch_by_range(
             if record_digest(record) != entry.digest:
                 changed.append(start + position)
                 continue
-            (directory / str(position)).write_bytes(record)
+            atomic_write(directory / str(position), record)
     if changed:
         raise DataMismatchError(
             f"source {name}: the bytes at the manifest's ranges of {url} differ from the manifest for sample ids "
             f"{describe_ids(sorted(changed))} (no data is substituted)"
         )
-    (directory / BUNDLE_MARKER).write_text(f"records of source {name} fetched from {url}, each proven against the manifest\n")
+    atomic_write(directory / BUNDLE_MARKER, f"records of source {name} fetched from {url}, each proven against the manifest\n".encode())

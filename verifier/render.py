@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trainwitness.commit.atomic import atomic_write
 from trainwitness.errors import MalformedInputError
 from trainwitness.verifier.draw import detection_probability
 from trainwitness.verifier.report import FORGED_FRACTIONS, Report
@@ -394,4 +395,4 @@ def write_report(report: Report, path: Path, verdict: str | None = None) -> None
         text = render_markdown(report, verdict)
     else:
         raise MalformedInputError(f"--report {path}: the name must end in .html or .md")
-    path.write_text(text, encoding="utf-8")
+    atomic_write(path, text.encode("utf-8"))

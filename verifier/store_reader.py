@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainwitness.commit.atomic import atomic_write
+from trainwitness.commit.atomic import atomic_write, move_into_place, temporary_path
 from trainwitness.commit.hashing import parse_digest
 from trainwitness.commit.hints import HINTS_FILE, MAX_HINTS_BYTES
 from trainwitness.commit.statement import TrainingClaim
@@ -86,14 +86,14 @@ class VerifiedCache:
         if target.exists():
             return
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        tmp = temporary_path(target)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         try:
             os.link(verified, tmp)
         except OSError:
             shutil.copyfile(verified, tmp)
-        os.replace(tmp, target)
+        move_into_place(tmp, target)
 
     def put_bytes(self, kind: str, name: str, data: bytes) -> None:
         target = self.path(kind, name)

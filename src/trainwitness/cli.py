@@ -176,7 +176,7 @@ def _export(args: argparse.Namespace) -> int:
     if not result.accepted or published.statement is None:
         print(f"nothing exported: the audit did not accept, so {args.out} would state facts that were not established", file=sys.stderr)
         return 1
-    args.out.write_text(cyclonedx_json(published, published.statement), encoding="utf-8")
+    _write_output(args.out, cyclonedx_json(published, published.statement).encode("utf-8"))
     print(f"exported the verified facts as a CycloneDX 1.6 ML-BOM (validated): {args.out}")
     return 0
 
