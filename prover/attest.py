@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -13,25 +14,53 @@ from trainwitness.commit.hints import ExactMode, hints_leaves, read_hints
 from trainwitness.commit.merkle import merkle_root
 from trainwitness.commit.statement import FrozenInput, ParentLink, Statement, TrainingClaim, TreeCommitment
 from trainwitness.commit.store import RUN_FILE, checkpoint_steps, read_index, read_store_file
+from trainwitness.data.manifest import ManifestSummary
 from trainwitness.errors import MalformedInputError
 from trainwitness.identity.signing import seal_envelope
 from trainwitness.prover.selfcheck import check_replay
 from trainwitness.tensors.checkpoint import decode_weights
 from trainwitness.tensors.state import weights_digest
 
-__all__ = ["attest_store"]
+__all__ = ["attest_store", "local_uri_sources"]
+
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 
 
-def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey, *, replay_check: bool = True) -> bytes:
+def _is_local_path(uri: str) -> bool:
+    """A uri that names a place on the signer's own disk: an absolute path, ``~``, or ``file:``."""
+    return uri.startswith(("/", "~", "\\")) or uri.lower().startswith("file:") or bool(_WINDOWS_DRIVE.match(uri))
+
+
+def local_uri_sources(manifest: ManifestSummary) -> list[tuple[str, str]]:
+    """(source name, uri) of every declared source whose uri is a path on the prover's machine."""
+    return [(s.name, s.uri) for s in manifest.sources if s.uri is not None and _is_local_path(s.uri)]
+
+
+def attest_store(
+    store: Path, weights_path: Path, key: Ed25519PrivateKey, *, replay_check: bool = True, allow_local_uri: bool = False,
+) -> bytes:
     """A DSSE envelope over the run's Statement; refuses an incomplete store, foreign weights, and a run that does not replay.
 
     ``replay_check``: first replay the first recorded segment and one drawn from OS randomness in
     this process (``selfcheck.check_replay``; it runs the store's entry point) and refuse to sign
     with ``NotReplayableError`` when one does not land bitwise. Turn it off only for a store whose
     replay was checked already (the check's cost is two segments of training).
+
+    Also refuses (``MalformedInputError``) to sign a data source whose ``uri`` is a path on this
+    machine (``/home/...``, ``file:...``): a recipient cannot obtain the data there, and the path
+    leaks the signer's disk layout. ``allow_local_uri`` signs it anyway (a private audit).
     """
     declared = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
     hp = declared["hyperparameters"]
+    if not allow_local_uri:
+        local = local_uri_sources(ManifestSummary.from_json(declared["data"]["manifest"], f"{store}/{RUN_FILE} data.manifest"))
+        if local:
+            named = "; ".join(f"{name}: {uri}" for name, uri in local)
+            raise MalformedInputError(
+                f"data source uri is a path on this machine, which a recipient cannot use ({named}); declare where the "
+                "data can be obtained (DataSource(uri=...) in the spec, or `data manifest --uri NAME=URL`), "
+                "or sign it anyway with --allow-local-uri"
+            )
     index = read_index(store)
     expected = checkpoint_steps(hp["total_steps"], hp["checkpoint_interval"])
     if len(index.steps) != hp["total_steps"] or [c.step for c in index.checkpoints] != expected:
@@ -50,6 +79,11 @@ def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey, *, rep
     weights = decode_weights(weights_path.read_bytes(), str(weights_path))
     if weights_digest(weights) != final.weights_digest:
         raise MalformedInputError(f"{weights_path} is not the final checkpoint's weights")
+    seconds = None
+    if (store / "timing.json").is_file():
+        timing = parse_json(read_store_file(store, "timing.json", 1 << 16), f"{store}/timing.json")
+        if isinstance(timing, dict) and isinstance(timing.get("training_wall_seconds"), (int, float)):
+            seconds = float(timing["training_wall_seconds"])
     claim = TrainingClaim(
         code=declared["code"],
         environment=declared["environment"],
@@ -69,6 +103,7 @@ def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey, *, rep
             name: FrozenInput.from_json(value, f"{store}/{RUN_FILE} inputs.{name}") for name, value in declared.get("inputs", {}).items()
         },
         exact=exact,
+        declared_training_seconds=seconds,
         distributed=distributed,
     )
     statement = Statement(subject_name=weights_path.name, subject_sha256=file_sha256(str(weights_path)).hex(), claim=claim)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ from trainwitness.tensors.tensorfile import write_parts
 __all__ = ["Declarations", "RecordedRun", "RecordingSession", "open_recording", "record_run"]
 
 STORE_FORMAT = "trainwitness-store/v1"
+TIMING_FILE = "timing.json"  # {"training_wall_seconds": s}: what training took, declared (not verified)
 
 # (steps done, total steps) -> None, for progress display.
 Progress = Callable[[int, int], None]
@@ -141,6 +143,17 @@ def _cut_hints(store: Path, steps: int) -> None:
         atomic_write(path, b"".join(line + b"\n" for line in lines))
 
 
+def _add_training_time(store: Path, seconds: float) -> None:
+    """Add this session's wall-clock training time to ``STORE/timing.json`` (declared in the attestation, not verified)."""
+    path = store / TIMING_FILE
+    before = 0.0
+    if path.exists():
+        previous = parse_json(read_store_file(store, TIMING_FILE, 1 << 16), f"{store}/{TIMING_FILE}")
+        if isinstance(previous, dict) and isinstance(previous.get("training_wall_seconds"), (int, float)):
+            before = float(previous["training_wall_seconds"])
+    atomic_write(path, canonical_json({"training_wall_seconds": round(before + seconds, 3)}) + b"\n")
+
+
 def _open_store(
     entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, store: Path, compress_level: int | None,
     declarations: Declarations, exact: ExactMode | None, delta_every: int | None, lineage: dict[str, JSONValue],
@@ -214,6 +227,7 @@ class RecordingSession:
         self._hooks = None if exact is None else ExactHooks(exact, lambda step: None, recorder.record_hints)
         self.closed = False
         self._open: int | None = None
+        self._started = time.monotonic()  # this session's training time, declared in the attestation (timing.json)
 
     def _finished(self, step: int, loss: object) -> None:
         self.recorder.record_loss(step, loss)
@@ -292,6 +306,7 @@ class RecordingSession:
             self.recorder.wait()
             self._stop()
             final = read_index(self.store).checkpoints[-1]
+            _add_training_time(self.store, time.monotonic() - self._started)
             remove_stale_temporaries(self.weights_path.parent, final_name=self.weights_path.name)
             write_parts(self.weights_path, weights_parts(weights_of(final_state)), None)
         finally:
@@ -473,6 +488,7 @@ def record_run(
     _refuse_early(run, compress_level, delta_every)
     from trainwitness.prover.distributed import record_ranks
 
+    started = time.monotonic()
     with contextlib.ExitStack() as held:
 
         def open_store() -> CheckpointRecord | None:
@@ -484,6 +500,7 @@ def record_run(
             run, group, store, open_store, compress_level=compress_level, delta_every=delta_every, progress=progress, exact=exact,
         )
         if group.rank == 0:
+            _add_training_time(store, time.monotonic() - started)
             remove_stale_temporaries(weights_path.parent, final_name=weights_path.name)
             write_parts(weights_path, weights_parts(weights_of(final_state)), None)
     torch.distributed.barrier()  # every rank returns once the weights are written

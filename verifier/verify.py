@@ -6,8 +6,10 @@ import hashlib
 import importlib
 import os
 import secrets
+import shutil
 import stat
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,7 +50,7 @@ from trainwitness.identity.code import (
     tree_digest,
 )
 from trainwitness.identity.keyring import Keyring, TrustedKey
-from trainwitness.identity.signing import MAX_ENVELOPE_BYTES, load_public_key
+from trainwitness.identity.signing import MAX_ENVELOPE_BYTES, MAX_KEY_BYTES, load_public_key, public_key_from_pem
 from trainwitness.run.device import device_kind, parse_device
 from trainwitness.run.distributed import DataParallel
 from trainwitness.run.environment import apply_execution_settings, environment_differences
@@ -63,9 +65,12 @@ from trainwitness.tensors.state import state_digest, tensor_digest, weights_dige
 from trainwitness.verifier.bounded import BOUND, BOUND_PROVENANCE
 from trainwitness.verifier.cluster import LostTask, replay_on_cluster
 from trainwitness.verifier.data_access import CheckedRecords, check_code_built_samples, describe_ids, prefetch
+from trainwitness.verifier.distribution import ml_policy_class
 from trainwitness.verifier.draw import choose_segments
 from trainwitness.verifier.evidence import Evidence
-from trainwitness.verifier.policy import check_licences, load_policy
+from trainwitness.verifier.fetch import Fetcher, FetchProgress, FetchSettings, is_url
+from trainwitness.verifier.policy import Policy, licence_rows, load_policy
+from trainwitness.verifier.remote_data import fetch_remote_sources
 from trainwitness.verifier.replay import replay_segment
 from trainwitness.verifier.report import Report
 from trainwitness.verifier.sandbox import (
@@ -82,6 +87,7 @@ from trainwitness.verifier.sandbox import (
     worker_threads,
 )
 from trainwitness.verifier.shards import read_answers, read_plan, write_requests
+from trainwitness.verifier.store_reader import LocalStore, StoreReader, VerifiedCache, fetch_weights, open_store
 
 __all__ = ["VerifyOptions", "ParentEvidence", "StartFiles", "verify", "verify_run", "replay_drawn"]
 
@@ -95,7 +101,7 @@ Progress = Callable[[int, int], None]
 class VerifyOptions:
     segments: int | None = 10  # None: replay every segment
     seed: int | None = None  # None: draw from the operating system's randomness
-    data: Mapping[str, Path] = field(default_factory=dict)  # source name -> the auditor's copy (--data)
+    data: Mapping[str, Path | str] = field(default_factory=dict)  # source name -> the auditor's copy (--data): a path or URL
     code: Path | None = None  # the auditor's copy of the training program's source tree (--code)
     policy: str | None = None  # a licence policy: a shipped name or a TOML file (--policy)
     sandbox: str = "auto"  # auto | off | required: where the upstream's code runs (see sandbox.py)
@@ -107,6 +113,8 @@ class VerifyOptions:
     cluster: str | None = None  # replay each share as a task on this Dask scheduler (verifier/cluster.py)
     shard_requests: Path | None = None  # write one request per share here and stop: no verdict (verifier/shards.py)
     shard_answers: Path | None = None  # merge the answers to the requests written here
+    cache: Path | None = None  # keep verified downloads (checkpoints, manifest, weights) here, by digest; None: keep none
+    fetch: FetchSettings = field(default_factory=FetchSettings)  # timeouts and retries for URLs
 
     @property
     def remote(self) -> bool:
@@ -171,6 +179,13 @@ def _read(path: Path, what: str, max_bytes: int) -> bytes:
         raise MissingInputError(f"{what} {path} cannot be read ({e.strerror})") from e
 
 
+def _input_bytes(location: str | Path, what: str, max_bytes: int, fetcher: Fetcher) -> bytes:
+    """A local file's bytes (regular file, size-capped) or a URL's body (``fetch``, size-capped)."""
+    if is_url(str(location)):
+        return fetcher.read(str(location), max_bytes, what)
+    return _read(Path(location), what, max_bytes)
+
+
 # -- what can be checked before any of the upstream's code runs -----------------------------------
 
 def _check_replay_settings(claim: TrainingClaim, options: VerifyOptions) -> None:
@@ -198,6 +213,8 @@ def _check_data_options(claim: TrainingClaim, data: Mapping[str, Path]) -> None:
             )
         if source.format == "tensors":
             raise MalformedInputError(f"--data {name}={path}: source {name} is built in code by the training spec; it has no files to give")
+        if is_url(str(path)):
+            continue  # fetched later, only the records the draw needs; a fetch failure is named then
         if not os.path.lexists(path):
             raise MissingInputError(f"--data {name}={path}: {path} does not exist")
         if source.format == "files" and not path.is_dir():
@@ -464,28 +481,30 @@ def _needed_samples(claim: TrainingClaim, drawn: list[int]) -> list[int]:
 
 
 def verify_run(
-    attestation: Path,
-    store: Path,
-    weights: Path,
-    public_key: Path | Keyring,
+    attestation: str | Path,
+    store: str | Path,
+    weights: str | Path,
+    public_key: str | Path | Keyring,
     options: VerifyOptions = VerifyOptions(),
     progress: Progress | None = None,
+    fetch_progress: FetchProgress | None = None,
     *,
     parent: ParentEvidence | None = None,
     inputs: Mapping[str, Path] | None = None,
 ) -> Report:
     """Verify a training run's attestation against its store and final weights.
 
-    Plan: (1) signature, by any trusted key (``public_key``: one key file, or a ``Keyring``; the
+    Plan: (1) signature, by any trusted key (``public_key``: one key file or URL, or a ``Keyring``; the
     report names the one that signed), (2) statement, the auditor's settings and every signed value
-    and option that can be checked without running code, licence policy, (2c) lineage: the declared
+    and option that can be checked without running code, (2c) lineage: the declared
     parent is ``parent`` and its attested final digests are the ones this run starts from, and each
     declared frozen input's file (``inputs``: name -> weights file) holds its declared weights,
     (3) code identity, (4) the store is complete and its index matches the signed roots (three; four
     in exact mode; a store of another run is named so), (5) final weights, (6) manifest, the start
     (seeded, or recomputed from the parent's files and the seed), and every step's sample ids
     against the sampler, (7) draw segments and prove the samples they use, (8) replay each bitwise
-    (or within the calibrated bound, with --bounded).
+    (or within the calibrated bound, with --bounded), (9) with a licence policy, judge every licence
+    and derive the Debian ML-Policy class from (1)-(8).
     The parent's own signature and replay are not checked here: ``verifier.chain.verify_chain``
     verifies every link of a chain, each with this function.
     (1)-(5), the manifest and the draw are this process's own; (6)-(8) run the upstream's code,
@@ -493,14 +512,59 @@ def verify_run(
     are merged here. A failed check ends the run of checks that depend on it and is recorded in the
     report; unreadable input, or input of this machine that cannot reproduce the run (an option, a
     missing file, memory), raises ``InputError`` (nothing was decided).
+
+    Any of the four inputs, and a ``--data`` source, may be a URL (``http(s)://``, ``s3://``, read
+    with ``fetch``): a remote store is read through ``store_reader`` (its index files, then only the
+    checkpoints the drawn segments need, each checked against its leaf before use); a URL that cannot
+    be fetched whole raises ``FetchError`` (exit 2) naming it.
     """
     if options.workers < 1:
         raise MalformedInputError(f"--workers must be at least 1, not {options.workers}")
     if options.ranks not in RANK_REPLAYS:
         raise MalformedInputError(f"--ranks must be one of {', '.join(RANK_REPLAYS)}, not {options.ranks!r}")
+    if options.remote and (is_url(str(store)) or any(is_url(str(p)) for p in options.data.values())):
+        raise MalformedInputError(
+            "a store or data source given by URL is mirrored on this machine only: it cannot be shared with "
+            "--cluster or --shard-requests/--shard-answers; download it where the workers can read it"
+        )
+    fetcher = Fetcher(options.fetch, fetch_progress)
+    cache = VerifiedCache(options.cache) if options.cache is not None else None
+    reader = open_store(store, fetcher, cache)
+    scratch: list[Path] = []
+
+    def scratch_dir() -> Path:  # made on first use, removed when the audit ends
+        if not scratch:
+            scratch.append(Path(tempfile.mkdtemp(prefix="trainwitness-verify-")))
+        return scratch[0]
+
+    try:
+        return _verify(attestation, reader, weights, public_key, options, progress, fetcher, cache, scratch_dir, parent, inputs)
+    finally:
+        reader.close()
+        for directory in scratch:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _verify(
+    attestation: str | Path, reader: StoreReader, weights: str | Path, public_key: str | Path | Keyring, options: VerifyOptions,
+    progress: Progress | None, fetcher: Fetcher, cache: VerifiedCache | None, scratch: Callable[[], Path],
+    parent: ParentEvidence | None, inputs: Mapping[str, Path] | None,
+) -> Report:
     report = Report(attestation=str(attestation))
-    envelope = _read(attestation, "attestation", MAX_ENVELOPE_BYTES)
-    keys = public_key if isinstance(public_key, Keyring) else Keyring((TrustedKey(str(public_key), load_public_key(public_key)),))
+    policy = load_policy(options.policy) if options.policy is not None else None  # an unknown policy: exit 2 before any work
+    envelope = _input_bytes(attestation, "attestation", MAX_ENVELOPE_BYTES, fetcher)
+    if isinstance(public_key, Keyring):
+        keys = public_key
+    elif is_url(str(public_key)):
+        pem = fetcher.read(str(public_key), MAX_KEY_BYTES, "key file")
+        keys = Keyring((TrustedKey(str(public_key), public_key_from_pem(pem, str(public_key))),))
+        report.notes.append(
+            f"the public key was fetched from {public_key}: it proves only that whoever controls that URL signed; "
+            "compare its key id with one published elsewhere"
+        )
+    else:
+        keys = Keyring((TrustedKey(str(public_key), load_public_key(Path(public_key))),))
+    claim: TrainingClaim | None = None
     try:
         # (1): the signature, before any field of the payload is believed; every trusted key is tried.
         payload, signer = keys.open(envelope, where=f"DSSE envelope {attestation}")
@@ -518,12 +582,11 @@ def verify_run(
         _check_data_options(claim, options.data)
         if options.code is not None:
             _check_code_option(options.code, claim.entry_point)
-        _check_store_option(store)
-
-        # (2b): licences, when the auditor brings a policy; a missing or unknown licence fails it.
-        if options.policy is not None:
-            policy = load_policy(options.policy)
-            report.passed(CheckName.POLICY, check_licences(policy, claim.weights_license, claim.manifest.sources))
+        if isinstance(reader, LocalStore):
+            _check_store_option(reader.path)
+        report.statement = statement
+        report.total_steps, report.checkpoint_steps = claim.total_steps, claim.checkpoint_steps
+        report.declared_training_seconds = claim.declared_training_seconds
 
         # (2c): lineage: the parent this run declares, and its frozen inputs, bound by digest.
         report.parent = None if claim.parent is None else claim.parent.to_json()
@@ -531,6 +594,8 @@ def verify_run(
         start = _check_lineage(report, claim, parent, inputs or {})
 
         # (3): the code we are about to run is the code that was attested, checked before importing it.
+        # A remote store's index files are fetched here (nothing else of it yet); a local one is read in place.
+        store = reader.index_dir(claim)
         declared = _store_declaration(store)
         attested_files = _attested_files(store, declared, claim)
         if options.code is not None:
@@ -552,6 +617,7 @@ def verify_run(
                     f"store {store} holds another run than the attestation's: its {RUN_FILE} declares {'; '.join(other)} (--store)"
                 ) from e
             raise
+        report.losses = _recorded_losses(evidence)
         report.passed(
             CheckName.COMMITMENTS,
             f"{claim.total_steps} steps and {len(claim.checkpoint_steps)} checkpoints match the {len(claim.trees)} roots",
@@ -559,7 +625,10 @@ def verify_run(
 
         # (5): the final weights file is the subject, and is the last committed checkpoint's weights.
         # One read: the bytes whose SHA-256 is checked are the bytes decoded below.
-        weights_bytes = _read(weights, "weights file", MAX_WEIGHTS_BYTES)
+        if is_url(str(weights)):
+            weights_bytes = fetch_weights(fetcher, cache, str(weights), statement.subject_sha256, MAX_WEIGHTS_BYTES)
+        else:
+            weights_bytes = _read(Path(weights), "weights file", MAX_WEIGHTS_BYTES)
         if hashlib.sha256(weights_bytes).hexdigest() != statement.subject_sha256:
             raise WeightsMismatchError(f"{weights} is not the attested subject (sha256 differs)")
         last = evidence.checkpoint(len(claim.checkpoint_steps) - 1)
@@ -568,7 +637,7 @@ def verify_run(
         del weights_bytes  # peak memory: half a state that replay does not need
         if (last.weights_digest, last.state_digest) != (claim.final_weights_digest, claim.final_state_digest):
             raise WeightsMismatchError("the attested final digests are not the last checkpoint's")
-        report.passed(CheckName.FINAL_WEIGHTS, f"{weights.name} is the subject and the weights of checkpoint at step {last.step}")
+        report.passed(CheckName.FINAL_WEIGHTS, f"{_basename(weights)} is the subject and the weights of checkpoint at step {last.step}")
 
         # (6a): the store's manifest, read here against the signed summary before any worker reads it.
         manifest = read_manifest(store / MANIFEST_FILE, claim.manifest)
@@ -608,6 +677,12 @@ def verify_run(
             seed = secrets.randbelow(2**63)
             report.seed_from_os = True
         drawn = choose_segments(segment_count, options.segments, seed)
+        # A remote store: fetch only the checkpoints the drawn segments start and end at, each checked
+        # against its leaf here (a tampered one rejects), before any worker (which has no network) runs.
+        reader.stage_checkpoints(evidence, [j for i in drawn for j in (i, i + 1)])
+        # Sources given by URL: only the records the drawn segments use, each proven here, then read
+        # by replay from a private local copy (a sandboxed worker has no network).
+        options = _fetch_remote_data(report, claim, evidence, options, drawn, fetcher, scratch)
         if isolation.process:
             _replay_in_workers(report, isolation, payload, claim, store, options, drawn, seed, progress, manifest, start)
         else:
@@ -619,7 +694,56 @@ def verify_run(
         _rank_replay_note(report, claim, options)
     except VerificationError as e:
         report.failed(e.check, str(e))
+    finally:
+        report.fetched_bytes, report.fetch_requests = fetcher.bytes_fetched, fetcher.requests
+        report.fetched = dict(fetcher.fetched)
+    # (9): licences, when the auditor brings a policy, judged last so that the distribution's class
+    # (ML-Policy) rests on everything the audit verified; a missing or unknown licence fails it.
+    if policy is not None and claim is not None and report.pending_shards is None:
+        _judge_licences(report, policy, claim)
     return report
+
+
+def _judge_licences(report: Report, policy: Policy, claim: TrainingClaim) -> None:
+    report.licences = licence_rows(policy, claim.weights_license, claim.manifest.sources)
+    failures = [r["reason"] for r in report.licences if not r["passes"]]
+    if failures:
+        report.failed(CheckName.POLICY, "; ".join(failures))
+    else:
+        report.passed(CheckName.POLICY, f"policy {policy.name}: " + ", ".join(
+            f"{'weights' if r['what'] == 'weights' else r['what'].removeprefix('data source ')} {r['expression']}" for r in report.licences
+        ))
+    report.distribution = ml_policy_class(report, claim.manifest)
+
+
+def _fetch_remote_data(
+    report: Report, claim: TrainingClaim, evidence: Evidence, options: VerifyOptions, drawn: list[int], fetcher: Fetcher,
+    scratch: Callable[[], Path],
+) -> VerifyOptions:
+    urls = {name: str(location) for name, location in options.data.items() if is_url(str(location))}
+    if not urls:
+        return options
+    unknown = sorted(set(urls) - {s.name for s in claim.manifest.sources})
+    if unknown:
+        raise MalformedInputError(f"--data names {', '.join(unknown)}, which the attestation does not declare")
+    manifest = read_manifest(evidence.store / MANIFEST_FILE, claim.manifest)
+    steps = claim.checkpoint_steps
+    needed = [i for seg in drawn for s in range(steps[seg], steps[seg + 1]) for i in evidence.step(s).sample_ids]
+    local, stats = fetch_remote_sources(fetcher, manifest, urls, needed, scratch())
+    report.data_bytes_fetched += stats.bytes_fetched
+    report.notes.extend(stats.notes)
+    return replace(options, data={**options.data, **local})
+
+
+def _recorded_losses(evidence: Evidence) -> list[tuple[int, float]] | None:
+    """Per-step losses from the store's step records, where the prover recorded them (else None)."""
+    losses = [(r.step, getattr(r, "loss", None)) for r in evidence.index.steps]
+    shown = [(step, float(loss)) for step, loss in losses if isinstance(loss, (int, float)) and not isinstance(loss, bool)]
+    return shown or None
+
+
+def _basename(location: str | Path) -> str:
+    return str(location).rstrip("/").rsplit("/", 1)[-1]
 
 
 def _check_device(claim: TrainingClaim, options: VerifyOptions) -> torch.device:
@@ -635,10 +759,10 @@ def _check_device(claim: TrainingClaim, options: VerifyOptions) -> torch.device:
 
 
 def verify(
-    attestation: Path,
-    store: Path,
-    weights: Path,
-    public_key: Path | Keyring,
+    attestation: str | Path,
+    store: str | Path,
+    weights: str | Path,
+    public_key: str | Path | Keyring,
     options: VerifyOptions = VerifyOptions(),
     progress: Progress | None = None,
 ) -> Report:

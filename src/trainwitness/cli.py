@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trainwitness.errors import MalformedInputError, TrainwitnessError
 
@@ -62,7 +62,7 @@ def _train(args: argparse.Namespace) -> int:
         print(f"resumed from the checkpoint at step {run.resumed_from_step}")
     print(f"trained: final weights {run.weights_path}, state {run.final.state_digest}")
     if args.key is not None:
-        envelope = attest_store(args.store, args.weights, load_private_key(args.key))
+        envelope = attest_store(args.store, args.weights, load_private_key(args.key), allow_local_uri=args.allow_local_uri)
         _write_output(args.attestation, envelope)
         print(f"signed attestation {args.attestation}")
     return 0
@@ -72,7 +72,7 @@ def _attest(args: argparse.Namespace) -> int:
     from trainwitness.identity.signing import load_private_key
     from trainwitness.prover import attest_store
 
-    _write_output(args.out, attest_store(args.store, args.weights, load_private_key(args.key)))
+    _write_output(args.out, attest_store(args.store, args.weights, load_private_key(args.key), allow_local_uri=args.allow_local_uri))
     print(f"signed attestation {args.out}")
     return 0
 
@@ -86,23 +86,42 @@ def _inputs(items: Sequence[str]) -> dict[str, Path]:
     return inputs
 
 
-def _verify(args: argparse.Namespace) -> int:
+def _publish(args: argparse.Namespace) -> int:
+    from trainwitness.prover.publish import publish_run
+
+    published = publish_run(
+        args.run, args.out, attestation=args.attestation, store=args.store, weights=args.weights, key=args.key,
+        base_url=args.base_url,
+    )
+    print(f"published {len(published.files)} files ({published.total_bytes} bytes) into {published.out}; see {published.out / 'index.html'}")
+    return 0
+
+
+def _run_verify(args: argparse.Namespace) -> tuple[Any, Any]:  # (Report or ChainReport, the published link's Report)
+    """Verify as ``verify``/``export`` ask; prints the verdict and writes --json/--report."""
     from trainwitness.commit.link import LinkFiles
     from trainwitness.identity.keyring import Keyring
-    from trainwitness.progress import progress_line
-    from trainwitness.verifier import VerifyOptions
-    from trainwitness.verifier.chain import verify_chain
+    from trainwitness.verifier import VerifyOptions, verify_run
+    from trainwitness.verifier.chain import ChainReport, verify_chain
+    from trainwitness.verifier.fetch import FetchSettings, is_url
+    from trainwitness.verifier.report import Report
+    from trainwitness.verifier.store_reader import default_cache_dir
+    from trainwitness.verifier.terminal import print_report, progress_displays
 
+    if args.report is not None and args.report.suffix.lower() not in (".html", ".htm", ".md", ".markdown"):
+        raise MalformedInputError(f"--report {args.report}: the name must end in .html or .md")
     options = VerifyOptions(
         segments=None if args.all else args.segments,
         seed=args.seed,
-        data={name: Path(path) for name, path in (_name_value(item, "--data") for item in args.data)},
+        data={name: path if is_url(path) else Path(path) for name, path in (_name_value(item, "--data") for item in args.data)},
         code=args.code,
         policy=args.policy,
         sandbox=args.sandbox,
         threads=args.threads,
         bounded=args.bounded,
         workers=args.workers,
+        cache=None if args.no_cache else (args.cache or default_cache_dir()),
+        fetch=FetchSettings(timeout=args.fetch_timeout, attempts=args.fetch_attempts),
         device=args.device,
         ranks=args.ranks,
         cluster=args.cluster,
@@ -111,21 +130,63 @@ def _verify(args: argparse.Namespace) -> int:
     )
     if sum(x is not None for x in (args.cluster, args.shard_requests, args.shard_answers)) > 1:
         raise MalformedInputError("--cluster, --shard-requests and --shard-answers exclude each other")
-    keys = Keyring.from_sources(args.key, args.keyring)
-    report = verify_chain(
-        LinkFiles(args.attestation, args.store, args.weights), keys, options, args.parent, _inputs(args.input), progress_line("segments"),
-    )
-    # The verdict, whatever happens to its printing below; requests written: no verdict yet (the merge gives it).
-    status = 0 if report.accepted or (report.pending_shards is not None and all(c.passed for c in report.checks)) else 1
-    document = json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n"
-    if args.json == "-":  # the JSON report on stdout, the text beside it on stderr
-        _print(report.to_text(), sys.stderr)
+    with progress_displays() as (segments, downloads):
+        if any(is_url(str(x)) for x in (args.attestation, args.store, args.weights, *args.key)):
+            # One link read from URLs (a lineage is verified from local link directories).
+            if args.parent or args.input:
+                raise MalformedInputError("--parent and --input need local link directories: download the runs first")
+            if any(is_url(str(k)) for k in args.key) and (len(args.key) > 1 or args.keyring is not None):
+                raise MalformedInputError("a --key given by URL must be the only key (no other --key, no --keyring)")
+            key = args.key[0] if args.key and is_url(str(args.key[0])) else Keyring.from_sources([Path(k) for k in args.key], args.keyring)
+            published = verify_run(args.attestation, args.store, args.weights, key, options, segments, downloads)
+            result: Report | ChainReport = published
+        else:
+            keys = Keyring.from_sources([Path(k) for k in args.key], args.keyring)
+            files = LinkFiles(Path(args.attestation), Path(args.store), Path(args.weights))
+            chain = verify_chain(files, keys, options, args.parent, _inputs(args.input), segments)
+            result, published = chain, chain.published
+            published.lineage = [
+                {"subject": link.report.subject, "relation": link.start(),
+                 "verified": f"{link.report.verdict}, signed by {link.report.signer or 'no trusted key'}"}
+                for link in chain.links[:-1]
+            ]
+    document = json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"
+    text_stream = sys.stderr if args.json == "-" else sys.stdout  # --json -: the JSON on stdout, the text beside it
+    try:
+        if isinstance(result, ChainReport) and (len(result.links) > 1 or result.inputs):
+            print(result.to_text(), file=text_stream, flush=True)
+        else:
+            print_report(published, text_stream)
+    except BrokenPipeError:  # ``verify ... | head``: the reader has gone, the verdict stands
+        _silence_stdout()
+    if args.json == "-":
         _print(document, sys.stdout, end="")
-    else:
-        _print(report.to_text(), sys.stdout)
-        if args.json is not None:
-            _write_output(Path(args.json), document.encode())
-    return status
+    elif args.json is not None:
+        _write_output(Path(args.json), document.encode())
+    if args.report is not None:
+        from trainwitness.verifier.render import write_report
+
+        write_report(published, args.report, verdict=result.verdict)
+    return result, published
+
+
+def _verify(args: argparse.Namespace) -> int:
+    result, _ = _run_verify(args)
+    if result.pending_shards is not None and all(c.passed for c in result.checks):
+        return 0  # requests written: no verdict yet (the merge gives it)
+    return 0 if result.accepted else 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    from trainwitness.verifier.export import cyclonedx_json
+
+    result, published = _run_verify(args)
+    if not result.accepted or published.statement is None:
+        print(f"nothing exported: the audit did not accept, so {args.out} would state facts that were not established", file=sys.stderr)
+        return 1
+    _write_output(args.out, cyclonedx_json(published, published.statement).encode("utf-8"))
+    print(f"exported the verified facts as a CycloneDX 1.6 ML-BOM (validated): {args.out}")
+    return 0
 
 
 def _print(text: str, stream: object, end: str = "\n") -> None:
@@ -273,53 +334,39 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trainwitness", description=__doc__.splitlines()[0] if __doc__ else None)
-    sub = parser.add_subparsers(dest="command", required=True)
+DESCRIPTION = """\
+Signed, spot-checkable proofs that neural-network weights came from the declared code, data and
+hyperparameters. The prover records beside training and signs an attestation; the verifier checks it
+and replays randomly drawn segments of the run.
 
-    p = sub.add_parser("keygen", help="make an Ed25519 key pair")
-    p.add_argument("--out", type=Path, default=Path("."), help="directory for NAME.key and NAME.pub")
-    p.add_argument("--name", default="trainwitness")
+exit status: 0 verified (or done), 1 rejected (the evidence contradicts the claim),
+2 could not verify (usage, a missing, unreadable or unfetchable input)."""
 
-    p = sub.add_parser("train", help="train a spec with recording (resumes a store left by a crash)")
-    p.add_argument("spec", help="entry point module:function of a @training_spec")
-    p.add_argument("--store", type=Path, required=True)
-    p.add_argument("--weights", type=Path, required=True, help="where to write the final model.safetensors")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a hyperparameter")
-    p.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads (recorded; replay uses the same)")
-    p.add_argument(
-        "--exact", action="store_true",
-        help="exact mode: round gradients and state to grids with committed hints, so replay on other threads/hardware is bitwise (docs/EXACT.md)",
-    )
-    p.add_argument("--device", default="cpu", help="run the steps on this device: cpu (default), cuda, cuda:N, mps (recorded)")
-    p.add_argument("--zstd-level", type=int, default=3)
-    p.add_argument("--no-compress", action="store_true")
-    p.add_argument("--delta-every", type=int, metavar="F", help="store checkpoints as XOR deltas, a full one every F")
-    p.add_argument("--key", type=Path, help="private key: sign an attestation when training ends")
-    p.add_argument("--attestation", type=Path, default=Path("attestation.json"))
-    p.add_argument("--weights-license", "--weights-licence", dest="weights_license", metavar="SPDX",
-                   help="SPDX licence expression of the weights (signed)")
-    p.add_argument("--source-uri", help="where the training program's source can be obtained (signed)")
-    p.add_argument("--parent", type=Path, metavar="DIR",
-                   help="start from an attested run: DIR holds its attestation.json, store/ and model.safetensors (signed by digest)")
-    p.add_argument("--parent-mode", choices=["finetune", "continue"], default="finetune",
-                   help="finetune: the parent's final weights, a fresh optimizer from --set seed (default); "
-                   "continue: the parent's whole final state (optimizer, scheduler, RNG)")
-    p.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
-                   help="a frozen input the spec reads by NAME (a teacher): a weights file, or an attested run's directory")
 
-    p = sub.add_parser("attest", help="sign the attestation of a completed store")
-    p.add_argument("--store", type=Path, required=True)
-    p.add_argument("--weights", type=Path, required=True)
-    p.add_argument("--key", type=Path, required=True, help="private key")
-    p.add_argument("--out", type=Path, default=Path("attestation.json"))
+def _version() -> str:
+    from trainwitness import __version__
 
-    p = sub.add_parser("verify", help="verify an attestation by replaying randomly sampled segments")
-    p.add_argument("attestation", type=Path)
-    p.add_argument("--store", type=Path, required=True)
-    p.add_argument("--weights", type=Path, required=True)
-    p.add_argument("--key", type=Path, action="append", default=[],
-                   help="a trusted public key (repeat: one per signer of the chain); named by its path in the report")
+    return f"trainwitness {__version__}"
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from e
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def _add_verify_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of `verify`, shared by `export` (which verifies before it writes anything)."""
+    p.add_argument("attestation", help="the signed attestation (DSSE envelope): a path or URL")
+    p.add_argument("--store", required=True, help="the run's store: a directory or URL (only its index and the drawn checkpoints are read)")
+    p.add_argument("--weights", required=True, help="the final weights file (the attestation's subject): a path or URL")
+    p.add_argument("--key", action="append", default=[],
+                   help="a trusted public key (PEM; repeat: one per signer of a chain), named by its path in the report; "
+                   "or one URL (it then proves only that whoever controls that URL signed)")
     p.add_argument("--keyring", type=Path, metavar="FILE", help="trusted keys by name: a TOML [keys] table (README, Lineage)")
     p.add_argument("--parent", type=Path, action="append", default=[], metavar="DIR",
                    help="a link of the declared lineage: DIR holds its attestation.json, store/ and model.safetensors (repeat for a chain)")
@@ -330,16 +377,20 @@ def _parser() -> argparse.ArgumentParser:
     how_many.add_argument("--all", action="store_true", help="replay every segment")
     p.add_argument("--seed", type=int, help="seed the segment draw for a reproducible audit (default: OS randomness)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE ('-': to stdout, the text to stderr)")
+    p.add_argument("--report", type=Path, metavar="FILE.html|FILE.md",
+                   help="also write a report for people: self-contained HTML (plots inline) or Markdown, by suffix")
     p.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
-                   help="read declared data source NAME from the auditor's copy at PATH")
+                   help="read declared data source NAME from the auditor's copy at PATH, or from a URL (only the "
+                   "records the drawn segments use, by range where the format allows; repeatable)")
     p.add_argument("--code", type=Path, metavar="DIR", help="the auditor's copy of the training program's source tree")
-    p.add_argument("--policy", metavar="NAME|FILE", help="licence policy (fedora-content, debian-dfsg, or a TOML file)")
+    p.add_argument("--policy", metavar="NAME|FILE",
+                   help="licence policy: a shipped one (" + ", ".join(_shipped_policies()) + ") or a TOML file")
 
     p.add_argument("--sandbox", choices=["auto", "off", "required"], default="auto",
                    help="replay the training code in a process without network and with a read-only filesystem "
-                   "(auto: where the OS allows; required: refuse otherwise; off: in-process)")
+                   "(auto: where the OS allows; required: refuse otherwise; off: in-process; default auto)")
 
-    p.add_argument("--threads", type=_positive_int, help="torch threads for replay (default: the recorded count)")
+    p.add_argument("--threads", type=_positive_int, help="torch threads for replay (default: the thread count the attestation records)")
     p.add_argument("--workers", type=_positive_int, default=1, metavar="W",
                    help="replay the drawn segments in W worker processes at once, each on a share (default 1)")
     p.add_argument("--device", default="cpu", help="replay on this device: cpu (default), cuda, cuda:N, mps; "
@@ -348,6 +399,13 @@ def _parser() -> argparse.ArgumentParser:
         "--bounded", action="store_true",
         help="for runs without exact mode: accept replays within a calibrated distance (weaker; docs/EXACT.md)",
     )
+    p.add_argument("--cache", type=Path, metavar="DIR",
+                   help="keep verified downloads here, by digest (default: $XDG_CACHE_HOME/trainwitness or ~/.cache/trainwitness)")
+    p.add_argument("--no-cache", action="store_true", help="keep no downloads (every URL is fetched again next time)")
+    p.add_argument("--fetch-timeout", type=_non_negative_float, default=60.0, metavar="SECONDS",
+                   help="give a download up after this long without progress (default 60)")
+    p.add_argument("--fetch-attempts", type=_positive_int, default=3, metavar="N",
+                   help="tries per file on timeouts, truncated bodies and server errors (default 3)")
     p.add_argument("--cluster", metavar="ADDRESS",
                    help="replay the --workers shares as tasks on the Dask scheduler at ADDRESS (pip install 'trainwitness[cluster]')")
     p.add_argument("--shard-requests", type=Path, metavar="DIR",
@@ -361,39 +419,126 @@ def _parser() -> argparse.ArgumentParser:
         "suffices, else local (docs/DISTRIBUTED.md)",
     )
 
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trainwitness", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=_version(), help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("keygen", help="make an Ed25519 key pair", description="Make an Ed25519 key pair (PEM); the private key is never overwritten.")
+    p.add_argument("--out", type=Path, default=Path("."), help="directory for NAME.key and NAME.pub (default: the current directory)")
+    p.add_argument("--name", default="trainwitness", help="file name stem of the pair (default: trainwitness)")
+
+    p = sub.add_parser("train", help="train a spec with recording (resumes a store left by a crash)",
+                       description="Train a spec with recording; run again after a crash to resume from the last durable checkpoint.")
+    p.add_argument("spec", help="entry point module:function of a @training_spec")
+    p.add_argument("--store", type=Path, required=True, help="directory for the run's evidence (index, checkpoints, manifest)")
+    p.add_argument("--weights", type=Path, required=True, help="where to write the final model.safetensors")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a hyperparameter (repeatable)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads (recorded; replay uses the same; default 1)")
+    p.add_argument(
+        "--exact", action="store_true",
+        help="exact mode: round gradients and state to grids with committed hints, so replay on other threads/hardware is bitwise (docs/EXACT.md)",
+    )
+    p.add_argument("--device", default="cpu", help="run the steps on this device: cpu (default), cuda, cuda:N, mps (recorded)")
+    p.add_argument("--zstd-level", type=int, default=3, help="zstd level of the checkpoint files (default 3)")
+    p.add_argument("--no-compress", action="store_true", help="write checkpoints uncompressed")
+    p.add_argument("--delta-every", type=int, metavar="F", help="store checkpoints as XOR deltas, a full one every F")
+    p.add_argument("--key", type=Path, help="private key: sign an attestation when training ends")
+    p.add_argument("--attestation", type=Path, default=Path("attestation.json"), help="where to write it (default attestation.json)")
+    p.add_argument("--weights-license", "--weights-licence", dest="weights_license", metavar="SPDX",
+                   help="SPDX licence expression of the weights (signed)")
+    p.add_argument("--source-uri", help="where the training program's source can be obtained (signed)")
+    p.add_argument("--allow-local-uri", action="store_true",
+                   help="sign even if a data source's uri is a path on this machine (a recipient cannot use it)")
+    p.add_argument("--parent", type=Path, metavar="DIR",
+                   help="start from an attested run: DIR holds its attestation.json, store/ and model.safetensors (signed by digest)")
+    p.add_argument("--parent-mode", choices=["finetune", "continue"], default="finetune",
+                   help="finetune: the parent's final weights, a fresh optimizer from --set seed (default); "
+                   "continue: the parent's whole final state (optimizer, scheduler, RNG)")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
+                   help="a frozen input the spec reads by NAME (a teacher): a weights file, or an attested run's directory")
+
+    p = sub.add_parser("attest", help="sign the attestation of a completed store", description="Sign the attestation of a completed store.")
+    p.add_argument("--store", type=Path, required=True, help="the run's store directory")
+    p.add_argument("--weights", type=Path, required=True, help="the final weights file (the attestation's subject)")
+    p.add_argument("--key", type=Path, required=True, help="private key")
+    p.add_argument("--out", type=Path, default=Path("attestation.json"), help="where to write the attestation (default attestation.json)")
+    p.add_argument("--allow-local-uri", action="store_true",
+                   help="sign even if a data source's uri is a path on this machine (a recipient cannot use it)")
+
+    p = sub.add_parser("publish", help="lay a signed run out for static hosting (web server or bucket)",
+                       description="Copy a signed run into a new directory to serve as is: attestation, weights, public key, "
+                       "store (index, manifest, checkpoints), SHA256SUMS and a short index.html. Checks the signature first.")
+    p.add_argument("run", type=Path, help="the run directory (attestation.json, store/, the weights, one *.pub), as `demo` leaves it")
+    p.add_argument("--out", type=Path, required=True, help="new (or empty) directory to write")
+    p.add_argument("--attestation", type=Path, help="the attestation, if not RUN/attestation.json")
+    p.add_argument("--store", type=Path, help="the store, if not RUN/store")
+    p.add_argument("--weights", type=Path, help="the weights file, if not RUN/<the attestation's subject name>")
+    p.add_argument("--key", type=Path, help="the public key, if RUN holds not exactly one *.pub")
+    p.add_argument("--base-url", help="the URL the directory will be served at (shown in index.html's verify command)")
+
+    p = sub.add_parser("verify", help="verify an attestation by replaying randomly sampled segments",
+                       description="Verify an attestation: signature, commitments, final weights, data and code identity, then "
+                       "replay randomly drawn segments. Every input may be a local path or a URL (http://, https://, s3://).")
+    _add_verify_arguments(p)
+
+    p = sub.add_parser("export", help="verify, then write the verified facts as a CycloneDX ML-BOM",
+                       description="Verify exactly as `verify` does (same arguments); if the audit accepts, write its "
+                       "verified facts as a CycloneDX 1.6 ML-BOM (JSON), validated against the schema. Nothing is written on REJECT.")
+    _add_verify_arguments(p)
+    p.add_argument("--format", choices=["cyclonedx"], default="cyclonedx", dest="export_format",
+                   help="document format (default cyclonedx; SPDX 3 is not produced yet, see docs/PACKAGER.md)")
+    p.add_argument("--out", type=Path, required=True, help="the document to write")
+
     p = sub.add_parser("replay-shard", help="answer one shard request of `verify --shard-requests` (any machine)")
-    p.add_argument("request", type=Path)
+    p.add_argument("request", type=Path, help="a request file written by `verify --shard-requests`")
     p.add_argument("--out", type=Path, required=True, help="the answer file (DIR/answer-KKK.json beside the request)")
     p.add_argument("--store", type=Path, help="where this machine sees the store (default: the request's path)")
     p.add_argument("--data", action="append", default=[], metavar="NAME=PATH", help="where this machine sees a data source")
     p.add_argument("--code", type=Path, metavar="DIR", help="where this machine sees the training program's source tree")
 
-    p = sub.add_parser("data", help="dataset manifests")
-    data_sub = p.add_subparsers(dest="data_command", required=True)
-    q = data_sub.add_parser("manifest", help="build a manifest (per-sample digests, Merkle root) from data sources")
+    p = sub.add_parser("data", help="dataset manifests", description="Dataset manifests.")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    q = data_sub.add_parser("manifest", help="build a manifest (per-sample digests, Merkle root) from data sources",
+                            description="Build a manifest (per-sample digests, Merkle root) from data sources.")
     q.add_argument("sources", nargs="+", metavar="[NAME=]PATH",
                    help="a directory of files, a file, a .jsonl/.csv (optionally .gz) file, or a .npy array")
-    q.add_argument("--out", type=Path, required=True)
-    q.add_argument("--license", "--licence", action="append", default=[], metavar="NAME=SPDX")
-    q.add_argument("--description", action="append", default=[], metavar="NAME=TEXT")
-    q.add_argument("--uri", action="append", default=[], metavar="NAME=URI", help="where the source can be obtained")
+    q.add_argument("--out", type=Path, required=True, help="the manifest file to write (JSON lines)")
+    q.add_argument("--license", "--licence", action="append", default=[], metavar="NAME=SPDX",
+                   help="SPDX licence expression of source NAME (default NOASSERTION, which fails every policy)")
+    q.add_argument("--description", action="append", default=[], metavar="NAME=TEXT", help="what source NAME is")
+    q.add_argument("--uri", action="append", default=[], metavar="NAME=URI", help="where source NAME can be obtained")
 
-    p = sub.add_parser("inspect", help="print what an attestation claims (signature not checked)")
-    p.add_argument("attestation", type=Path)
+    p = sub.add_parser("inspect", help="print what an attestation claims (signature not checked)",
+                       description="Print what an attestation claims. The signature is NOT checked: use verify for that.")
+    p.add_argument("attestation", type=Path, help="the attestation file")
     p.add_argument("--parent", type=Path, action="append", default=[], metavar="DIR",
                    help="follow the declared chain through these link directories (nothing is verified)")
 
-    p = sub.add_parser("demo", help="train, attest and verify a built-in workload (digits MLP or lm transformer)")
-    p.add_argument("--out", type=Path, help="new directory for the demo's files")
-    p.add_argument("--workload", default="digits", choices=["digits", "lm"])
+    p = sub.add_parser("demo", help="train, attest and verify a built-in workload (digits MLP or lm transformer)",
+                       description="Train, attest and verify a built-in workload; leaves every file to try verify by hand.")
+    p.add_argument("--out", type=Path, help="new directory for the demo's files (default: ./trainwitness-demo[-N])")
+    p.add_argument("--workload", default="digits", choices=["digits", "lm"], help="digits (MLP, seconds) or lm (transformer, minutes); default digits")
     return parser
+
+
+def _shipped_policies() -> list[str]:
+    from trainwitness.verifier.policy import shipped_policies
+
+    return shipped_policies()
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "keygen": _keygen,
     "train": _train,
     "attest": _attest,
+    "publish": _publish,
     "verify": _verify,
+    "export": _export,
     "replay-shard": _replay_shard,
     "data": _data_manifest,
     "inspect": _inspect,

@@ -8,7 +8,7 @@ from pathlib import Path
 from trainwitness.commit.atomic import atomic_write
 from trainwitness.identity.signing import generate_keypair, load_private_key
 from trainwitness.progress import progress_line
-from trainwitness.prover import attest_store, record_run
+from trainwitness.prover import Declarations, attest_store, record_run
 from trainwitness.verifier import Report, VerifyOptions, verify_run
 
 __all__ = ["run_demo", "fresh_directory"]
@@ -36,14 +36,19 @@ def run_demo(out: Path, workload: str = "digits") -> Report:
     generate_keypair(private, public)
     store, weights, attestation = out / "store", out / "model.safetensors", out / "attestation.json"
     print(f"[1/3] training {workload} with recording ({threads} threads) into {store}")
-    record_run(WORKLOADS[workload], {}, store, weights, torch_threads=threads, progress=progress_line("      steps"))
+    # The demo's weights are offered under CC-BY-4.0 (the digits data's own licence), so that a licence
+    # policy has something to judge; the text workload's data is PSF-2.0.
+    declarations = Declarations(weights_license="CC-BY-4.0" if workload == "digits" else "PSF-2.0")
+    record_run(WORKLOADS[workload], {}, store, weights, torch_threads=threads, progress=progress_line("      steps"), declarations=declarations)
     print(f"[2/3] signing the attestation {attestation}")
     atomic_write(attestation, attest_store(store, weights, load_private_key(private)))
     print("[3/3] verifying: replaying every segment on this machine")
     report = verify_run(attestation, store, weights, public, VerifyOptions(segments=None), progress=progress_line("      segments"))
     print(report.to_text())
     print(
-        f"\nTry it by hand:\n  trainwitness verify {attestation} --store {store} --weights {weights} --key {public} --segments 5\n"
+        f"\nTry it by hand:\n  trainwitness verify {attestation} --store {store} --weights {weights} --key {public} --segments 5"
+        f" --policy debian-dfsg --report {out / 'report.html'}\n"
+        f"  trainwitness publish {out} --out {out}-site   # then serve {out}-site and verify it by URL\n"
         f"  trainwitness inspect {attestation}"
     )
     return report

@@ -38,6 +38,7 @@ __all__ = [
 
 
     "NotReplayableError",
+    "FetchError",
 ]
 
 
@@ -195,4 +196,13 @@ class NotReplayableError(InputError):
 
     Raised by the prover while recording (a per-step check) or before signing (the replay of
     recorded segments); the message names the step, the likely cause and what differs.
+    """
+
+
+class FetchError(InputError):
+    """A remote input (an ``http(s)://`` or ``s3://`` URL) could not be fetched whole: nothing was decided.
+
+    Raised after bounded retries for a timeout, a truncated body, a server error or a missing file;
+    the message names the URL. A body that arrives whole but holds the wrong bytes is not a fetch
+    failure: it is checked like a local file, and rejected where a byte should match a leaf.
     """

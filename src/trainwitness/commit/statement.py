@@ -264,6 +264,9 @@ class TrainingClaim:
         """The signed data summary (validated in ``from_json``)."""
         return ManifestSummary.from_json(self.data["manifest"], "attestation: predicate.data.manifest")
     exact: ExactMode | None = None  # exact mode's grids; absent from the statement when off
+    # What the prover says training took (wall-clock seconds, all sessions of a resumed run): declared,
+    # never verified (the verifier shows it beside its own replay-time estimate). Absent when not recorded.
+    declared_training_seconds: float | None = None
     distributed: DataParallelRun | None = None  # a W-rank data-parallel run (docs/DISTRIBUTED.md); absent for one process
 
     @property
@@ -296,6 +299,9 @@ class TrainingClaim:
 
     def to_json(self) -> dict[str, JSONValue]:
         exact: dict[str, JSONValue] = {} if self.exact is None else {"exact": self.exact.to_json()}
+        declared: dict[str, JSONValue] = (
+            {} if self.declared_training_seconds is None else {"declared": {"training_wall_seconds": self.declared_training_seconds}}
+        )
         distributed: dict[str, JSONValue] = {} if self.distributed is None else {"distributed": self.distributed.to_json()}
         lineage: dict[str, JSONValue] = {}
         if self.parent is not None:
@@ -305,6 +311,7 @@ class TrainingClaim:
         return {
             **exact,
             **distributed,
+            **declared,
             **lineage,
             "code": self.code,
             "environment": self.environment,
@@ -343,6 +350,12 @@ class TrainingClaim:
         check_core_hyperparameters(hp, "attestation: predicate.hyperparameters", num_samples=manifest.num_samples)
         weights_license = _get(obj, "weights_license", str, "predicate") if obj.get("weights_license") is not None else None
         exact = ExactMode.from_json(obj["exact"], "attestation: predicate.exact") if "exact" in obj else None
+        seconds = None
+        if "declared" in obj:
+            seconds = _get(_get(obj, "declared", dict, "predicate"), "training_wall_seconds", (int, float), "predicate.declared")
+            if isinstance(seconds, bool) or not 0 <= seconds < 1e12:
+                raise MalformedInputError("attestation: predicate.declared.training_wall_seconds out of range")
+            seconds = float(seconds)
         parent = ParentLink.from_json(obj["parent"]) if "parent" in obj else None
         inputs = _inputs(obj, "predicate") if "inputs" in obj else {}
         distributed = None
@@ -376,6 +389,7 @@ class TrainingClaim:
             parent=parent,
             inputs=inputs,
             exact=exact,
+            declared_training_seconds=seconds,
             distributed=distributed,
         )
         claim._check_tree_sizes()

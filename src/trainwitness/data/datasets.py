@@ -21,7 +21,7 @@ import torch
 
 from trainwitness.commit.hashing import file_sha256, format_digest
 from trainwitness.data.manifest import ManifestBuilder, ManifestSummary, record_digest
-from trainwitness.data.records import detect_format, iter_records
+from trainwitness.data.records import detect_format, iter_records, record_offsets
 from trainwitness.errors import MalformedInputError
 from trainwitness.tensors.state import digest_tensors
 
@@ -206,7 +206,7 @@ def build_dataset_manifest(dataset: Dataset, out: Path) -> ManifestSummary:
                     name=source.name, uri=source.uri or str(path),
                     archive_sha256=format_digest(file_sha256(str(path))) if path.is_file() else None,
                     license=source.license, description=source.description, format=fmt, compression=compression,
-                    samples=((record_digest(r), len(r)) for r in records),
+                    samples=((record_digest(r), len(r)) for r in records), offsets=record_offsets(path, fmt, compression),
                 )
         else:
             try:

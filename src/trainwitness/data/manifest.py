@@ -31,7 +31,7 @@ from trainwitness.commit.atomic import atomic_write_with, temporary_path, writin
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hashing import Digest, domain_hash, file_sha256, format_digest, parse_digest
 from trainwitness.commit.merkle import MerkleTree, StreamingMerkleRoot, verify_inclusion
-from trainwitness.data.records import detect_format, iter_records
+from trainwitness.data.records import detect_format, iter_records, record_offsets
 from trainwitness.errors import CommitmentError, MalformedInputError, MissingInputError
 
 __all__ = [
@@ -226,16 +226,27 @@ class ManifestBuilder:
         compression: str | None,
         samples: Iterable[tuple[Digest, int]],
         progress: Progress | None = None,
+        offsets: Iterable[int | None] | None = None,
     ) -> SourceDeclaration:
-        """Append one source's samples ((digest, size) in record order); returns its declaration."""
+        """Append one source's samples ((digest, size) in record order); returns its declaration.
+
+        ``offsets``, when given, is where each record starts in the source file (``records.record_offsets``):
+        written on the sample line as ``offset`` (not part of the leaf: a reader by byte range uses it,
+        and proves the bytes it fetched by their digest, so a wrong offset cannot pass).
+        """
         check_source_name(name, "manifest")
         if any(s.name == name for s in self._sources):
             raise MalformedInputError(f"manifest: source {name!r} is declared twice")
         count = total = 0
+        where = iter(offsets) if offsets is not None else None
         for digest, size in samples:
             entry = SampleEntry(id=self._root.size, source=name, record=count, digest=digest, size=size)
+            line = entry.to_json()
+            offset = next(where, None) if where is not None else None
+            if offset is not None:
+                line["offset"] = offset
             with writing(self._out):
-                self._samples.write(canonical_json(entry.to_json()) + b"\n")
+                self._samples.write(canonical_json(line) + b"\n")
             self._root.add(entry.leaf())
             count += 1
             total += size
@@ -313,6 +324,7 @@ def build_manifest(inputs: Iterable[SourceInput], out: Path, progress: Progress 
                 name=source.name, uri=source.uri or str(source.path), archive_sha256=archive, license=source.license,
                 description=source.description, format=fmt, compression=compression,
                 samples=_digests(iter_records(source.path, fmt, compression)), progress=progress,
+                offsets=record_offsets(source.path, fmt, compression),
             )
         return builder.finish()
     except BaseException:
@@ -323,10 +335,11 @@ def build_manifest(inputs: Iterable[SourceInput], out: Path, progress: Progress 
 class ManifestIndex:
     """A manifest file read back and checked against a signed summary; hands out proven entries."""
 
-    def __init__(self, summary: ManifestSummary, digests: list[bytes], sizes: list[int]) -> None:
+    def __init__(self, summary: ManifestSummary, digests: list[bytes], sizes: list[int], offsets: list[int | None] | None = None) -> None:
         self.summary = summary
         self._digests = digests
         self._sizes = sizes
+        self._offsets_in_file = offsets if offsets is not None else [None] * len(digests)
         self._names = [s.name for s in summary.sources]
         self._source_index: list[int] = []
         for number, s in enumerate(summary.sources):
@@ -341,6 +354,12 @@ class ManifestIndex:
 
     def __len__(self) -> int:
         return len(self._digests)
+
+    def byte_range(self, sample_id: int) -> tuple[int, int] | None:
+        """[start, end) of the sample's record in its source file, as the manifest line gives it (unsigned: a
+        hint for readers by range, whose bytes are then proven by digest); None when not recorded."""
+        start = self._offsets_in_file[sample_id]
+        return None if start is None else (start, start + self._sizes[sample_id])
 
     @property
     def computed_root(self) -> bytes:
@@ -393,11 +412,16 @@ def read_manifest(path: Path, signed: ManifestSummary) -> ManifestIndex:
     positions = ((s.name, r) for s in signed.sources for r in range(s.num_samples))
     digests: list[bytes] = []
     sizes: list[int] = []
+    offsets: list[int | None] = []
     for number, line in enumerate(lines):
         where = f"manifest {path} sample line {number + 1}"
         obj = parse_json(line, where)
-        if not isinstance(obj, dict) or set(obj) != {"digest", "id", "record", "size", "source"}:
-            raise MalformedInputError(f"{where}: expected exactly digest, id, record, size, source")
+        if not isinstance(obj, dict) or set(obj) - {"offset"} != {"digest", "id", "record", "size", "source"}:
+            raise MalformedInputError(f"{where}: expected exactly digest, id, record, size, source (and optionally offset)")
+        offset = obj.get("offset")
+        if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool) or offset < 0):
+            raise MalformedInputError(f"{where}: offset must be a non-negative integer")
+        offsets.append(offset)
         if (obj["source"], obj["record"]) != next(positions, None) or obj["id"] != number:
             raise CommitmentError(f"{where}: sample {obj.get('id')!r} is not where the signed sources put it")
         digests.append(parse_digest(_get(obj, "digest", str, where), f"{where} digest"))
@@ -409,7 +433,7 @@ def read_manifest(path: Path, signed: ManifestSummary) -> ManifestIndex:
         if sum(sizes[start : start + source.num_samples]) != source.total_bytes:
             raise CommitmentError(f"manifest {path}: the sizes of source {source.name} do not add up to its declared total")
         start += source.num_samples
-    index = ManifestIndex(signed, digests, sizes)
+    index = ManifestIndex(signed, digests, sizes, offsets)
     if format_digest(index.computed_root) != signed.root:
         raise CommitmentError(f"manifest {path} does not hash to the signed manifest root")
     return index

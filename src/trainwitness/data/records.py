@@ -26,7 +26,7 @@ from typing import IO
 
 from trainwitness.errors import MalformedInputError, MissingInputError
 
-__all__ = ["LINE_SUFFIXES", "detect_format", "list_files", "iter_records", "read_records"]
+__all__ = ["LINE_SUFFIXES", "detect_format", "list_files", "iter_records", "record_offsets", "read_records"]
 
 LINE_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv", ".txt")
 
@@ -161,6 +161,33 @@ def iter_records(path: Path, fmt: str, compression: str | None = None) -> Iterat
             yield row
     else:
         raise MalformedInputError(f"data source {path}: unknown record format {fmt!r}")
+
+
+def record_offsets(path: Path, fmt: str, compression: str | None) -> Iterator[int | None]:
+    """Where each record starts in the source file, in record order: what a reader by byte range needs.
+
+    ``lines`` (uncompressed): the offset of the line's first byte (a record is ``size`` bytes from
+    there, whatever its line end); ``npy-rows``: the header's length plus i x the row size; ``file``:
+    0. None where a record has no byte range of its own in one file: a ``.gz`` stream (DEFLATE has no
+    random access without an index of restart points, each holding 32 KiB of decompressor window) and
+    a ``files`` directory (a record is a whole file, located by its relative path).
+    """
+    if fmt == "lines" and compression is None:
+        with _open_regular(path) as f:
+            at = 0
+            for line in f:
+                yield at
+                at += len(line)
+    elif fmt == "npy-rows":
+        with _open_regular(path) as f:
+            rows, row_bytes, offset = _npy_layout(f, path)
+        for i in range(rows):
+            yield offset + i * row_bytes
+    elif fmt == "file":
+        yield 0
+    else:
+        for _ in iter_records(path, fmt, compression):
+            yield None
 
 
 def read_records(path: Path, fmt: str, compression: str | None, wanted: Iterable[int]) -> dict[int, bytes]:

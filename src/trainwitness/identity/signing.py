@@ -97,6 +97,9 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     return public_key_from_pem(_read_key_file(path), str(path))
 
 
+MAX_KEY_BYTES = 64 * 1024  # a PEM public key is a few hundred bytes
+
+
 def public_key_from_pem(pem: bytes, what: str) -> Ed25519PublicKey:
     """An Ed25519 public key from PEM (SubjectPublicKeyInfo); ``MalformedInputError`` naming ``what`` otherwise."""
     try:

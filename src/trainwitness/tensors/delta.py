@@ -36,7 +36,7 @@ from trainwitness.tensors.checkpoint import (
 from trainwitness.tensors.state import DTYPE_NAMES, FlatState
 from trainwitness.tensors.tensorfile import Part, join_parts, safetensors_parts
 
-__all__ = ["DELTA_FORMAT", "MAX_DELTA_CHAIN", "delta_parts", "encode_delta", "read_checkpoint"]
+__all__ = ["DELTA_FORMAT", "MAX_DELTA_CHAIN", "delta_parts", "encode_delta", "delta_base", "read_checkpoint"]
 
 DELTA_FORMAT = "trainwitness-delta/v1"
 MAX_DELTA_CHAIN = 64  # files read to reach one checkpoint: the keyframe interval may not exceed it
@@ -121,6 +121,15 @@ def _peek_base(data: BinaryIO, what: str) -> int | None:
     if not isinstance(metadata, dict):
         raise MalformedInputError(f"{what}: no safetensors metadata")
     return _delta_header(metadata, what)[0]
+
+
+def delta_base(store: Path, relpath: str) -> int | None:
+    """The base checkpoint index the delta file ``store/relpath`` names (None: a keyframe); reads its header only.
+
+    Not a check: the chain it leads to is verified when ``read_checkpoint`` reconstructs it.
+    """
+    with open_store_file(store, relpath, MAX_CHECKPOINT_BYTES) as (f, _):
+        return _peek_base(f, f"{store}/{relpath}")
 
 
 def _layout_check(layout: CheckpointLayout | None, what: str) -> HeaderCheck | None:

@@ -43,7 +43,9 @@ DIGITS_SOURCE = DataSource(
         "one CSV line per image, 64 pixel counts 0..16 then the digit; "
         "upstream: https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits"
     ),
-    locate=digits_csv_path,  # declared as this path, with its sha256 (any scikit-learn >= 0.14 ships the same file)
+    locate=digits_csv_path,  # read from here; signed with its sha256 (any scikit-learn >= 0.14 ships the same file)
+    # Where a recipient obtains the same file (its SHA-256 is signed beside it): scikit-learn's repository.
+    uri="https://github.com/scikit-learn/scikit-learn/raw/1.5.2/sklearn/datasets/data/digits.csv.gz",
 )
 
 
