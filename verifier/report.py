@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainwitness.display import escape, escape_json
 from trainwitness.verifier.draw import detection_probability
 from trainwitness.verifier.replay import SegmentResult
 
@@ -164,4 +165,13 @@ class Report:
                 + ", ".join(f"{k}: {v:.1%}" for k, v in detection.items())
             )
         lines.extend(f"  note: {n}" for n in self.notes)
-        return "\n".join(lines)
+        # Details, notes, the subject and the entry point quote signed and stored strings: every line
+        # is escaped (display.escape) so that none of them can drive the terminal or pass for another.
+        return "\n".join(escape(line) for line in lines)
+
+    def to_display_json(self) -> dict[str, Any]:
+        """``to_json`` with every string escaped (display.escape): the ``--json`` report, for tools that render it.
+
+        ``to_json`` itself stays raw: it is the sandbox worker's answer, escaped once by the parent.
+        """
+        return escape_json(self.to_json())  # type: ignore[no-any-return]

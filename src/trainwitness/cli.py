@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from trainwitness.display import escape
 from trainwitness.errors import MalformedInputError, TrainwitnessError
 
 __all__ = ["main"]
@@ -87,7 +88,7 @@ def _verify(args: argparse.Namespace) -> int:
     report = verify_run(args.attestation, args.store, args.weights, args.key, options, progress_line("segments"))
     print(report.to_text())
     if args.json is not None:
-        args.json.write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
+        args.json.write_text(json.dumps(report.to_display_json(), indent=2, sort_keys=True) + "\n")
     return 0 if report.accepted else 1
 
 
@@ -261,10 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except TrainwitnessError as e:
-        print(f"trainwitness: error: {e}", file=sys.stderr)
+        print(f"trainwitness: error: {escape(e)}", file=sys.stderr)  # messages quote stored names: escaped
         return e.exit_status
     except OSError as e:
-        print(f"trainwitness: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        print(f"trainwitness: error: {escape(e.filename or '')}: {escape(e.strerror or e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
