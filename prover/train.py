@@ -11,6 +11,7 @@ from pathlib import Path
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hints import HINTS_FILE, ExactMode
 from trainwitness.commit.store import (
+    IMPORTS_FILE,
     INDEX_FILE,
     MANIFEST_FILE,
     RUN_FILE,
@@ -22,7 +23,8 @@ from trainwitness.commit.store import (
 )
 from trainwitness.data.datasets import build_dataset_manifest
 from trainwitness.errors import MalformedInputError, MissingInputError
-from trainwitness.identity.code import code_identity
+from trainwitness.identity.code import code_identity, package_identity
+from trainwitness.identity.imports import ImportedCode, ImportMonitor, without_bytecode
 from trainwitness.prover.recorder import Recorder
 from trainwitness.run.environment import apply_execution_settings, capture_environment
 from trainwitness.run.loop import ExactHooks, TrainingRun, weights_of
@@ -33,7 +35,7 @@ from trainwitness.tensors.state import state_digest
 
 __all__ = ["Declarations", "RecordedRun", "record_run"]
 
-STORE_FORMAT = "trainwitness-store/v1"
+STORE_FORMAT = "trainwitness-store/v2"  # v2: checkpoint records hold weights and rest digests (issue 11)
 
 # (steps done, total steps) -> None, for progress display.
 Progress = Callable[[int, int], None]
@@ -80,6 +82,41 @@ def _declare(
         "compression": compress_level,
         "weights_license": declarations.weights_license,
     }
+
+
+def _imports_record(store: Path, entry_point: str, found: ImportedCode) -> dict[str, JSONValue]:
+    """``imports.json``: the local packages (other than the entry point's own) and distributions imported so far.
+
+    On a resumed run, what an earlier process recorded is kept: a package whose tree changed since is refused.
+    """
+    entry_top = entry_point.partition(":")[0].split(".")[0]
+    packages: dict[str, dict[str, JSONValue]] = {}
+    distributions: dict[str, str] = {}
+    if (store / IMPORTS_FILE).exists():
+        previous = parse_json(read_store_file(store, IMPORTS_FILE, 1 << 26), f"{store}/{IMPORTS_FILE}")
+        if not isinstance(previous, dict) or set(previous) != {"distributions", "packages"}:
+            raise MalformedInputError(f"store {store}: {IMPORTS_FILE} is not a record of imports")
+        packages = {str(p["name"]): p for p in previous["packages"]}  # type: ignore[index, union-attr]
+        distributions = {str(d["name"]): str(d["version"]) for d in previous["distributions"]}  # type: ignore[index, union-attr]
+    for name in sorted(found.local):
+        if name == entry_top:
+            continue  # the entry point's own tree: run.json's code identity
+        identity, files = package_identity(name)
+        identity["files"] = [{"path": f.path, "sha256": f.sha256, "executable": f.executable} for f in files]
+        if name in packages and packages[name]["tree_digest"] != identity["tree_digest"]:
+            raise MalformedInputError(f"local package {name} changed since this run began (its tree digest differs); use a new store")
+        packages[name] = identity
+    for dist, version in found.distributions.items():
+        if distributions.setdefault(dist, version) != version:
+            raise MalformedInputError(f"installed distribution {dist} changed since this run began ({distributions[dist]} -> {version})")
+    return {
+        "distributions": [{"name": d, "version": distributions[d]} for d in sorted(distributions)],
+        "packages": [packages[n] for n in sorted(packages)],
+    }
+
+
+def _write_imports(store: Path, entry_point: str, found: ImportedCode) -> None:
+    atomic_write(store / IMPORTS_FILE, canonical_json(_imports_record(store, entry_point, found)) + b"\n")
 
 
 def _resume_point(store: Path, run: TrainingRun) -> CheckpointRecord | None:
@@ -131,11 +168,28 @@ def record_run(
     declarations: Declarations = Declarations(),
     exact: ExactMode | None = None,
 ) -> RecordedRun:
-    """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run."""
+    """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run.
+
+    The run imports and runs source only (``imports.without_bytecode``): what is hashed as the code
+    identity is what runs. Local packages and distributions it imports are recorded in
+    ``imports.json`` after the build and after every checkpoint (``identity/imports.py``).
+    """
+    with without_bytecode():
+        return _record(entry_point, overrides, store, weights_path, torch_threads, compress_level, delta_every, progress,
+                       declarations, exact)
+
+
+def _record(
+    entry_point: str, overrides: Mapping[str, JSONValue], store: Path, weights_path: Path, torch_threads: int,
+    compress_level: int | None, delta_every: int | None, progress: Progress | None, declarations: Declarations,
+    exact: ExactMode | None,
+) -> RecordedRun:
+    monitor = ImportMonitor()  # before the entry point is imported: everything the run imports is seen
     apply_execution_settings(torch_threads)
     function = load_entry_point(entry_point)
     hp = resolve_hyperparameters(function.defaults, overrides)
     run = TrainingRun.start(function, hp)
+    monitor.scan()
     # The manifest is built aside and moved into the store only once the store is known to be ours.
     fd, staged_name = tempfile.mkstemp(prefix="trainwitness-manifest-", suffix=".jsonl")
     os.close(fd)
@@ -159,6 +213,7 @@ def record_run(
     finally:
         staged.unlink(missing_ok=True)
 
+    _write_imports(store, entry_point, monitor.found)
     steps = checkpoint_steps(int(hp["total_steps"]), int(hp["checkpoint_interval"]))
     start_index = 0 if resumed is None else resumed.index + 1
     recorder = Recorder(store, compress_level=compress_level, delta_every=delta_every)
@@ -169,6 +224,8 @@ def record_run(
         for index in range(start_index, len(steps)):
             hooks = None if exact is None else ExactHooks(exact, lambda step: None, recorder.record_hints)
             run.run(steps[index - 1], steps[index], recorder.record_step, hooks)
+            if monitor.scan():  # the steps imported more code: durable before the checkpoint that follows them
+                _write_imports(store, entry_point, monitor.found)
             recorder.record_checkpoint(index, steps[index], run.capture())
             if progress is not None:
                 progress(steps[index], steps[-1])

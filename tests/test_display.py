@@ -88,6 +88,16 @@ def test_verify_report_escapes_a_signed_source_uri_in_text_and_json(
     assert "\x1b" not in strings and "\u202e" not in strings  # a tool that renders the JSON's strings sees escapes
 
 
+def test_inspect_escapes_a_signed_source_uri(digits_run: RecordedRun, capsys: pytest.CaptureFixture[str]) -> None:
+    _resigned_with_uri(digits_run, HOSTILE)
+    assert main(["inspect", str(digits_run.attestation)]) == 0
+    out = capsys.readouterr().out
+    assert out.isascii() and '[declared] predicate.code.source_uri = "https://x\\x1b[2J' in out
+    assert main(["inspect", "--json", str(digits_run.attestation)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in json.dumps(json.loads(out[out.index("{"):]), ensure_ascii=False)
+
+
 def test_cli_error_quoting_a_stored_name_is_escaped(digits_run: RecordedRun, capsys: pytest.CaptureFixture[str]) -> None:
     # A signed subject name that is not a plain file name: the one-line error quotes it, escaped.
     def edit(statement: dict) -> None:  # type: ignore[type-arg]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainwitness.display import escape, escape_json
+from trainwitness.display import escape, escape_json, value_text
 from trainwitness.verifier.draw import detection_probability
 from trainwitness.verifier.replay import SegmentResult
 
@@ -40,6 +40,8 @@ class Report:
     exact: dict[str, Any] | None = None  # exact mode's signed grid, when the run used it
     bound: float | None = None  # bounded mode's bound, when the verifier used it
     bound_provenance: str = ""
+    # Signed fields nothing checks (commit/bindings.py, kind "declared"), as (path, value): shown as such.
+    declared: list[tuple[str, Any]] = field(default_factory=list)
 
     def bounded_summary(self) -> dict[str, Any]:
         """Bounded mode: the distances seen, the bound, and the steering room it leaves a forger."""
@@ -72,10 +74,15 @@ class Report:
         self.checks.append(Check(name, False, detail))
 
     def detection(self) -> dict[str, float]:
-        """Only meaningful for an accepted run: P(a forgery of fraction f would have been caught)."""
+        """Only meaningful for an accepted run: P(a forgery of fraction f would have been caught).
+
+        The last segment is replayed on every draw (``draw.choose_segments``); the figure is for the
+        segments drawn besides it, against a forger who leaves the last one honest.
+        """
         if not self.accepted or not self.segments:
             return {}
-        return {f"{f:.0%}": detection_probability(self.segment_count, len(self.segments), f) for f in FORGED_FRACTIONS}
+        drawn = max(0, len(self.segments) - 1)
+        return {f"{f:.0%}": detection_probability(self.segment_count, drawn, f) for f in FORGED_FRACTIONS}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,6 +112,7 @@ class Report:
                 "total_bytes": self.data_total_bytes,
             },
             "notes": self.notes,
+            "declared_not_verified": {path: value for path, value in self.declared},
             "replay_mode": self.replay_mode,
             **({"exact": self.exact} if self.exact is not None else {}),
             **({"bounded": self.bounded_summary()} if self.bound is not None else {}),
@@ -125,13 +133,17 @@ class Report:
                 how = f"OS randomness: seed {self.sample_seed}, to repeat this audit"
             else:
                 how = f"the auditor's seed {self.sample_seed}"
+            if len(self.sampled) >= self.segment_count:
+                which = "every segment"
+            else:
+                which = f"the last, always, and {len(self.sampled) - 1} drawn from {how}"
             if self.bound is None:
                 lines.append(
-                    f"  replayed {len(self.segments)} of {self.segment_count} segments (drawn from {how}), "
+                    f"  replayed {len(self.segments)} of {self.segment_count} segments ({which}), "
                     f"bitwise equal: {len(self.segments)}; checkpoint bytes read: {self.checkpoint_bytes_read}"
                 )
             else:
-                lines.append(f"  replayed {len(self.segments)} of {self.segment_count} segments (drawn from {how}) in BOUNDED mode")
+                lines.append(f"  replayed {len(self.segments)} of {self.segment_count} segments ({which}) in BOUNDED mode")
         if self.exact is not None:
             lines.append(
                 f"  exact mode: gradients rounded to {self.exact['gradients']['mantissa_bits']} mantissa bits before "
@@ -161,10 +173,14 @@ class Report:
         detection = self.detection()
         if detection:
             lines.append(
-                "  a run with this fraction of forged segments would have been caught with probability: "
-                + ", ".join(f"{k}: {v:.1%}" for k, v in detection.items())
+                "  a run with this fraction of forged segments, the last one left honest, would have been caught "
+                "with probability: " + ", ".join(f"{k}: {v:.1%}" for k, v in detection.items())
+                + " (a forged last segment: always)"
             )
         lines.extend(f"  note: {n}" for n in self.notes)
+        if self.declared:
+            lines.append("  declared, not verified (signed by the key holder; nothing here checks them):")
+            lines.extend(f"    {path} = {value_text(value)}" for path, value in self.declared)
         # Details, notes, the subject and the entry point quote signed and stored strings: every line
         # is escaped (display.escape) so that none of them can drive the terminal or pass for another.
         return "\n".join(escape(line) for line in lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 import secrets
 import stat
 import sys
@@ -12,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainwitness.commit.bindings import declared_fields
 from trainwitness.commit.canonical import parse_json
 from trainwitness.commit.statement import Statement, TrainingClaim
-from trainwitness.commit.store import MANIFEST_FILE, RUN_FILE, read_store_file
+from trainwitness.commit.store import IMPORTS_FILE, MANIFEST_FILE, RUN_FILE, read_store_file
 from trainwitness.data.datasets import SourceDataset, use_record_access
 from trainwitness.data.manifest import read_manifest
 from trainwitness.errors import (
@@ -22,6 +24,7 @@ from trainwitness.errors import (
     CommitmentError,
     DataMismatchError,
     InitialStateError,
+    InputError,
     MalformedInputError,
     MissingInputError,
     VerificationError,
@@ -31,10 +34,12 @@ from trainwitness.identity.code import (
     SourceFile,
     diff_files,
     files_from_json,
+    locate_package,
     locate_source_root,
     source_files,
     tree_digest,
 )
+from trainwitness.identity.imports import attested_imports
 from trainwitness.identity.signing import MAX_ENVELOPE_BYTES, load_public_key, open_envelope
 from trainwitness.run.environment import apply_execution_settings, environment_differences
 from trainwitness.run.loop import TrainingRun
@@ -108,12 +113,69 @@ def _attested_files(store: Path, claim_digest: str) -> list[SourceFile] | None:
     return files
 
 
-def _check_tree(root: Path, attested_digest: str, attested: list[SourceFile] | None) -> None:
+def _attested_package_files(store: Path, name: str, claim_digest: str) -> list[SourceFile] | None:
+    """A package's per-file list from the store's imports.json, used only when it hashes to the signed digest."""
+    try:
+        record = parse_json(read_store_file(store, IMPORTS_FILE, 1 << 26), f"{store}/{IMPORTS_FILE}")
+        packages = record.get("packages") if isinstance(record, dict) else None
+        entry = next(p for p in packages if isinstance(p, dict) and p.get("name") == name)  # type: ignore[union-attr]
+        files = files_from_json(entry.get("files"), f"{store}/{IMPORTS_FILE} {name}")
+    except (InputError, StopIteration, TypeError):
+        return None  # diagnostics only: without the list, the mismatch is still reported
+    return files if tree_digest(files) == claim_digest else None
+
+
+def _check_tree(root: Path, attested_digest: str, attested: list[SourceFile] | None, attested_count: int, what: str = "source tree") -> None:
     local = source_files(root)
     digest = tree_digest(local)
     if digest != attested_digest:
         detail = diff_files(attested, local).describe() if attested is not None else "the store lists no files"
-        raise CodeMismatchError(f"source tree {root} has digest {digest}, the attestation names {attested_digest}; {detail}")
+        raise CodeMismatchError(f"{what} {root} has digest {digest}, the attestation names {attested_digest}; {detail}")
+    if len(local) != attested_count:  # the digest binds the count: a different count is a false claim
+        raise CodeMismatchError(f"{what} {root} has {len(local)} files, the attestation claims {attested_count}")
+
+
+def _check_code(claim: TrainingClaim, store: Path, options: VerifyOptions, report: Report) -> list[Path]:
+    """(3): every attested source tree against the auditor's copy, and the installed distributions.
+
+    Returns the roots the replay may import local code from. Missing code is exit 2 naming it; code
+    that differs is a failed ``code`` check naming the files; a distribution installed here at
+    another version is noted.
+    """
+    code = claim.code
+    attested_files = _attested_files(store, str(code["tree_digest"]))
+    if options.code is not None:
+        _check_tree(options.code, str(code["tree_digest"]), attested_files, int(code["file_count"]))  # type: ignore[call-overload]
+        _import_from(options.code, claim.entry_point)
+    root = locate_source_root(claim.entry_point)
+    _check_tree(root, str(code["tree_digest"]), attested_files, int(code["file_count"]))  # type: ignore[call-overload]
+    if root.name != code["source_root"]:
+        raise CodeMismatchError(f"the entry point's source tree here is {root.name!r}, the attestation names {code['source_root']!r}")
+    roots = [root]
+    for package in code["packages"]:  # type: ignore[union-attr]
+        name, digest = str(package["name"]), str(package["tree_digest"])  # type: ignore[index]
+        try:
+            package_root = locate_package(name)
+        except MalformedInputError as e:
+            raise MissingInputError(
+                f"the attested run imported the local package {name} (tree digest {digest}), which is not importable here ({e}); "
+                "put the directory that holds it on PYTHONPATH"
+            ) from e
+        _check_tree(package_root, digest, _attested_package_files(store, name, digest), int(package["file_count"]),  # type: ignore[index]
+                    what=f"local package {name}:")
+        roots.append(package_root)
+    for distribution in code["distributions"]:  # type: ignore[union-attr]
+        name, recorded = str(distribution["name"]), str(distribution["version"])  # type: ignore[index]
+        try:
+            here = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError as e:
+            raise MissingInputError(f"the attested run imported the installed distribution {name} {recorded}, which is not installed here: pip install '{name}=={recorded}'") from e
+        if here != recorded:
+            report.notes.append(f"installed distribution differs: {name} recorded {recorded}, here {here}")
+    packages = f" and {len(roots) - 1} local packages" if len(roots) > 1 else ""
+    where = " (source_uri declared, not verified)" if code.get("source_uri") else ""
+    report.passed("code", f"source tree {root.name} matches {code['tree_digest']}{packages}{where}")
+    return roots
 
 
 def _import_from(code: Path, entry_point: str) -> None:
@@ -166,8 +228,8 @@ def verify_run(
 
     Plan: (1) signature, (2) statement and licence policy, (3) code identity, (4) store index against
     the signed roots (three; four in exact mode), (5) final weights, (6) manifest, seeded start, and
-    every step's sample ids against the sampler, (7) draw segments and prove the samples they use,
-    (8) replay each bitwise (or within the calibrated bound, with --bounded).
+    every step's sample ids against the sampler, (7) draw segments (the last always) and prove the
+    samples they use, (8) replay each bitwise (or within the calibrated bound, with --bounded).
     (1)-(5) and the draw are this process's own; (6)-(8) run the upstream's code, here or in worker
     processes (one per share of the draw, ``options.workers``) whose JSON answers are merged here.
     A failed check ends the run of checks that depend on it and is recorded in the report;
@@ -188,21 +250,16 @@ def verify_run(
         claim = statement.claim
         report.subject = f"{statement.subject_name} sha256:{statement.subject_sha256}"
         report.entry_point = claim.entry_point
+        report.declared = declared_fields(parse_json(payload, "attestation statement"))  # shown as such, never as checked
 
         # (2b): licences, when the auditor brings a policy; a missing or unknown licence fails it.
         if options.policy is not None:
             policy = load_policy(options.policy)
             report.passed("policy", check_licences(policy, claim.weights_license, claim.manifest.sources))
 
-        # (3): the code we are about to run is the code that was attested, checked before importing it.
-        attested_files = _attested_files(store, str(claim.code["tree_digest"]))
-        if options.code is not None:
-            _check_tree(options.code, str(claim.code["tree_digest"]), attested_files)
-            _import_from(options.code, claim.entry_point)
-        root = locate_source_root(claim.entry_point)
-        _check_tree(root, str(claim.code["tree_digest"]), attested_files)
-        where = f" (obtainable from {claim.code['source_uri']})" if claim.code.get("source_uri") else ""
-        report.passed("code", f"source tree {root.name} matches {claim.code['tree_digest']}{where}")
+        # (3): the code we are about to run is the code that was attested, checked before importing it:
+        # the entry point's tree, every other local package the run imported, installed distributions.
+        _check_code(claim, store, options, report)
 
         # (4): the store's index against the signed roots; no checkpoint is read for this.
         evidence = Evidence.open(store, claim)
@@ -211,8 +268,10 @@ def verify_run(
             f"{claim.total_steps} steps and {len(claim.checkpoint_steps)} checkpoints match the {len(claim.trees)} roots",
         )
 
-        # (5): the final weights file is the subject, and is the last committed checkpoint's weights.
-        # One read: the bytes whose SHA-256 is checked are the bytes decoded below.
+        # (5): the final weights file is the subject, and its weights digest is the weights component
+        # of the last checkpoint's state digest (derived from it, docs/FORMAT.md section 2), which the
+        # replay of the last segment, drawn on every audit (7), must reach: so the published weights
+        # are the replayed ones. One read: the bytes whose SHA-256 is checked are the bytes decoded below.
         weights_bytes = _read(weights, "weights file", MAX_WEIGHTS_BYTES)
         if hashlib.sha256(weights_bytes).hexdigest() != statement.subject_sha256:
             raise WeightsMismatchError(f"{weights} is not the attested subject (sha256 differs)")
@@ -222,11 +281,14 @@ def verify_run(
         del weights_bytes  # peak memory: half a state that replay does not need
         if (last.weights_digest, last.state_digest) != (claim.final_weights_digest, claim.final_state_digest):
             raise WeightsMismatchError("the attested final digests are not the last checkpoint's")
-        report.passed("final-weights", f"{weights.name} is the subject and the weights of checkpoint at step {last.step}")
+        report.passed(
+            "final-weights",
+            f"{weights.name} is the subject and the weights component of the state at step {last.step} (the last segment's end, always replayed)",
+        )
 
         # (6)-(8) run the upstream's code: in confined worker processes unless the sandbox is off and
-        # there is one worker. The verifier alone chooses which segments to replay (7): drawn here,
-        # before any of that code runs, and handed to each worker as its share.
+        # there is one worker. The verifier alone chooses which segments to replay (7): the last one
+        # always, the others drawn here, before any of that code runs; each worker is handed a share.
         isolation = choose_isolation(options.sandbox, workers=options.workers)
         report.notes.append(isolation.describe())
         seed = options.seed
@@ -288,6 +350,16 @@ def replay_drawn(
     statement the parent verified; it reads the store again (the index against the signed roots,
     for the inclusion proofs below), but not the weights, and it checks no signature.
     """
+    # The upstream code runs from source only, and may import local code only from the attested trees
+    # (identity/imports.py): located again here, as a worker starts from the statement alone.
+    roots = [locate_source_root(claim.entry_point), *(locate_package(str(p["name"])) for p in claim.code["packages"])]  # type: ignore[index, union-attr]
+    with attested_imports(roots):
+        _replay_drawn(claim, evidence, options, drawn, report, progress)
+
+
+def _replay_drawn(
+    claim: TrainingClaim, evidence: Evidence, options: VerifyOptions, drawn: list[int], report: Report, progress: Progress | None,
+) -> None:
     store = evidence.store
     # (6): the manifest, checked against the signed summary; then the run rebuilt from its declared
     # seed (the start is recomputed, never trusted), reading data only through proven records.
@@ -314,6 +386,8 @@ def replay_drawn(
         run = TrainingRun.start(function, hp)
     if isinstance(run.spec.dataset, SourceDataset) and run.spec.dataset.access is not access:
         run.spec.dataset.bind(access)  # built outside the spec call (e.g. at import): still read only proven records
+    if run.spec.dataset.name != claim.data["dataset"]:
+        raise DataMismatchError(f"the spec builds dataset {run.spec.dataset.name!r}, the attestation names {claim.data['dataset']!r}")
     if len(run.spec.dataset) != manifest.summary.num_samples or run.sampler.num_samples != manifest.summary.num_samples:
         raise DataMismatchError(f"dataset {run.spec.dataset.name} has {len(run.spec.dataset)} samples, the manifest {len(manifest)}")
     # Replay uses the sampler the spec builds, whatever the claim says: so the claim must say exactly that.

@@ -133,16 +133,35 @@ def _data_manifest(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from trainwitness.commit.bindings import (
+        KINDS,
+        STATEMENT_FIELDS,
+        path_text,
+        statement_field_pattern,
+        statement_leaves,
+    )
+    from trainwitness.commit.canonical import parse_json
     from trainwitness.commit.statement import Statement
+    from trainwitness.display import escape_json, value_text
     from trainwitness.identity.signing import _unverified_payload
 
     data = args.attestation.read_bytes() if args.attestation.is_file() else b""
     if not data:
         raise MalformedInputError(f"attestation {args.attestation} does not exist or is empty")
     _, payload, _ = _unverified_payload(data)
-    statement = Statement.from_payload(payload)
+    statement = parse_json(Statement.from_payload(payload).to_payload(), "attestation statement")  # parsed strictly first
     print("UNVERIFIED: this shows what the attestation claims; `trainwitness verify` checks it.")
-    print(json.dumps(json.loads(statement.to_payload()), indent=2, sort_keys=True))
+    if args.json:
+        print(json.dumps(escape_json(statement), indent=2, sort_keys=True))
+        return 0
+    print("Each field with what binds it once verified (docs/FORMAT.md, section 9):")
+    for path, value in statement_leaves(statement):
+        kind = STATEMENT_FIELDS[statement_field_pattern(path)].kind
+        print(escape(f"  [{kind}] {path_text(statement, path)} = {value_text(value)}"))
+    print("Kinds:")
+    for kind, meaning in KINDS.items():
+        if kind != "unread":
+            print(f"  {kind}: {meaning}")
     return 0
 
 
@@ -237,8 +256,9 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--description", action="append", default=[], metavar="NAME=TEXT")
     q.add_argument("--uri", action="append", default=[], metavar="NAME=URI", help="where the source can be obtained")
 
-    p = sub.add_parser("inspect", help="print what an attestation claims (signature not checked)")
+    p = sub.add_parser("inspect", help="print what an attestation claims and what binds each field (signature not checked)")
     p.add_argument("attestation", type=Path)
+    p.add_argument("--json", action="store_true", help="print the statement as JSON (every string escaped)")
 
     p = sub.add_parser("demo", help="train, attest and verify a built-in workload (digits MLP or lm transformer)")
     p.add_argument("--out", type=Path, help="new directory for the demo's files")

@@ -23,9 +23,10 @@ and the command line's one-line errors, which quote stored names.
 from __future__ import annotations
 
 import html
+import json
 from typing import Any
 
-__all__ = ["escape", "escape_json", "escape_markdown", "escape_html"]
+__all__ = ["escape", "escape_json", "escape_markdown", "escape_html", "value_text"]
 
 
 def _code_point(c: str) -> str:
@@ -49,6 +50,16 @@ def escape(text: object) -> str:
         "\\\\" if c == "\\" else c if " " <= c <= "~" else _code_point(c)
         for c in s
     )
+
+
+def value_text(value: Any) -> str:
+    """A JSON value written for a one-line display, NOT yet escaped: a string in double quotes, anything else as JSON.
+
+    Pass the line it ends up in through ``escape``.
+    """
+    if isinstance(value, str):
+        return f'"{value}"'
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
 def escape_json(value: Any) -> Any:

@@ -1,0 +1,295 @@
+"""What the interpreter loads for a run's build and steps, outside the Python installation.
+
+The code identity (``identity/code.py``) names source trees; this module finds which ones a run
+needs and keeps the interpreter to them. Every module in ``sys.modules`` is one of:
+
+* **built in** (``sys.builtin_module_names``, frozen modules, namespace portions without a file,
+  and modules other code made in memory, whose origin is no file);
+* **framework**: ``trainwitness`` itself, identified by its version in the recorded environment
+  (its built-in workloads are also a source root of their own, see ``code.locate_source_root``);
+* **installed**: a file under the Python installation (the standard library, ``site-packages``:
+  ``sysconfig``'s ``stdlib``, ``platstdlib``, ``purelib``, ``platlib`` and ``site``'s directories).
+  Those that belong to an installed distribution are recorded by distribution name and version
+  (``importlib.metadata.packages_distributions``) and compared by the verifier with its own;
+* **local**: anything else, e.g. a shared ``models/`` package on ``PYTHONPATH`` or the training
+  program itself. A local module must be Python source (``.py``): a sourceless ``.pyc``, an
+  extension module or any other loader is refused, since no source digest could cover it. Local
+  modules are grouped by top-level name; each top-level package (or single-file module) is one
+  source tree, hashed like the entry point's (``code.source_files``), and listed in the identity.
+
+The prover records the local trees and distributions its run imported (``ImportMonitor``: the
+modules that appear in ``sys.modules`` from just before the entry point is imported to the end of
+training). The verifier runs the upstream code inside ``attested_imports``: bytecode is never read
+(``sys.pycache_prefix`` points at a fresh empty directory, ``sys.dont_write_bytecode``), local
+modules already imported by the calling process are set aside so that they are imported afresh
+from the checked source, and an import finder refuses, before it runs, any local module outside
+the attested trees and any local module that is not source. Files that imported code reads by itself (data
+files) are covered only when they lie inside an attested tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.machinery
+import importlib.metadata
+import os
+import site
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
+from typing import Literal
+
+from trainwitness.errors import MalformedInputError
+
+__all__ = [
+    "ModuleKind",
+    "ImportedCode",
+    "ImportMonitor",
+    "RefusedImport",
+    "classify_origin",
+    "installed_distributions",
+    "without_bytecode",
+    "attested_imports",
+]
+
+ModuleKind = Literal["builtin", "framework", "installed", "local"]
+_FRAMEWORK = "trainwitness"
+_MAIN_NAMES = ("__main__", "__mp_main__")
+
+
+@lru_cache(maxsize=1)
+def _installation_dirs() -> tuple[str, ...]:
+    """The Python installation's own directories, resolved, each ending in a separator."""
+    paths = sysconfig.get_paths()
+    dirs = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+    dirs.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
+    if site.ENABLE_USER_SITE:
+        dirs.add(site.getusersitepackages())
+    return tuple(sorted({os.path.join(os.path.realpath(d), "") for d in dirs}))
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path.startswith(directory)
+
+
+def _is_framework(name: str) -> bool:
+    return name == _FRAMEWORK or name.startswith(_FRAMEWORK + ".")
+
+
+def classify_origin(name: str, origin: str | None) -> ModuleKind:
+    """Where a module named ``name`` loaded from file ``origin`` (None: no file) comes from."""
+    if _is_framework(name):
+        return "framework"
+    if origin is None or origin in ("built-in", "frozen") or name in sys.builtin_module_names:
+        return "builtin"
+    if not os.path.isabs(origin) or not os.path.exists(origin):
+        return "builtin"  # made in memory by code that is itself covered (torch names one "torch-git"): no file to load
+    real = os.path.realpath(origin)
+    if any(_inside(real, d) for d in _installation_dirs()):
+        return "installed"
+    return "local"
+
+
+def _origin(module: ModuleType) -> str | None:
+    spec = getattr(module, "__spec__", None)
+    origin = getattr(spec, "origin", None) if spec is not None else None
+    if origin is None and spec is not None and spec.submodule_search_locations is None:
+        return None
+    if origin is None:  # a namespace package: its portion's directory, if there is exactly one
+        locations = list(getattr(spec, "submodule_search_locations", None) or [])
+        return locations[0] if len(locations) == 1 else None
+    return str(origin)
+
+
+def _is_source(origin: str) -> bool:
+    return origin.endswith(tuple(importlib.machinery.SOURCE_SUFFIXES)) or os.path.isdir(origin)
+
+
+def refusal(name: str, origin: str) -> str | None:
+    """Why a local module loaded from ``origin`` cannot be attested, or None when it is source."""
+    if _is_source(origin):
+        return None
+    if origin.endswith(tuple(importlib.machinery.BYTECODE_SUFFIXES) + (".pyo",)):
+        what = "compiled bytecode without its source"
+    elif origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES) + (".pyd",)):
+        what = "an extension module (machine code)"
+    else:
+        what = "not a Python source file"
+    return f"module {name} is loaded from {origin}, {what}: no source digest can cover it"
+
+
+@lru_cache(maxsize=1)
+def _distributions_by_module() -> Mapping[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def installed_distributions(top_level: str) -> dict[str, str]:
+    """The installed distributions (name -> version) that provide top-level import name ``top_level``."""
+    found = {}
+    for dist in _distributions_by_module().get(top_level, []):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[dist] = importlib.metadata.version(dist)
+    return found
+
+
+@dataclass
+class ImportedCode:
+    """What a run imported beyond the framework and the standard library."""
+
+    local: dict[str, str] = field(default_factory=dict)  # top-level name -> one module file under it (where it was found)
+    distributions: dict[str, str] = field(default_factory=dict)  # distribution name -> version
+
+    def merge(self, other: ImportedCode) -> bool:
+        """Add ``other``'s findings; True when anything was new."""
+        before = (len(self.local), len(self.distributions))
+        for name, origin in other.local.items():
+            self.local.setdefault(name, origin)
+        for dist, version in other.distributions.items():
+            self.distributions.setdefault(dist, version)
+        return (len(self.local), len(self.distributions)) != before
+
+
+def scan_modules(modules: Mapping[str, ModuleType | None]) -> ImportedCode:
+    """Classify ``modules``; raises MalformedInputError naming a local module that is not source."""
+    found = ImportedCode()
+    for name, module in sorted(modules.items()):
+        if module is None or name in _MAIN_NAMES:
+            continue
+        origin = _origin(module)
+        kind = classify_origin(name, origin)
+        top = name.partition(".")[0]
+        if kind == "installed":
+            found.distributions.update(installed_distributions(top))
+        elif kind == "local" and origin is not None:
+            why = refusal(name, origin)
+            if why is not None:
+                raise MalformedInputError(why)
+            found.local.setdefault(top, origin)
+    return found
+
+
+class ImportMonitor:
+    """The modules a run imports: those that appear in ``sys.modules`` after the monitor starts.
+
+    Start it before the entry point is imported; ``scan()`` after the build and again after each
+    segment (cheap: only modules not seen before are classified).
+    """
+
+    def __init__(self) -> None:
+        self._seen = set(sys.modules)
+        self.found = ImportedCode()
+
+    def scan(self) -> bool:
+        """Classify the modules imported since the last scan; True when the imported code grew."""
+        new = {name: module for name, module in list(sys.modules.items()) if name not in self._seen}
+        self._seen.update(new)
+        return self.found.merge(scan_modules(new))
+
+
+@contextlib.contextmanager
+def without_bytecode() -> Iterator[None]:
+    """Imports inside compile from source: no ``.pyc`` is read (a fresh empty ``sys.pycache_prefix``) or written.
+
+    A ``__pycache__`` file next to a source (even one compiled with the unchecked-hash invalidation
+    mode, which Python would use without looking at the source) is never consulted.
+    """
+    saved = (sys.pycache_prefix, sys.dont_write_bytecode)
+    with tempfile.TemporaryDirectory(prefix="trainwitness-no-bytecode-") as empty:
+        sys.pycache_prefix, sys.dont_write_bytecode = empty, True
+        try:
+            yield
+        finally:
+            sys.pycache_prefix, sys.dont_write_bytecode = saved
+
+
+class RefusedImport(MalformedInputError, ImportError):
+    """An import the attested code identity does not cover (exit 2: the verifier cannot run what was attested)."""
+
+
+def _within(origin: str, roots: Sequence[Path]) -> bool:
+    real = Path(os.path.realpath(origin))
+    return any(real == root or root in real.parents for root in roots)
+
+
+class _AttestedFinder(importlib.abc.MetaPathFinder):
+    """First on ``sys.meta_path``: finds a module with the finders after it, then refuses local code
+    outside the attested roots, and local code that is not source, before any of it runs."""
+
+    def __init__(self, roots: Sequence[Path]) -> None:
+        self.roots = [Path(os.path.realpath(r)) for r in roots]
+        self.refused: list[str] = []
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        origin = spec.origin if spec.origin is not None else _namespace_origin(spec)
+        if classify_origin(fullname, origin) != "local" or origin is None:
+            return spec
+        why = refusal(fullname, origin)
+        if why is None and not _within(origin, self.roots):
+            why = (
+                f"module {fullname} ({origin}) is imported by the training code but lies outside every attested "
+                "source tree (the entry point's package and code.packages): the verifier runs only attested code"
+            )
+        if why is not None:
+            self.refused.append(why)
+            raise RefusedImport(why)
+        return spec
+
+
+def _namespace_origin(spec: importlib.machinery.ModuleSpec) -> str | None:
+    locations = list(spec.submodule_search_locations or [])
+    return locations[0] if len(locations) == 1 else None
+
+
+def _set_aside(name: str, module: ModuleType, top_levels: set[str]) -> bool:
+    """Whether an already imported module must be imported afresh inside ``attested_imports``."""
+    if name in _MAIN_NAMES or _is_framework(name):
+        return False
+    return name.partition(".")[0] in top_levels or classify_origin(name, _origin(module)) == "local"
+
+
+@contextlib.contextmanager
+def attested_imports(roots: Sequence[Path]) -> Iterator[None]:
+    """Run upstream code that may import only the attested source trees ``roots`` (and the installation).
+
+    Inside: no bytecode is read (``without_bytecode``); every local module already imported in this
+    process, and every module of the attested top-level names wherever it came from, is set aside
+    (restored on exit) so that whatever the code imports is imported afresh from the checked source;
+    every new import of local code is checked before it runs (``_AttestedFinder``). Raises
+    ``RefusedImport`` (exit 2) naming the first refused module, even when the code caught the
+    ImportError it saw. Modules imported inside stay imported (they are the checked ones), except
+    where a set-aside module of the same name is restored.
+    """
+    real_roots = [Path(os.path.realpath(r)) for r in roots]
+    top_levels = {r.name.removesuffix(".py") for r in real_roots}
+    set_aside = {name: m for name, m in list(sys.modules.items()) if m is not None and _set_aside(name, m, top_levels)}
+    for name in set_aside:
+        del sys.modules[name]
+    finder = _AttestedFinder(real_roots)
+    sys.meta_path.insert(0, finder)
+    importlib.invalidate_caches()
+    try:
+        with without_bytecode():
+            try:
+                yield
+            finally:
+                if finder.refused:
+                    raise RefusedImport(finder.refused[0])
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(finder)
+        sys.modules.update(set_aside)
+        importlib.invalidate_caches()
