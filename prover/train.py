@@ -24,7 +24,7 @@ from trainwitness.commit.store import (
 from trainwitness.data.datasets import build_dataset_manifest
 from trainwitness.errors import MalformedInputError, MissingInputError
 from trainwitness.identity.code import code_identity, package_identity
-from trainwitness.identity.imports import ImportedCode, ImportMonitor, without_bytecode
+from trainwitness.identity.imports import ImportedCode, ImportMonitor, source_only_imports
 from trainwitness.prover.recorder import Recorder
 from trainwitness.run.environment import apply_execution_settings, capture_environment
 from trainwitness.run.loop import ExactHooks, TrainingRun, weights_of
@@ -170,11 +170,11 @@ def record_run(
 ) -> RecordedRun:
     """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run.
 
-    The run imports and runs source only (``imports.without_bytecode``): what is hashed as the code
-    identity is what runs. Local packages and distributions it imports are recorded in
+    The run imports its local code from source only (``imports.source_only_imports``): what is
+    hashed as the code identity is what runs. Local packages and distributions it imports are recorded in
     ``imports.json`` after the build and after every checkpoint (``identity/imports.py``).
     """
-    with without_bytecode():
+    with source_only_imports():
         return _record(entry_point, overrides, store, weights_path, torch_threads, compress_level, delta_every, progress,
                        declarations, exact)
 

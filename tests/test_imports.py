@@ -20,7 +20,7 @@ from trainwitness.identity.imports import (
     attested_imports,
     classify_origin,
     scan_modules,
-    without_bytecode,
+    source_only_imports,
 )
 
 _names = iter(range(10**6))
@@ -113,12 +113,24 @@ def test_planted_unchecked_hash_bytecode_is_what_python_runs_by_default(path_ent
         sys.pycache_prefix = saved
 
 
-def test_without_bytecode_imports_the_source(path_entry: Path) -> None:
+def test_local_code_is_imported_from_source_only(path_entry: Path) -> None:
     name = _package_with_planted_bytecode(path_entry)
-    with without_bytecode():
+    pycache = path_entry / name / "__pycache__"
+    before = sorted(pycache.iterdir())
+    with source_only_imports():
         assert importlib.import_module(f"{name}.mod").X == 1
-        assert sys.dont_write_bytecode
-    assert not list((path_entry / name / "__pycache__").glob("__init__*"))  # nothing written either
+    assert sorted(pycache.iterdir()) == before  # nothing written either (no __init__ bytecode)
+
+
+def test_installed_modules_keep_their_bytecode_caches(path_entry: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only local code is recompiled: the installation is trusted, and recompiling it costs seconds.
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    with source_only_imports():
+        installed = importlib.import_module("colorsys")
+        (path_entry / "localmod_x.py").write_text("")
+        local = importlib.import_module("localmod_x")
+    assert type(installed.__spec__.loader).__name__ == "SourceFileLoader"
+    assert type(local.__spec__.loader).__name__ == "_SourceOnlyLoader"
 
 
 def test_attested_imports_reimport_a_module_the_process_loaded_from_bytecode(path_entry: Path) -> None:

@@ -13,7 +13,7 @@ starting with ``.``. Refused (the tree cannot be attested): a symbolic link of a
 directory, the root included), a compiled module outside ``__pycache__`` (``*.pyc``, ``*.pyo``:
 Python imports a sourceless ``.pyc`` as readily as source) and an extension module (``*.so``,
 ``*.pyd``: machine code no source digest covers). ``__pycache__`` is skipped because neither the
-prover nor the verifier reads bytecode (``imports.without_bytecode``). Paths are relative,
+prover nor the verifier loads local code from bytecode (``identity/imports.py``). Paths are relative,
 ``/``-separated, sorted by their UTF-8 bytes. Content is hashed as stored (no line-ending
 normalisation: the bytes are what runs); the executable bit is recorded. Tree digest: Merkle root
 over leaves ``{"executable","path","sha256","type":"file"}``.

@@ -19,11 +19,13 @@ needs and keeps the interpreter to them. Every module in ``sys.modules`` is one 
 
 The prover records the local trees and distributions its run imported (``ImportMonitor``: the
 modules that appear in ``sys.modules`` from just before the entry point is imported to the end of
-training). The verifier runs the upstream code inside ``attested_imports``: bytecode is never read
-(``sys.pycache_prefix`` points at a fresh empty directory, ``sys.dont_write_bytecode``), local
-modules already imported by the calling process are set aside so that they are imported afresh
-from the checked source, and an import finder refuses, before it runs, any local module outside
-the attested trees and any local module that is not source. Files that imported code reads by itself (data
+training), and imports local code from source only (``source_only_imports``). The verifier runs
+the upstream code inside ``attested_imports``: local modules already imported by the calling
+process are set aside so that they are imported afresh, and an import finder, first on
+``sys.meta_path``, refuses before it runs any local module outside the attested trees and any
+local module that is not source, and loads the rest from their ``.py`` files alone: a
+``__pycache__`` file is never read (installed modules keep their bytecode caches: the installation
+is trusted, and recompiling torch's lazily imported modules would cost seconds per process). Files that imported code reads by itself (data
 files) are covered only when they lie inside an attested tree.
 """
 
@@ -33,16 +35,16 @@ import contextlib
 import importlib.abc
 import importlib.machinery
 import importlib.metadata
+import importlib.util
 import os
 import site
 import sys
 import sysconfig
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import Literal
 
 from trainwitness.errors import MalformedInputError
@@ -54,7 +56,7 @@ __all__ = [
     "RefusedImport",
     "classify_origin",
     "installed_distributions",
-    "without_bytecode",
+    "source_only_imports",
     "attested_imports",
 ]
 
@@ -192,22 +194,6 @@ class ImportMonitor:
         return self.found.merge(scan_modules(new))
 
 
-@contextlib.contextmanager
-def without_bytecode() -> Iterator[None]:
-    """Imports inside compile from source: no ``.pyc`` is read (a fresh empty ``sys.pycache_prefix``) or written.
-
-    A ``__pycache__`` file next to a source (even one compiled with the unchecked-hash invalidation
-    mode, which Python would use without looking at the source) is never consulted.
-    """
-    saved = (sys.pycache_prefix, sys.dont_write_bytecode)
-    with tempfile.TemporaryDirectory(prefix="trainwitness-no-bytecode-") as empty:
-        sys.pycache_prefix, sys.dont_write_bytecode = empty, True
-        try:
-            yield
-        finally:
-            sys.pycache_prefix, sys.dont_write_bytecode = saved
-
-
 class RefusedImport(MalformedInputError, ImportError):
     """An import the attested code identity does not cover (exit 2: the verifier cannot run what was attested)."""
 
@@ -217,17 +203,30 @@ def _within(origin: str, roots: Sequence[Path]) -> bool:
     return any(real == root or root in real.parents for root in roots)
 
 
-class _AttestedFinder(importlib.abc.MetaPathFinder):
-    """First on ``sys.meta_path``: finds a module with the finders after it, then refuses local code
-    outside the attested roots, and local code that is not source, before any of it runs."""
+class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
+    """Loads a module from its ``.py`` file alone: no cached bytecode is read, none is written.
 
-    def __init__(self, roots: Sequence[Path]) -> None:
-        self.roots = [Path(os.path.realpath(r)) for r in roots]
+    ``SourceLoader.get_code`` would first look for ``__pycache__/<name>.<tag>.pyc`` and use it when
+    its header matches (an unchecked-hash ``.pyc`` always does): this compiles the source instead.
+    """
+
+    def get_code(self, fullname: str) -> CodeType:
+        path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(path), path)  # type: ignore[arg-type]
+
+
+class _LocalCodeFinder(importlib.abc.MetaPathFinder):
+    """First on ``sys.meta_path``: finds a module with the finders after it; local modules are then
+    loaded from source only (``_SourceOnlyLoader``). With ``roots``, local code outside them, or
+    local code that is not source, is refused before any of it runs."""
+
+    def __init__(self, roots: Sequence[Path] | None) -> None:
+        self.roots = None if roots is None else [Path(os.path.realpath(r)) for r in roots]
         self.refused: list[str] = []
 
     def find_spec(self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
         for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
+            if finder is self or isinstance(finder, _LocalCodeFinder) or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
@@ -235,18 +234,42 @@ class _AttestedFinder(importlib.abc.MetaPathFinder):
         else:
             return None
         origin = spec.origin if spec.origin is not None else _namespace_origin(spec)
-        if classify_origin(fullname, origin) != "local" or origin is None:
+        if origin is None or classify_origin(fullname, origin) != "local":
             return spec
         why = refusal(fullname, origin)
-        if why is None and not _within(origin, self.roots):
+        if why is None and self.roots is not None and not _within(origin, self.roots):
             why = (
                 f"module {fullname} ({origin}) is imported by the training code but lies outside every attested "
                 "source tree (the entry point's package and code.packages): the verifier runs only attested code"
             )
         if why is not None:
+            if self.roots is None:
+                return spec  # recording: the monitor's scan names it and refuses the run
             self.refused.append(why)
             raise RefusedImport(why)
-        return spec
+        if spec.origin is None or not spec.origin.endswith(tuple(importlib.machinery.SOURCE_SUFFIXES)):
+            return spec  # a namespace package: no code of its own
+        return importlib.util.spec_from_file_location(
+            fullname, spec.origin, loader=_SourceOnlyLoader(fullname, spec.origin),
+            submodule_search_locations=spec.submodule_search_locations,
+        )
+
+
+@contextlib.contextmanager
+def source_only_imports() -> Iterator[None]:
+    """Local modules imported inside are compiled from their source, never from bytecode (the prover's side).
+
+    A ``__pycache__`` file next to a local source (even one compiled with the unchecked-hash
+    invalidation mode, which Python would use without looking at the source) is never consulted;
+    installed modules keep their caches (the installation is trusted, and recompiling it is slow).
+    """
+    finder = _LocalCodeFinder(None)
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(finder)
 
 
 def _namespace_origin(spec: importlib.machinery.ModuleSpec) -> str | None:
@@ -265,29 +288,28 @@ def _set_aside(name: str, module: ModuleType, top_levels: set[str]) -> bool:
 def attested_imports(roots: Sequence[Path]) -> Iterator[None]:
     """Run upstream code that may import only the attested source trees ``roots`` (and the installation).
 
-    Inside: no bytecode is read (``without_bytecode``); every local module already imported in this
-    process, and every module of the attested top-level names wherever it came from, is set aside
-    (restored on exit) so that whatever the code imports is imported afresh from the checked source;
-    every new import of local code is checked before it runs (``_AttestedFinder``). Raises
-    ``RefusedImport`` (exit 2) naming the first refused module, even when the code caught the
-    ImportError it saw. Modules imported inside stay imported (they are the checked ones), except
-    where a set-aside module of the same name is restored.
+    Inside: every local module already imported in this process, and every module of the attested
+    top-level names wherever it came from, is set aside (restored on exit), so that whatever the
+    code imports is imported afresh; every import of local code is checked before it runs and
+    loaded from source only (``_LocalCodeFinder``). Raises ``RefusedImport`` (exit 2) naming the
+    first refused module, even when the code caught the ImportError it saw. Modules imported inside
+    stay imported (they are the checked ones), except where a set-aside module of the same name is
+    restored.
     """
     real_roots = [Path(os.path.realpath(r)) for r in roots]
     top_levels = {r.name.removesuffix(".py") for r in real_roots}
     set_aside = {name: m for name, m in list(sys.modules.items()) if m is not None and _set_aside(name, m, top_levels)}
     for name in set_aside:
         del sys.modules[name]
-    finder = _AttestedFinder(real_roots)
+    finder = _LocalCodeFinder(real_roots)
     sys.meta_path.insert(0, finder)
     importlib.invalidate_caches()
     try:
-        with without_bytecode():
-            try:
-                yield
-            finally:
-                if finder.refused:
-                    raise RefusedImport(finder.refused[0])
+        try:
+            yield
+        finally:
+            if finder.refused:
+                raise RefusedImport(finder.refused[0])
     finally:
         with contextlib.suppress(ValueError):
             sys.meta_path.remove(finder)
