@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trainwitness.cli import main
-from trainwitness.display import escape, escape_html, escape_json, escape_markdown
+from trainwitness.display import escape, escape_json, escape_markdown
 from trainwitness.identity.signing import load_private_key
 
 from .conftest import RecordedRun
@@ -59,9 +59,8 @@ def test_escape_json_escapes_keys_and_nested_values() -> None:
     assert escape_json(value) == {"na\\x1bme": ["\\u202e", {"k": "h\\u0435"}], "n": 3, "b": None}
 
 
-def test_escape_markdown_and_html_neutralise_their_syntax() -> None:
+def test_escape_markdown_neutralises_its_syntax() -> None:
     assert escape_markdown("a|b`c\x1b") == "a\\|b\\`c\\x1b"
-    assert escape_html("<b>\x1b&") == "&lt;b&gt;\\x1b&amp;"
 
 
 def _resigned_with_uri(run: RecordedRun, uri: str) -> None:

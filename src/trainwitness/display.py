@@ -13,20 +13,19 @@ every such character visible as its code point, so that what is shown is unambig
   as ``\\xNN`` (below U+0100), ``\\uNNNN`` (below U+10000) or ``\\UNNNNNNNN``, as Python's
   ``ascii()`` writes it.
 
-The result is pure printable ASCII: safe on a terminal, inside Markdown table cells apart from
-``|`` (see ``escape_markdown``), and in HTML once ``html.escape`` is applied (``escape_html``).
-``escape_json`` applies ``escape`` to every string of a JSON value (keys too), for reports that
-other tools render. Used at every output boundary: the verify report (text and JSON), ``inspect``,
-and the command line's one-line errors, which quote stored names.
+The result is pure printable ASCII: safe on a terminal, and inside Markdown once its own syntax is
+escaped too (``escape_markdown``, used by the Markdown tables the benchmarks write; trainwitness
+writes no HTML). ``escape_json`` applies ``escape`` to every string of a JSON value (keys too), for
+reports that other tools render. Used at every output boundary: the verify report (text and
+JSON), ``inspect``, and the command line's one-line errors, which quote stored names.
 """
 
 from __future__ import annotations
 
-import html
 import json
 from typing import Any
 
-__all__ = ["escape", "escape_json", "escape_markdown", "escape_html", "value_text"]
+__all__ = ["escape", "escape_json", "escape_markdown", "value_text"]
 
 
 def _code_point(c: str) -> str:
@@ -79,8 +78,3 @@ def escape_markdown(text: object) -> str:
     for c in "|`*_<>[]":
         out = out.replace(c, "\\" + c)
     return out
-
-
-def escape_html(text: object) -> str:
-    """``escape`` followed by HTML escaping of ``& < > " '``."""
-    return html.escape(escape(text), quote=True)

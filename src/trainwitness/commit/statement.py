@@ -1,8 +1,10 @@
 """The attestation: an in-toto Statement v1 about the final weights file, with a training predicate.
 
 Built by the prover through ``TrainingClaim(...)`` and ``Statement(...)``; read by the verifier only
-through ``Statement.from_payload``, which checks every field's type and every cross-field invariant
-before anything else looks at it.
+through ``Statement.from_payload``, which accepts exactly the known fields of every object (an
+unknown field would be signed but checked by nothing: refused), checks every field's type and
+every cross-field invariant before anything else looks at it. What binds each field once it is
+read is ``commit/bindings.py``.
 """
 
 from __future__ import annotations
