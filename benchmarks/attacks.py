@@ -1,7 +1,7 @@
 """Red-team benchmark: every forgery in the catalogue, its measured detection rate against the prediction.
 
     PYTHONPATH=src:. python benchmarks/attacks.py [--seeds 100] [--sample 5] [--fraction 0.1]
-        [--honest-seeds 20] [--json out.json] [--markdown out.md]
+        [--honest-seeds 20] [--json out.json] [--markdown out.md] [--results docs/REDTEAM.md]
 
 One honest run (``--steps`` steps at interval 4: steps/4 segments) is forged once per attack; the
 verifier is then run once per sampling seed 0..seeds-1 with ``--segments N`` and once with
@@ -57,7 +57,7 @@ def _merkle_rows(trials: int) -> list[dict[str, object]]:
                 verify_inclusion(root, leaf, proof)
             except CommitmentError:
                 caught += 1
-        rows.append({"attack": name, "what": what, "caught_by": "commitment", "forged": "-", "segments": "-",
+        rows.append({"attack": name, "what": what, "caught_by": "commitments", "forged": "-", "segments": "-",
                      "sample": "-", "predicted": 1.0, "with_replacement": 1.0, "measured": caught / trials,
                      "trials": trials, "disagree": trials - caught, "all": "rejected" if caught == trials else "ACCEPTED"})
     return rows
@@ -159,7 +159,8 @@ def main() -> int:
     parser.add_argument("--honest-seeds", type=int, default=20)
     parser.add_argument("--merkle-trials", type=int, default=1000)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--markdown", type=Path, help="write the tables to this file")
+    parser.add_argument("--results", type=Path, help="replace the tables between the redteam markers in this file (docs/REDTEAM.md)")
     args = parser.parse_args()
     result = run(args)
     table = markdown(result)
@@ -168,6 +169,10 @@ def main() -> int:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     if args.markdown:
         args.markdown.write_text(table)
+    if args.results:
+        from run import update_results  # benchmarks/run.py, beside this file
+
+        update_results(args.results, table, "<!-- redteam:begin -->", "<!-- redteam:end -->")
     rows = result["rows"]
     bad = [r["attack"] for r in rows if r["all"] != "rejected" or r["disagree"]]  # type: ignore[attr-defined]
     within = all(  # measured within 4 binomial standard errors of the prediction

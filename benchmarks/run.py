@@ -50,7 +50,7 @@ from trainwitness.verifier.bounded import BOUND  # noqa: E402
 DIGITS = "trainwitness.workloads.digits:digits"
 STAND_IN_TEXT = "bench_specs:tinylm"
 TEXT_MODEL = "trainwitness.workloads.lm:lm_fast"
-README_BEGIN, README_END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
+RESULTS_BEGIN, RESULTS_END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
 WIDE = "bench_specs:wide_mlp"
 
 # Targets from issue 6.
@@ -385,13 +385,13 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(readme: Path, table: str) -> None:
-    """Replace what stands between the README's benchmark markers with the table just measured."""
-    text = readme.read_text()
-    begin, end = text.find(README_BEGIN), text.find(README_END)
+def update_results(document: Path, table: str, begin_marker: str = RESULTS_BEGIN, end_marker: str = RESULTS_END) -> None:
+    """Replace what stands between a document's result markers with the table just measured."""
+    text = document.read_text()
+    begin, end = text.find(begin_marker), text.find(end_marker)
     if begin < 0 or end < begin:
-        raise SystemExit(f"{readme} has no {README_BEGIN} ... {README_END} markers")
-    readme.write_text(text[: begin + len(README_BEGIN)] + "\n" + table.strip() + "\n" + text[end:])
+        raise SystemExit(f"{document} has no {begin_marker} ... {end_marker} markers")
+    document.write_text(text[: begin + len(begin_marker)] + "\n" + table.strip() + "\n" + text[end:])
 
 
 SECTIONS = ("recording", "commit_and_hashing", "storage", "audit", "exact")
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-set", action="append", default=[], metavar="NAME=VALUE", help="override a text model hyperparameter")
     parser.add_argument("--only", action="append", choices=list(SECTIONS), help="run only these sections")
     parser.add_argument("--merge", action="store_true", help="keep the other sections of an existing results.json in --out")
-    parser.add_argument("--readme", type=Path, help=f"also replace the table between {README_BEGIN} and {README_END} in this file")
+    parser.add_argument("--results", type=Path, help=f"also replace the tables between {RESULTS_BEGIN} and {RESULTS_END} in this file (docs/BENCHMARKS.md)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -426,9 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(suite.results, indent=2, sort_keys=True, default=str) + "\n")
     (args.out / "results.md").write_text(markdown(suite.results))
     print(f"wrote {args.out / 'results.md'} and results.json in {suite.results['total_seconds']} s")
-    if args.readme is not None:
-        update_readme(args.readme, markdown(suite.results))
-        print(f"updated the benchmark table in {args.readme}")
+    if args.results is not None:
+        update_results(args.results, markdown(suite.results))
+        print(f"updated the benchmark tables in {args.results}")
     return 1 if suite.results["errors"] else 0
 
 

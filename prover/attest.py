@@ -7,6 +7,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trainwitness.commit.canonical import JSONValue, parse_json
+from trainwitness.commit.distributed import DataParallelRun
 from trainwitness.commit.hashing import file_sha256, format_digest
 from trainwitness.commit.hints import ExactMode, hints_leaves, read_hints
 from trainwitness.commit.merkle import merkle_root
@@ -48,6 +49,7 @@ def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey) -> byt
     hints = {} if exact is None else {
         "hints": TreeCommitment(format_digest(merkle_root(hints_leaves(read_hints(store, hp["total_steps"])))), hp["total_steps"])
     }
+    distributed = None if "distributed" not in declared else DataParallelRun.from_json(declared["distributed"], f"{store}/{RUN_FILE} distributed")
     final = index.checkpoints[-1]
     weights = decode_weights(weights_path.read_bytes(), str(weights_path))
     if weights_digest(weights) != final.weights_digest:
@@ -67,6 +69,7 @@ def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey) -> byt
         final_weights_digest=final.weights_digest,
         weights_license=declared.get("weights_license"),
         exact=exact,
+        distributed=distributed,
     )
     statement = Statement(subject_name=weights_path.name, subject_sha256=file_sha256(str(weights_path)).hex(), claim=claim)
     return seal_envelope(statement.to_payload(), key)

@@ -18,8 +18,8 @@ What the training thread pays, per step: a copy of the batch and an append to a 
 checkpoint: one copy of the state into a snapshot buffer the writer has finished with (a
 preallocated copy: no fresh allocation, no page faults), or a fresh one when none is free. The
 writer never holds the GIL for long: the checkpoint file is streamed from views of the snapshot
-through zstd into the file (``tensorfile``), where ``safetensors.torch.save`` used to copy the
-state twice with the GIL held; the weights and rest digests (whose composition is the state digest) hash the bytes once; and the writer
+through zstd into the file (``tensorfile``), never built whole in memory (``safetensors.torch.save``
+would copy the state twice with the GIL held); the weights and rest digests (whose composition is the state digest) hash the bytes once; and the writer
 threads run at a lower CPU priority than training (``writer_nice``), so on a busy machine the
 scheduler gives the trainer the core first (the bounded queue still stops the writer falling behind
 without limit).
@@ -38,7 +38,14 @@ from typing import BinaryIO
 
 from trainwitness.commit.canonical import canonical_json
 from trainwitness.commit.hints import HINTS_FILE, StepHints, hints_record
-from trainwitness.commit.store import INDEX_FILE, CheckpointRecord, StepRecord, checkpoint_relpath, delta_relpath
+from trainwitness.commit.store import (
+    INDEX_FILE,
+    AnyStepRecord,
+    CheckpointRecord,
+    StepRecord,
+    checkpoint_relpath,
+    delta_relpath,
+)
 from trainwitness.data.datasets import Batch, batch_digest
 from trainwitness.run.loop import snapshot
 from trainwitness.run.rng import rng_digest
@@ -121,6 +128,12 @@ class Recorder:
         if len(self._pending) >= _STEP_BATCH:
             self._hand_over_steps()
 
+    def record_step_record(self, record: AnyStepRecord) -> None:
+        """Append a step record whose digests are already computed (a data-parallel step, gathered from every rank)."""
+        self._pending.append(lambda: self._append(record))
+        if len(self._pending) >= _STEP_BATCH:
+            self._hand_over_steps()
+
     def record_hints(self, step: int, hints: StepHints) -> None:
         """Exact mode: append the step's hints to hints.jsonl (StepHints is immutable: no copy)."""
         self._put(lambda: self._write_hints(step, hints))
@@ -196,7 +209,7 @@ class Recorder:
             finally:
                 self._queue.task_done()
 
-    def _append(self, record: StepRecord | CheckpointRecord) -> None:
+    def _append(self, record: AnyStepRecord | CheckpointRecord) -> None:
         self._index.write(canonical_json(record.to_json()) + b"\n")
         self._unsynced += 1
 

@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hints import HINTS_FILE, ExactMode
 from trainwitness.commit.store import (
@@ -26,16 +28,17 @@ from trainwitness.errors import MalformedInputError, MissingInputError
 from trainwitness.identity.code import code_identity, package_identity
 from trainwitness.identity.imports import ImportedCode, ImportMonitor, source_only_imports
 from trainwitness.prover.recorder import Recorder
+from trainwitness.run.distributed import current_group
 from trainwitness.run.environment import apply_execution_settings, capture_environment
 from trainwitness.run.loop import ExactHooks, TrainingRun, weights_of
 from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
 from trainwitness.tensors.checkpoint import encode_weights
 from trainwitness.tensors.delta import read_checkpoint
-from trainwitness.tensors.state import state_digest
+from trainwitness.tensors.state import FlatState, state_digest
 
 __all__ = ["Declarations", "RecordedRun", "record_run"]
 
-STORE_FORMAT = "trainwitness-store/v2"  # v2: checkpoint records hold weights and rest digests (issue 11)
+STORE_FORMAT = "trainwitness-store/v2"  # docs/FORMAT.md, version 2
 
 # (steps done, total steps) -> None, for progress display.
 Progress = Callable[[int, int], None]
@@ -65,8 +68,11 @@ def _declare(
     identity["source_uri"] = declarations.source_uri
     summary = build_dataset_manifest(run.spec.dataset, manifest)
     storage: dict[str, JSONValue] = {} if delta_every is None else {"delta_keyframe_every": delta_every}
+    # A data-parallel run (docs/DISTRIBUTED.md): world size, backend, split and reduction
+    parallel: dict[str, JSONValue] = {} if run.parallel is None else {"distributed": run.parallel.declaration().to_json()}
     return {
         **storage,
+        **parallel,
         **({} if exact is None else {"exact": exact.to_json()}),  # exact mode (docs/EXACT.md)
         "format": STORE_FORMAT,
         "code": identity,
@@ -155,6 +161,34 @@ def _cut_hints(store: Path, steps: int) -> None:
         atomic_write(path, b"".join(line + b"\n" for line in lines))
 
 
+def _open_store(
+    entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, store: Path, compress_level: int | None,
+    declarations: Declarations, exact: ExactMode | None, delta_every: int | None,
+) -> CheckpointRecord | None:
+    """Declare the run into a new store, or check the store holds this run and resume it (restoring ``run``)."""
+    # The manifest is built aside and moved into the store only once the store is known to be ours.
+    fd, staged_name = tempfile.mkstemp(prefix="trainwitness-manifest-", suffix=".jsonl")
+    os.close(fd)
+    staged = Path(staged_name)
+    try:
+        declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact, delta_every)
+        if (store / RUN_FILE).exists():
+            previous = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
+            if previous != declared:
+                raise MalformedInputError(f"store {store} holds a different run; use a new store directory")
+            atomic_write(store / MANIFEST_FILE, staged.read_bytes())
+            return _resume_point(store, run)
+        store.mkdir(parents=True, exist_ok=True)
+        if any(store.iterdir()):
+            raise MalformedInputError(f"store {store} is not empty and has no {RUN_FILE}")
+        atomic_write(store / MANIFEST_FILE, staged.read_bytes())
+        atomic_write(store / RUN_FILE, canonical_json(declared) + b"\n")
+        (store / INDEX_FILE).touch()
+        return None
+    finally:
+        staged.unlink(missing_ok=True)
+
+
 def record_run(
     entry_point: str,
     overrides: Mapping[str, JSONValue],
@@ -170,9 +204,15 @@ def record_run(
 ) -> RecordedRun:
     """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run.
 
+    Called on every rank of a ``torch.distributed`` process group of W > 1 ranks (e.g. under
+    ``torchrun``), it records the data-parallel run (``trainwitness.prover.distributed``): rank 0
+    writes the store, every rank trains on its shard. Raises ``MalformedInputError`` for a store
+    that holds another run, ``ReplicaDivergenceError`` when the ranks' states part.
+
     The run imports its local code from source only (``imports.source_only_imports``): what is
-    hashed as the code identity is what runs. Local packages and distributions it imports are recorded in
-    ``imports.json`` after the build and after every checkpoint (``identity/imports.py``).
+    hashed as the code identity is what runs. Local packages and distributions it imports are
+    recorded in ``imports.json`` after the build and before every checkpoint whose steps imported
+    more (``identity/imports.py``).
     """
     with source_only_imports():
         return _record(entry_point, overrides, store, weights_path, torch_threads, compress_level, delta_every, progress,
@@ -186,34 +226,45 @@ def _record(
 ) -> RecordedRun:
     monitor = ImportMonitor()  # before the entry point is imported: everything the run imports is seen
     apply_execution_settings(torch_threads)
+    group = current_group()
     function = load_entry_point(entry_point)
     hp = resolve_hyperparameters(function.defaults, overrides)
-    run = TrainingRun.start(function, hp)
+    run = TrainingRun.start(function, hp, group)
     monitor.scan()
-    # The manifest is built aside and moved into the store only once the store is known to be ours.
-    fd, staged_name = tempfile.mkstemp(prefix="trainwitness-manifest-", suffix=".jsonl")
-    os.close(fd)
-    staged = Path(staged_name)
-    try:
-        declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact, delta_every)
-        resumed: CheckpointRecord | None = None
-        if (store / RUN_FILE).exists():
-            previous = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
-            if previous != declared:
-                raise MalformedInputError(f"store {store} holds a different run; use a new store directory")
-            atomic_write(store / MANIFEST_FILE, staged.read_bytes())
-            resumed = _resume_point(store, run)
-        else:
-            store.mkdir(parents=True, exist_ok=True)
-            if any(store.iterdir()):
-                raise MalformedInputError(f"store {store} is not empty and has no {RUN_FILE}")
-            atomic_write(store / MANIFEST_FILE, staged.read_bytes())
-            atomic_write(store / RUN_FILE, canonical_json(declared) + b"\n")
-            (store / INDEX_FILE).touch()
-    finally:
-        staged.unlink(missing_ok=True)
 
-    _write_imports(store, entry_point, monitor.found)
+    def record_imports() -> None:  # the steps imported more code: durable before the checkpoint that follows them
+        if monitor.scan():
+            _write_imports(store, entry_point, monitor.found)
+
+    def open_store() -> CheckpointRecord | None:
+        resumed = _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every)
+        _write_imports(store, entry_point, monitor.found)
+        return resumed
+
+    if group is not None:
+        from trainwitness.prover.distributed import record_ranks
+
+        final, final_state, resumed = record_ranks(
+            run, group, store, open_store, compress_level=compress_level, delta_every=delta_every, progress=progress, exact=exact,
+            before_checkpoint=record_imports,
+        )
+    else:
+        resumed = open_store()
+        final_state = _record_segments(run, store, resumed, compress_level, delta_every, progress, exact, record_imports)
+        final = read_index(store).checkpoints[-1]
+    if group is None or group.rank == 0:
+        atomic_write(weights_path, encode_weights(weights_of(final_state)))
+    if group is not None:
+        torch.distributed.barrier()  # every rank returns once the weights are written
+    return RecordedRun(store=store, weights_path=weights_path, final=final, resumed_from_step=None if resumed is None else resumed.step)
+
+
+def _record_segments(
+    run: TrainingRun, store: Path, resumed: CheckpointRecord | None, compress_level: int | None, delta_every: int | None,
+    progress: Progress | None, exact: ExactMode | None, before_checkpoint: Callable[[], None],
+) -> FlatState:
+    """One process: every segment from the resume point on, recorded; returns the final state."""
+    hp = run.hyperparameters
     steps = checkpoint_steps(int(hp["total_steps"]), int(hp["checkpoint_interval"]))
     start_index = 0 if resumed is None else resumed.index + 1
     recorder = Recorder(store, compress_level=compress_level, delta_every=delta_every)
@@ -224,8 +275,7 @@ def _record(
         for index in range(start_index, len(steps)):
             hooks = None if exact is None else ExactHooks(exact, lambda step: None, recorder.record_hints)
             run.run(steps[index - 1], steps[index], recorder.record_step, hooks)
-            if monitor.scan():  # the steps imported more code: durable before the checkpoint that follows them
-                _write_imports(store, entry_point, monitor.found)
+            before_checkpoint()
             recorder.record_checkpoint(index, steps[index], run.capture())
             if progress is not None:
                 progress(steps[index], steps[-1])
@@ -233,6 +283,4 @@ def _record(
         recorder.wait()
     finally:
         recorder.close()
-    final = read_index(store).checkpoints[-1]
-    atomic_write(weights_path, encode_weights(weights_of(final_state)))
-    return RecordedRun(store=store, weights_path=weights_path, final=final, resumed_from_step=None if resumed is None else resumed.step)
+    return final_state

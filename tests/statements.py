@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from trainwitness.commit.distributed import DataParallelRun
 from trainwitness.commit.hashing import format_digest
 from trainwitness.commit.hints import DEFAULT_EXACT
 from trainwitness.commit.statement import Statement, TrainingClaim, TreeCommitment
@@ -15,8 +16,9 @@ ENVIRONMENT = {
 }
 
 
-def statement(*, exact: bool = False, packages: bool = False) -> Statement:
-    """8 steps at interval 4 over a 16-sample one-source manifest; optionally in exact mode, with a sibling package."""
+def statement(*, exact: bool = False, packages: bool = False, distributed: bool = False) -> Statement:
+    """8 steps at interval 4 over a 16-sample one-source manifest; optionally in exact mode, with a sibling
+    package, or as a 2-rank data-parallel run."""
     trees = {"checkpoints": TreeCommitment(DIGEST, 3), "batches": TreeCommitment(DIGEST, 8), "rng": TreeCommitment(DIGEST, 8)}
     if exact:
         trees["hints"] = TreeCommitment(DIGEST, 8)
@@ -46,5 +48,6 @@ def statement(*, exact: bool = False, packages: bool = False) -> Statement:
         final_weights_digest=DIGEST,
         weights_license="MIT" if packages else None,
         exact=DEFAULT_EXACT if exact else None,
+        distributed=DataParallelRun(world_size=2, backend="gloo") if distributed else None,
     )
     return Statement("model.safetensors", "ab" * 32, claim)

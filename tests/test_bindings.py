@@ -16,7 +16,7 @@ from trainwitness.commit.bindings import (
     statement_leaves,
 )
 from trainwitness.commit.canonical import parse_json
-from trainwitness.commit.store import CheckpointRecord, StepRecord
+from trainwitness.commit.store import CheckpointRecord, RankShard, ShardedStepRecord, StepRecord
 
 from .statements import DIGEST, statement
 
@@ -31,7 +31,7 @@ def test_every_field_of_every_kind_of_statement_has_a_binding() -> None:
     seen: set[str] = set()
     for exact in (False, True):
         for packages in (False, True):
-            patterns = _patterns(statement(exact=exact, packages=packages).to_payload())
+            patterns = _patterns(statement(exact=exact, packages=packages, distributed=packages).to_payload())
             assert patterns <= set(STATEMENT_FIELDS), patterns - set(STATEMENT_FIELDS)
             seen |= patterns
     # ...and the table lists nothing a statement cannot hold (empty lists stand for their items).
@@ -57,9 +57,12 @@ def test_declared_fields_are_the_ones_shown_as_such() -> None:
 def test_every_index_record_field_has_a_binding() -> None:
     step = StepRecord(0, (1,), DIGEST, DIGEST).to_json()
     checkpoint = CheckpointRecord(0, 0, DIGEST, DIGEST).to_json()
-    for kind, record in (("step", step), ("checkpoint", checkpoint)):
-        for key in set(record) - {"kind"}:
+    sharded = ShardedStepRecord(0, (RankShard((1,), DIGEST, DIGEST), RankShard((2,), DIGEST, DIGEST))).to_json()
+    for kind, record in (("step", step), ("checkpoint", checkpoint), ("step", sharded)):
+        for key in set(record) - {"kind", "ranks"}:
             assert f"index.jsonl {kind}.{key}" in STORE_FIELDS
+    for key in sharded["ranks"][0]:  # type: ignore[index]
+        assert f"index.jsonl step.ranks[].{key}" in STORE_FIELDS
 
 
 def _doc_rows(section: str) -> dict[str, tuple[str, str]]:

@@ -17,7 +17,6 @@ from trainwitness.data.manifest import (
     ManifestSummary,
     SampleEntry,
     SourceInput,
-    StreamingRoot,
     build_manifest,
     read_manifest,
     record_digest,
@@ -40,15 +39,6 @@ def test_manifest_leaf_golden_bytes() -> None:
         b'{"digest":"sha256:5af02dca35cc3d0b259f9dba59cbc84bca04bfdcd4cd0acb5b23e03b4bb68dc7",'
         b'"id":3,"record":1,"size":5,"source":"s","type":"manifest-sample"}'
     )
-
-
-@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 31, 33])
-def test_streaming_root_equals_rfc9162_root(n: int) -> None:
-    leaves = [f"leaf {i}".encode() for i in range(n)]
-    stream = StreamingRoot()
-    for leaf in leaves:
-        stream.add(leaf)
-    assert stream.root() == merkle_root(leaves)
 
 
 def test_records_of_each_format(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from trainwitness.commit.merkle import (
     EMPTY_ROOT,
     InclusionProof,
     MerkleTree,
+    StreamingMerkleRoot,
     inclusion_proof,
     leaf_hash,
     merkle_root,
@@ -166,3 +167,12 @@ def test_standalone_proof_helper_agrees_with_the_tree() -> None:
     assert inclusion_proof(SEVEN_LEAVES, 6) == MerkleTree(SEVEN_LEAVES).proof(6)
     with pytest.raises(ValueError):
         MerkleTree(SEVEN_LEAVES).proof(7)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 31, 33])
+def test_streaming_root_equals_rfc9162_root(n: int) -> None:
+    leaves = [f"leaf {i}".encode() for i in range(n)]
+    stream = StreamingMerkleRoot()
+    for leaf in leaves:
+        stream.add(leaf)
+    assert stream.root() == merkle_root(leaves)

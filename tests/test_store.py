@@ -207,3 +207,24 @@ def test_find_checkpoint_prefers_the_compressed_file(tmp_path: Path) -> None:
     assert find_checkpoint(tmp_path, 20) == checkpoint_relpath(20, compressed=True)
     with pytest.raises(MissingInputError, match="step 40 is missing"):
         find_checkpoint(tmp_path, 40)
+
+
+def test_data_parallel_step_record_leaves_are_pinned_and_parse_back(tmp_path: Path) -> None:
+    from trainwitness.commit.store import RankShard, ShardedStepRecord
+
+    a, b, c, d = ("sha256:" + x * 32 for x in ("11", "22", "33", "44"))
+    record = ShardedStepRecord(step=0, ranks=(RankShard((5, 1), a, b), RankShard((9, 2), c, d)))
+    assert record.batch_leaf() == (
+        b'{"ranks":[{"batch_digest":"' + a.encode() + b'","sample_ids":[5,1]},{"batch_digest":"' + c.encode()
+        + b'","sample_ids":[9,2]}],"step":0,"type":"batch"}'
+    )
+    assert record.rng_leaf() == b'{"rng_digests":["' + b.encode() + b'","' + d.encode() + b'"],"step":0,"type":"rng"}'
+    assert record.sample_ids == (5, 1, 9, 2)
+    _write_index(tmp_path, [record])  # type: ignore[list-item]
+    assert read_index(tmp_path).steps == (record,)
+    # Every step of a store has one world size: a one-rank step after a two-rank one is refused.
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    _write_index(mixed, [record, StepRecord(step=1, sample_ids=(3,), batch_digest=a, rng_digest=b)])  # type: ignore[list-item]
+    with pytest.raises(MalformedInputError, match="has 1 ranks, step 0 has 2"):
+        read_index(mixed)

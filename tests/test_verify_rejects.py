@@ -99,7 +99,7 @@ def _swap_two_ids_in_one_batch(run: RecordedRun, step: int) -> list[int]:
 
 def test_verify_rejects_swapped_batch_ids_in_the_index(digits_run: RecordedRun, capsys: pytest.CaptureFixture[str]) -> None:
     _swap_two_ids_in_one_batch(digits_run, 45)
-    assert_rejected(digits_run, capsys, "commitment", "store index does not match the attested batches root")
+    assert_rejected(digits_run, capsys, "commitments", "store index does not match the attested batches root")
 
 
 def test_verify_rejects_swapped_batch_ids_re_signed_by_the_prover_key(

@@ -73,7 +73,7 @@ def test_two_workers_reject_a_forged_checkpoint_in_the_second_workers_share(
 # Stand-ins for a worker that runs hostile or broken code: the parent must name each, never raise.
 _ALL_PASSED_NO_SEGMENTS = (
     "import json, sys; sys.stdin.read(); print(json.dumps({'report': {'checks': "
-    f"[{{'name': n, 'passed': True, 'detail': 'trust me'}} for n in {list(WORKER_CHECKS)!r}], 'segments': {{'replayed': []}}}}}}))"
+    f"[{{'name': n, 'passed': True, 'detail': 'trust me'}} for n in {[str(n) for n in WORKER_CHECKS]!r}], 'segments': {{'replayed': []}}}}}}))"
 )
 MISBEHAVING_WORKERS = {
     "exits": ("import os; os._exit(3)", "died (status 3"),

@@ -14,7 +14,7 @@ from trainwitness.commit.hashing import format_digest, parse_digest
 from trainwitness.commit.hints import StepHints, hints_leaf, hints_leaves, read_hints
 from trainwitness.commit.merkle import MerkleTree, verify_inclusion
 from trainwitness.commit.statement import TrainingClaim
-from trainwitness.commit.store import CheckpointRecord, RunIndex, StepRecord, find_checkpoint, read_index
+from trainwitness.commit.store import AnyStepRecord, CheckpointRecord, RunIndex, find_checkpoint, read_index
 from trainwitness.errors import CommitmentError, ReplayMismatchError
 from trainwitness.tensors.delta import read_checkpoint
 from trainwitness.tensors.state import FlatState, state_digest
@@ -75,7 +75,7 @@ class Evidence:
         self._proven("checkpoints", record.leaf(), i)
         return record
 
-    def step(self, s: int) -> StepRecord:
+    def step(self, s: int) -> AnyStepRecord:
         record = self.index.steps[s]
         self._proven("batches", record.batch_leaf(), s)
         self._proven("rng", record.rng_leaf(), s)

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from trainwitness.data.datasets import Batch, batch_digest
-from trainwitness.errors import DataMismatchError, ReplayMismatchError
+from trainwitness.errors import CommitmentError, DataMismatchError, ReplayMismatchError
 from trainwitness.run.loop import ExactHooks, TrainingRun, snapshot
 from trainwitness.run.rng import rng_digest
 from trainwitness.tensors.state import FlatState, state_digest, state_digests, tensor_digest
@@ -64,20 +64,34 @@ def replay_segment(run: TrainingRun, evidence: Evidence, i: int, bound: float | 
         )
     start_copy = snapshot(restored) if bound is not None else None  # the steps below move the live state
 
-    def check_step(step: int, ids: list[int], batch: Batch, rng: FlatState) -> None:
-        committed = evidence.step(step)
+    world = evidence.claim.world_size
+    rng_seen: tuple[FlatState, str] | None = None  # one process replaying every rank: one RNG state, W checks
+
+    def check_shard(step: int, rank: int, ids: list[int], batch: Batch, rng: FlatState) -> None:
+        nonlocal rng_seen
+        shards = evidence.step(step).shards
+        if len(shards) != world:
+            raise CommitmentError(f"step {step}: {len(shards)} ranks committed, the attestation declares {world}")
+        committed = shards[rank]
+        where = f"step {step}" if world == 1 else f"step {step}, rank {rank}"
         if list(committed.sample_ids) != ids:
             raise DataMismatchError(
-                f"step {step}: committed batch has sample ids {list(committed.sample_ids)[:8]}..., "
+                f"{where}: committed batch has sample ids {list(committed.sample_ids)[:8]}..., "
                 f"the declared sampler gives {ids[:8]}..."
             )
         if batch_digest(batch) != committed.batch_digest:
-            raise DataMismatchError(f"step {step}: committed batch contents differ from the declared dataset's samples {ids[:8]}...")
-        if rng_digest(rng) != committed.rng_digest:
-            raise ReplayMismatchError(f"step {step}: the RNG state before the step differs from the committed one")
+            raise DataMismatchError(f"{where}: committed batch contents differ from the declared dataset's samples {ids[:8]}...")
+        if rng_seen is None or rng_seen[0] is not rng:
+            rng_seen = (rng, rng_digest(rng))
+        if rng_seen[1] != committed.rng_digest:
+            raise ReplayMismatchError(f"{where}: the RNG state before the step differs from the committed one")
 
     exact = None if evidence.claim.exact is None else ExactHooks(evidence.claim.exact, evidence.hints)
-    run.run(first, last, check_step, exact)
+    if run.parallel is not None and run.parallel.rank is None:
+        run.run_ranks(first, last, check_shard, exact)
+    else:
+        rank = run.parallel.rank if run.parallel is not None and run.parallel.rank is not None else 0
+        run.run(first, last, lambda step, ids, batch, rng: check_shard(step, rank, ids, batch, rng), exact)
     replayed = run.capture()
     if start_copy is not None and bound is not None:
         distance = segment_distance(start_copy, replayed, evidence.load_checkpoint(i + 1))

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainwitness.display import escape, escape_json, value_text
+from trainwitness.errors import CheckName
 from trainwitness.verifier.draw import detection_probability
 from trainwitness.verifier.replay import SegmentResult
 
@@ -16,7 +17,7 @@ FORGED_FRACTIONS = (0.01, 0.05, 0.10)
 
 @dataclass(frozen=True)
 class Check:
-    name: str
+    name: CheckName
     passed: bool
     detail: str
 
@@ -42,6 +43,8 @@ class Report:
     bound_provenance: str = ""
     # Signed fields nothing checks (commit/bindings.py, kind "declared"), as (path, value): shown as such.
     declared: list[tuple[str, Any]] = field(default_factory=list)
+    pending_shards: int | None = None  # --shard-requests: requests written, no verdict yet
+    rank_replay: str | None = None  # a data-parallel run: how its ranks were replayed (docs/DISTRIBUTED.md)
 
     def bounded_summary(self) -> dict[str, Any]:
         """Bounded mode: the distances seen, the bound, and the steering room it leaves a forger."""
@@ -61,17 +64,19 @@ class Report:
 
     @property
     def accepted(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        return bool(self.checks) and all(c.passed for c in self.checks) and self.pending_shards is None
 
     @property
     def verdict(self) -> str:
+        if self.pending_shards is not None and all(c.passed for c in self.checks):
+            return "NO VERDICT (shard requests written)"
         return "ACCEPT" if self.accepted else "REJECT"
 
-    def passed(self, name: str, detail: str) -> None:
-        self.checks.append(Check(name, True, detail))
+    def passed(self, name: CheckName, detail: str) -> None:
+        self.checks.append(Check(CheckName(name), True, detail))
 
-    def failed(self, name: str, detail: str) -> None:
-        self.checks.append(Check(name, False, detail))
+    def failed(self, name: CheckName, detail: str) -> None:
+        self.checks.append(Check(CheckName(name), False, detail))
 
     def detection(self) -> dict[str, float]:
         """Only meaningful for an accepted run: P(a forgery of fraction f would have been caught).
@@ -114,6 +119,7 @@ class Report:
             "notes": self.notes,
             "declared_not_verified": {path: value for path, value in self.declared},
             "replay_mode": self.replay_mode,
+            **({"rank_replay": self.rank_replay} if self.rank_replay is not None else {}),
             **({"exact": self.exact} if self.exact is not None else {}),
             **({"bounded": self.bounded_summary()} if self.bound is not None else {}),
         }
@@ -126,7 +132,7 @@ class Report:
         lines = [f"trainwitness verify: {self.verdict}", f"  subject      {self.subject}", f"  entry point  {self.entry_point}"]
         for c in self.checks:
             lines.append(f"  [{'ok' if c.passed else 'FAIL'}] {c.name}: {c.detail}")
-        if self.segment_count:
+        if self.segment_count and self.pending_shards is None:
             if self.sample_seed is None:
                 how = "OS randomness"
             elif self.seed_from_os:

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from trainwitness.errors import InputError, MalformedInputError, VerificationError
+from trainwitness.errors import CheckName, InputError, MalformedInputError, VerificationError
 from trainwitness.verifier.bounded import SegmentDistance
 from trainwitness.verifier.replay import SegmentResult
 from trainwitness.verifier.report import Check, Report
@@ -74,14 +74,14 @@ __all__ = [
 
 SANDBOX_MODES = ("auto", "off", "required")
 # The checks of steps (6)-(8), in order: a worker that found nothing wrong must have passed every one.
-WORKER_CHECKS = ("manifest", "batches", "initial-state", "data", "replay")
-_SHARE_CHECKS = ("data", "replay")  # their details describe one worker's share, so each worker's is kept
+WORKER_CHECKS = (CheckName.MANIFEST, CheckName.BATCHES, CheckName.INITIAL_STATE, CheckName.DATA, CheckName.REPLAY)
+_SHARE_CHECKS = (CheckName.DATA, CheckName.REPLAY)  # their details describe one worker's share, so each worker's is kept
 
 
 class SandboxError(VerificationError):
     """The training code could not be replayed inside the sandbox (it broke a confinement or a limit)."""
 
-    check = "sandbox"
+    check: CheckName = CheckName.SANDBOX
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,7 @@ class Isolation:
     process: bool  # a separate worker process at all
     namespaces: bool  # no network, read-only filesystem except the scratch directory
     limits: SandboxLimits
+    loopback: bool = False  # the worker's own network namespace gets a loopback (a W-rank replay's gloo group)
 
     def describe(self) -> str:
         if not self.process:
@@ -125,8 +126,11 @@ class Isolation:
 # make every other mount read-only, then drop that root by entering a nested user and mount namespace
 # without a uid mapping. There the code has no capabilities, so it cannot remount anything writable,
 # and the read-only flags are locked (they were set by a more privileged namespace).
+# With "$2" = 1 the namespace's own loopback is brought up first (W local ranks talk over it; it
+# reaches nothing outside the namespace).
 _CONFINE = """
-scratch="$1"; shift
+scratch="$1"; loopback="$2"; shift 2
+if [ "$loopback" = 1 ]; then ip link set lo up || exit 96; fi
 mount --bind "$scratch" "$scratch" || exit 97
 for point in $(awk '{print $2}' /proc/self/mounts | tac); do
   [ "$point" = "$scratch" ] || mount -o remount,bind,ro "$point" 2>/dev/null
@@ -135,8 +139,8 @@ exec unshare -U -m "$@"
 """
 
 
-def _confined(command: list[str], scratch: str) -> list[str]:
-    return [shutil.which("unshare") or "unshare", "-rnm", "sh", "-c", _CONFINE, "sh", scratch, *command]
+def _confined(command: list[str], scratch: str, loopback: bool = False) -> list[str]:
+    return [shutil.which("unshare") or "unshare", "-rnm", "sh", "-c", _CONFINE, "sh", scratch, "1" if loopback else "0", *command]
 
 
 def _namespaces_available() -> bool:
@@ -226,6 +230,7 @@ def worker_request(payload: bytes, store: Path, options: VerifyOptions, share: S
         "threads": threads,
         "bounded": options.bounded,
         "segments": [int(i) for i in share],
+        "ranks": options.ranks,  # a data-parallel run: how its ranks replay (decided by the parent)
     }
 
 
@@ -233,10 +238,10 @@ def worker_request(payload: bytes, store: Path, options: VerifyOptions, share: S
 _WORKER_CODE = "from trainwitness.verifier.sandbox import _worker; raise SystemExit(_worker())"
 
 
-def _start(isolation: Isolation, scratch: str) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-c", _WORKER_CODE]
+def _start(isolation: Isolation, scratch: str, code: str | None = None) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-c", _WORKER_CODE if code is None else code]
     if isolation.namespaces:
-        command = _confined(command, scratch)
+        command = _confined(command, scratch, isolation.loopback)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p),  # entry points resolve as here
@@ -441,7 +446,7 @@ def _merge(report: Report, answer: dict[str, Any]) -> None:
     if not isinstance(worker, dict):
         raise SandboxError("the replay worker returned no report")
     for c in worker.get("checks", []):
-        check = Check(str(c["name"]), bool(c["passed"]), str(c["detail"]))
+        check = Check(CheckName(str(c["name"])), bool(c["passed"]), str(c["detail"]))
         if not check.passed or check.name in WORKER_CHECKS:  # a pass counts only for a check the worker was asked to do
             report.checks.append(check)
     segments = worker.get("segments", {})
@@ -477,6 +482,7 @@ def _worker() -> int:
         options = VerifyOptions(
             segments=None, sandbox="off", data={name: Path(path) for name, path in request["data"].items()},
             code=None if request["code"] is None else Path(request["code"]), threads=request["threads"], bounded=request["bounded"],
+            ranks=request["ranks"],
         )
         # The statement the parent verified (signature, invariants, code identity, weights): parsed, not re-checked.
         claim = Statement.from_payload(request["statement"].encode("utf-8")).claim
@@ -484,7 +490,9 @@ def _worker() -> int:
             if options.code is not None:
                 _import_from(options.code, claim.entry_point)
             evidence = Evidence.open(Path(request["store"]), claim)  # the trees the inclusion proofs need
-            replay_drawn(claim, evidence, options, [int(i) for i in request["segments"]], report)
+            replay_drawn(
+                claim, evidence, options, [int(i) for i in request["segments"]], report, payload=request["statement"].encode("utf-8")
+            )
         except VerificationError as e:
             report.failed(e.check, str(e))
         answer: dict[str, Any] = {"report": report.to_json()}

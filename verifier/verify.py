@@ -9,24 +9,28 @@ import secrets
 import stat
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from trainwitness.commit.bindings import declared_fields
 from trainwitness.commit.canonical import parse_json
+from trainwitness.commit.distributed import split_batch
 from trainwitness.commit.statement import Statement, TrainingClaim
 from trainwitness.commit.store import IMPORTS_FILE, MANIFEST_FILE, RUN_FILE, read_store_file
 from trainwitness.data.datasets import SourceDataset, use_record_access
 from trainwitness.data.manifest import read_manifest
 from trainwitness.errors import (
+    CheckName,
     CodeMismatchError,
     CommitmentError,
     DataMismatchError,
+    IncompleteAuditError,
     InitialStateError,
     InputError,
     MalformedInputError,
     MissingInputError,
+    Rejected,
     VerificationError,
     WeightsMismatchError,
 )
@@ -41,12 +45,14 @@ from trainwitness.identity.code import (
 )
 from trainwitness.identity.imports import attested_imports
 from trainwitness.identity.signing import MAX_ENVELOPE_BYTES, load_public_key, open_envelope
+from trainwitness.run.distributed import DataParallel
 from trainwitness.run.environment import apply_execution_settings, environment_differences
 from trainwitness.run.loop import TrainingRun
 from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
 from trainwitness.tensors.checkpoint import decode_weights
 from trainwitness.tensors.state import state_digest, weights_digest
 from trainwitness.verifier.bounded import BOUND, BOUND_PROVENANCE
+from trainwitness.verifier.cluster import LostTask, replay_on_cluster
 from trainwitness.verifier.data_access import CheckedRecords, check_code_built_samples, describe_ids, prefetch
 from trainwitness.verifier.draw import choose_segments
 from trainwitness.verifier.evidence import Evidence
@@ -54,8 +60,10 @@ from trainwitness.verifier.policy import check_licences, load_policy
 from trainwitness.verifier.replay import replay_segment
 from trainwitness.verifier.report import Report
 from trainwitness.verifier.sandbox import (
+    SANDBOX_MODES,
     Isolation,
     SandboxError,
+    SandboxLimits,
     choose_isolation,
     merge_worker_reports,
     replay_in_workers,
@@ -63,8 +71,9 @@ from trainwitness.verifier.sandbox import (
     worker_request,
     worker_threads,
 )
+from trainwitness.verifier.shards import read_answers, read_plan, write_requests
 
-__all__ = ["VerifyOptions", "verify_run"]
+__all__ = ["VerifyOptions", "verify", "verify_run"]
 
 MAX_WEIGHTS_BYTES = 64 * 1024**3
 
@@ -83,6 +92,18 @@ class VerifyOptions:
     threads: int | None = None  # None: the recorded torch thread count; else this machine's choice
     bounded: bool = False  # accept replays within bounded.BOUND (runs without exact mode; weaker)
     workers: int = 1  # replay the drawn segments in this many worker processes at once, each on a share
+    ranks: str = "auto"  # a data-parallel run: auto | local (one process per rank, gloo) | single (one process)
+    cluster: str | None = None  # replay each share as a task on this Dask scheduler (verifier/cluster.py)
+    shard_requests: Path | None = None  # write one request per share here and stop: no verdict (verifier/shards.py)
+    shard_answers: Path | None = None  # merge the answers to the requests written here
+
+    @property
+    def remote(self) -> bool:
+        """The shares are replayed by another machine's workers (a cluster, a batch system)."""
+        return self.cluster is not None or self.shard_requests is not None or self.shard_answers is not None
+
+
+RANK_REPLAYS = ("auto", "local", "single")
 
 
 def _read(path: Path, what: str, max_bytes: int) -> bytes:
@@ -174,7 +195,7 @@ def _check_code(claim: TrainingClaim, store: Path, options: VerifyOptions, repor
             report.notes.append(f"installed distribution differs: {name} recorded {recorded}, here {here}")
     packages = f" and {len(roots) - 1} local packages" if len(roots) > 1 else ""
     where = " (source_uri declared, not verified)" if code.get("source_uri") else ""
-    report.passed("code", f"source tree {root.name} matches {code['tree_digest']}{packages}{where}")
+    report.passed(CheckName.CODE, f"source tree {root.name} matches {code['tree_digest']}{packages}{where}")
     return roots
 
 
@@ -195,24 +216,47 @@ def _import_from(code: Path, entry_point: str) -> None:
 
 
 def _check_committed_batches(evidence: Evidence, run: TrainingRun) -> None:
-    """Every committed step's sample ids, against the sampler (a pure function of the signed seed): no data needed."""
+    """Every committed step's sample ids, against the sampler (a pure function of the signed seed): no data needed.
+
+    A data-parallel run commits each rank's shard: there must be one per rank of the signed world
+    size, and they must be the declared split of the sampler's batch.
+    """
     n = len(run.spec.dataset)
+    world = evidence.claim.world_size
     for record in evidence.index.steps:
+        if len(record.shards) != world:
+            raise CommitmentError(f"step {record.step}: {len(record.shards)} ranks committed, the attestation declares {world}")
         ids = run.sampler.batch_ids(record.step)
-        committed = list(record.sample_ids)
+        where = f"step {record.step}"
+        if world > 1:
+            shards = [list(shard.sample_ids) for shard in record.shards]
+            expected = split_batch(ids, world)
+            differing = [r for r in range(world) if shards[r] != expected[r]]
+            if not differing:
+                continue
+            if [i for shard in shards for i in shard] == ids:
+                raise DataMismatchError(
+                    f"{where}: the ranks' shards ({', '.join(str(len(x)) for x in shards)} samples) are not the "
+                    f"declared split of the batch over {world} ranks"
+                )
+            where = f"step {record.step}, rank {differing[0]}"
+            committed, ids = shards[differing[0]], expected[differing[0]]
+        else:
+            committed = list(record.sample_ids)
         if committed != ids:
             outside = [i for i in committed if i >= n]
             if outside:
                 raise DataMismatchError(
-                    f"step {record.step}: the committed batch holds sample ids {describe_ids(outside)} from outside the dataset of {n}"
+                    f"{where}: the committed batch holds sample ids {describe_ids(outside)} from outside the dataset of {n}"
                 )
             if sorted(committed) == sorted(ids):
                 raise DataMismatchError(
-                    f"step {record.step}: the committed batch reorders sample ids {describe_ids(committed)}; the sampler gives {describe_ids(ids)}"
+                    f"{where}: the committed batch reorders sample ids {describe_ids(committed)}; the sampler gives {describe_ids(ids)}"
                 )
             wrong = [i for i in committed if i not in set(ids)]
             raise DataMismatchError(
-                f"step {record.step}: the committed batch holds sample ids {describe_ids(wrong)} that the declared sampler does not draw"
+                f"{where}: the committed batch holds sample ids {describe_ids(wrong)} that the declared sampler does not draw"
+                + (" for this rank" if world > 1 else "")
             )
 
 
@@ -237,13 +281,15 @@ def verify_run(
     """
     if options.workers < 1:
         raise MalformedInputError(f"--workers must be at least 1, not {options.workers}")
+    if options.ranks not in RANK_REPLAYS:
+        raise MalformedInputError(f"--ranks must be one of {', '.join(RANK_REPLAYS)}, not {options.ranks!r}")
     report = Report(attestation=str(attestation))
     envelope = _read(attestation, "attestation", MAX_ENVELOPE_BYTES)
     key = load_public_key(public_key)
     try:
         # (1): the signature, before any field of the payload is believed.
         payload = open_envelope(envelope, key)
-        report.passed("signature", "DSSE envelope signed by the given Ed25519 key")
+        report.passed(CheckName.SIGNATURE, "DSSE envelope signed by the given Ed25519 key")
 
         # (2): the statement, parsed and invariant-checked.
         statement = Statement.from_payload(payload)
@@ -255,7 +301,7 @@ def verify_run(
         # (2b): licences, when the auditor brings a policy; a missing or unknown licence fails it.
         if options.policy is not None:
             policy = load_policy(options.policy)
-            report.passed("policy", check_licences(policy, claim.weights_license, claim.manifest.sources))
+            report.passed(CheckName.POLICY, check_licences(policy, claim.weights_license, claim.manifest.sources))
 
         # (3): the code we are about to run is the code that was attested, checked before importing it:
         # the entry point's tree, every other local package the run imported, installed distributions.
@@ -264,7 +310,7 @@ def verify_run(
         # (4): the store's index against the signed roots; no checkpoint is read for this.
         evidence = Evidence.open(store, claim)
         report.passed(
-            "commitments",
+            CheckName.COMMITMENTS,
             f"{claim.total_steps} steps and {len(claim.checkpoint_steps)} checkpoints match the {len(claim.trees)} roots",
         )
 
@@ -282,15 +328,34 @@ def verify_run(
         if (last.weights_digest, last.state_digest) != (claim.final_weights_digest, claim.final_state_digest):
             raise WeightsMismatchError("the attested final digests are not the last checkpoint's")
         report.passed(
-            "final-weights",
+            CheckName.FINAL_WEIGHTS,
             f"{weights.name} is the subject and the weights component of the state at step {last.step} (the last segment's end, always replayed)",
         )
 
+        # A data-parallel run: how its ranks are replayed is decided here, from the signed declaration
+        # and the auditor's options (exit 2 where bitwise replay cannot reproduce its reduction).
+        if options.shard_answers is not None:  # the draw and the settings are the plan's, checked against this statement
+            plan = read_plan(options.shard_answers, payload, len(claim.checkpoint_steps) - 1)
+            if options.seed is not None and options.seed != plan.seed:
+                raise MalformedInputError(f"--seed {options.seed}: the shard plan in {options.shard_answers} drew with seed {plan.seed}")
+            settings = plan.options
+            options = replace(
+                options, seed=plan.seed, segments=plan.segments, workers=len(plan.shares), bounded=settings.get("bounded") is True,
+                threads=settings.get("threads"), ranks=str(settings.get("ranks", "auto")), sandbox=str(settings.get("sandbox", "auto")),
+            )
+        options = replace(options, ranks=rank_replay(claim, options))
         # (6)-(8) run the upstream's code: in confined worker processes unless the sandbox is off and
         # there is one worker. The verifier alone chooses which segments to replay (7): the last one
         # always, the others drawn here, before any of that code runs; each worker is handed a share.
-        isolation = choose_isolation(options.sandbox, workers=options.workers)
-        report.notes.append(isolation.describe())
+        if options.remote:  # each machine that replays says what isolation it had
+            if options.sandbox not in SANDBOX_MODES:
+                raise MalformedInputError(f"--sandbox must be one of {', '.join(SANDBOX_MODES)}, not {options.sandbox!r}")
+            isolation = Isolation(options.sandbox, process=True, namespaces=False, limits=SandboxLimits())
+        else:
+            isolation = choose_isolation(options.sandbox, workers=options.workers)
+            report.notes.append(isolation.describe())
+        if options.ranks == "local":
+            isolation = replace(isolation, loopback=True)
         seed = options.seed
         if seed is None and isolation.process:  # from the OS too, but reported, so the audit can be repeated
             seed = secrets.randbelow(2**63)
@@ -299,10 +364,77 @@ def verify_run(
         if isolation.process:
             _replay_in_workers(report, isolation, payload, claim, store, options, drawn, seed, progress)
         else:
-            replay_drawn(claim, evidence, options, drawn, report, progress)
+            replay_drawn(claim, evidence, options, drawn, report, progress, payload=payload)
+        _rank_replay_note(report, claim, options)
     except VerificationError as e:
         report.failed(e.check, str(e))
     return report
+
+
+def verify(
+    attestation: Path,
+    store: Path,
+    weights: Path,
+    public_key: Path,
+    options: VerifyOptions = VerifyOptions(),
+    progress: Progress | None = None,
+) -> Report:
+    """``verify_run`` whose verdict cannot be ignored: returns the report only when every check passed.
+
+    Raises ``Rejected`` (a ``VerificationError``; ``.report`` holds every check, ``.check`` names the
+    first that failed) when the evidence contradicts the claim, and ``InputError`` when an input
+    could not be read or cannot reproduce the run (nothing was decided).
+    """
+    report = verify_run(attestation, store, weights, public_key, options, progress)
+    if report.pending_shards is not None and all(c.passed for c in report.checks):
+        return report  # --shard-requests: requests written, no verdict yet
+    if not report.accepted:
+        raise Rejected(report)
+    return report
+
+
+def rank_replay(claim: TrainingClaim, options: VerifyOptions) -> str:
+    """How a data-parallel run's ranks are replayed: ``local`` (W processes over gloo) or ``single`` (one process).
+
+    ``single`` sums the ranks' gradients in its own order, which matches DDP's reduction only up to
+    rounding: it needs exact mode (whose gradient rounding absorbs the order) or ``--bounded``.
+    ``local`` is bitwise for a run recorded over gloo on CPUs. Raises ``MalformedInputError`` (exit
+    2: the auditor's setting cannot reproduce the run, nothing was decided) where neither fits.
+    A run of one rank returns ``options.ranks`` unchanged (there is nothing to choose).
+    """
+    if claim.distributed is None:
+        return options.ranks
+    world, backend = claim.distributed.world_size, claim.distributed.backend
+    device = str(claim.environment.get("device"))
+    tolerant = claim.exact is not None or options.bounded
+    if options.ranks == "single" and not tolerant:
+        raise MalformedInputError(
+            f"--ranks single: one process sums the {world} ranks' gradients in its own order, which reproduces DDP's "
+            f"{backend} reduction only up to rounding; bitwise replay of this run needs --ranks local "
+            "(or a run recorded in exact mode, or --bounded)"
+        )
+    if options.ranks == "local" or not tolerant:
+        if not tolerant and (backend != "gloo" or device != "cpu"):
+            raise MalformedInputError(
+                f"the {world}-rank run was recorded over {backend} on {device}: its reduction cannot be reproduced "
+                "bitwise here (gloo on this machine's CPU sums in another order); verify with --bounded, or record "
+                "the run in exact mode"
+            )
+        return "local"
+    return "single"
+
+
+def _rank_replay_note(report: Report, claim: TrainingClaim, options: VerifyOptions) -> None:
+    """Say how a data-parallel run's ranks were replayed (decided by the parent, never by a worker's answer)."""
+    if claim.distributed is None:
+        return
+    world, backend = claim.distributed.world_size, claim.distributed.backend
+    if options.ranks == "local":
+        report.rank_replay = f"{world} local processes, one per rank, over gloo (the recorded {backend} reduction)"
+    else:
+        absorbed = "exact mode's gradient rounding absorbs the summation order" if claim.exact is not None else "within the bound"
+        report.rank_replay = f"one process computing each of the {world} ranks' gradients on its shard and averaging them ({absorbed})"
+    report.notes.append(f"{world}-rank data-parallel run replayed in {report.rank_replay}")
 
 
 def _replay_mode(report: Report, claim: TrainingClaim, options: VerifyOptions) -> None:
@@ -322,52 +454,103 @@ def _replay_in_workers(
 ) -> None:
     """(6)-(8) in worker processes, all at once, each on its share of ``drawn``; their answers merged here."""
     shares = split_shares(drawn, options.workers)
-    threads = worker_threads(claim.torch_threads, claim.exact is not None, options.threads, len(shares))
-    if len(shares) > 1:
+    # On a cluster each share has a machine to itself: the one-worker thread count.
+    threads = worker_threads(claim.torch_threads, claim.exact is not None, options.threads, 1 if options.remote else len(shares))
+    if len(shares) > 1 and not options.remote:
         each = f"{threads} torch threads" if threads is not None else f"the recorded {claim.torch_threads} torch threads"
         report.notes.append(f"replay split over {len(shares)} worker processes run at once, {each} each")
     requests = [worker_request(payload, store, options, share, threads) for share in shares]
+    report.segment_count, report.sampled, report.sample_seed = len(claim.checkpoint_steps) - 1, drawn, seed
     done = 0
 
-    def finished(k: int, outcome: dict[str, Any] | SandboxError) -> None:
+    def finished(k: int, outcome: dict[str, Any] | SandboxError | LostTask) -> None:
         nonlocal done
         if progress is not None and isinstance(outcome, dict) and "report" in outcome:  # not yet checked: progress only
             done += len(shares[k])
             progress(done, len(drawn))
 
-    merge_worker_reports(report, shares, replay_in_workers(isolation, requests, finished))
+    outcomes: list[dict[str, Any] | SandboxError | LostTask]
+    if options.shard_requests is not None:
+        settings = {"bounded": options.bounded, "ranks": options.ranks, "threads": options.threads, "sandbox": options.sandbox}
+        write_requests(
+            options.shard_requests, payload, requests, shares, drawn, report.segment_count, options.segments, int(seed or 0),
+            settings, isolation.loopback,
+        )
+        report.pending_shards = len(shares)
+        report.notes.append(
+            f"NO VERDICT YET: {len(shares)} shard requests written to {options.shard_requests}; answer each with "
+            f"`trainwitness replay-shard DIR/request-KKK.json --out DIR/answer-KKK.json`, then merge with the same "
+            "verify command and --shard-answers DIR"
+        )
+        return
+    if options.shard_answers is not None:
+        outcomes = read_answers(options.shard_answers, read_plan(options.shard_answers, payload, report.segment_count), report.notes)
+        how = f"the answers in {options.shard_answers}"
+    elif options.cluster is not None:
+        report.notes.append(f"replay split into {len(shares)} tasks on the Dask cluster at {options.cluster}")
+        outcomes = replay_on_cluster(options.cluster, options.sandbox, isolation.loopback, requests, report.notes, finished)
+        how = f"the Dask cluster at {options.cluster}"
+    else:
+        outcomes = list(replay_in_workers(isolation, requests, finished))
+        how = "its worker"
+    lost = [k for k, outcome in enumerate(outcomes) if isinstance(outcome, LostTask)]
+    answered = [k for k in range(len(shares)) if k not in lost]
+    if answered:
+        merge_worker_reports(report, [shares[k] for k in answered], [outcomes[k] for k in answered])  # type: ignore[misc]
     _replay_mode(report, claim, options)
-    report.segment_count, report.sampled, report.sample_seed = len(claim.checkpoint_steps) - 1, drawn, seed
+    if lost:
+        missing = [i for k in lost for i in shares[k]]
+        why = "; ".join(f"share {k + 1} (segments {', '.join(map(str, shares[k]))}): {outcomes[k].why}" for k in lost)  # type: ignore[union-attr]
+        if report.checks and not report.accepted:  # the evidence already contradicts the claim: rejected all the same
+            report.notes.append(f"replay shares lost on {how}, never checked: {why}")
+            return
+        raise IncompleteAuditError(
+            f"the replay of segments {', '.join(map(str, missing))} was lost on {how} ({why}); nothing was accepted: "
+            "run the audit again"
+        )
 
 
 def replay_drawn(
     claim: TrainingClaim, evidence: Evidence, options: VerifyOptions, drawn: list[int], report: Report,
-    progress: Progress | None = None,
+    progress: Progress | None = None, *, rank: int | None = None, payload: bytes | None = None,
 ) -> None:
     """(6)-(8) for the segments ``drawn``: in the verifier's own process, or in a worker on its share.
 
     Raises the ``VerificationError`` of the first failed check. A worker starts here, from the
     statement the parent verified; it reads the store again (the index against the signed roots,
     for the inclusion proofs below), but not the weights, and it checks no signature.
+    A data-parallel run replays with ``options.ranks``: ``single`` here, every rank's share;
+    ``local`` in one process per rank (``ranks.replay_ranks_locally``, which needs the verified
+    ``payload`` to hand on), each of which comes back here with its ``rank``.
     """
     # The upstream code runs from source only, and may import local code only from the attested trees
     # (identity/imports.py): located again here, as a worker starts from the statement alone.
     roots = [locate_source_root(claim.entry_point), *(locate_package(str(p["name"])) for p in claim.code["packages"])]  # type: ignore[index, union-attr]
     with attested_imports(roots):
-        _replay_drawn(claim, evidence, options, drawn, report, progress)
+        _replay_drawn(claim, evidence, options, drawn, report, progress, rank, payload)
 
 
 def _replay_drawn(
     claim: TrainingClaim, evidence: Evidence, options: VerifyOptions, drawn: list[int], report: Report, progress: Progress | None,
+    rank: int | None, payload: bytes | None,
 ) -> None:
     store = evidence.store
+    if claim.distributed is not None and options.ranks == "local" and rank is None:
+        from trainwitness.verifier.ranks import replay_ranks_locally
+
+        if payload is None:
+            raise ValueError("replaying the ranks in local processes needs the verified statement's payload")
+        replay_ranks_locally(claim, store, payload, options, drawn, report)
+        report.segment_count, report.sampled, report.sample_seed = len(claim.checkpoint_steps) - 1, list(drawn), options.seed
+        _replay_mode(report, claim, options)
+        return
     # (6): the manifest, checked against the signed summary; then the run rebuilt from its declared
     # seed (the start is recomputed, never trusted), reading data only through proven records.
     manifest = read_manifest(store / MANIFEST_FILE, claim.manifest)
     unknown = sorted(set(options.data) - {s.name for s in claim.manifest.sources})
     if unknown:
         raise MalformedInputError(f"--data names {', '.join(unknown)}, which the attestation does not declare")
-    report.passed("manifest", f"{len(manifest)} samples in {len(claim.manifest.sources)} sources match the signed root")
+    report.passed(CheckName.MANIFEST, f"{len(manifest)} samples in {len(claim.manifest.sources)} sources match the signed root")
     threads = claim.torch_threads if options.threads is None else options.threads
     apply_execution_settings(threads)
     _replay_mode(report, claim, options)
@@ -382,8 +565,11 @@ def _replay_drawn(
         raise CodeMismatchError(f"the attestation states hyperparameters {unknown} that the spec does not read")
     hp = resolve_hyperparameters(function.defaults, claim.hyperparameters)
     access = CheckedRecords(manifest, options.data)
+    parallel = None
+    if claim.distributed is not None:
+        parallel = DataParallel(claim.distributed.world_size, rank, claim.distributed.backend)
     with use_record_access(access):
-        run = TrainingRun.start(function, hp)
+        run = TrainingRun.start(function, hp, parallel)
     if isinstance(run.spec.dataset, SourceDataset) and run.spec.dataset.access is not access:
         run.spec.dataset.bind(access)  # built outside the spec call (e.g. at import): still read only proven records
     if run.spec.dataset.name != claim.data["dataset"]:
@@ -394,21 +580,22 @@ def _replay_drawn(
     if claim.data["sampler"] != run.sampler.describe():
         raise DataMismatchError("the attested sampler is not the one the spec builds for this dataset")
     _check_committed_batches(evidence, run)
-    report.passed("batches", f"every step's sample ids are the declared sampler's (seed {hp['data_seed']})")
+    report.passed(CheckName.BATCHES, f"every step's sample ids are the declared sampler's (seed {hp['data_seed']})")
     if state_digest(run.capture()) != evidence.checkpoint(0).state_digest:
         raise InitialStateError("the state built from the declared seed is not checkpoint 0")
-    report.passed("initial-state", f"checkpoint 0 is the state seeded from seed {hp['seed']}")
+    report.passed(CheckName.INITIAL_STATE, f"checkpoint 0 is the state seeded from seed {hp['seed']}")
 
     # (7): the segments the verifier drew; the samples they use are fetched from the auditor's copy
     # and each proven against the manifest root before any step runs.
     report.segment_count = len(claim.checkpoint_steps) - 1
     report.sample_seed = options.seed
     report.sampled = list(drawn)
+    # (a rank process reads only its own shards)
     needed = [
         i
         for seg in report.sampled
         for step in range(claim.checkpoint_steps[seg], claim.checkpoint_steps[seg + 1])
-        for i in run.sampler.batch_ids(step)
+        for i in (run.sampler.batch_ids(step) if rank is None else run.parallel.shard(run.sampler.batch_ids(step)))  # type: ignore[union-attr]
     ]
     report.data_total_bytes = manifest.summary.total_bytes
     if isinstance(run.spec.dataset, SourceDataset):
@@ -420,7 +607,7 @@ def _replay_drawn(
         report.data_bytes_read = check_code_built_samples(run.spec.dataset, manifest, needed)
         report.data_samples_read = len(set(needed))
     report.passed(
-        "data",
+        CheckName.DATA,
         f"{report.data_samples_read} samples proven against the manifest; "
         f"{report.data_bytes_read} of {report.data_total_bytes} bytes of data read",
     )
@@ -433,6 +620,6 @@ def _replay_drawn(
     report.checkpoint_bytes_read = evidence.checkpoint_bytes_read
     if report.bound is None:
         how = "bitwise" if claim.exact is None else "bitwise in exact mode (committed hints applied)"
-        report.passed("replay", f"{len(report.segments)} sampled segments replay {how} onto their next checkpoint")
+        report.passed(CheckName.REPLAY, f"{len(report.segments)} sampled segments replay {how} onto their next checkpoint")
     else:
-        report.passed("replay", f"{len(report.segments)} sampled segments replay within the bound {report.bound:.3g}")
+        report.passed(CheckName.REPLAY, f"{len(report.segments)} sampled segments replay within the bound {report.bound:.3g}")

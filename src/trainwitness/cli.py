@@ -84,12 +84,32 @@ def _verify(args: argparse.Namespace) -> int:
         threads=args.threads,
         bounded=args.bounded,
         workers=args.workers,
+        ranks=args.ranks,
+        cluster=args.cluster,
+        shard_requests=args.shard_requests,
+        shard_answers=args.shard_answers,
     )
+    if sum(x is not None for x in (args.cluster, args.shard_requests, args.shard_answers)) > 1:
+        raise MalformedInputError("--cluster, --shard-requests and --shard-answers exclude each other")
     report = verify_run(args.attestation, args.store, args.weights, args.key, options, progress_line("segments"))
     print(report.to_text())
     if args.json is not None:
         args.json.write_text(json.dumps(report.to_display_json(), indent=2, sort_keys=True) + "\n")
+    if report.pending_shards is not None and all(c.passed for c in report.checks):
+        return 0  # requests written: no verdict yet (the merge gives it)
     return 0 if report.accepted else 1
+
+
+def _replay_shard(args: argparse.Namespace) -> int:
+    from trainwitness.verifier.shards import answer_request
+
+    data = {name: Path(path) for name, path in (_name_value(item, "--data") for item in args.data)}
+    answer = answer_request(args.request, args.out, args.store, data, args.code)
+    report = answer.get("answer", {}).get("report", {}) if isinstance(answer.get("answer"), dict) else {}
+    failed = [str(c["name"]) for c in report.get("checks", []) if not c.get("passed")]
+    state = "sandbox error" if "sandbox_error" in answer else ("failed " + ", ".join(failed)) if failed else "no failure found"
+    print(escape(f"answer {args.out}: {state} (the coordinator's --shard-answers merge decides)"))  # a worker wrote the names
+    return 0
 
 
 def _name_value(text: str, option: str) -> tuple[str, str]:
@@ -154,7 +174,7 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(escape_json(statement), indent=2, sort_keys=True))
         return 0
-    print("Each field with what binds it once verified (docs/FORMAT.md, section 9):")
+    print("Each field with what binds it once verified (docs/FORMAT.md, section 10):")
     for path, value in statement_leaves(statement):
         kind = STATEMENT_FIELDS[statement_field_pattern(path)].kind
         print(escape(f"  [{kind}] {path_text(statement, path)} = {value_text(value)}"))
@@ -245,6 +265,25 @@ def _parser() -> argparse.ArgumentParser:
         "--bounded", action="store_true",
         help="for runs without exact mode: accept replays within a calibrated distance (weaker; docs/EXACT.md)",
     )
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="replay the --workers shares as tasks on the Dask scheduler at ADDRESS (pip install 'trainwitness[cluster]')")
+    p.add_argument("--shard-requests", type=Path, metavar="DIR",
+                   help="write one replay request per --workers share to DIR and stop (no verdict): for batch systems")
+    p.add_argument("--shard-answers", type=Path, metavar="DIR",
+                   help="merge the replay-shard answers in DIR (written for the requests there) into a verdict")
+    p.add_argument(
+        "--ranks", choices=["auto", "local", "single"], default="auto",
+        help="a data-parallel run: replay its W ranks in W local processes over gloo (local: bitwise), or in one "
+        "process that averages every rank's gradients (single: exact mode or --bounded); auto: single where that "
+        "suffices, else local (docs/DISTRIBUTED.md)",
+    )
+
+    p = sub.add_parser("replay-shard", help="answer one shard request of `verify --shard-requests` (any machine)")
+    p.add_argument("request", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="the answer file (DIR/answer-KKK.json beside the request)")
+    p.add_argument("--store", type=Path, help="where this machine sees the store (default: the request's path)")
+    p.add_argument("--data", action="append", default=[], metavar="NAME=PATH", help="where this machine sees a data source")
+    p.add_argument("--code", type=Path, metavar="DIR", help="where this machine sees the training program's source tree")
 
     p = sub.add_parser("data", help="dataset manifests")
     data_sub = p.add_subparsers(dest="data_command", required=True)
@@ -271,6 +310,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _train,
     "attest": _attest,
     "verify": _verify,
+    "replay-shard": _replay_shard,
     "data": _data_manifest,
     "inspect": _inspect,
     "demo": _demo,

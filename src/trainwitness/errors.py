@@ -7,7 +7,11 @@ Misuse of the API stays ``ValueError``/``TypeError``.
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import Any
+
 __all__ = [
+    "CheckName",
     "TrainwitnessError",
     "VerificationError",
     "SignatureError",
@@ -18,10 +22,30 @@ __all__ = [
     "DataMismatchError",
     "CodeMismatchError",
     "PolicyError",
+    "ReplicaDivergenceError",
+    "Rejected",
     "InputError",
     "MissingInputError",
     "MalformedInputError",
+    "IncompleteAuditError",
 ]
+
+
+class CheckName(StrEnum):
+    """Every check the verifier reports, passing or failing, under one name (docs/FORMAT.md section 8)."""
+
+    SIGNATURE = "signature"
+    POLICY = "policy"
+    CODE = "code"
+    COMMITMENTS = "commitments"
+    FINAL_WEIGHTS = "final-weights"
+    MANIFEST = "manifest"
+    BATCHES = "batches"
+    INITIAL_STATE = "initial-state"
+    DATA = "data"
+    REPLAY = "replay"
+    SANDBOX = "sandbox"  # a replay worker died, timed out or answered out of protocol
+    VERIFICATION = "verification"  # a failure no more specific check names
 
 
 class TrainwitnessError(Exception):
@@ -34,43 +58,63 @@ class VerificationError(TrainwitnessError):
     """A check failed: the evidence contradicts what the attestation claims."""
 
     exit_status = 1
-    check = "verification"
+    check: CheckName = CheckName.VERIFICATION
 
 
 class SignatureError(VerificationError):
-    check = "signature"
+    check: CheckName = CheckName.SIGNATURE
 
 
 class CommitmentError(VerificationError):
     """A leaf, root, tree size or inclusion proof does not match what was signed."""
 
-    check = "commitment"
+    check: CheckName = CheckName.COMMITMENTS
 
 
 class WeightsMismatchError(VerificationError):
-    check = "final-weights"
+    check: CheckName = CheckName.FINAL_WEIGHTS
 
 
 class ReplayMismatchError(VerificationError):
-    check = "replay"
+    check: CheckName = CheckName.REPLAY
 
 
 class InitialStateError(ReplayMismatchError):
     """Checkpoint 0 is not the state the declared seed builds: the run started from somewhere else."""
 
-    check = "initial-state"
+    check: CheckName = CheckName.INITIAL_STATE
 
 
 class DataMismatchError(VerificationError):
-    check = "data"
+    check: CheckName = CheckName.DATA
 
 
 class CodeMismatchError(VerificationError):
-    check = "code"
+    check: CheckName = CheckName.CODE
 
 
 class PolicyError(VerificationError):
-    check = "policy"
+    check: CheckName = CheckName.POLICY
+
+
+class Rejected(VerificationError):
+    """``trainwitness.verify`` found evidence that contradicts the claim; ``report`` holds every check.
+
+    ``check`` names the first failed check, and the message is its detail.
+    """
+
+    def __init__(self, report: Any) -> None:
+        failed = [c for c in report.checks if not c.passed]
+        self.check = failed[0].name if failed else CheckName.VERIFICATION
+        super().__init__(f"{self.check}: {failed[0].detail}" if failed else "no check ran")
+        self.report = report
+
+
+class ReplicaDivergenceError(TrainwitnessError):
+    """Recording a data-parallel run: the ranks' states differ at a checkpoint, so no checkpoint is the run's.
+
+    Raised on every rank (each has every rank's digest); nothing of the segment is recorded.
+    """
 
 
 class InputError(TrainwitnessError):
@@ -85,3 +129,7 @@ class MissingInputError(InputError):
 
 class MalformedInputError(InputError):
     pass
+
+
+class IncompleteAuditError(InputError):
+    """Part of the drawn replay never answered (a cluster task or a shard answer was lost): nothing was accepted."""

@@ -36,7 +36,7 @@ EXPECTED_CHECK = {
     "fine-tuned-weights-signed": "final-weights",
     "attestation-reused": "final-weights",
     "re-signed-other-key": "signature",
-    "merkle-duplicated-last-leaf": "commitment",
+    "merkle-duplicated-last-leaf": "commitments",
     "merkle-different-leaf-count": "input",
     "published-weights-swapped": "replay",
     "float64-momentum-start": "replay",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from trainwitness.errors import CommitmentError
 
-__all__ = ["leaf_hash", "node_hash", "MerkleTree", "merkle_root", "InclusionProof", "inclusion_proof", "verify_inclusion"]
+__all__ = ["EMPTY_ROOT", "leaf_hash", "node_hash", "MerkleTree", "StreamingMerkleRoot", "merkle_root", "InclusionProof", "inclusion_proof", "verify_inclusion"]
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
@@ -69,6 +69,34 @@ class MerkleTree:
                 path.append(level[sibling])
             position >>= 1
         return InclusionProof(index=index, tree_size=self.size, path=tuple(path))
+
+
+class StreamingMerkleRoot:
+    """The RFC 9162 root of leaves added one at a time, in O(log n) memory.
+
+    A stack of perfect subtrees (sizes strictly decreasing, powers of two); folding it right to left
+    at the end gives the tree that splits at the largest power of two below n, as ``MerkleTree`` builds.
+    """
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[int, bytes]] = []
+        self.size = 0
+
+    def add(self, leaf: bytes) -> None:
+        size, node = 1, leaf_hash(leaf)
+        while self._stack and self._stack[-1][0] == size:
+            left_size, left = self._stack.pop()
+            size, node = left_size + size, node_hash(left, node)
+        self._stack.append((size, node))
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return EMPTY_ROOT
+        node = self._stack[-1][1]
+        for _, left in reversed(self._stack[:-1]):
+            node = node_hash(left, node)
+        return node
 
 
 def merkle_root(leaves: Sequence[bytes]) -> bytes:

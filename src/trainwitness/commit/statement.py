@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
+from trainwitness.commit.distributed import DataParallelRun
 from trainwitness.commit.hashing import parse_digest
 from trainwitness.commit.hints import ExactMode
 from trainwitness.commit.store import checkpoint_steps
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-PREDICATE_TYPE = "https://trainwitness.dev/training-run/v2"  # v2: state digests compose weights and rest; strict fields (issue 11)
+PREDICATE_TYPE = "https://trainwitness.dev/training-run/v2"  # docs/FORMAT.md, version 2
 # The hyperparameters the core itself reads (sampler, loop, checkpoint schedule); every spec declares them.
 REQUIRED_HYPERPARAMETERS = ("seed", "data_seed", "batch_size", "total_steps", "checkpoint_interval")
 TREES = ("checkpoints", "batches", "rng")
@@ -179,6 +180,11 @@ class TrainingClaim:
         """The signed data summary (validated in ``from_json``)."""
         return ManifestSummary.from_json(self.data["manifest"], "attestation: predicate.data.manifest")
     exact: ExactMode | None = None  # exact mode's grids; absent from the statement when off
+    distributed: DataParallelRun | None = None  # a W-rank data-parallel run (docs/DISTRIBUTED.md); absent for one process
+
+    @property
+    def world_size(self) -> int:
+        return 1 if self.distributed is None else self.distributed.world_size
 
     @property
     def trees(self) -> tuple[str, ...]:
@@ -206,8 +212,10 @@ class TrainingClaim:
 
     def to_json(self) -> dict[str, JSONValue]:
         exact: dict[str, JSONValue] = {} if self.exact is None else {"exact": self.exact.to_json()}
+        distributed: dict[str, JSONValue] = {} if self.distributed is None else {"distributed": self.distributed.to_json()}
         return {
             **exact,
+            **distributed,
             "code": self.code,
             "environment": self.environment,
             "hyperparameters": self.hyperparameters,
@@ -223,7 +231,7 @@ class TrainingClaim:
 
         Raises MalformedInputError naming the field.
         """
-        _fields(obj, "predicate", ("code", "environment", "hyperparameters", "data", "commitments", "final", "weights_license"), ("exact",))
+        _fields(obj, "predicate", ("code", "environment", "hyperparameters", "data", "commitments", "final", "weights_license"), ("exact", "distributed"))
         code = _check_code(obj["code"])
         environment = _check_environment(obj["environment"])
         hp = _get(obj, "hyperparameters", dict, "predicate")
@@ -245,6 +253,13 @@ class TrainingClaim:
             raise MalformedInputError("attestation: predicate.data.sampler.num_samples is not the manifest's sample count")
         weights_license = _optional_str(obj, "weights_license", "predicate")
         exact = ExactMode.from_json(obj["exact"], "attestation: predicate.exact") if "exact" in obj else None
+        distributed = None
+        if "distributed" in obj:
+            distributed = DataParallelRun.from_json(obj["distributed"], "attestation: predicate.distributed")
+            if hp["batch_size"] % distributed.world_size:
+                raise MalformedInputError(
+                    f"attestation: batch size {hp['batch_size']} does not split over {distributed.world_size} ranks"
+                )
         trees = TREES if exact is None else EXACT_TREES
         raw_commitments = _get(obj, "commitments", dict, "predicate")
         if set(raw_commitments) != set(trees):
@@ -267,6 +282,7 @@ class TrainingClaim:
             final_weights_digest=_digest(final, "weights_digest", "predicate.final"),
             weights_license=weights_license,
             exact=exact,
+            distributed=distributed,
         )
         claim._check_tree_sizes()
         return claim

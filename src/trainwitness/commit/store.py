@@ -35,6 +35,9 @@ __all__ = [
     "INDEX_FILE",
     "MANIFEST_FILE",
     "StepRecord",
+    "RankShard",
+    "ShardedStepRecord",
+    "AnyStepRecord",
     "CheckpointRecord",
     "compose_state_digest",
     "RunIndex",
@@ -84,6 +87,56 @@ class StepRecord:
 
     def rng_leaf(self) -> bytes:
         return canonical_json({"rng_digest": self.rng_digest, "step": self.step, "type": "rng"})
+
+    @property
+    def shards(self) -> tuple[RankShard, ...]:
+        """The one rank's shard: the whole batch."""
+        return (RankShard(self.sample_ids, self.batch_digest, self.rng_digest),)
+
+
+@dataclass(frozen=True)
+class RankShard:
+    """One rank's part of a step: its shard of the batch and the RNG state it started the step from."""
+
+    sample_ids: tuple[int, ...]
+    batch_digest: str
+    rng_digest: str
+
+
+@dataclass(frozen=True)
+class ShardedStepRecord:
+    """A step of a W-rank data-parallel run (docs/DISTRIBUTED.md): each rank's shard, in rank order.
+
+    ``sample_ids`` is the global batch (the shards concatenated), which the declared sampler must give.
+    """
+
+    step: int
+    ranks: tuple[RankShard, ...]
+
+    @property
+    def shards(self) -> tuple[RankShard, ...]:
+        return self.ranks
+
+    @property
+    def sample_ids(self) -> tuple[int, ...]:
+        return tuple(i for shard in self.ranks for i in shard.sample_ids)
+
+    def to_json(self) -> dict[str, JSONValue]:
+        ranks: list[JSONValue] = [
+            {"batch_digest": r.batch_digest, "rng_digest": r.rng_digest, "sample_ids": list(r.sample_ids)} for r in self.ranks
+        ]
+        return {"kind": "step", "ranks": ranks, "step": self.step}
+
+    def batch_leaf(self) -> bytes:
+        ranks: list[JSONValue] = [{"batch_digest": r.batch_digest, "sample_ids": list(r.sample_ids)} for r in self.ranks]
+        return canonical_json({"ranks": ranks, "step": self.step, "type": "batch"})
+
+    def rng_leaf(self) -> bytes:
+        digests: list[JSONValue] = [r.rng_digest for r in self.ranks]
+        return canonical_json({"rng_digests": digests, "step": self.step, "type": "rng"})
+
+
+AnyStepRecord = StepRecord | ShardedStepRecord
 
 
 def compose_state_digest(weights_digest: str, rest_digest: str) -> str:
@@ -246,7 +299,7 @@ def find_checkpoint(store: Path, step: int) -> str:
 
 @dataclass(frozen=True)
 class RunIndex:
-    steps: tuple[StepRecord, ...]
+    steps: tuple[AnyStepRecord, ...]
     checkpoints: tuple[CheckpointRecord, ...]
     torn_tail_bytes: int = 0  # bytes of an unfinished last line (only tolerated when resuming)
 
@@ -267,19 +320,47 @@ def _field(record: dict[str, JSONValue], key: str, kind: type, where: str) -> JS
     return value
 
 
-def _parse_record(line: bytes, where: str) -> StepRecord | CheckpointRecord:
+def _sample_ids(record: dict[str, JSONValue], where: str) -> tuple[int, ...]:
+    ids = _field(record, "sample_ids", list, where)
+    if len(ids) > MAX_BATCH_IDS or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise MalformedInputError(f"{where}: sample_ids must be non-negative integers")
+    return tuple(ids)
+
+
+def _rank_shards(record: dict[str, JSONValue], where: str) -> tuple[RankShard, ...]:
+    """A data-parallel step's ``ranks``: one object per rank, each exactly {batch_digest, rng_digest, sample_ids}."""
+    ranks = _field(record, "ranks", list, where)
+    if not 2 <= len(ranks) <= MAX_BATCH_IDS:
+        raise MalformedInputError(f"{where}: a data-parallel step has 2..{MAX_BATCH_IDS} ranks, not {len(ranks)}")
+    shards = []
+    for r, entry in enumerate(ranks):
+        at = f"{where} rank {r}"
+        if not isinstance(entry, dict) or set(entry) != {"batch_digest", "rng_digest", "sample_ids"}:
+            raise MalformedInputError(f"{at}: must hold exactly batch_digest, rng_digest, sample_ids")
+        shard = RankShard(_sample_ids(entry, at), _field(entry, "batch_digest", str, at), _field(entry, "rng_digest", str, at))
+        parse_digest(shard.batch_digest, f"{at} batch_digest")
+        parse_digest(shard.rng_digest, f"{at} rng_digest")
+        shards.append(shard)
+    if sum(len(s.sample_ids) for s in shards) > MAX_BATCH_IDS:
+        raise MalformedInputError(f"{where}: more than {MAX_BATCH_IDS} sample ids")
+    return tuple(shards)
+
+
+def _parse_record(line: bytes, where: str) -> AnyStepRecord | CheckpointRecord:
     record = parse_json(line, where)
     if not isinstance(record, dict):
         raise MalformedInputError(f"{where}: not a JSON object")
     kind = record.get("kind")
-    if kind == "step":
+    parsed: AnyStepRecord | CheckpointRecord
+    if kind == "step" and "ranks" in record:  # a data-parallel run's step (docs/DISTRIBUTED.md)
+        expected = {"kind", "step", "ranks"}
+        parsed = ShardedStepRecord(step=_field(record, "step", int, where), ranks=_rank_shards(record, where))
+    elif kind == "step":
         expected = {"kind", "step", "sample_ids", "batch_digest", "rng_digest"}
-        ids = _field(record, "sample_ids", list, where)
-        if len(ids) > MAX_BATCH_IDS or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
-            raise MalformedInputError(f"{where}: sample_ids must be non-negative integers")
-        parsed: StepRecord | CheckpointRecord = StepRecord(
+        ids = _sample_ids(record, where)
+        parsed = StepRecord(
             step=_field(record, "step", int, where),
-            sample_ids=tuple(ids),
+            sample_ids=ids,
             batch_digest=_field(record, "batch_digest", str, where),
             rng_digest=_field(record, "rng_digest", str, where),
         )
@@ -313,12 +394,14 @@ def read_index(store: Path, allow_torn_tail: bool = False) -> RunIndex:
             raise MalformedInputError(f"store {store}: {INDEX_FILE} ends in an unfinished record (truncated)")
         torn = len(data) - (data.rfind(b"\n") + 1)
         data = data[: len(data) - torn]
-    steps: list[StepRecord] = []
+    steps: list[AnyStepRecord] = []
     checkpoints: list[CheckpointRecord] = []
     for number, line in enumerate(data.split(b"\n")[:-1], start=1):
         where = f"{INDEX_FILE} line {number}"
         record = _parse_record(line, where)
-        if isinstance(record, StepRecord):
+        if isinstance(record, StepRecord | ShardedStepRecord):
+            if steps and len(record.shards) != len(steps[0].shards):  # one world size for the whole run
+                raise MalformedInputError(f"{where}: step {record.step} has {len(record.shards)} ranks, step 0 has {len(steps[0].shards)}")
             if record.step != len(steps):
                 raise MalformedInputError(f"{where}: step {record.step} out of order (expected {len(steps)})")
             steps.append(record)

@@ -28,7 +28,7 @@ from typing import Any
 
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hashing import Digest, domain_hash, file_sha256, format_digest, parse_digest
-from trainwitness.commit.merkle import EMPTY_ROOT, MerkleTree, leaf_hash, node_hash, verify_inclusion
+from trainwitness.commit.merkle import MerkleTree, StreamingMerkleRoot, verify_inclusion
 from trainwitness.data.records import detect_format, iter_records
 from trainwitness.errors import CommitmentError, MalformedInputError, MissingInputError
 
@@ -38,7 +38,6 @@ __all__ = [
     "SourceDeclaration",
     "SampleEntry",
     "ManifestSummary",
-    "StreamingRoot",
     "ManifestBuilder",
     "ManifestIndex",
     "SourceInput",
@@ -175,15 +174,6 @@ class ManifestSummary:
                 return s
         raise KeyError(name)
 
-    def source_of(self, sample_id: int) -> tuple[SourceDeclaration, int]:
-        """The source holding global sample ``sample_id`` and its record position there."""
-        start = 0
-        for s in self.sources:
-            if sample_id < start + s.num_samples:
-                return s, sample_id - start
-            start += s.num_samples
-        raise ValueError(f"sample {sample_id} is outside a manifest of {self.num_samples} samples")
-
     def offsets(self) -> dict[str, int]:
         out, start = {}, 0
         for s in self.sources:
@@ -211,34 +201,6 @@ class ManifestSummary:
         return summary
 
 
-class StreamingRoot:
-    """The RFC 9162 root of leaves added one at a time, in O(log n) memory.
-
-    A stack of perfect subtrees (sizes strictly decreasing, powers of two); folding it right to left
-    at the end gives the tree that splits at the largest power of two below n, as ``merkle.py`` builds.
-    """
-
-    def __init__(self) -> None:
-        self._stack: list[tuple[int, bytes]] = []
-        self.size = 0
-
-    def add(self, leaf: bytes) -> None:
-        size, node = 1, leaf_hash(leaf)
-        while self._stack and self._stack[-1][0] == size:
-            left_size, left = self._stack.pop()
-            size, node = left_size + size, node_hash(left, node)
-        self._stack.append((size, node))
-        self.size += 1
-
-    def root(self) -> bytes:
-        if not self._stack:
-            return EMPTY_ROOT
-        node = self._stack[-1][1]
-        for _, left in reversed(self._stack[:-1]):
-            node = node_hash(left, node)
-        return node
-
-
 class ManifestBuilder:
     """Writes a manifest file as samples stream in; sample lines go to a temporary file until the header is known."""
 
@@ -246,7 +208,7 @@ class ManifestBuilder:
         self._out = out
         self._tmp = out.with_name(f".{out.name}.samples-{os.getpid()}")
         self._samples = open(self._tmp, "wb")  # noqa: SIM115 (closed in finish/abort)
-        self._root = StreamingRoot()
+        self._root = StreamingMerkleRoot()
         self._sources: list[SourceDeclaration] = []
 
     def add_source(

@@ -26,9 +26,8 @@ from typing import IO
 
 from trainwitness.errors import MalformedInputError, MissingInputError
 
-__all__ = ["RECORD_FORMATS", "LINE_SUFFIXES", "detect_format", "list_files", "iter_records", "read_records"]
+__all__ = ["LINE_SUFFIXES", "detect_format", "list_files", "iter_records", "read_records"]
 
-RECORD_FORMATS = ("files", "file", "lines", "npy-rows")
 LINE_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv", ".txt")
 
 

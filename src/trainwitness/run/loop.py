@@ -18,16 +18,20 @@ from trainwitness.commit.canonical import JSONValue
 from trainwitness.commit.hints import ExactMode, StepHints
 from trainwitness.data.datasets import Batch
 from trainwitness.errors import MalformedInputError
+from trainwitness.run.distributed import DataParallel, emulated_reduction, split_batch
 from trainwitness.run.exact import round_gradients, round_step, rounding_targets
 from trainwitness.run.rng import capture_rng, restore_rng, seed_everything
 from trainwitness.run.sampler import ShuffledEpochSampler
 from trainwitness.run.spec import SpecFunction, TrainingSpec
 from trainwitness.tensors.state import FlatState, flatten, unflatten, weights_of
 
-__all__ = ["ExactHooks", "StepObserver", "TrainingRun", "snapshot", "weights_of"]
+__all__ = ["ExactHooks", "RankObserver", "StepObserver", "TrainingRun", "snapshot", "weights_of"]
 
 # (step, sample ids, batch, RNG state the step starts from) -> None; raises to stop the run.
+# In one rank of a data-parallel run: that rank's shard of the batch.
 StepObserver = Callable[[int, list[int], Batch, FlatState], None]
+# (step, rank, that rank's sample ids, its batch, its RNG state) -> None: one process replaying every rank.
+RankObserver = Callable[[int, int, list[int], Batch, FlatState], None]
 
 
 # --- exact mode (docs/EXACT.md) ---------------------------------------------------------------
@@ -57,10 +61,19 @@ class TrainingRun:
     spec: TrainingSpec
     hyperparameters: Mapping[str, JSONValue]
     sampler: ShuffledEpochSampler
+    parallel: DataParallel | None = None  # a rank of a data-parallel run, or every rank at once (docs/DISTRIBUTED.md)
 
     @classmethod
-    def start(cls, function: SpecFunction, hyperparameters: Mapping[str, JSONValue]) -> TrainingRun:
-        """Seed every generator from the declared seed, then build: this is checkpoint 0."""
+    def start(
+        cls, function: SpecFunction, hyperparameters: Mapping[str, JSONValue], parallel: DataParallel | None = None
+    ) -> TrainingRun:
+        """Seed every generator from the declared seed, then build: this is checkpoint 0.
+
+        Every rank of a data-parallel run builds the same state from the same seed (a spec's
+        ``data_parallel(model)`` is a collective: every rank calls ``start`` at once).
+        """
+        if parallel is not None and int(hyperparameters["batch_size"]) % parallel.world_size:
+            raise MalformedInputError(f"batch size {hyperparameters['batch_size']} does not split over {parallel.world_size} ranks")
         seed_everything(int(hyperparameters["seed"]))
         spec = function(hyperparameters)
         sampler = ShuffledEpochSampler(
@@ -68,7 +81,7 @@ class TrainingRun:
             batch_size=int(hyperparameters["batch_size"]),
             seed=int(hyperparameters["data_seed"]),
         )
-        return cls(spec=spec, hyperparameters=hyperparameters, sampler=sampler)
+        return cls(spec=spec, hyperparameters=hyperparameters, sampler=sampler, parallel=parallel)
 
     def trainable(self) -> FlatState:
         """Model, optimizer and scheduler state; tensors are references to the live ones."""
@@ -132,15 +145,45 @@ class TrainingRun:
         restore_rng(FlatState(rng_tensors, skeleton["rng"]))
 
     def run(self, start: int, stop: int, observe: StepObserver, exact: ExactHooks | None = None) -> None:
-        """Steps ``start`` .. ``stop - 1`` from the current state (rounded after each step in exact mode)."""
+        """Steps ``start`` .. ``stop - 1`` from the current state (rounded after each step in exact mode).
+
+        In a rank of a data-parallel run each step trains on that rank's shard of the batch.
+        """
+        if self.parallel is not None and self.parallel.rank is None:
+            raise ValueError("a run that plays every rank steps with run_ranks")
         for step in range(start, stop):
             ids = self.sampler.batch_ids(step)
+            if self.parallel is not None:
+                ids = self.parallel.shard(ids)
             batch = self.spec.dataset.batch(ids)
             observe(step, ids, batch, capture_rng())
             if exact is None:
                 self.spec.step(batch)
                 continue
             hints = self.exact_step(step, batch, exact)  # the same rounding code records and replays
+            if exact.produced is not None:
+                exact.produced(step, hints)
+
+    def run_ranks(self, start: int, stop: int, observe: RankObserver, exact: ExactHooks | None = None) -> None:
+        """Steps ``start`` .. ``stop - 1`` of a W-rank data-parallel run, every rank's share computed here.
+
+        ``observe`` sees each rank's shard and the RNG state it starts from (one process: the same for
+        every rank); the step then runs with the ranks' mean gradient (``emulated_reduction``), rounded
+        in exact mode as the recording rounded DDP's.
+        """
+        if self.parallel is None or self.parallel.rank is not None:
+            raise ValueError("run_ranks plays every rank of a data-parallel run")
+        for step in range(start, stop):
+            shards = split_batch(self.sampler.batch_ids(step), self.parallel.world_size)
+            batches = [self.spec.dataset.batch(ids) for ids in shards]
+            rng = capture_rng()
+            for rank, (ids, batch) in enumerate(zip(shards, batches, strict=True)):
+                observe(step, rank, ids, batch, rng)
+            with emulated_reduction(self.spec.model, self.spec.step, batches) as last:
+                if exact is None:
+                    self.spec.step(last)
+                    continue
+                hints = self.exact_step(step, last, exact)
             if exact.produced is not None:
                 exact.produced(step, hints)
 
