@@ -214,17 +214,17 @@ def record_run(
     recorded in ``imports.json`` after the build and before every checkpoint whose steps imported
     more (``identity/imports.py``).
     """
-    with source_only_imports():
+    with source_only_imports() as refused:
         return _record(entry_point, overrides, store, weights_path, torch_threads, compress_level, delta_every, progress,
-                       declarations, exact)
+                       declarations, exact, refused)
 
 
 def _record(
     entry_point: str, overrides: Mapping[str, JSONValue], store: Path, weights_path: Path, torch_threads: int,
     compress_level: int | None, delta_every: int | None, progress: Progress | None, declarations: Declarations,
-    exact: ExactMode | None,
+    exact: ExactMode | None, refused: list[str],
 ) -> RecordedRun:
-    monitor = ImportMonitor()  # before the entry point is imported: everything the run imports is seen
+    monitor = ImportMonitor(refused)  # before the entry point is imported: everything the run imports is seen
     apply_execution_settings(torch_threads)
     group = current_group()
     function = load_entry_point(entry_point)

@@ -143,7 +143,13 @@ def test_attested_imports_reimport_a_module_the_process_loaded_from_bytecode(pat
     assert stale.X == 2
     with attested_imports([path_entry / name]):
         assert importlib.import_module(f"{name}.mod").X == 1  # the checked source, imported afresh
-    assert sys.modules[f"{name}.mod"] is stale  # the caller's module is given back
+    assert sys.modules[f"{name}.mod"].X == 1  # the checked module stays; the stale one is not put back over it
+    unrelated = _fresh_name("unrelated")
+    (path_entry / f"{unrelated}.py").write_text("")
+    kept = importlib.import_module(unrelated)
+    with attested_imports([path_entry / name]):
+        assert unrelated not in sys.modules  # set aside while the upstream code runs...
+    assert sys.modules[unrelated] is kept  # ...and given back when nothing replaced it
 
 
 # -- the import finder -------------------------------------------------------------------------------
@@ -187,3 +193,60 @@ def test_the_monitor_records_local_packages_and_refuses_sourceless_ones(path_ent
     module = importlib.import_module(hidden)
     with pytest.raises(MalformedInputError, match="compiled bytecode without its source"):
         scan_modules({hidden: module})
+
+
+# -- files read at import ----------------------------------------------------------------------------
+
+def _reader_package(root: Path, outside: Path) -> str:
+    """A package whose __init__ reads a data file inside it and, in ``mod``, one outside every tree."""
+    name = _fresh_name("reader")
+    package = root / name
+    package.mkdir()
+    (package / "table.txt").write_text("inside\n")
+    (package / "__init__.py").write_text("import pathlib\nINSIDE = (pathlib.Path(__file__).parent / 'table.txt').read_text()\n")
+    (package / "mod.py").write_text(f"with open({str(outside)!r}) as f:\n    OUTSIDE = f.read()\n")
+    return name
+
+
+def test_a_file_read_at_import_outside_the_attested_trees_is_refused(path_entry: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    outside = tmp_path_factory.mktemp("elsewhere") / "config.txt"
+    outside.write_text("not covered by any digest\n")
+    name = _reader_package(path_entry, outside)
+    with attested_imports([path_entry / name]):
+        assert importlib.import_module(name).INSIDE == "inside\n"  # inside its tree: covered by the digest
+    with pytest.raises(RefusedImport, match=f"module {name}.mod reads {outside}"):
+        with attested_imports([path_entry / name]):
+            importlib.import_module(f"{name}.mod")
+
+
+def test_the_prover_refuses_a_module_that_reads_a_file_outside_its_tree(path_entry: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    outside = tmp_path_factory.mktemp("elsewhere") / "config.txt"
+    outside.write_text("x\n")
+    name = _reader_package(path_entry, outside)
+    with source_only_imports() as refused:
+        monitor = ImportMonitor(refused)
+        importlib.import_module(name)
+        monitor.scan()  # reading its own table.txt is fine
+        importlib.import_module(f"{name}.mod")
+        with pytest.raises(MalformedInputError, match=f"reads {outside} while it is imported"):
+            monitor.scan()
+
+
+def test_importing_installed_code_is_not_a_local_read(path_entry: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The import system reads the installed modules' files (and their bytecode): not the module's reads.
+    for module in [m for m in sys.modules if m == "xml.dom" or m.startswith("xml.dom.")]:
+        monkeypatch.delitem(sys.modules, module)
+    name = _fresh_name("user")
+    (path_entry / f"{name}.py").write_text("import xml.dom.minidom\nimport trainwitness.workloads.digits\n")
+    with attested_imports([path_entry / f"{name}.py"]):
+        importlib.import_module(name)
+
+
+def test_a_read_through_a_library_call_is_the_module_s_read(path_entry: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    outside = tmp_path_factory.mktemp("elsewhere") / "weights.txt"
+    outside.write_text("1 2 3\n")
+    name = _fresh_name("via")
+    (path_entry / f"{name}.py").write_text(f"import pathlib\nTEXT = pathlib.Path({str(outside)!r}).read_text()\n")
+    with pytest.raises(RefusedImport, match=f"reads {outside}"):
+        with attested_imports([path_entry / f"{name}.py"]):
+            importlib.import_module(name)

@@ -52,6 +52,22 @@ def test_swapped_weights_are_named_by_the_last_segment(honest: Run, tmp_path: Pa
     assert f"[FAIL] replay: segment {m - 1} (steps" in out and f"replay does not land on checkpoint {m}" in out
 
 
+def test_swapped_weights_are_rejected_by_sandboxed_workers_and_in_exact_mode(honest: Run, tmp_path: Path,
+                                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from trainwitness.commit.hints import DEFAULT_EXACT
+
+    from ..conftest import DIGITS, record_and_sign
+
+    forgery = swap_published_weights(honest, tmp_path / "plain")
+    assert main(forgery.verify_args("--segments", "1", "--seed", "3", "--workers", "2")) == 1
+    assert "[FAIL] replay" in capsys.readouterr().out
+    exact = record_and_sign(tmp_path / "exact", DIGITS, {"total_steps": 16, "checkpoint_interval": 4, "hidden": 16}, exact=DEFAULT_EXACT)
+    forgery = swap_published_weights(exact, tmp_path / "exact-forged")  # type: ignore[arg-type]
+    assert main(forgery.verify_args("--segments", "1", "--seed", "3", "--sandbox", "off")) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] replay" in out and "exact mode" in out
+
+
 # -- item 3: what is committed is what runs --------------------------------------------------------
 
 def test_a_float64_momentum_start_is_rejected_on_every_draw(honest: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,8 +24,12 @@ the upstream code inside ``attested_imports``: local modules already imported by
 process are set aside so that they are imported afresh, and an import finder, first on
 ``sys.meta_path``, refuses before it runs any local module outside the attested trees and any
 local module that is not source, and loads the rest from their ``.py`` files alone: a
-``__pycache__`` file is never read (installed modules keep their bytecode caches: the installation
-is trusted, and recompiling torch's lazily imported modules would cost seconds per process). Files that imported code reads by itself (data
+``__pycache__`` file is never read. While a local module's top level runs, an audit hook (PEP 578)
+refuses any file it opens for reading (itself, or through a library call such as ``numpy.load``)
+outside the attested trees, the installation and the machine's own directories (``/etc``,
+``/usr``, ``/dev``, ``/proc``, ``/sys``). Elsewhere (installed modules keep their bytecode caches: the installation
+(installed modules keep their bytecode caches: the installation is trusted, and recompiling
+torch's lazily imported modules would cost seconds per process). Files that imported code reads by itself (data
 files) are covered only when they lie inside an attested tree.
 """
 
@@ -40,12 +44,13 @@ import os
 import site
 import sys
 import sysconfig
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from types import CodeType, ModuleType
-from typing import Literal
+from types import CodeType, FrameType, ModuleType
+from typing import Any, Literal
 
 from trainwitness.errors import MalformedInputError
 
@@ -183,12 +188,19 @@ class ImportMonitor:
     segment (cheap: only modules not seen before are classified).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, refused: list[str] | None = None) -> None:
         self._seen = set(sys.modules)
         self.found = ImportedCode()
+        self._refused = refused if refused is not None else []  # from source_only_imports: files read at import
 
     def scan(self) -> bool:
-        """Classify the modules imported since the last scan; True when the imported code grew."""
+        """Classify the modules imported since the last scan; True when the imported code grew.
+
+        Raises MalformedInputError for a local module that is not source, or that read a file
+        outside its own tree while it was imported.
+        """
+        if self._refused:
+            raise MalformedInputError(self._refused[0])
         new = {name: module for name, module in list(sys.modules.items()) if name not in self._seen}
         self._seen.update(new)
         return self.found.merge(scan_modules(new))
@@ -203,16 +215,111 @@ def _within(origin: str, roots: Sequence[Path]) -> bool:
     return any(real == root or root in real.parents for root in roots)
 
 
+# Files a local module opens while it is imported: checked by an audit hook (PEP 578) against the
+# trees the identity covers. A stack per thread: (module, allowed roots, where refusals go).
+_importing = threading.local()
+_hook_installed = False
+
+
+@lru_cache(maxsize=1)
+def _framework_dirs() -> tuple[str, ...]:
+    """Where trainwitness itself lives (its source may sit outside the installation: an editable install)."""
+    dirs = set()
+    for name in (_FRAMEWORK, f"{_FRAMEWORK}.prover", f"{_FRAMEWORK}.verifier"):
+        module = sys.modules.get(name)
+        dirs.update(os.path.join(os.path.realpath(d), "") for d in getattr(module, "__path__", []) or [])
+    return tuple(sorted(dirs))
+
+
+def _is_reading(mode: object, flags: object) -> bool:
+    if isinstance(mode, str):
+        return not any(c in mode for c in "wax+")
+    return isinstance(flags, int) and flags & os.O_ACCMODE == os.O_RDONLY
+
+
+def _opener_is_local(frame: FrameType | None) -> bool:
+    """Whether local code asked for the open: the innermost frame outside the installation and trainwitness.
+
+    Library frames in between are looked through (``pathlib.Path.read_text``, ``numpy.load`` called
+    from local code are local reads); the import system's own frames stop the search (it reading a
+    module's code is not the module reading a file).
+    """
+    own = _installation_dirs() + _framework_dirs()
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if filename.startswith("<frozen importlib"):
+            return False
+        if not filename.startswith("<") and not os.path.realpath(filename).startswith(own):
+            return classify_origin("", filename) == "local"
+        frame = frame.f_back
+    return False
+
+
+# The machine's own files (devices, kernel interfaces, system configuration and data): like the
+# installation, part of the auditor's machine, not of the program.
+_SYSTEM_DIRS = ("/dev/", "/proc/", "/sys/", "/etc/", "/usr/")
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event != "open":
+        return
+    stack = getattr(_importing, "stack", None)
+    if not stack or len(args) < 3 or not isinstance(args[0], (str, bytes, os.PathLike)) or not _is_reading(args[1], args[2]):
+        return
+    if not _opener_is_local(sys._getframe(1)):
+        return  # the import system, or installed code on its own account (an import of torch, say)
+    name, roots, refused = stack[-1]
+    path = os.path.realpath(os.fsdecode(args[0]))
+    if path.startswith(_installation_dirs() + _SYSTEM_DIRS) or _within(path, roots):
+        return
+    refused.append(
+        f"module {name} reads {path} while it is imported, outside every attested source tree: "
+        "no digest covers that file (move it into the package, or read it as declared data)"
+    )
+
+
+def _watch_imports() -> None:
+    global _hook_installed
+    if not _hook_installed:  # an audit hook cannot be removed: one for the process, idle outside an import
+        sys.addaudithook(_audit)
+        _hook_installed = True
+
+
 class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
     """Loads a module from its ``.py`` file alone: no cached bytecode is read, none is written.
 
     ``SourceLoader.get_code`` would first look for ``__pycache__/<name>.<tag>.pyc`` and use it when
     its header matches (an unchecked-hash ``.pyc`` always does): this compiles the source instead.
+    While the module's top level runs, every file it opens for reading must lie in ``roots`` (or the
+    installation); others are added to ``refused``.
     """
+
+    def __init__(self, fullname: str, path: str, roots: Sequence[Path], refused: list[str]) -> None:
+        super().__init__(fullname, path)
+        self.roots, self.refused = roots, refused
 
     def get_code(self, fullname: str) -> CodeType:
         path = self.get_filename(fullname)
         return self.source_to_code(self.get_data(path), path)  # type: ignore[arg-type]
+
+    def exec_module(self, module: ModuleType) -> None:
+        stack = _importing.__dict__.setdefault("stack", [])
+        stack.append((module.__name__, self.roots, self.refused))
+        try:
+            super().exec_module(module)
+        finally:
+            stack.pop()
+
+
+def _own_root(fullname: str, origin: str) -> Path:
+    """The source tree a local module belongs to: its top-level package's directory, or its own file."""
+    top = fullname.partition(".")[0]
+    parent = sys.modules.get(top)
+    locations = list(getattr(getattr(parent, "__spec__", None), "submodule_search_locations", None) or [])
+    if top != fullname and len(locations) == 1:
+        return Path(os.path.realpath(locations[0]))
+    path = Path(os.path.realpath(origin))
+    return path.parent if path.name == "__init__.py" else path
 
 
 class _LocalCodeFinder(importlib.abc.MetaPathFinder):
@@ -249,24 +356,28 @@ class _LocalCodeFinder(importlib.abc.MetaPathFinder):
             raise RefusedImport(why)
         if spec.origin is None or not spec.origin.endswith(tuple(importlib.machinery.SOURCE_SUFFIXES)):
             return spec  # a namespace package: no code of its own
+        roots = self.roots if self.roots is not None else [_own_root(fullname, spec.origin)]
         return importlib.util.spec_from_file_location(
-            fullname, spec.origin, loader=_SourceOnlyLoader(fullname, spec.origin),
+            fullname, spec.origin, loader=_SourceOnlyLoader(fullname, spec.origin, roots, self.refused),
             submodule_search_locations=spec.submodule_search_locations,
         )
 
 
 @contextlib.contextmanager
-def source_only_imports() -> Iterator[None]:
+def source_only_imports() -> Iterator[list[str]]:
     """Local modules imported inside are compiled from their source, never from bytecode (the prover's side).
 
     A ``__pycache__`` file next to a local source (even one compiled with the unchecked-hash
     invalidation mode, which Python would use without looking at the source) is never consulted;
     installed modules keep their caches (the installation is trusted, and recompiling it is slow).
+    Yields the list of refusals (a local module reading, at import, a file outside its own tree):
+    the caller refuses the run when it is not empty.
     """
+    _watch_imports()
     finder = _LocalCodeFinder(None)
     sys.meta_path.insert(0, finder)
     try:
-        yield
+        yield finder.refused
     finally:
         with contextlib.suppress(ValueError):
             sys.meta_path.remove(finder)
@@ -293,14 +404,15 @@ def attested_imports(roots: Sequence[Path]) -> Iterator[None]:
     code imports is imported afresh; every import of local code is checked before it runs and
     loaded from source only (``_LocalCodeFinder``). Raises ``RefusedImport`` (exit 2) naming the
     first refused module, even when the code caught the ImportError it saw. Modules imported inside
-    stay imported (they are the checked ones), except where a set-aside module of the same name is
-    restored.
+    stay imported (they are the checked ones); a set-aside module is restored where nothing of its
+    name was imported again.
     """
     real_roots = [Path(os.path.realpath(r)) for r in roots]
     top_levels = {r.name.removesuffix(".py") for r in real_roots}
     set_aside = {name: m for name, m in list(sys.modules.items()) if m is not None and _set_aside(name, m, top_levels)}
     for name in set_aside:
         del sys.modules[name]
+    _watch_imports()
     finder = _LocalCodeFinder(real_roots)
     sys.meta_path.insert(0, finder)
     importlib.invalidate_caches()
@@ -313,5 +425,6 @@ def attested_imports(roots: Sequence[Path]) -> Iterator[None]:
     finally:
         with contextlib.suppress(ValueError):
             sys.meta_path.remove(finder)
-        sys.modules.update(set_aside)
+        for name, module in set_aside.items():
+            sys.modules.setdefault(name, module)
         importlib.invalidate_caches()
