@@ -11,7 +11,7 @@ from trainwitness.commit.distributed import DataParallelRun
 from trainwitness.commit.hashing import file_sha256, format_digest
 from trainwitness.commit.hints import ExactMode, hints_leaves, read_hints
 from trainwitness.commit.merkle import merkle_root
-from trainwitness.commit.statement import Statement, TrainingClaim, TreeCommitment
+from trainwitness.commit.statement import FrozenInput, ParentLink, Statement, TrainingClaim, TreeCommitment
 from trainwitness.commit.store import IMPORTS_FILE, RUN_FILE, checkpoint_steps, read_index, read_store_file
 from trainwitness.errors import MalformedInputError
 from trainwitness.identity.code import files_from_json
@@ -68,6 +68,10 @@ def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey) -> byt
         final_state_digest=final.state_digest,
         final_weights_digest=final.weights_digest,
         weights_license=declared.get("weights_license"),
+        parent=ParentLink.from_json(declared["parent"], f"{store}/{RUN_FILE} parent") if "parent" in declared else None,
+        inputs={
+            name: FrozenInput.from_json(value, f"{store}/{RUN_FILE} inputs.{name}") for name, value in declared.get("inputs", {}).items()
+        },
         exact=exact,
         distributed=distributed,
     )

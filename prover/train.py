@@ -27,6 +27,7 @@ from trainwitness.data.datasets import build_dataset_manifest
 from trainwitness.errors import MalformedInputError, MissingInputError
 from trainwitness.identity.code import code_identity, package_identity
 from trainwitness.identity.imports import ImportedCode, ImportMonitor, source_only_imports
+from trainwitness.prover.lineage import parent_declaration, read_inputs, read_parent
 from trainwitness.prover.recorder import Recorder
 from trainwitness.run.distributed import current_group
 from trainwitness.run.environment import apply_execution_settings, capture_environment
@@ -62,7 +63,7 @@ class Declarations:
 
 def _declare(
     entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, compress_level: int | None, manifest: Path,
-    declarations: Declarations, exact: ExactMode | None, delta_every: int | None,
+    declarations: Declarations, exact: ExactMode | None, delta_every: int | None, lineage: dict[str, JSONValue],
 ) -> dict[str, JSONValue]:
     identity, files = code_identity(entry_point)
     identity["source_uri"] = declarations.source_uri
@@ -73,6 +74,7 @@ def _declare(
     return {
         **storage,
         **parallel,
+        **lineage,  # parent and frozen inputs (docs/FORMAT.md section 7), absent for a seeded start without inputs
         **({} if exact is None else {"exact": exact.to_json()}),  # exact mode (docs/EXACT.md)
         "format": STORE_FORMAT,
         "code": identity,
@@ -163,7 +165,7 @@ def _cut_hints(store: Path, steps: int) -> None:
 
 def _open_store(
     entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, store: Path, compress_level: int | None,
-    declarations: Declarations, exact: ExactMode | None, delta_every: int | None,
+    declarations: Declarations, exact: ExactMode | None, delta_every: int | None, lineage: dict[str, JSONValue],
 ) -> CheckpointRecord | None:
     """Declare the run into a new store, or check the store holds this run and resume it (restoring ``run``)."""
     # The manifest is built aside and moved into the store only once the store is known to be ours.
@@ -171,7 +173,7 @@ def _open_store(
     os.close(fd)
     staged = Path(staged_name)
     try:
-        declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact, delta_every)
+        declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact, delta_every, lineage)
         if (store / RUN_FILE).exists():
             previous = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
             if previous != declared:
@@ -201,6 +203,9 @@ def record_run(
     progress: Progress | None = None,
     declarations: Declarations = Declarations(),
     exact: ExactMode | None = None,
+    parent: Path | None = None,
+    parent_mode: str = "finetune",
+    inputs: Mapping[str, Path] | None = None,
 ) -> RecordedRun:
     """Train ``entry_point`` with recording into ``store``; resume if the store holds the same run.
 
@@ -209,6 +214,14 @@ def record_run(
     writes the store, every rank trains on its shard. Raises ``MalformedInputError`` for a store
     that holds another run, ``ReplicaDivergenceError`` when the ranks' states part.
 
+    ``parent``: a link directory (``trainwitness.commit.link.LinkFiles``: attestation.json, store/,
+    model.safetensors) whose final weights (``parent_mode="finetune"``) or whole final state
+    (``"continue"``) checkpoint 0 starts from, declared in the statement (``trainwitness.run.parent``).
+    ``inputs``: frozen inputs by name, each a weights file or a link directory, read by the spec
+    through ``trainwitness.run.inputs.frozen_input``. Raises ``LineageError`` when the parent's files
+    are not the ones its attestation names, ``MalformedInputError`` when they do not fit the spec or
+    a declared input is not read.
+
     The run imports its local code from source only (``imports.source_only_imports``): what is
     hashed as the code identity is what runs. Local packages and distributions it imports are
     recorded in ``imports.json`` after the build and before every checkpoint whose steps imported
@@ -216,28 +229,38 @@ def record_run(
     """
     with source_only_imports() as refused:
         return _record(entry_point, overrides, store, weights_path, torch_threads, compress_level, delta_every, progress,
-                       declarations, exact, refused)
+                       declarations, exact, parent, parent_mode, inputs, refused)
 
 
 def _record(
     entry_point: str, overrides: Mapping[str, JSONValue], store: Path, weights_path: Path, torch_threads: int,
     compress_level: int | None, delta_every: int | None, progress: Progress | None, declarations: Declarations,
-    exact: ExactMode | None, refused: list[str],
+    exact: ExactMode | None, parent: Path | None, parent_mode: str, inputs: Mapping[str, Path] | None, refused: list[str],
 ) -> RecordedRun:
     monitor = ImportMonitor(refused)  # before the entry point is imported: everything the run imports is seen
     apply_execution_settings(torch_threads)
     group = current_group()
     function = load_entry_point(entry_point)
     hp = resolve_hyperparameters(function.defaults, overrides)
-    run = TrainingRun.start(function, hp, group)
+    source = None if parent is None else read_parent(parent, parent_mode)
+    input_weights, declared_inputs = read_inputs(inputs or {})
+    run = TrainingRun.start(function, hp, group, parent=None if source is None else source.start, inputs=input_weights)
     monitor.scan()
+    unread = sorted(set(declared_inputs) - run.inputs_read)
+    if unread:
+        raise MalformedInputError(f"the training spec did not read the declared frozen inputs {', '.join(unread)}")
+    lineage: dict[str, JSONValue] = {}
+    if source is not None:
+        lineage["parent"] = parent_declaration(source, run.start_record)
+    if declared_inputs:
+        lineage["inputs"] = {name: frozen.to_json() for name, frozen in declared_inputs.items()}
 
     def record_imports() -> None:  # the steps imported more code: durable before the checkpoint that follows them
         if monitor.scan():
             _write_imports(store, entry_point, monitor.found)
 
     def open_store() -> CheckpointRecord | None:
-        resumed = _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every)
+        resumed = _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every, lineage)
         _write_imports(store, entry_point, monitor.found)
         return resumed
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from trainwitness.commit.distributed import DataParallelRun
 from trainwitness.commit.hashing import format_digest
 from trainwitness.commit.hints import DEFAULT_EXACT
-from trainwitness.commit.statement import Statement, TrainingClaim, TreeCommitment
+from trainwitness.commit.statement import FrozenInput, ParentLink, Statement, TrainingClaim, TreeCommitment
 
 DIGEST = format_digest(bytes(range(32)))
 
@@ -16,9 +16,9 @@ ENVIRONMENT = {
 }
 
 
-def statement(*, exact: bool = False, packages: bool = False, distributed: bool = False) -> Statement:
+def statement(*, exact: bool = False, packages: bool = False, distributed: bool = False, lineage: bool = False) -> Statement:
     """8 steps at interval 4 over a 16-sample one-source manifest; optionally in exact mode, with a sibling
-    package, or as a 2-rank data-parallel run."""
+    package, as a 2-rank data-parallel run, or fine-tuned from a parent with a frozen input."""
     trees = {"checkpoints": TreeCommitment(DIGEST, 3), "batches": TreeCommitment(DIGEST, 8), "rng": TreeCommitment(DIGEST, 8)}
     if exact:
         trees["hints"] = TreeCommitment(DIGEST, 8)
@@ -49,5 +49,7 @@ def statement(*, exact: bool = False, packages: bool = False, distributed: bool 
         weights_license="MIT" if packages else None,
         exact=DEFAULT_EXACT if exact else None,
         distributed=DataParallelRun(world_size=2, backend="gloo") if distributed else None,
+        parent=ParentLink("finetune", DIGEST, DIGEST, None, ("head.weight",), ()) if lineage else None,
+        inputs={"teacher": FrozenInput(DIGEST, DIGEST)} if lineage else {},
     )
     return Statement("model.safetensors", "ab" * 32, claim)

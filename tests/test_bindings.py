@@ -31,7 +31,7 @@ def test_every_field_of_every_kind_of_statement_has_a_binding() -> None:
     seen: set[str] = set()
     for exact in (False, True):
         for packages in (False, True):
-            patterns = _patterns(statement(exact=exact, packages=packages, distributed=packages).to_payload())
+            patterns = _patterns(statement(exact=exact, packages=packages, distributed=packages, lineage=exact).to_payload())
             assert patterns <= set(STATEMENT_FIELDS), patterns - set(STATEMENT_FIELDS)
             seen |= patterns
     # ...and the table lists nothing a statement cannot hold (empty lists stand for their items).

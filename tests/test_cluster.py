@@ -149,7 +149,8 @@ def test_shard_requests_answered_separately_merge_into_the_verdict(digits_run: R
     out = capsys.readouterr().out
     assert "ACCEPT" in out and f"replayed 4 of 6 segments (the last, always, and 3 drawn from the auditor's seed {plan['seed']})" in out
     # A plan whose draw is not the verifier's for its seed is refused.
-    plan["drawn"], plan["shares"] = [0, 1, 2], [[0, 1], [2]]
+    other = sorted(set(range(6)) - set(plan["drawn"]))  # 3 of 6 segments, never the real draw
+    plan["drawn"], plan["shares"] = other, [other[:2], other[2:]]
     (shards / "plan.json").write_text(json.dumps(plan))
     assert main([*args, "--shard-answers", str(shards)]) == 2
     assert "is not the verifier's draw" in capsys.readouterr().err

@@ -50,15 +50,19 @@ _GROUP_TIMEOUT = datetime.timedelta(minutes=10)
 
 
 def replay_ranks_locally(
-    claim: TrainingClaim, store: Path, payload: bytes, options: VerifyOptions, drawn: Sequence[int], report: Report
+    claim: TrainingClaim, store: Path, payload: bytes, options: VerifyOptions, drawn: Sequence[int], report: Report,
+    start: dict[str, Any] | None = None,
 ) -> None:
-    """Replay ``drawn`` with one process per rank (already inside the sandbox, or unconfined with it off)."""
+    """Replay ``drawn`` with one process per rank (already inside the sandbox, or unconfined with it off).
+
+    ``start`` (``verify.StartFiles.to_json``): where each rank reads a parent's files and frozen inputs.
+    """
     if claim.distributed is None:
         raise ValueError("a run of one rank has no ranks to replay")
     world = claim.distributed.world_size
     isolation = Isolation("off", process=True, namespaces=False, limits=SandboxLimits())  # the sandbox's limits bind already
     with tempfile.TemporaryDirectory(prefix="trainwitness-ranks-") as rendezvous:
-        base = worker_request(payload, store, options, drawn, options.threads)
+        base = worker_request(payload, store, options, drawn, options.threads, start)
         requests = [{**base, "rank": r, "world_size": world, "rendezvous": os.path.join(rendezvous, "group")} for r in range(world)]
         outcomes = _run_ranks(isolation, requests)
     merge_rank_reports(report, drawn, outcomes)
@@ -159,7 +163,7 @@ def _rank_worker() -> int:
 
     from trainwitness.commit.statement import Statement
     from trainwitness.verifier.evidence import Evidence
-    from trainwitness.verifier.verify import VerifyOptions, _import_from, replay_drawn
+    from trainwitness.verifier.verify import StartFiles, VerifyOptions, _import_from, replay_drawn
 
     result_fd = os.dup(1)
     os.dup2(2, 1)  # the training code's prints go to stderr, never into the answer
@@ -185,7 +189,10 @@ def _rank_worker() -> int:
             if options.code is not None:
                 _import_from(options.code, claim.entry_point)
             evidence = Evidence.open(Path(request["store"]), claim)
-            replay_drawn(claim, evidence, options, [int(i) for i in request["segments"]], report, rank=rank)
+            replay_drawn(
+                claim, evidence, options, [int(i) for i in request["segments"]], report, rank=rank,
+                start=StartFiles.from_json(request["start"]),
+            )
         except VerificationError as e:
             report.failed(e.check, str(e))
         finally:

@@ -41,6 +41,11 @@ class Report:
     exact: dict[str, Any] | None = None  # exact mode's signed grid, when the run used it
     bound: float | None = None  # bounded mode's bound, when the verifier used it
     bound_provenance: str = ""
+    signer: str = ""  # the name of the trusted key whose signature verified (--key path or keyring name)
+    signer_key_id: str = ""
+    statement_digest: str = ""  # the name of the verified statement (what a child's parent field names)
+    parent: dict[str, Any] | None = None  # the statement's declared parent (predicate.parent), if any
+    inputs: dict[str, Any] = field(default_factory=dict)  # the statement's declared frozen inputs
     # Signed fields nothing checks (commit/bindings.py, kind "declared"), as (path, value): shown as such.
     declared: list[tuple[str, Any]] = field(default_factory=list)
     pending_shards: int | None = None  # --shard-requests: requests written, no verdict yet
@@ -95,6 +100,10 @@ class Report:
             "attestation": self.attestation,
             "subject": self.subject,
             "entry_point": self.entry_point,
+            "signer": {"name": self.signer, "key_id": self.signer_key_id} if self.signer else None,
+            "statement_digest": self.statement_digest,
+            "parent": self.parent,
+            "inputs": self.inputs,
             "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in self.checks],
             "segments": {
                 "total": self.segment_count,
@@ -130,6 +139,12 @@ class Report:
 
     def to_text(self) -> str:
         lines = [f"trainwitness verify: {self.verdict}", f"  subject      {self.subject}", f"  entry point  {self.entry_point}"]
+        if self.signer:
+            lines.append(f"  signed by    {self.signer} ({self.signer_key_id})")
+        if self.parent is not None:
+            lines.append(f"  starts from  {self.parent['mode']} of attestation {self.parent['attestation']}")
+        for name, frozen in sorted(self.inputs.items()):
+            lines.append(f"  reads        frozen input {name}: weights {frozen['weights_digest']}")
         for c in self.checks:
             lines.append(f"  [{'ok' if c.passed else 'FAIL'}] {c.name}: {c.detail}")
         if self.segment_count and self.pending_shards is None:

@@ -217,10 +217,15 @@ def worker_threads(recorded: int, exact: bool, chosen: int | None, workers: int)
     return max(1, _cpus() // workers)
 
 
-def worker_request(payload: bytes, store: Path, options: VerifyOptions, share: Sequence[int], threads: int | None) -> dict[str, Any]:
+def worker_request(
+    payload: bytes, store: Path, options: VerifyOptions, share: Sequence[int], threads: int | None,
+    start: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """One worker's request: the verified statement, absolute paths (it runs in its scratch directory), its share.
 
     The licence policy, the weights and the public key were dealt with by the parent: not sent.
+    ``start`` (``verify.StartFiles.to_json``): the parent's and the frozen inputs' files, which the
+    worker checks against the statement's digests before the start is formed from them.
     """
     return {
         "statement": payload.decode("utf-8"),  # the payload whose signature the parent verified, byte for byte
@@ -231,6 +236,7 @@ def worker_request(payload: bytes, store: Path, options: VerifyOptions, share: S
         "bounded": options.bounded,
         "segments": [int(i) for i in share],
         "ranks": options.ranks,  # a data-parallel run: how its ranks replay (decided by the parent)
+        "start": start if start is not None else {"parent_weights": None, "parent_store": None, "inputs": {}},
     }
 
 
@@ -472,7 +478,7 @@ def _merge(report: Report, answer: dict[str, Any]) -> None:
 def _worker() -> int:
     from trainwitness.commit.statement import Statement
     from trainwitness.verifier.evidence import Evidence
-    from trainwitness.verifier.verify import VerifyOptions, _import_from, replay_drawn
+    from trainwitness.verifier.verify import StartFiles, VerifyOptions, _import_from, replay_drawn
 
     result_fd = os.dup(1)
     os.dup2(2, 1)  # whatever the training code prints goes to stderr, never into the result
@@ -491,7 +497,8 @@ def _worker() -> int:
                 _import_from(options.code, claim.entry_point)
             evidence = Evidence.open(Path(request["store"]), claim)  # the trees the inclusion proofs need
             replay_drawn(
-                claim, evidence, options, [int(i) for i in request["segments"]], report, payload=request["statement"].encode("utf-8")
+                claim, evidence, options, [int(i) for i in request["segments"]], report, payload=request["statement"].encode("utf-8"),
+                start=StartFiles.from_json(request["start"]),
             )
         except VerificationError as e:
             report.failed(e.check, str(e))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.metadata
+import os
 import secrets
 import stat
 import sys
@@ -13,10 +14,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from trainwitness.commit.bindings import declared_fields
 from trainwitness.commit.canonical import parse_json
 from trainwitness.commit.distributed import split_batch
-from trainwitness.commit.statement import Statement, TrainingClaim
+from trainwitness.commit.link import LinkFiles
+from trainwitness.commit.statement import Statement, TrainingClaim, statement_digest
 from trainwitness.commit.store import IMPORTS_FILE, MANIFEST_FILE, RUN_FILE, read_store_file
 from trainwitness.data.datasets import SourceDataset, use_record_access
 from trainwitness.data.manifest import read_manifest
@@ -28,8 +32,10 @@ from trainwitness.errors import (
     IncompleteAuditError,
     InitialStateError,
     InputError,
+    LineageError,
     MalformedInputError,
     MissingInputError,
+    ParentMismatchError,
     Rejected,
     VerificationError,
     WeightsMismatchError,
@@ -44,13 +50,16 @@ from trainwitness.identity.code import (
     tree_digest,
 )
 from trainwitness.identity.imports import attested_imports
-from trainwitness.identity.signing import MAX_ENVELOPE_BYTES, load_public_key, open_envelope
+from trainwitness.identity.keyring import Keyring, TrustedKey
+from trainwitness.identity.signing import MAX_ENVELOPE_BYTES, load_public_key
 from trainwitness.run.distributed import DataParallel
 from trainwitness.run.environment import apply_execution_settings, environment_differences
+from trainwitness.run.inputs import read_input_weights
 from trainwitness.run.loop import TrainingRun
+from trainwitness.run.parent import ParentStart, read_parent_state, read_parent_weights
 from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
 from trainwitness.tensors.checkpoint import decode_weights
-from trainwitness.tensors.state import state_digest, weights_digest
+from trainwitness.tensors.state import state_digest, tensor_digest, weights_digest
 from trainwitness.verifier.bounded import BOUND, BOUND_PROVENANCE
 from trainwitness.verifier.cluster import LostTask, replay_on_cluster
 from trainwitness.verifier.data_access import CheckedRecords, check_code_built_samples, describe_ids, prefetch
@@ -73,7 +82,7 @@ from trainwitness.verifier.sandbox import (
 )
 from trainwitness.verifier.shards import read_answers, read_plan, write_requests
 
-__all__ = ["VerifyOptions", "verify", "verify_run"]
+__all__ = ["VerifyOptions", "ParentEvidence", "StartFiles", "verify", "verify_run", "replay_drawn"]
 
 MAX_WEIGHTS_BYTES = 64 * 1024**3
 
@@ -104,6 +113,46 @@ class VerifyOptions:
 
 
 RANK_REPLAYS = ("auto", "local", "single")
+
+
+@dataclass(frozen=True)
+class ParentEvidence:
+    """The parent of the link being verified: its statement's digest and claim, and its files.
+
+    ``verify_chain`` verifies the parent as a link of its own (signature, replay); ``verify_run``
+    checks only that the child's declared parent is this statement and that the parent's attested
+    final digests are the ones the child starts from, and recomputes checkpoint 0 from its files.
+    """
+
+    digest: str  # statement_digest of the parent's payload
+    claim: TrainingClaim
+    files: LinkFiles
+
+
+@dataclass(frozen=True)
+class StartFiles:
+    """Where replay reads a link's start and frozen inputs; every file is checked against a signed digest."""
+
+    parent_weights: Path | None = None  # finetune: the parent's final weights file
+    parent_store: Path | None = None  # continue: the parent's store, whose last checkpoint is its final state
+    inputs: Mapping[str, Path] = field(default_factory=dict)  # frozen input name -> weights file
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "parent_weights": None if self.parent_weights is None else os.path.abspath(self.parent_weights),
+            "parent_store": None if self.parent_store is None else os.path.abspath(self.parent_store),
+            "inputs": {name: os.path.abspath(path) for name, path in self.inputs.items()},
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> StartFiles:
+        def path(value: Any) -> Path | None:
+            return None if value is None else Path(str(value))
+
+        return cls(
+            parent_weights=path(obj["parent_weights"]), parent_store=path(obj["parent_store"]),
+            inputs={str(name): Path(str(value)) for name, value in obj["inputs"].items()},
+        )
 
 
 def _read(path: Path, what: str, max_bytes: int) -> bytes:
@@ -215,6 +264,74 @@ def _import_from(code: Path, entry_point: str) -> None:
     importlib.invalidate_caches()
 
 
+def _read_start(claim: TrainingClaim, start: StartFiles) -> tuple[ParentStart | None, dict[str, dict[str, torch.Tensor]]]:
+    """The parent's weights or state and the frozen inputs, each accepted only if it hashes to its signed digest."""
+    declared = claim.parent
+    parent_start = None
+    if declared is not None and declared.mode == "finetune":
+        if start.parent_weights is None:
+            raise MissingInputError("the run fine-tunes a parent, but no parent weights file was given")
+        parent_start = ParentStart("finetune", weights=read_parent_weights(start.parent_weights, declared.weights_digest))
+    elif declared is not None:
+        if start.parent_store is None or declared.state_digest is None:
+            raise MissingInputError("the run continues a parent, but no parent store was given")
+        parent_start = ParentStart("continue", state=read_parent_state(start.parent_store, declared.state_digest))
+    inputs = {}
+    for name, frozen in claim.inputs.items():
+        if name not in start.inputs:
+            raise MissingInputError(f"frozen input {name} was not given")
+        inputs[name] = read_input_weights(name, start.inputs[name], frozen.weights_digest)
+    return parent_start, inputs
+
+
+def _check_start(claim: TrainingClaim, run: TrainingRun, evidence: Evidence, seed: int, parent: ParentStart | None) -> str:
+    """Checkpoint 0 against the start recomputed here (seeded, or from the parent); the check's detail.
+
+    With a parent, what the detail says is checked too: a fine-tune's loaded tensors are the parent's,
+    bit for bit, and its re-initialised and dropped tensors the declared ones; a continued run's
+    checkpoint 0 is the parent's final state itself.
+    """
+    declared = claim.parent
+    record = run.start_record
+    if declared is not None and declared.mode == "finetune" and record is not None:
+        if (record.reinitialised, record.dropped) != (declared.reinitialised, declared.dropped):
+            raise InitialStateError(
+                f"the spec re-initialises {list(record.reinitialised)} and drops {list(record.dropped)} of the parent's tensors; "
+                f"the attestation declares {list(declared.reinitialised)} and {list(declared.dropped)}"
+            )
+        model = run.spec.model.state_dict()
+        weights = parent.weights if parent is not None and parent.weights is not None else {}
+        changed = [  # compared bitwise (a NaN equals itself), by tensor digest
+            name for name in record.loaded if name not in weights or tensor_digest(name, model[name]) != tensor_digest(name, weights[name])
+        ]
+        if changed:
+            raise InitialStateError(f"the spec's model changed the parent's tensors {_names(tuple(changed))} while they were loaded")
+    if declared is not None and declared.mode == "continue" and evidence.checkpoint(0).state_digest != declared.state_digest:
+        raise InitialStateError(f"checkpoint 0 is not the parent's final state {declared.state_digest} that continued training starts from")
+    if state_digest(run.capture()) != evidence.checkpoint(0).state_digest:
+        if declared is None:
+            raise InitialStateError("the state built from the declared seed is not checkpoint 0")
+        raise InitialStateError(
+            f"checkpoint 0 is not the state formed from the parent's {'final state' if declared.mode == 'continue' else 'final weights'} "
+            f"({declared.mode} of attestation {declared.attestation}) and seed {seed}: the run started from something else"
+        )
+    if declared is None:
+        return f"checkpoint 0 is the state seeded from seed {seed}"
+    if declared.mode == "continue":
+        return f"checkpoint 0 is the parent's final state {declared.state_digest} (model, optimizer, scheduler, RNG)"
+    fresh = f"; {len(declared.reinitialised)} re-initialised from seed {seed}: {_names(declared.reinitialised)}" if declared.reinitialised else ""
+    dropped = f"; parent tensors dropped: {_names(declared.dropped)}" if declared.dropped else ""
+    loaded = len(record.loaded) if record is not None else 0
+    return (
+        f"checkpoint 0 is the parent's final weights {declared.weights_digest} ({loaded} tensors){fresh}{dropped}, "
+        f"the optimizer and scheduler as the spec builds them from seed {seed}"
+    )
+
+
+def _names(names: tuple[str, ...], limit: int = 6) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def _check_committed_batches(evidence: Evidence, run: TrainingRun) -> None:
     """Every committed step's sample ids, against the sampler (a pure function of the signed seed): no data needed.
 
@@ -264,16 +381,25 @@ def verify_run(
     attestation: Path,
     store: Path,
     weights: Path,
-    public_key: Path,
+    public_key: Path | Keyring,
     options: VerifyOptions = VerifyOptions(),
     progress: Progress | None = None,
+    *,
+    parent: ParentEvidence | None = None,
+    inputs: Mapping[str, Path] | None = None,
 ) -> Report:
     """Verify a training run's attestation against its store and final weights.
 
-    Plan: (1) signature, (2) statement and licence policy, (3) code identity, (4) store index against
-    the signed roots (three; four in exact mode), (5) final weights, (6) manifest, seeded start, and
-    every step's sample ids against the sampler, (7) draw segments (the last always) and prove the
-    samples they use, (8) replay each bitwise (or within the calibrated bound, with --bounded).
+    Plan: (1) signature, by any trusted key (``public_key``: one key file, or a ``Keyring``; the
+    report names the one that signed), (2) statement and licence policy, (2c) lineage: the declared
+    parent is ``parent`` and its attested final digests are the ones this run starts from, and each
+    declared frozen input's file (``inputs``: name -> weights file) holds its declared weights,
+    (3) code identity, (4) store index against the signed roots (three; four in exact mode),
+    (5) final weights, (6) manifest, the start (seeded, or recomputed from the parent's files and the
+    seed), and every step's sample ids against the sampler, (7) draw segments (the last always) and
+    prove the samples they use, (8) replay each bitwise (or within the calibrated bound, with --bounded).
+    The parent's own signature and replay are not checked here: ``verifier.chain.verify_chain``
+    verifies every link of a chain, each with this function.
     (1)-(5) and the draw are this process's own; (6)-(8) run the upstream's code, here or in worker
     processes (one per share of the draw, ``options.workers``) whose JSON answers are merged here.
     A failed check ends the run of checks that depend on it and is recorded in the report;
@@ -285,11 +411,13 @@ def verify_run(
         raise MalformedInputError(f"--ranks must be one of {', '.join(RANK_REPLAYS)}, not {options.ranks!r}")
     report = Report(attestation=str(attestation))
     envelope = _read(attestation, "attestation", MAX_ENVELOPE_BYTES)
-    key = load_public_key(public_key)
+    keys = public_key if isinstance(public_key, Keyring) else Keyring((TrustedKey(str(public_key), load_public_key(public_key)),))
     try:
-        # (1): the signature, before any field of the payload is believed.
-        payload = open_envelope(envelope, key)
-        report.passed(CheckName.SIGNATURE, "DSSE envelope signed by the given Ed25519 key")
+        # (1): the signature, before any field of the payload is believed; every trusted key is tried.
+        payload, signer = keys.open(envelope)
+        report.signer, report.signer_key_id = signer.name, signer.key_id
+        report.statement_digest = statement_digest(payload)
+        report.passed(CheckName.SIGNATURE, f"DSSE envelope signed by {signer.describe()}")
 
         # (2): the statement, parsed and invariant-checked.
         statement = Statement.from_payload(payload)
@@ -302,6 +430,11 @@ def verify_run(
         if options.policy is not None:
             policy = load_policy(options.policy)
             report.passed(CheckName.POLICY, check_licences(policy, claim.weights_license, claim.manifest.sources))
+
+        # (2c): lineage: the parent this run declares, and its frozen inputs, bound by digest.
+        report.parent = None if claim.parent is None else claim.parent.to_json()
+        report.inputs = {name: frozen.to_json() for name, frozen in claim.inputs.items()}
+        start = _check_lineage(report, claim, parent, inputs or {})
 
         # (3): the code we are about to run is the code that was attested, checked before importing it:
         # the entry point's tree, every other local package the run imported, installed distributions.
@@ -362,9 +495,9 @@ def verify_run(
             report.seed_from_os = True
         drawn = choose_segments(len(claim.checkpoint_steps) - 1, options.segments, seed)
         if isolation.process:
-            _replay_in_workers(report, isolation, payload, claim, store, options, drawn, seed, progress)
+            _replay_in_workers(report, isolation, payload, claim, store, options, drawn, seed, progress, start)
         else:
-            replay_drawn(claim, evidence, options, drawn, report, progress, payload=payload)
+            replay_drawn(claim, evidence, options, drawn, report, progress, payload=payload, start=start)
         _rank_replay_note(report, claim, options)
     except VerificationError as e:
         report.failed(e.check, str(e))
@@ -375,7 +508,7 @@ def verify(
     attestation: Path,
     store: Path,
     weights: Path,
-    public_key: Path,
+    public_key: Path | Keyring,
     options: VerifyOptions = VerifyOptions(),
     progress: Progress | None = None,
 ) -> Report:
@@ -437,6 +570,58 @@ def _rank_replay_note(report: Report, claim: TrainingClaim, options: VerifyOptio
     report.notes.append(f"{world}-rank data-parallel run replayed in {report.rank_replay}")
 
 
+def _check_lineage(
+    report: Report, claim: TrainingClaim, parent: ParentEvidence | None, inputs: Mapping[str, Path]
+) -> StartFiles:
+    """(2c): the declared parent is ``parent`` and connects; every declared input is given and holds its weights.
+
+    A parent or input that is declared but not given is missing input (exit 2), one that is given but
+    not declared is a usage error; a parent whose attested final digests are not the ones this run
+    declares, or an input file that holds other weights, contradicts the claim.
+    """
+    declared = claim.parent
+    if declared is None and parent is not None:
+        raise MalformedInputError("a parent was given, but the attestation declares a seeded start (no parent)")
+    if declared is not None:
+        if parent is None:
+            raise MissingInputError(
+                f"the attestation declares a parent ({declared.mode} of attestation {declared.attestation}, "
+                f"weights {declared.weights_digest}); pass its link directory with --parent DIR "
+                "(attestation.json, store/, model.safetensors)"
+            )
+        if parent.digest != declared.attestation:
+            raise MalformedInputError(
+                f"the parent given ({parent.files.attestation}) is attestation {parent.digest}; this run declares {declared.attestation}"
+            )
+        if declared.weights_digest != parent.claim.final_weights_digest:
+            raise LineageError(
+                f"the declared parent weights {declared.weights_digest} are not the parent's attested final weights "
+                f"{parent.claim.final_weights_digest}"
+            )
+        if declared.mode == "continue" and declared.state_digest != parent.claim.final_state_digest:
+            raise LineageError(
+                f"the declared parent state {declared.state_digest} is not the parent's attested final state {parent.claim.final_state_digest}"
+            )
+        what = "final state" if declared.mode == "continue" else "final weights"
+        report.passed(CheckName.LINEAGE, f"{declared.mode} of attestation {declared.attestation}: starts from its attested {what}")
+    unknown = sorted(set(inputs) - set(claim.inputs))
+    if unknown:
+        raise MalformedInputError(f"--input names {', '.join(unknown)}, which the attestation does not declare")
+    for name, frozen in claim.inputs.items():
+        if name not in inputs:
+            raise MissingInputError(
+                f"the attestation declares frozen input {name} (weights {frozen.weights_digest}); pass --input {name}=PATH"
+            )
+        read_input_weights(name, inputs[name], frozen.weights_digest)  # FrozenInputError if it holds other weights
+    if claim.inputs:
+        report.passed(CheckName.INPUTS, f"{', '.join(sorted(claim.inputs))}: each file holds the declared weights")
+    return StartFiles(
+        parent_weights=None if declared is None or declared.mode != "finetune" or parent is None else parent.files.weights,
+        parent_store=None if declared is None or declared.mode != "continue" or parent is None else parent.files.store,
+        inputs={name: inputs[name] for name in claim.inputs},
+    )
+
+
 def _replay_mode(report: Report, claim: TrainingClaim, options: VerifyOptions) -> None:
     """Bitwise, exact or bounded: decided by the claim and the auditor, never by a worker's answer."""
     if claim.exact is not None:
@@ -450,7 +635,7 @@ def _replay_mode(report: Report, claim: TrainingClaim, options: VerifyOptions) -
 
 def _replay_in_workers(
     report: Report, isolation: Isolation, payload: bytes, claim: TrainingClaim, store: Path, options: VerifyOptions,
-    drawn: list[int], seed: int | None, progress: Progress | None,
+    drawn: list[int], seed: int | None, progress: Progress | None, start: StartFiles,
 ) -> None:
     """(6)-(8) in worker processes, all at once, each on its share of ``drawn``; their answers merged here."""
     shares = split_shares(drawn, options.workers)
@@ -459,7 +644,7 @@ def _replay_in_workers(
     if len(shares) > 1 and not options.remote:
         each = f"{threads} torch threads" if threads is not None else f"the recorded {claim.torch_threads} torch threads"
         report.notes.append(f"replay split over {len(shares)} worker processes run at once, {each} each")
-    requests = [worker_request(payload, store, options, share, threads) for share in shares]
+    requests = [worker_request(payload, store, options, share, threads, start.to_json()) for share in shares]
     report.segment_count, report.sampled, report.sample_seed = len(claim.checkpoint_steps) - 1, drawn, seed
     done = 0
 
@@ -513,6 +698,7 @@ def _replay_in_workers(
 def replay_drawn(
     claim: TrainingClaim, evidence: Evidence, options: VerifyOptions, drawn: list[int], report: Report,
     progress: Progress | None = None, *, rank: int | None = None, payload: bytes | None = None,
+    start: StartFiles = StartFiles(),
 ) -> None:
     """(6)-(8) for the segments ``drawn``: in the verifier's own process, or in a worker on its share.
 
@@ -527,12 +713,12 @@ def replay_drawn(
     # (identity/imports.py): located again here, as a worker starts from the statement alone.
     roots = [locate_source_root(claim.entry_point), *(locate_package(str(p["name"])) for p in claim.code["packages"])]  # type: ignore[index, union-attr]
     with attested_imports(roots):
-        _replay_drawn(claim, evidence, options, drawn, report, progress, rank, payload)
+        _replay_drawn(claim, evidence, options, drawn, report, progress, rank, payload, start)
 
 
 def _replay_drawn(
     claim: TrainingClaim, evidence: Evidence, options: VerifyOptions, drawn: list[int], report: Report, progress: Progress | None,
-    rank: int | None, payload: bytes | None,
+    rank: int | None, payload: bytes | None, start: StartFiles,
 ) -> None:
     store = evidence.store
     if claim.distributed is not None and options.ranks == "local" and rank is None:
@@ -540,7 +726,7 @@ def _replay_drawn(
 
         if payload is None:
             raise ValueError("replaying the ranks in local processes needs the verified statement's payload")
-        replay_ranks_locally(claim, store, payload, options, drawn, report)
+        replay_ranks_locally(claim, store, payload, options, drawn, report, start.to_json())
         report.segment_count, report.sampled, report.sample_seed = len(claim.checkpoint_steps) - 1, list(drawn), options.seed
         _replay_mode(report, claim, options)
         return
@@ -564,12 +750,16 @@ def _replay_drawn(
     if unknown:
         raise CodeMismatchError(f"the attestation states hyperparameters {unknown} that the spec does not read")
     hp = resolve_hyperparameters(function.defaults, claim.hyperparameters)
+    parent_start, input_weights = _read_start(claim, start)
     access = CheckedRecords(manifest, options.data)
     parallel = None
     if claim.distributed is not None:
         parallel = DataParallel(claim.distributed.world_size, rank, claim.distributed.backend)
-    with use_record_access(access):
-        run = TrainingRun.start(function, hp, parallel)
+    try:
+        with use_record_access(access):
+            run = TrainingRun.start(function, hp, parallel, parent=parent_start, inputs=input_weights)
+    except ParentMismatchError as e:  # the statement says the start was formed so: the code and parent contradict it
+        raise InitialStateError(f"checkpoint 0 cannot be formed from the parent as declared: {e}") from e
     if isinstance(run.spec.dataset, SourceDataset) and run.spec.dataset.access is not access:
         run.spec.dataset.bind(access)  # built outside the spec call (e.g. at import): still read only proven records
     if run.spec.dataset.name != claim.data["dataset"]:
@@ -581,9 +771,10 @@ def _replay_drawn(
         raise DataMismatchError("the attested sampler is not the one the spec builds for this dataset")
     _check_committed_batches(evidence, run)
     report.passed(CheckName.BATCHES, f"every step's sample ids are the declared sampler's (seed {hp['data_seed']})")
-    if state_digest(run.capture()) != evidence.checkpoint(0).state_digest:
-        raise InitialStateError("the state built from the declared seed is not checkpoint 0")
-    report.passed(CheckName.INITIAL_STATE, f"checkpoint 0 is the state seeded from seed {hp['seed']}")
+    unread = sorted(set(claim.inputs) - run.inputs_read)
+    if unread:
+        report.notes.append(f"the training spec did not read the declared frozen inputs {', '.join(unread)}")
+    report.passed(CheckName.INITIAL_STATE, _check_start(claim, run, evidence, int(hp["seed"]), parent_start))
 
     # (7): the segments the verifier drew; the samples they use are fetched from the auditor's copy
     # and each proven against the manifest root before any step runs.

@@ -20,6 +20,11 @@ A short tour (the names below are the public API; everything else is internal)::
     report = tw.verify(Path("attestation.json"), Path("run/"), Path("model.safetensors"),
                        Path("keys/trainwitness.pub"), tw.VerifyOptions(segments=10))
 
+    # Lineage: a fine-tune of an attested run (record_run(..., parent=Path("upstream/"))), verified
+    # as a chain with every link's signer trusted by name (README, "Lineage").
+    chain = tw.verify_chain(tw.LinkFiles.at(Path("child/")), tw.Keyring.from_sources(keyring=Path("keys.toml")),
+                            tw.VerifyOptions(segments=10), parents=[Path("upstream/")])
+
 Where each byte is hashed, signed, stored and replayed: ``trainwitness.commit`` (formats, torch-free),
 ``trainwitness.identity`` (keys, DSSE, code identity), ``trainwitness.tensors`` (state digests,
 checkpoints), ``trainwitness.run`` (the step loop both sides run), ``trainwitness.data``,
@@ -41,6 +46,7 @@ _EXPORTS = {
     # writing a training program
     "training_spec": "trainwitness.run.spec",
     "TrainingSpec": "trainwitness.run.spec",
+    "frozen_input": "trainwitness.run.inputs",
     # recording and signing
     "record_run": "trainwitness.prover",
     "attest_store": "trainwitness.prover",
@@ -49,11 +55,15 @@ _EXPORTS = {
     "generate_keypair": "trainwitness.identity.signing",
     "load_private_key": "trainwitness.identity.signing",
     "load_public_key": "trainwitness.identity.signing",
+    "Keyring": "trainwitness.identity.keyring",
+    "LinkFiles": "trainwitness.commit.link",
     # verifying
     "verify": "trainwitness.verifier.verify",
     "verify_run": "trainwitness.verifier",
     "VerifyOptions": "trainwitness.verifier",
     "Report": "trainwitness.verifier",
+    "verify_chain": "trainwitness.verifier.chain",
+    "ChainReport": "trainwitness.verifier.chain",
     "Statement": "trainwitness.commit.statement",
     # errors
     "TrainwitnessError": "trainwitness.errors",
@@ -66,6 +76,7 @@ __all__ = [
     "__version__",
     "training_spec",
     "TrainingSpec",
+    "frozen_input",
     "record_run",
     "attest_store",
     "Declarations",
@@ -73,10 +84,14 @@ __all__ = [
     "generate_keypair",
     "load_private_key",
     "load_public_key",
+    "Keyring",
+    "LinkFiles",
     "verify",
     "verify_run",
     "VerifyOptions",
     "Report",
+    "verify_chain",
+    "ChainReport",
     "Statement",
     "TrainwitnessError",
     "VerificationError",
@@ -99,10 +114,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily above
+    from trainwitness.commit.link import LinkFiles
     from trainwitness.commit.statement import Statement
     from trainwitness.errors import InputError, Rejected, TrainwitnessError, VerificationError
+    from trainwitness.identity.keyring import Keyring
     from trainwitness.identity.signing import generate_keypair, load_private_key, load_public_key
     from trainwitness.prover import Declarations, RecordedRun, attest_store, record_run
+    from trainwitness.run.inputs import frozen_input
     from trainwitness.run.spec import TrainingSpec, training_spec
     from trainwitness.verifier import Report, VerifyOptions, verify_run
+    from trainwitness.verifier.chain import ChainReport, verify_chain
     from trainwitness.verifier.verify import verify

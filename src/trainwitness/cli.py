@@ -11,9 +11,13 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trainwitness.display import escape
 from trainwitness.errors import MalformedInputError, TrainwitnessError
+
+if TYPE_CHECKING:
+    from trainwitness.commit.statement import Statement
 
 __all__ = ["main"]
 
@@ -50,6 +54,9 @@ def _train(args: argparse.Namespace) -> int:
         progress=progress_line("steps"),
         declarations=Declarations(weights_license=args.weights_license, source_uri=args.source_uri),
         exact=DEFAULT_EXACT if args.exact else None,
+        parent=args.parent,
+        parent_mode=args.parent_mode,
+        inputs=_inputs(args.input),
     )
     if run.resumed_from_step is not None:
         print(f"resumed from the checkpoint at step {run.resumed_from_step}")
@@ -70,9 +77,21 @@ def _attest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inputs(items: Sequence[str]) -> dict[str, Path]:
+    inputs: dict[str, Path] = {}
+    for name, path in (_name_value(item, "--input") for item in items):
+        if name in inputs:
+            raise MalformedInputError(f"--input {name} is given twice")
+        inputs[name] = Path(path)
+    return inputs
+
+
 def _verify(args: argparse.Namespace) -> int:
+    from trainwitness.commit.link import LinkFiles
+    from trainwitness.identity.keyring import Keyring
     from trainwitness.progress import progress_line
-    from trainwitness.verifier import VerifyOptions, verify_run
+    from trainwitness.verifier import VerifyOptions
+    from trainwitness.verifier.chain import verify_chain
 
     options = VerifyOptions(
         segments=None if args.all else args.segments,
@@ -91,7 +110,10 @@ def _verify(args: argparse.Namespace) -> int:
     )
     if sum(x is not None for x in (args.cluster, args.shard_requests, args.shard_answers)) > 1:
         raise MalformedInputError("--cluster, --shard-requests and --shard-answers exclude each other")
-    report = verify_run(args.attestation, args.store, args.weights, args.key, options, progress_line("segments"))
+    keys = Keyring.from_sources(args.key, args.keyring)
+    report = verify_chain(
+        LinkFiles(args.attestation, args.store, args.weights), keys, options, args.parent, _inputs(args.input), progress_line("segments"),
+    )
     print(report.to_text())
     if args.json is not None:
         args.json.write_text(json.dumps(report.to_display_json(), indent=2, sort_keys=True) + "\n")
@@ -161,16 +183,19 @@ def _inspect(args: argparse.Namespace) -> int:
         statement_leaves,
     )
     from trainwitness.commit.canonical import parse_json
-    from trainwitness.commit.statement import Statement
+    from trainwitness.commit.statement import Statement, statement_digest
     from trainwitness.display import escape_json, value_text
-    from trainwitness.identity.signing import _unverified_payload
+    from trainwitness.identity.signing import unverified_payload
 
     data = args.attestation.read_bytes() if args.attestation.is_file() else b""
     if not data:
         raise MalformedInputError(f"attestation {args.attestation} does not exist or is empty")
-    _, payload, _ = _unverified_payload(data)
-    statement = parse_json(Statement.from_payload(payload).to_payload(), "attestation statement")  # parsed strictly first
+    payload = unverified_payload(data)
+    parsed = Statement.from_payload(payload)  # strictly, before anything of it is shown
+    statement = parse_json(parsed.to_payload(), "attestation statement")
     print("UNVERIFIED: this shows what the attestation claims; `trainwitness verify` checks it.")
+    # The lineage quotes signed names (entry points, subjects, tensor names): escaped like every stored string.
+    print("\n".join(escape(line) for line in _declared_lineage(args.attestation, statement_digest(payload), parsed, args.parent).splitlines()))
     if args.json:
         print(json.dumps(escape_json(statement), indent=2, sort_keys=True))
         return 0
@@ -183,6 +208,40 @@ def _inspect(args: argparse.Namespace) -> int:
         if kind != "unread":
             print(f"  {kind}: {meaning}")
     return 0
+
+
+def _declared_lineage(attestation: Path, digest: str, statement: Statement, parents: Sequence[Path]) -> str:
+    """The chain as the statements declare it (``--parent`` directories followed by digest), none of it verified."""
+    from trainwitness.verifier.chain import read_links
+
+    pool = read_links(parents)
+    lines = ["declared lineage (UNVERIFIED), from the published weights back:"]
+    current: Statement | None = statement
+    where, name = str(attestation), digest
+    while current is not None and len(lines) < 1000:
+        claim = current.claim
+        lines.append(f"  {where}: statement {name}, subject {current.subject_name} sha256:{current.subject_sha256}")
+        lines.append(f"    entry point {claim.entry_point}, seed {claim.hyperparameters['seed']}, {claim.total_steps} steps")
+        for input_name, frozen in sorted(claim.inputs.items()):
+            attested = f", attestation {frozen.attestation}" if frozen.attestation else ", no attestation declared"
+            lines.append(f"    reads frozen input {input_name}: weights {frozen.weights_digest}{attested}")
+        parent = claim.parent
+        if parent is None:
+            lines.append("    starts from its seed (the origin)")
+            break
+        extra = ""
+        if parent.reinitialised:
+            extra += f"; re-initialised from the seed: {', '.join(parent.reinitialised)}"
+        if parent.dropped:
+            extra += f"; parent tensors dropped: {', '.join(parent.dropped)}"
+        start = "final state " + str(parent.state_digest) if parent.mode == "continue" else "final weights " + parent.weights_digest
+        lines.append(f"    starts from its parent ({parent.mode}): attestation {parent.attestation}, {start}{extra}")
+        link = pool.get(parent.attestation)
+        if link is None:
+            lines.append(f"  (parent {parent.attestation} not given: pass its directory with --parent DIR to follow the chain)")
+            break
+        current, where, name = link.statement, str(link.files.attestation), link.digest
+    return "\n".join(lines)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -232,6 +291,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-license", "--weights-licence", dest="weights_license", metavar="SPDX",
                    help="SPDX licence expression of the weights (signed)")
     p.add_argument("--source-uri", help="where the training program's source can be obtained (signed)")
+    p.add_argument("--parent", type=Path, metavar="DIR",
+                   help="start from an attested run: DIR holds its attestation.json, store/ and model.safetensors (signed by digest)")
+    p.add_argument("--parent-mode", choices=["finetune", "continue"], default="finetune",
+                   help="finetune: the parent's final weights, a fresh optimizer from --set seed (default); "
+                   "continue: the parent's whole final state (optimizer, scheduler, RNG)")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
+                   help="a frozen input the spec reads by NAME (a teacher): a weights file, or an attested run's directory")
 
     p = sub.add_parser("attest", help="sign the attestation of a completed store")
     p.add_argument("--store", type=Path, required=True)
@@ -243,7 +309,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("attestation", type=Path)
     p.add_argument("--store", type=Path, required=True)
     p.add_argument("--weights", type=Path, required=True)
-    p.add_argument("--key", type=Path, required=True, help="the prover's public key")
+    p.add_argument("--key", type=Path, action="append", default=[],
+                   help="a trusted public key (repeat: one per signer of the chain); named by its path in the report")
+    p.add_argument("--keyring", type=Path, metavar="FILE", help="trusted keys by name: a TOML [keys] table (README, Lineage)")
+    p.add_argument("--parent", type=Path, action="append", default=[], metavar="DIR",
+                   help="a link of the declared lineage: DIR holds its attestation.json, store/ and model.safetensors (repeat for a chain)")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
+                   help="a declared frozen input: its weights file (declared, not verified) or its attested run's directory (verified)")
     how_many = p.add_mutually_exclusive_group()
     how_many.add_argument("--segments", type=_positive_int, default=10, help="segments to replay (default 10)")
     how_many.add_argument("--all", action="store_true", help="replay every segment")
@@ -298,6 +370,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="print what an attestation claims and what binds each field (signature not checked)")
     p.add_argument("attestation", type=Path)
     p.add_argument("--json", action="store_true", help="print the statement as JSON (every string escaped)")
+    p.add_argument("--parent", type=Path, action="append", default=[], metavar="DIR",
+                   help="follow the declared chain through these link directories (nothing is verified)")
 
     p = sub.add_parser("demo", help="train, attest and verify a built-in workload (digits MLP or lm transformer)")
     p.add_argument("--out", type=Path, help="new directory for the demo's files")

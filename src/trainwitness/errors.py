@@ -22,11 +22,14 @@ __all__ = [
     "DataMismatchError",
     "CodeMismatchError",
     "PolicyError",
+    "LineageError",
+    "FrozenInputError",
     "ReplicaDivergenceError",
     "Rejected",
     "InputError",
     "MissingInputError",
     "MalformedInputError",
+    "ParentMismatchError",
     "IncompleteAuditError",
 ]
 
@@ -44,6 +47,8 @@ class CheckName(StrEnum):
     INITIAL_STATE = "initial-state"
     DATA = "data"
     REPLAY = "replay"
+    LINEAGE = "lineage"  # a declared parent that does not connect (docs/FORMAT.md section 7, lineage fields)
+    INPUTS = "inputs"  # declared frozen inputs
     SANDBOX = "sandbox"  # a replay worker died, timed out or answered out of protocol
     VERIFICATION = "verification"  # a failure no more specific check names
 
@@ -117,6 +122,18 @@ class ReplicaDivergenceError(TrainwitnessError):
     """
 
 
+class LineageError(VerificationError):
+    """A link does not connect: the parent's files or attested digests are not what the child declares."""
+
+    check: CheckName = CheckName.LINEAGE
+
+
+class FrozenInputError(LineageError):
+    """A frozen input's file is not the weights the run declares (or its own attestation does not verify)."""
+
+    check: CheckName = CheckName.INPUTS
+
+
 class InputError(TrainwitnessError):
     """Evidence that could not be read: nothing was verified."""
 
@@ -129,6 +146,14 @@ class MissingInputError(InputError):
 
 class MalformedInputError(InputError):
     pass
+
+
+class ParentMismatchError(MalformedInputError):
+    """A parent's weights or state do not fit the spec (a missing tensor, another shape or dtype).
+
+    Malformed input when recording; the verifier, for which the statement claims that the start
+    was formed so, reports it as a failed ``initial-state`` check instead.
+    """
 
 
 class IncompleteAuditError(InputError):

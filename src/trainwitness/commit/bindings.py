@@ -107,6 +107,14 @@ STATEMENT_FIELDS: dict[str, Binding] = {
     "predicate.final.state_digest": _b("replay", "the last checkpoint's state digest, reached by replaying the last segment on every audit"),
     "predicate.final.weights_digest": _b("replay", "a component of that state digest, and the weights digest of the auditor's weights file"),
     "predicate.weights_license": _b("declared", "checked against --policy when given; its truth is not checked"),
+    "predicate.parent.mode": _b("replay", "how checkpoint 0 is formed from the parent (fine-tune or continue); checkpoint 0 is recomputed"),
+    "predicate.parent.attestation": _b("auditor", "the statement digest of the parent link the auditor gives (--parent); verify_chain verifies that link too"),
+    "predicate.parent.weights_digest": _b("derived", "the parent's attested final weights digest; checkpoint 0 is recomputed from the file holding them"),
+    "predicate.parent.state_digest": _b("derived", "continued training: the parent's attested final state digest, which checkpoint 0 must be"),
+    "predicate.parent.reinitialised": _b("replay", "model tensors kept as the seed built them; checkpoint 0 is recomputed with exactly these"),
+    "predicate.parent.dropped": _b("replay", "parent tensors the model lacks; checked when checkpoint 0 is recomputed"),
+    "predicate.inputs.*.weights_digest": _b("auditor", "the frozen input's file the auditor gives (--input) must hold these weights"),
+    "predicate.inputs.*.attestation": _b("auditor", "the input's own attested run, verified as a chain when its directory is given; a bare file: reported as declared, not verified"),
     "predicate.distributed.world_size": _b("replay", "the ranks whose shards every step commits and replay reproduces (data-parallel runs)"),
     "predicate.distributed.backend": _b("replay", "decides how the verifier replays the ranks; the replay must land"),
     "predicate.distributed.split": _b("format", "the batch split (contiguous/v1); every step's shards are checked against it"),
@@ -140,13 +148,16 @@ STORE_FIELDS: dict[str, Binding] = {
 }
 
 
+_FREE_KEYS = (("predicate", "hyperparameters"), ("predicate", "inputs"))  # mappings whose keys are names, not fields
+
+
 def statement_field_pattern(path: tuple[str | int, ...]) -> str:
-    """The table key of a concrete path into the statement (list indices as ``[]``, hyperparameter names as ``*``)."""
+    """The table key of a concrete path into the statement (list indices as ``[]``, free names as ``*``)."""
     out = ""
     for i, part in enumerate(path):
         if isinstance(part, int):
             out += "[]"
-        elif i > 0 and path[i - 1] == "hyperparameters" and path[:2] == ("predicate", "hyperparameters"):
+        elif i == 2 and path[:2] in _FREE_KEYS:
             out += ".*"
         else:
             out += ("." if out else "") + part
@@ -154,8 +165,10 @@ def statement_field_pattern(path: tuple[str | int, ...]) -> str:
 
 
 def statement_leaves(statement: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Any]]:
-    """Every leaf value of a statement's JSON with its path (a hyperparameter's value is one leaf, whatever it holds)."""
-    if path[:2] == ("predicate", "hyperparameters") and len(path) == 3:
+    """Every leaf value of a statement's JSON with its path: a hyperparameter's value, and a list of plain
+    values (tensor names), are one leaf each, whatever they hold."""
+    plain_list = isinstance(statement, list) and not any(isinstance(v, (dict, list)) for v in statement)
+    if (path[:2] == ("predicate", "hyperparameters") and len(path) == 3) or plain_list:
         yield path, statement
     elif isinstance(statement, dict) and statement:
         for key in sorted(statement):

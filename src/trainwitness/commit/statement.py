@@ -10,12 +10,12 @@ read is ``commit/bindings.py``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.distributed import DataParallelRun
-from trainwitness.commit.hashing import parse_digest
+from trainwitness.commit.hashing import domain_hash, format_digest, parse_digest
 from trainwitness.commit.hints import ExactMode
 from trainwitness.commit.store import checkpoint_steps
 from trainwitness.data.manifest import ManifestSummary
@@ -27,9 +27,14 @@ __all__ = [
     "PREDICATE_TYPE",
     "ENVIRONMENT_FIELDS",
     "CODE_FIELDS",
+    "START_MODES",
     "TreeCommitment",
+    "ParentLink",
+    "FrozenInput",
     "TrainingClaim",
     "Statement",
+    "statement_digest",
+    "is_input_name",
 ]
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -38,6 +43,11 @@ PREDICATE_TYPE = "https://trainwitness.dev/training-run/v2"  # docs/FORMAT.md, v
 REQUIRED_HYPERPARAMETERS = ("seed", "data_seed", "batch_size", "total_steps", "checkpoint_interval")
 TREES = ("checkpoints", "batches", "rng")
 EXACT_TREES = (*TREES, "hints")  # exact mode (docs/EXACT.md) commits each step's hints too
+# How a run with a parent forms checkpoint 0 from it (docs/FORMAT.md section 7, "Lineage").
+START_MODES = ("finetune", "continue")
+_MAX_NAMES = 1 << 16  # tensor names a parent link may list (re-initialised, dropped)
+_MAX_INPUTS = 64
+_INPUT_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
 def _get(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -153,6 +163,120 @@ def _is_plain_file_name(name: str) -> bool:
     )
 
 
+def statement_digest(payload: bytes) -> str:
+    """The digest that names an attestation: ``domain_hash("statement", payload)``.
+
+    Over the statement payload (the bytes the signature covers), not the DSSE envelope: the same
+    claim re-signed by another key, or with a second signature, keeps its name; who signed is
+    checked where the link is verified, against the auditor's keyring.
+    """
+    return format_digest(domain_hash("statement", payload))
+
+
+def _names(obj: Any, key: str, where: str) -> tuple[str, ...]:
+    """A sorted list of distinct, non-empty tensor names (strictly: sorted order is part of the format)."""
+    names = _get(obj, key, list, where)
+    if len(names) > _MAX_NAMES or not all(isinstance(n, str) and 0 < len(n) <= 1024 for n in names):
+        raise MalformedInputError(f"attestation: {where}.{key} must list at most {_MAX_NAMES} non-empty tensor names")
+    if names != sorted(set(names)):
+        raise MalformedInputError(f"attestation: {where}.{key} must be sorted and without repeats")
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class ParentLink:
+    """The predicate's ``parent``: the attested run whose final weights (or whole state) this run starts from.
+
+    ``finetune``: checkpoint 0 is the spec built from the seed, then the parent's final weights loaded
+    into the model, except ``reinitialised`` (model tensors kept as the seed built them); ``dropped``
+    are the parent's tensors the model does not have. The optimizer and scheduler are fresh.
+    ``continue``: checkpoint 0 is the parent's final state (model, optimizer, scheduler, RNG) exactly.
+    ``attestation`` is the parent statement's ``statement_digest``; the weights and state digests
+    repeat the parent's signed final digests so that a reader of this statement alone sees them.
+    """
+
+    mode: str
+    attestation: str
+    weights_digest: str
+    state_digest: str | None = None  # continue only: the parent's final state digest
+    reinitialised: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {
+            "attestation": self.attestation,
+            "dropped": list(self.dropped),
+            "mode": self.mode,
+            "reinitialised": list(self.reinitialised),
+            "state_digest": self.state_digest,
+            "weights_digest": self.weights_digest,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str = "predicate.parent") -> ParentLink:
+        if not isinstance(obj, dict) or set(obj) != {"attestation", "dropped", "mode", "reinitialised", "state_digest", "weights_digest"}:
+            raise MalformedInputError(
+                f"attestation: {where} must hold exactly attestation, dropped, mode, reinitialised, state_digest, weights_digest"
+            )
+        mode = _get(obj, "mode", str, where)
+        if mode not in START_MODES:
+            raise MalformedInputError(f"attestation: {where}.mode must be one of {', '.join(START_MODES)}, not {mode[:40]!r}")
+        link = cls(
+            mode=mode,
+            attestation=_digest(obj, "attestation", where),
+            weights_digest=_digest(obj, "weights_digest", where),
+            state_digest=None if obj["state_digest"] is None else _digest(obj, "state_digest", where),
+            reinitialised=_names(obj, "reinitialised", where),
+            dropped=_names(obj, "dropped", where),
+        )
+        if mode == "continue" and (link.state_digest is None or link.reinitialised or link.dropped):
+            raise MalformedInputError(f"attestation: {where}: continued training names the parent's state digest and re-initialises and drops nothing")
+        if mode == "finetune" and link.state_digest is not None:
+            raise MalformedInputError(f"attestation: {where}: a fine-tune takes the parent's weights only (state_digest must be null)")
+        if set(link.reinitialised) & set(link.dropped):
+            raise MalformedInputError(f"attestation: {where}: a tensor cannot be both re-initialised and dropped")
+        return link
+
+
+@dataclass(frozen=True)
+class FrozenInput:
+    """One of the predicate's ``inputs``: weights the run reads but does not train (a teacher, a frozen encoder).
+
+    Bound by ``weights_digest`` (the domain ``weights`` digest of its tensors); ``attestation`` is the
+    ``statement_digest`` of the input's own attestation when the prover declared one, else None.
+    """
+
+    weights_digest: str
+    attestation: str | None = None
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {"attestation": self.attestation, "weights_digest": self.weights_digest}
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str) -> FrozenInput:
+        if not isinstance(obj, dict) or set(obj) != {"attestation", "weights_digest"}:
+            raise MalformedInputError(f"attestation: {where} must hold exactly attestation and weights_digest")
+        return cls(
+            weights_digest=_digest(obj, "weights_digest", where),
+            attestation=None if obj["attestation"] is None else _digest(obj, "attestation", where),
+        )
+
+
+def is_input_name(name: object) -> bool:
+    """A frozen input's name: 1 to 64 of ``[A-Za-z0-9_.-]``, not starting with ``.`` or ``-``."""
+    return isinstance(name, str) and 0 < len(name) <= 64 and set(name) <= _INPUT_NAME_CHARS and name[0] not in ".-"
+
+
+def _inputs(obj: Any, where: str) -> dict[str, FrozenInput]:
+    raw = _get(obj, "inputs", dict, where)
+    if not 1 <= len(raw) <= _MAX_INPUTS:
+        raise MalformedInputError(f"attestation: {where}.inputs must name 1 to {_MAX_INPUTS} inputs (absent when none)")
+    for name in raw:
+        if not is_input_name(name):
+            raise MalformedInputError(f"attestation: {where}.inputs: {str(name)[:80]!r} is not a valid input name")
+    return {name: FrozenInput.from_json(raw[name], f"{where}.inputs.{name}") for name in sorted(raw)}
+
+
 @dataclass(frozen=True)
 class TreeCommitment:
     root: str
@@ -174,6 +298,8 @@ class TrainingClaim:
     final_state_digest: str
     final_weights_digest: str
     weights_license: str | None = None  # SPDX expression the prover declares for the weights
+    parent: ParentLink | None = None  # absent from the statement for a seeded start
+    inputs: dict[str, FrozenInput] = field(default_factory=dict)  # frozen inputs; absent when none
 
     @property
     def manifest(self) -> ManifestSummary:
@@ -213,9 +339,15 @@ class TrainingClaim:
     def to_json(self) -> dict[str, JSONValue]:
         exact: dict[str, JSONValue] = {} if self.exact is None else {"exact": self.exact.to_json()}
         distributed: dict[str, JSONValue] = {} if self.distributed is None else {"distributed": self.distributed.to_json()}
+        lineage: dict[str, JSONValue] = {}
+        if self.parent is not None:
+            lineage["parent"] = self.parent.to_json()
+        if self.inputs:
+            lineage["inputs"] = {name: frozen.to_json() for name, frozen in sorted(self.inputs.items())}
         return {
             **exact,
             **distributed,
+            **lineage,
             "code": self.code,
             "environment": self.environment,
             "hyperparameters": self.hyperparameters,
@@ -231,7 +363,7 @@ class TrainingClaim:
 
         Raises MalformedInputError naming the field.
         """
-        _fields(obj, "predicate", ("code", "environment", "hyperparameters", "data", "commitments", "final", "weights_license"), ("exact", "distributed"))
+        _fields(obj, "predicate", ("code", "environment", "hyperparameters", "data", "commitments", "final", "weights_license"), ("exact", "distributed", "parent", "inputs"))
         code = _check_code(obj["code"])
         environment = _check_environment(obj["environment"])
         hp = _get(obj, "hyperparameters", dict, "predicate")
@@ -253,6 +385,8 @@ class TrainingClaim:
             raise MalformedInputError("attestation: predicate.data.sampler.num_samples is not the manifest's sample count")
         weights_license = _optional_str(obj, "weights_license", "predicate")
         exact = ExactMode.from_json(obj["exact"], "attestation: predicate.exact") if "exact" in obj else None
+        parent = ParentLink.from_json(obj["parent"]) if "parent" in obj else None
+        inputs = _inputs(obj, "predicate") if "inputs" in obj else {}
         distributed = None
         if "distributed" in obj:
             distributed = DataParallelRun.from_json(obj["distributed"], "attestation: predicate.distributed")
@@ -281,6 +415,8 @@ class TrainingClaim:
             final_state_digest=_digest(final, "state_digest", "predicate.final"),
             final_weights_digest=_digest(final, "weights_digest", "predicate.final"),
             weights_license=weights_license,
+            parent=parent,
+            inputs=inputs,
             exact=exact,
             distributed=distributed,
         )

@@ -26,9 +26,12 @@ __all__ = [
     "generate_keypair",
     "load_private_key",
     "load_public_key",
+    "public_key_from_pem",
+    "envelope_key_ids",
     "key_id",
     "seal_envelope",
     "open_envelope",
+    "unverified_payload",
 ]
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -85,13 +88,27 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
+    return public_key_from_pem(_read_key_file(path), str(path))
+
+
+def public_key_from_pem(pem: bytes, what: str) -> Ed25519PublicKey:
+    """An Ed25519 public key from PEM (SubjectPublicKeyInfo); ``MalformedInputError`` naming ``what`` otherwise."""
     try:
-        key = serialization.load_pem_public_key(_read_key_file(path))
+        key = serialization.load_pem_public_key(pem)
     except (ValueError, TypeError) as e:
-        raise MalformedInputError(f"{path} is not a PEM public key ({e})") from e
+        raise MalformedInputError(f"{what} is not a PEM public key ({e})") from e
     if not isinstance(key, Ed25519PublicKey):
-        raise MalformedInputError(f"{path} is not an Ed25519 public key")
+        raise MalformedInputError(f"{what} is not an Ed25519 public key")
     return key
+
+
+def envelope_key_ids(envelope_bytes: bytes) -> list[str]:
+    """The ``keyid`` hints of an envelope's signatures (unverified; for naming a signer nobody trusts)."""
+    envelope = parse_json(envelope_bytes, "DSSE envelope", MAX_ENVELOPE_BYTES)
+    signatures = envelope.get("signatures") if isinstance(envelope, dict) else None
+    if not isinstance(signatures, list):
+        return []
+    return [e["keyid"][:80] for e in signatures if isinstance(e, dict) and isinstance(e.get("keyid"), str)]
 
 
 def seal_envelope(payload: bytes, key: Ed25519PrivateKey, payload_type: str = PAYLOAD_TYPE) -> bytes:
@@ -129,6 +146,15 @@ def _unverified_payload(envelope_bytes: bytes) -> tuple[str, bytes, list[bytes]]
             raise MalformedInputError("DSSE envelope: a signature entry has no 'sig'")
         sigs.append(_b64(entry["sig"], "sig"))
     return payload_type, _b64(envelope["payload"], "payload"), sigs
+
+
+def unverified_payload(envelope_bytes: bytes) -> bytes:
+    """The payload of an envelope WITHOUT checking any signature: for showing a claim, or for naming it.
+
+    ``inspect`` shows a claim with it; ``train --parent`` names the parent's statement by digest with
+    it (the verifier checks the parent's signature later). Never a basis for believing the payload.
+    """
+    return _unverified_payload(envelope_bytes)[1]
 
 
 def open_envelope(envelope_bytes: bytes, public_key: Ed25519PublicKey, payload_type: str = PAYLOAD_TYPE) -> bytes:

@@ -17,9 +17,11 @@ import torch
 from trainwitness.commit.canonical import JSONValue
 from trainwitness.commit.hints import ExactMode, StepHints
 from trainwitness.data.datasets import Batch
-from trainwitness.errors import MalformedInputError
+from trainwitness.errors import MalformedInputError, ParentMismatchError
 from trainwitness.run.distributed import DataParallel, emulated_reduction, split_batch
 from trainwitness.run.exact import round_gradients, round_step, rounding_targets
+from trainwitness.run.inputs import provide_inputs
+from trainwitness.run.parent import ParentStart, StartRecord, load_finetune
 from trainwitness.run.rng import capture_rng, restore_rng, seed_everything
 from trainwitness.run.sampler import ShuffledEpochSampler
 from trainwitness.run.spec import SpecFunction, TrainingSpec
@@ -62,26 +64,49 @@ class TrainingRun:
     hyperparameters: Mapping[str, JSONValue]
     sampler: ShuffledEpochSampler
     parallel: DataParallel | None = None  # a rank of a data-parallel run, or every rank at once (docs/DISTRIBUTED.md)
+    start_record: StartRecord | None = None  # how a parent formed checkpoint 0; None for a seeded start
+    inputs_read: frozenset[str] = frozenset()  # the frozen inputs the spec read while it was built
 
     @classmethod
     def start(
-        cls, function: SpecFunction, hyperparameters: Mapping[str, JSONValue], parallel: DataParallel | None = None
+        cls,
+        function: SpecFunction,
+        hyperparameters: Mapping[str, JSONValue],
+        parallel: DataParallel | None = None,
+        *,
+        parent: ParentStart | None = None,
+        inputs: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
     ) -> TrainingRun:
-        """Seed every generator from the declared seed, then build: this is checkpoint 0.
+        """Seed every generator from the declared seed, build, then load the parent if any: this is checkpoint 0.
 
         Every rank of a data-parallel run builds the same state from the same seed (a spec's
         ``data_parallel(model)`` is a collective: every rank calls ``start`` at once).
+        ``parent`` (``trainwitness.run.parent``): a fine-tune loads the parent's final weights into
+        the built model but for ``spec.reinitialised``; continued training restores the parent's
+        whole final state. ``inputs`` are the frozen inputs the spec may read by name while it is
+        built (``trainwitness.run.inputs.frozen_input``). Raises ``ParentMismatchError`` when the
+        parent's weights or state do not fit the spec.
         """
         if parallel is not None and int(hyperparameters["batch_size"]) % parallel.world_size:
             raise MalformedInputError(f"batch size {hyperparameters['batch_size']} does not split over {parallel.world_size} ranks")
         seed_everything(int(hyperparameters["seed"]))
-        spec = function(hyperparameters)
+        with provide_inputs(inputs or {}) as offered:
+            spec = function(hyperparameters)
         sampler = ShuffledEpochSampler(
             num_samples=len(spec.dataset),
             batch_size=int(hyperparameters["batch_size"]),
             seed=int(hyperparameters["data_seed"]),
         )
-        return cls(spec=spec, hyperparameters=hyperparameters, sampler=sampler, parallel=parallel)
+        run = cls(spec=spec, hyperparameters=hyperparameters, sampler=sampler, parallel=parallel, inputs_read=frozenset(offered.read))
+        if parent is not None and parent.weights is not None:
+            run.start_record = load_finetune(spec.model, parent.weights, spec.reinitialised)
+        elif parent is not None and parent.state is not None:
+            try:
+                run.restore(parent.state)  # model, optimizer, scheduler and RNG: the parent's, exactly
+            except MalformedInputError as e:
+                raise ParentMismatchError(f"the parent's final state does not fit the spec: {e}") from e
+            run.start_record = StartRecord(mode="continue")
+        return run
 
     def trainable(self) -> FlatState:
         """Model, optimizer and scheduler state; tensors are references to the live ones."""

@@ -39,6 +39,10 @@ class TrainingSpec:
     """One instantiated training run; ``step`` runs one optimisation step on a batch, returns the loss.
 
     ``step`` must draw randomness only from the global generators (see ``trainwitness.run.rng``).
+    ``reinitialised`` matters only when the run fine-tunes a parent (``trainwitness.run.parent``):
+    the model tensors (``state_dict`` names, or module prefixes such as ``"head"``) that keep the
+    values the seed gave them instead of the parent's, e.g. a new output layer. A seeded start and
+    continued training ignore it, so the same spec serves all three.
     """
 
     model: torch.nn.Module
@@ -46,6 +50,7 @@ class TrainingSpec:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     dataset: Dataset
     step: Callable[[Batch], torch.Tensor]
+    reinitialised: tuple[str, ...] = ()
 
 
 class SpecFunction(Protocol):

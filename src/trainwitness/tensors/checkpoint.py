@@ -14,6 +14,7 @@ import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
 import safetensors.torch
@@ -21,7 +22,8 @@ import torch
 import zstandard
 
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
-from trainwitness.errors import MalformedInputError
+from trainwitness.commit.store import open_store_file
+from trainwitness.errors import MalformedInputError, MissingInputError
 from trainwitness.tensors.state import DTYPE_NAMES, FlatState
 from trainwitness.tensors.tensorfile import Part, join_parts, safetensors_parts
 
@@ -33,6 +35,7 @@ __all__ = [
     "read_tensors_file",
     "encode_weights",
     "decode_weights",
+    "read_weights_file",
     "MAX_CHECKPOINT_BYTES",
 ]
 
@@ -260,4 +263,18 @@ def decode_checkpoint(data: bytes, what: str, max_bytes: int = MAX_CHECKPOINT_BY
 
 def decode_weights(data: bytes, what: str) -> dict[str, torch.Tensor]:
     tensors, _ = _load(data, what)
+    return tensors
+
+
+def read_weights_file(path: Path, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file (safetensors, optionally zstd) at ``path``, streamed, opened safely.
+
+    The file must be a regular file, not a symlink (``store.open_store_file`` on its directory);
+    ``MissingInputError`` when it does not exist, ``MalformedInputError`` when it cannot be decoded.
+    """
+    try:
+        with open_store_file(path.parent, path.name, max_bytes) as (f, size):
+            tensors, _ = read_tensors_file(f, size, f"{what} {path}", max_bytes)
+    except MissingInputError as e:
+        raise MissingInputError(f"{what} {path} does not exist") from e
     return tensors
