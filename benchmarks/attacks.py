@@ -128,7 +128,7 @@ def markdown(result: dict[str, object]) -> str:
         return f"{x:.1%}" if isinstance(x, float) else str(x)
 
     lines = [
-        "| attack | caught by | forged F / M | N | predicted 1-C(M-F,N)/C(M,N) | 1-(1-f)^N | measured | trials | disagree | --all |",
+        "| attack | caught by | forged F / M | N | predicted 1-C(M-1-F,N)/C(M-1,N) | 1-(1-f)^N | measured | trials | disagree | --all |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:  # type: ignore[attr-defined]

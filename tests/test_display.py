@@ -109,3 +109,23 @@ def test_cli_error_quoting_a_stored_name_is_escaped(digits_run: RecordedRun, cap
     # repr() in the message already wrote ESC as \x1b; escape() adds the Cyrillic letter's code point
     # and doubles the backslash, so no quoted text can pass for an escape the verifier wrote.
     assert "mod\\u0435l/\\\\x1b[2J" in err and "\x1b" not in err
+
+
+def test_a_look_alike_tensor_name_is_shown_with_its_code_point(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A checkpoint (re-committed, re-signed) whose head.weight is spelled with a Cyrillic ie.
+    from trainwitness.tensors.state import FlatState
+
+    from .attacks.forgers import copy_run, honest_run, load_checkpoint, replace_checkpoints, sign
+
+    honest = honest_run(tmp_path / "honest", {"total_steps": 8, "checkpoint_interval": 4, "hidden": 8})
+    run = copy_run(honest, tmp_path / "forged")
+    flat = load_checkpoint(run, 1)
+    renamed = {n.replace("model/head.weight", "model/h\u0435ad.weight"): t for n, t in flat.tensors.items()}
+    skeleton = json.loads(json.dumps(flat.skeleton).replace("head.weight", "h\\u0435ad.weight"))
+    replace_checkpoints(run, {1: FlatState(renamed, skeleton)})
+    sign(run)
+    status = main(run.verify_args("--all", "--sandbox", "off"))
+    captured = capsys.readouterr()
+    shown = captured.out + captured.err
+    assert status in (1, 2) and "ACCEPT" not in captured.out
+    assert "h\\u0435ad.weight" in shown and "h\u0435ad" not in shown and shown.isascii()
