@@ -224,7 +224,7 @@ _hook_installed = False
 @lru_cache(maxsize=1)
 def _framework_dirs() -> tuple[str, ...]:
     """Where trainwitness itself lives (its source may sit outside the installation: an editable install)."""
-    dirs = set()
+    dirs: set[str] = set()
     for name in (_FRAMEWORK, f"{_FRAMEWORK}.prover", f"{_FRAMEWORK}.verifier"):
         module = sys.modules.get(name)
         dirs.update(os.path.join(os.path.realpath(d), "") for d in getattr(module, "__path__", []) or [])
