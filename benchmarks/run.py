@@ -36,6 +36,7 @@ import audit  # noqa: E402
 import commit_path  # noqa: E402
 import exact_mode  # noqa: E402
 import hash_speed  # noqa: E402
+import integrations  # noqa: E402
 import recording  # noqa: E402
 import storage  # noqa: E402
 import torch  # noqa: E402
@@ -244,6 +245,13 @@ class Suite:
         }
 
 
+    def integrations(self) -> list[dict[str, Any]]:
+        """Recording through each integration vs the same training bare (benchmarks/integrations.py)."""
+        rows = integrations.run_all(quick=self.config is QUICK)
+        for r in rows:
+            print(f"   {r['integration']} k={r['k']}: x{r['ratio']:.3f}, pre-signing replay {r['pre_signing_replay_fraction']:.0%}", flush=True)
+        return rows
+
     def exact(self) -> list[dict[str, Any]]:
         """Exact mode's costs per workload (benchmarks/exact_mode.py): hints, loss curve, overhead, cross-thread replay."""
         rows = []
@@ -379,6 +387,21 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", f"Bounded mode (runs recorded without exact mode) accepts a checkpoint within {BOUND:g} x its segment's update of "
                   f"what the verifier computes: a forger keeps up to {BOUND:g} x segments of steering room in total "
                   f"({BOUND * 14:.1e} on the 14-segment digits demo), in a direction it chooses; exact mode leaves it none.", ""]
+    if "integrations" in sections:
+        lines += ["## Recording through each integration (benchmarks/integrations.py)", "",
+                  "Whole training, recorded (`trainwitness.record`, waiting for the writer at the end) over the same training "
+                  "without trainwitness, alternating in one process; the pre-signing replay (rebuild, checkpoint 0, two segments) "
+                  "timed apart, as a fraction of the recorded training time.", "",
+                  "| integration | hyperparameters | k | steps x repetitions | bare step | recorded step | ratio (repetitions) | target | pre-signing replay |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in sections["integrations"]:
+            target = RECORDING_TARGET.get(r["k"])
+            verdict = "" if target is None or r["bare_step_ms"] < 30 else (f"<= x{target:.2f} " + ("met" if r["ratio"] <= target else "**missed**"))
+            lines.append(
+                f"| {r['integration']} | {json.dumps(r['overrides']) if r['overrides'] else 'defaults'} | {r['k']} | {r['steps']} x {r['repetitions']} | "
+                f"{r['bare_step_ms']:.1f} ms | {r['recorded_step_ms']:.1f} ms | {_x(r['ratio'])} ({', '.join(f'{x:.2f}' for x in r['ratios'])}) | "
+                f"{verdict} | {r['pre_signing_replay_s']:.1f} s = {r['pre_signing_replay_fraction']:.0%} |")
+        lines += [""]
     if results["errors"]:
         lines += ["## Sections that failed", ""] + [f"- {k}: {v}" for k, v in results["errors"].items()] + [""]
     lines += ["Section times (s): " + ", ".join(f"{k} {v}" for k, v in results["seconds"].items()), ""]
@@ -394,7 +417,7 @@ def update_results(document: Path, table: str, begin_marker: str = RESULTS_BEGIN
     document.write_text(text[: begin + len(begin_marker)] + "\n" + table.strip() + "\n" + text[end:])
 
 
-SECTIONS = ("recording", "commit_and_hashing", "storage", "audit", "exact")
+SECTIONS = ("recording", "commit_and_hashing", "storage", "audit", "exact", "integrations")
 
 
 def main(argv: list[str] | None = None) -> int:

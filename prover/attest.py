@@ -16,6 +16,7 @@ from trainwitness.commit.store import IMPORTS_FILE, RUN_FILE, checkpoint_steps, 
 from trainwitness.errors import MalformedInputError
 from trainwitness.identity.code import files_from_json
 from trainwitness.identity.signing import seal_envelope
+from trainwitness.prover.selfcheck import check_replay
 from trainwitness.tensors.checkpoint import decode_weights
 from trainwitness.tensors.state import weights_digest
 
@@ -34,8 +35,14 @@ def _read_imports(store: Path) -> dict[str, JSONValue]:
     return {"distributions": record["distributions"], "packages": packages}
 
 
-def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey) -> bytes:
-    """A DSSE envelope over the run's Statement; refuses an incomplete store or foreign weights."""
+def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey, *, replay_check: bool = True) -> bytes:
+    """A DSSE envelope over the run's Statement; refuses an incomplete store, foreign weights, and a run that does not replay.
+
+    ``replay_check``: first replay the first recorded segment and one drawn from OS randomness in
+    this process (``selfcheck.check_replay``; it runs the store's entry point) and refuse to sign
+    with ``NotReplayableError`` when one does not land bitwise. Turn it off only for a store whose
+    replay was checked already (the check's cost is two segments of training).
+    """
     declared = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
     hp = declared["hyperparameters"]
     index = read_index(store)
@@ -51,6 +58,8 @@ def attest_store(store: Path, weights_path: Path, key: Ed25519PrivateKey) -> byt
     }
     distributed = None if "distributed" not in declared else DataParallelRun.from_json(declared["distributed"], f"{store}/{RUN_FILE} distributed")
     final = index.checkpoints[-1]
+    if replay_check:
+        check_replay(store)
     weights = decode_weights(weights_path.read_bytes(), str(weights_path))
     if weights_digest(weights) != final.weights_digest:
         raise MalformedInputError(f"{weights_path} is not the final checkpoint's weights")

@@ -34,7 +34,9 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+import torch
 
 from trainwitness.commit.canonical import canonical_json
 from trainwitness.commit.hints import HINTS_FILE, StepHints, hints_record
@@ -47,7 +49,7 @@ from trainwitness.commit.store import (
     delta_relpath,
 )
 from trainwitness.data.datasets import Batch, batch_digest
-from trainwitness.run.loop import snapshot
+from trainwitness.run.loop import loss_value, snapshot
 from trainwitness.run.rng import rng_digest
 from trainwitness.tensors.checkpoint import checkpoint_parts
 from trainwitness.tensors.delta import MAX_DELTA_CHAIN, delta_parts
@@ -113,20 +115,36 @@ class Recorder:
         )
         self._spares: queue.Queue[FlatState] = queue.Queue(maxsize=_SPARE_SNAPSHOTS)  # writer puts, trainer takes
         self.checkpoints: list[CheckpointRecord] = []
-        self._pending: list[Callable[[], None]] = []  # training thread only: step jobs not yet handed over
+        # training thread only, not yet handed over: [step, ids, batch, rng, loss], or a ready record's job
+        self._pending: list[list[Any] | Callable[[], None]] = []
         self._worker = threading.Thread(target=self._drain, name="trainwitness-recorder", daemon=True)
         self._worker.start()
 
     # -- training thread -------------------------------------------------------------------------
 
-    def record_step(self, step: int, sample_ids: list[int], batch: Batch, rng: FlatState) -> None:
-        """Commit the batch about to be trained on and the RNG state the step starts from."""
-        # Copy point: the step may modify the batch in place; the RNG capture is already a copy.
-        private = {k: v.detach().clone() for k, v in batch.items()}
-        ids = tuple(sample_ids)
-        self._pending.append(lambda: self._write_step(step, ids, private, rng))
-        if len(self._pending) >= _STEP_BATCH:
+    def record_step(self, step: int, sample_ids: list[int], batch: Batch, rng: FlatState, loss: object = None) -> None:
+        """Commit the batch about to be trained on and the RNG state the step starts from.
+
+        ``loss``: the step's loss when already known; else ``record_loss`` gives it once the step ran.
+        """
+        if len(self._pending) >= _STEP_BATCH:  # before this step joins: its loss may still come
             self._hand_over_steps()
+        # Copy point: the step may modify the batch in place; the RNG capture is already a copy.
+        # (device-to-host, a sync point, where a framework hands over the batch on its device)
+        private = {k: v.detach().to("cpu", copy=True) for k, v in batch.items()}
+        self._pending.append([step, tuple(sample_ids), private, rng, loss])
+
+    def record_loss(self, step: int, loss: object) -> None:
+        """The loss step ``step`` returned (a scalar tensor, read on the writer thread; a float; or None)."""
+        last = self._pending[-1] if self._pending else None
+        if not isinstance(last, list) or last[0] != step:
+            raise ValueError(f"record_loss({step}) does not follow record_step({step})")
+        if isinstance(loss, torch.Tensor):
+            if loss.numel() != 1:
+                raise TypeError(f"step {step} returned a tensor of shape {tuple(loss.shape)} as its loss; return a scalar")
+        elif loss is not None and (isinstance(loss, bool) or not isinstance(loss, (int, float))):
+            raise TypeError(f"step {step} returned {type(loss).__name__} as its loss; return a scalar tensor, a float or None")
+        last[4] = loss
 
     def record_step_record(self, record: AnyStepRecord) -> None:
         """Append a step record whose digests are already computed (a data-parallel step, gathered from every rank)."""
@@ -176,13 +194,15 @@ class Recorder:
 
     def _hand_over_steps(self) -> None:
         if self._pending:
-            jobs, self._pending = self._pending, []
-            self._put(lambda: self._run_all(jobs))
+            entries, self._pending = self._pending, []
+            self._put(lambda: self._write_steps(entries))
 
-    @staticmethod
-    def _run_all(jobs: list[Callable[[], None]]) -> None:
-        for job in jobs:
-            job()
+    def _write_steps(self, entries: list[list[Any] | Callable[[], None]]) -> None:
+        for entry in entries:
+            if isinstance(entry, list):
+                self._write_step(*entry)
+            else:
+                entry()
 
     def _put(self, job: Callable[[], None]) -> None:
         self._raise_if_failed()
@@ -221,8 +241,10 @@ class Recorder:
                     os.fsync(file.fileno())
             self._unsynced = 0
 
-    def _write_step(self, step: int, ids: tuple[int, ...], batch: Batch, rng: FlatState) -> None:
-        self._append(StepRecord(step=step, sample_ids=ids, batch_digest=batch_digest(batch), rng_digest=rng_digest(rng)))
+    def _write_step(self, step: int, ids: tuple[int, ...], batch: Batch, rng: FlatState, loss: object) -> None:
+        # loss_value reads a device tensor here, off the training thread (the sync waits for that step only)
+        record = StepRecord(step=step, sample_ids=ids, batch_digest=batch_digest(batch), rng_digest=rng_digest(rng), loss=loss_value(loss))
+        self._append(record)
 
     def _write_hints(self, step: int, hints: StepHints) -> None:
         if self._hints is None:

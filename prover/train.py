@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,21 +25,23 @@ from trainwitness.commit.store import (
     read_index,
     read_store_file,
 )
-from trainwitness.data.datasets import build_dataset_manifest
+from trainwitness.data.datasets import Batch, build_dataset_manifest
 from trainwitness.errors import MalformedInputError, MissingInputError
 from trainwitness.identity.code import code_identity, package_identity
 from trainwitness.identity.imports import ImportedCode, ImportMonitor, source_only_imports
+from trainwitness.progress import StepProgress
 from trainwitness.prover.lineage import parent_declaration, read_inputs, read_parent
 from trainwitness.prover.recorder import Recorder
+from trainwitness.run.device import parse_device
 from trainwitness.run.distributed import current_group
 from trainwitness.run.environment import apply_execution_settings, capture_environment
-from trainwitness.run.loop import ExactHooks, TrainingRun, weights_of
-from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
+from trainwitness.run.loop import ExactHooks, TrainingRun, loss_value, weights_of
+from trainwitness.run.spec import SpecFunction, load_entry_point, resolve_hyperparameters
 from trainwitness.tensors.checkpoint import encode_weights
 from trainwitness.tensors.delta import read_checkpoint
-from trainwitness.tensors.state import FlatState, state_digest
+from trainwitness.tensors.state import state_digest
 
-__all__ = ["Declarations", "RecordedRun", "record_run"]
+__all__ = ["Declarations", "RecordedRun", "RecordingSession", "open_recording", "record_run"]
 
 STORE_FORMAT = "trainwitness-store/v2"  # docs/FORMAT.md, version 2
 
@@ -79,7 +83,7 @@ def _declare(
         "format": STORE_FORMAT,
         "code": identity,
         "code_files": [{"path": f.path, "sha256": f.sha256, "executable": f.executable} for f in files],
-        "environment": capture_environment(),
+        "environment": capture_environment(run.device),
         "hyperparameters": dict(hp),
         "data": {
             "dataset": run.spec.dataset.name,
@@ -191,16 +195,223 @@ def _open_store(
         staged.unlink(missing_ok=True)
 
 
+class RecordingSession:
+    """One recording in progress: the run, its recorder, and the next step to commit.
+
+    Both ``trainwitness train`` (``record_run``, which builds each batch from the dataset) and the
+    Python API for a training script's own loop (``trainwitness.record``, where batches come from
+    a ``DataLoader``) call ``step(batch)`` once per committed step, then ``finish()``.
+    """
+
+    def __init__(
+        self, run: TrainingRun, store: Path, weights_path: Path, resumed: CheckpointRecord | None,
+        recorder: Recorder, exact: ExactMode | None, progress: Progress | None, step_progress: StepProgress | None,
+        imports: Callable[[], None] = lambda: None, on_close: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.run, self.store, self.weights_path, self.resumed = run, store, weights_path, resumed
+        self.recorder, self.exact, self.progress, self.step_progress = recorder, exact, progress, step_progress
+        self._record_imports = imports  # before each checkpoint: the code the steps imported, made durable first
+        self._on_close = on_close  # the import watch ends with the recording
+        hp = run.hyperparameters
+        self.total_steps = int(hp["total_steps"])
+        self.checkpoint_steps = checkpoint_steps(self.total_steps, int(hp["checkpoint_interval"]))
+        self._next_checkpoint = 1 if resumed is None else resumed.index + 1
+        self.next_step = 0 if resumed is None else resumed.step
+        self._last_loss: object = None
+        if resumed is None:
+            recorder.record_checkpoint(0, 0, run.capture())
+        if run.guard is not None:  # the first step must start from the generators checkpoint 0 (or the resume point) holds
+            run.guard.expect_rng(run.capture_rng(), "checkpoint 0 (the state built from the seed)" if resumed is None else f"the checkpoint at step {resumed.step}")
+        self._hooks = None if exact is None else ExactHooks(exact, lambda step: None, recorder.record_hints)
+        self.closed = False
+        self._open: int | None = None
+
+    def _finished(self, step: int, loss: object) -> None:
+        self.recorder.record_loss(step, loss)
+        self._last_loss = loss
+
+    def _next(self) -> int:
+        if self.closed:
+            raise ValueError("this recording is finished or failed; start a new one")
+        if self._open is not None:
+            raise ValueError(f"step {self._open} has begun and not ended")
+        if self.next_step >= self.total_steps:
+            raise ValueError(f"all {self.total_steps} steps are recorded (hyperparameter total_steps); call finish()")
+        return self.next_step
+
+    def _advance(self) -> object:
+        """The step that just ended is committed: checkpoint when one is due, show progress."""
+        self.next_step += 1
+        if self.next_step == self.checkpoint_steps[self._next_checkpoint]:
+            self._record_imports()
+            self.recorder.record_checkpoint(self._next_checkpoint, self.next_step, self.run.capture())
+            self._next_checkpoint += 1
+            if self.progress is not None:
+                self.progress(self.next_step, self.total_steps)
+        if self.step_progress is not None:
+            self.step_progress.update(self.next_step, lambda: loss_value(self._last_loss))
+        return self._last_loss
+
+    def step(self, batch: Batch) -> object:
+        """Commit and run the next step on ``batch`` (the declared sampler's batch for it); return its loss."""
+        step = self._next()
+        try:
+            self.run.step(step, self.run.sampler.batch_ids(step), batch, self.recorder.record_step, self._hooks, self._finished)
+            return self._advance()
+        except BaseException:
+            self.abort()
+            raise
+
+    def begin(self, batch: Batch) -> Batch:
+        """For a framework that runs the step itself: commit the next step's batch (as the dataset built it,
+        here or on the device) and the generators; return the batch on the run's device. Then ``end(loss)``."""
+        step = self._next()
+        if self.exact is not None:
+            raise ValueError("exact mode rounds inside the spec's step: a framework's own step cannot record it yet")
+        try:
+            on_device = self.run.begin_step(step, self.run.sampler.batch_ids(step), batch, self.recorder.record_step)
+        except BaseException:
+            self.abort()
+            raise
+        self._open = step
+        return on_device
+
+    def end(self, loss: object) -> object:
+        """The framework's step that ``begin`` opened has run and returned ``loss``: check it, commit it."""
+        step = self._open
+        if step is None:
+            raise ValueError("end() without begin()")
+        self._open = None
+        try:
+            self.run.end_step(step, loss, self._finished)
+            return self._advance()
+        except BaseException:
+            self.abort()
+            raise
+
+    def finish(self) -> RecordedRun:
+        """Wait until everything is durable and write the final weights; refuses an incomplete run."""
+        if self.closed:
+            raise ValueError("this recording is already finished or failed")
+        if self.next_step != self.total_steps:
+            self.abort()
+            raise MalformedInputError(
+                f"the training loop ended after {self.next_step} of {self.total_steps} steps (hyperparameter total_steps); "
+                "the store is kept: run again to resume and finish it"
+            )
+        try:
+            final_state = self.run.capture_on_host()
+            self.recorder.wait()
+        finally:
+            self.abort()
+        final = read_index(self.store).checkpoints[-1]
+        atomic_write(self.weights_path, encode_weights(weights_of(final_state)))
+        return RecordedRun(
+            store=self.store, weights_path=self.weights_path, final=final,
+            resumed_from_step=None if self.resumed is None else self.resumed.step,
+        )
+
+    def abort(self) -> None:
+        """Stop recording (what was recorded stays durable and resumable)."""
+        if not self.closed:
+            self.closed = True
+            if self._open is not None:
+                self.run.abandon_step()
+            try:
+                if self.run.guard is not None:
+                    self.run.guard.close()
+                self.recorder.close()
+            finally:
+                self._on_close()
+
+
+def _start(
+    function: SpecFunction, hp: Mapping[str, JSONValue], group: Any, device: Any, guarded: bool,
+    parent: Path | None, parent_mode: str, inputs: Mapping[str, Path] | None,
+) -> tuple[TrainingRun, dict[str, JSONValue]]:
+    """Build the run (from its parent, with its frozen inputs) and the lineage it declares."""
+    source = None if parent is None else read_parent(parent, parent_mode)
+    input_weights, declared_inputs = read_inputs(inputs or {})
+    run = TrainingRun.start(
+        function, hp, group, parent=None if source is None else source.start, inputs=input_weights, device=device, guarded=guarded,
+    )
+    unread = sorted(set(declared_inputs) - run.inputs_read)
+    if unread:
+        raise MalformedInputError(f"the training spec did not read the declared frozen inputs {', '.join(unread)}")
+    lineage: dict[str, JSONValue] = {}
+    if source is not None:
+        lineage["parent"] = parent_declaration(source, run.start_record)
+    if declared_inputs:
+        lineage["inputs"] = {name: frozen.to_json() for name, frozen in declared_inputs.items()}
+    return run, lineage
+
+
+def open_recording(
+    function: SpecFunction,
+    entry_point: str,
+    overrides: Mapping[str, JSONValue],
+    store: Path,
+    weights_path: Path,
+    *,
+    device: str = "cpu",
+    torch_threads: int = 1,
+    compress_level: int | None = 3,
+    delta_every: int | None = None,
+    progress: Progress | None = None,
+    step_progress: bool = False,
+    declarations: Declarations = Declarations(),
+    exact: ExactMode | None = None,
+    parent: Path | None = None,
+    parent_mode: str = "finetune",
+    inputs: Mapping[str, Path] | None = None,
+    monitor: ImportMonitor | None = None,
+    on_close: Callable[[], None] = lambda: None,
+) -> RecordingSession:
+    """Build the run of ``function`` (named ``entry_point``) and start recording it into ``store``, resuming a crashed store.
+
+    ``monitor``: watching imports since before ``entry_point`` was imported (``ImportMonitor``);
+    without one, what the build and the steps import is watched from here on. The local packages
+    and distributions it finds are written to ``imports.json`` now and before every checkpoint.
+    ``on_close`` runs when the recording ends (finished or not).
+    """
+    if monitor is None:
+        monitor = ImportMonitor()
+        monitor.start()
+        then = on_close
+
+        def on_close() -> None:
+            monitor.stop()
+            then()
+
+    apply_execution_settings(torch_threads)
+    run_device = parse_device(device)
+    hp = resolve_hyperparameters(function.defaults, overrides)
+    run, lineage = _start(function, hp, None, run_device, True, parent, parent_mode, inputs)
+    monitor.scan()
+    resumed = _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every, lineage)
+    _write_imports(store, entry_point, monitor.found)
+
+    def record_imports() -> None:
+        if monitor.scan():
+            _write_imports(store, entry_point, monitor.found)
+
+    recorder = Recorder(store, compress_level=compress_level, delta_every=delta_every)
+    shown = StepProgress(int(hp["total_steps"])) if step_progress else None
+    return RecordingSession(run, store, weights_path, resumed, recorder, exact, progress, shown, record_imports, on_close)
+
+
 def record_run(
     entry_point: str,
     overrides: Mapping[str, JSONValue],
     store: Path,
     weights_path: Path,
     *,
+    device: str = "cpu",
     torch_threads: int = 1,
     compress_level: int | None = 3,
     delta_every: int | None = None,
     progress: Progress | None = None,
+    step_progress: bool = False,
     declarations: Declarations = Declarations(),
     exact: ExactMode | None = None,
     parent: Path | None = None,
@@ -213,6 +424,11 @@ def record_run(
     ``torchrun``), it records the data-parallel run (``trainwitness.prover.distributed``): rank 0
     writes the store, every rank trains on its shard. Raises ``MalformedInputError`` for a store
     that holds another run, ``ReplicaDivergenceError`` when the ranks' states part.
+
+    In one process each step's batch is built from the spec's dataset
+    (``dataset.batch(sampler.batch_ids(step))``) and goes through the same ``RecordingSession`` as a
+    script's own loop (``trainwitness.record``): per-step checks, the loss committed, ``device``.
+    Not signed here: ``attest_store`` replays recorded segments first and signs only a run that replays.
 
     ``parent``: a link directory (``trainwitness.commit.link.LinkFiles``: attestation.json, store/,
     model.safetensors) whose final weights (``parent_mode="finetune"``) or whole final state
@@ -227,83 +443,45 @@ def record_run(
     recorded in ``imports.json`` after the build and before every checkpoint whose steps imported
     more (``identity/imports.py``).
     """
-    with source_only_imports() as refused:
-        return _record(entry_point, overrides, store, weights_path, torch_threads, compress_level, delta_every, progress,
-                       declarations, exact, parent, parent_mode, inputs, refused)
-
-
-def _record(
-    entry_point: str, overrides: Mapping[str, JSONValue], store: Path, weights_path: Path, torch_threads: int,
-    compress_level: int | None, delta_every: int | None, progress: Progress | None, declarations: Declarations,
-    exact: ExactMode | None, parent: Path | None, parent_mode: str, inputs: Mapping[str, Path] | None, refused: list[str],
-) -> RecordedRun:
-    monitor = ImportMonitor(refused)  # before the entry point is imported: everything the run imports is seen
-    apply_execution_settings(torch_threads)
-    group = current_group()
-    function = load_entry_point(entry_point)
-    hp = resolve_hyperparameters(function.defaults, overrides)
-    source = None if parent is None else read_parent(parent, parent_mode)
-    input_weights, declared_inputs = read_inputs(inputs or {})
-    run = TrainingRun.start(function, hp, group, parent=None if source is None else source.start, inputs=input_weights)
-    monitor.scan()
-    unread = sorted(set(declared_inputs) - run.inputs_read)
-    if unread:
-        raise MalformedInputError(f"the training spec did not read the declared frozen inputs {', '.join(unread)}")
-    lineage: dict[str, JSONValue] = {}
-    if source is not None:
-        lineage["parent"] = parent_declaration(source, run.start_record)
-    if declared_inputs:
-        lineage["inputs"] = {name: frozen.to_json() for name, frozen in declared_inputs.items()}
-
-    def record_imports() -> None:  # the steps imported more code: durable before the checkpoint that follows them
-        if monitor.scan():
-            _write_imports(store, entry_point, monitor.found)
-
-    def open_store() -> CheckpointRecord | None:
-        resumed = _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every, lineage)
-        _write_imports(store, entry_point, monitor.found)
-        return resumed
-
-    if group is not None:
+    with contextlib.ExitStack() as cleanup:
+        refused = cleanup.enter_context(source_only_imports())
+        monitor = ImportMonitor(refused)  # before the entry point is imported: everything the run imports is seen
+        monitor.start()
+        cleanup.callback(monitor.stop)
+        group = current_group()
+        function = load_entry_point(entry_point)
+        if group is None:
+            session = open_recording(
+                function, entry_point, overrides, store, weights_path, device=device, torch_threads=torch_threads,
+                compress_level=compress_level, delta_every=delta_every, progress=progress, step_progress=step_progress,
+                declarations=declarations, exact=exact, parent=parent, parent_mode=parent_mode, inputs=inputs, monitor=monitor,
+            )
+            dataset, sampler = session.run.spec.dataset, session.run.sampler
+            for step in range(session.next_step, session.total_steps):
+                session.step(dataset.batch(sampler.batch_ids(step)))
+            return session.finish()
+        if device != "cpu":
+            raise MalformedInputError("a data-parallel run is recorded on the CPU (gloo) only, not on another device")
+        apply_execution_settings(torch_threads)
+        hp = resolve_hyperparameters(function.defaults, overrides)
+        run, lineage = _start(function, hp, group, "cpu", False, parent, parent_mode, inputs)
+        monitor.scan()
         from trainwitness.prover.distributed import record_ranks
+
+        def open_store() -> CheckpointRecord | None:
+            resumed = _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every, lineage)
+            _write_imports(store, entry_point, monitor.found)
+            return resumed
+
+        def record_imports() -> None:  # the steps imported more code: durable before the checkpoint that follows them
+            if monitor.scan():
+                _write_imports(store, entry_point, monitor.found)
 
         final, final_state, resumed = record_ranks(
             run, group, store, open_store, compress_level=compress_level, delta_every=delta_every, progress=progress, exact=exact,
             before_checkpoint=record_imports,
         )
-    else:
-        resumed = open_store()
-        final_state = _record_segments(run, store, resumed, compress_level, delta_every, progress, exact, record_imports)
-        final = read_index(store).checkpoints[-1]
-    if group is None or group.rank == 0:
-        atomic_write(weights_path, encode_weights(weights_of(final_state)))
-    if group is not None:
+        if group.rank == 0:
+            atomic_write(weights_path, encode_weights(weights_of(final_state)))
         torch.distributed.barrier()  # every rank returns once the weights are written
-    return RecordedRun(store=store, weights_path=weights_path, final=final, resumed_from_step=None if resumed is None else resumed.step)
-
-
-def _record_segments(
-    run: TrainingRun, store: Path, resumed: CheckpointRecord | None, compress_level: int | None, delta_every: int | None,
-    progress: Progress | None, exact: ExactMode | None, before_checkpoint: Callable[[], None],
-) -> FlatState:
-    """One process: every segment from the resume point on, recorded; returns the final state."""
-    hp = run.hyperparameters
-    steps = checkpoint_steps(int(hp["total_steps"]), int(hp["checkpoint_interval"]))
-    start_index = 0 if resumed is None else resumed.index + 1
-    recorder = Recorder(store, compress_level=compress_level, delta_every=delta_every)
-    try:
-        if resumed is None:
-            recorder.record_checkpoint(0, 0, run.capture())
-            start_index = 1
-        for index in range(start_index, len(steps)):
-            hooks = None if exact is None else ExactHooks(exact, lambda step: None, recorder.record_hints)
-            run.run(steps[index - 1], steps[index], recorder.record_step, hooks)
-            before_checkpoint()
-            recorder.record_checkpoint(index, steps[index], run.capture())
-            if progress is not None:
-                progress(steps[index], steps[-1])
-        final_state = run.capture()
-        recorder.wait()
-    finally:
-        recorder.close()
-    return final_state
+        return RecordedRun(store=store, weights_path=weights_path, final=final, resumed_from_step=None if resumed is None else resumed.step)

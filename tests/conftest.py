@@ -51,7 +51,7 @@ class RecordedRun:
 def record_and_sign(
     root: Path, entry_point: str = DIGITS, overrides: dict | None = None, threads: int = 1, *,
     weights_license: str | None = None, source_uri: str | None = None, delta_every: int | None = None,
-    exact: ExactMode | None = None,
+    exact: ExactMode | None = None, replay_check: bool = True,
 ) -> RecordedRun:
     root.mkdir(parents=True, exist_ok=True)
     run = RecordedRun.at(root)
@@ -61,7 +61,7 @@ def record_and_sign(
         declarations=Declarations(weights_license=weights_license, source_uri=source_uri), delta_every=delta_every,
         exact=exact,
     )
-    run.attestation.write_bytes(attest_store(run.store, run.weights, load_private_key(run.private_key)))
+    run.attestation.write_bytes(attest_store(run.store, run.weights, load_private_key(run.private_key), replay_check=replay_check))
     return run
 
 

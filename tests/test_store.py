@@ -25,7 +25,9 @@ from trainwitness.commit.store import (
 )
 from trainwitness.errors import MalformedInputError, MissingInputError
 
-STEP = StepRecord(step=3, sample_ids=(5, 1, 9), batch_digest="sha256:" + "11" * 32, rng_digest="sha256:" + "22" * 32)
+STEP = StepRecord(
+    step=3, sample_ids=(5, 1, 9), batch_digest="sha256:" + "11" * 32, rng_digest="sha256:" + "22" * 32, loss=0.6931471824645996
+)
 CHECKPOINT = CheckpointRecord(index=1, step=20, weights_digest="sha256:" + "44" * 32, rest_digest="sha256:" + "33" * 32)
 
 
@@ -35,10 +37,10 @@ CHECKPOINT = CheckpointRecord(index=1, step=20, weights_digest="sha256:" + "44" 
 def test_step_record_leaves_are_pinned() -> None:
     assert STEP.batch_leaf() == (
         b'{"batch_digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111",'
-        b'"sample_ids":[5,1,9],"step":3,"type":"batch"}'
+        b'"loss":0.6931471824645996,"sample_ids":[5,1,9],"step":3,"type":"batch"}'
     )
     assert STEP.rng_leaf() == b'{"rng_digest":"sha256:2222222222222222222222222222222222222222222222222222222222222222","step":3,"type":"rng"}'
-    assert leaf_hash(STEP.batch_leaf()).hex() == "57443df54c56e814cf3c1d7547264c55a8226dd552796e041d64218199d3bfbb"
+    assert leaf_hash(STEP.batch_leaf()).hex() == "cf2665f075935730c9f1a1515601053f40492fe3c16d7e1c19e47a735c98cde0"
 
 
 def test_checkpoint_record_leaf_is_pinned() -> None:
@@ -61,7 +63,7 @@ def test_checkpoint_state_digest_is_derived_from_its_weights_and_rest() -> None:
 def test_index_record_lines_are_pinned() -> None:
     assert canonical_json(STEP.to_json()) == (
         b'{"batch_digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","kind":"step",'
-        b'"rng_digest":"sha256:2222222222222222222222222222222222222222222222222222222222222222",'
+        b'"loss":0.6931471824645996,"rng_digest":"sha256:2222222222222222222222222222222222222222222222222222222222222222",'
         b'"sample_ids":[5,1,9],"step":3}'
     )
     assert canonical_json(CHECKPOINT.to_json()).startswith(b'{"index":1,"kind":"checkpoint","rest_digest":')
@@ -128,6 +130,11 @@ def test_out_of_order_index_is_refused(tmp_path: Path, records: list[StepRecord 
         read_index(tmp_path)
 
 
+_LINE_WITHOUT_LOSS = (
+    b'{"kind":"step","step":0,"sample_ids":[],"batch_digest":"sha256:' + b"ab" * 32 + b'","rng_digest":"sha256:' + b"cd" * 32 + b'"}'
+)
+
+
 @pytest.mark.parametrize(
     ("line", "cause"),
     [
@@ -136,6 +143,9 @@ def test_out_of_order_index_is_refused(tmp_path: Path, records: list[StepRecord 
         (b'{"kind":"step","step":0,"sample_ids":[-1],"batch_digest":"x","rng_digest":"y"}', "non-negative"),
         (b'{"kind":"step","step":true,"sample_ids":[],"batch_digest":"x","rng_digest":"y"}', "'step' is missing or not int"),
         (b'{"kind":"step","step":0,"sample_ids":[],"batch_digest":"x","rng_digest":"y"}', "batch_digest"),
+        (_LINE_WITHOUT_LOSS, "'loss' is missing"),
+        (_LINE_WITHOUT_LOSS[:-1] + b',"loss":"0.5"}', "'loss' is missing or not a float"),
+        (_LINE_WITHOUT_LOSS[:-1] + b',"loss":1}', "'loss' is missing or not a float"),
     ],
 )
 def test_malformed_index_lines_are_refused_with_their_line(tmp_path: Path, line: bytes, cause: str) -> None:

@@ -115,6 +115,16 @@ def test_verify_rejects_swapped_batch_ids_re_signed_by_the_prover_key(
     assert_rejected(digits_run, capsys, "data", "step 45: the committed batch reorders sample ids")
 
 
+def test_verify_rejects_a_committed_loss_the_step_did_not_return(digits_run: RecordedRun, capsys: pytest.CaptureFixture[str]) -> None:
+    # A prettier loss curve, re-signed: the leaves and roots agree, the replayed step's own loss does not.
+    records = index_records(digits_run.store)
+    honest = step_record(records, 45)["loss"]
+    step_record(records, 45)["loss"] = honest / 2
+    write_index(digits_run.store, records)
+    resign(digits_run)
+    assert_rejected(digits_run, capsys, "replay", f"step 45: the replayed step returned loss {honest!r}, the committed loss is {honest / 2!r}")
+
+
 # -- the hyperparameters -----------------------------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
 """A training spec whose augmentation draws from a private generator seeded from the clock: not replayable.
 
-Used by test_data_verification to show that randomness outside the committed RNG state makes replay
-miss its checkpoint, so such a run is rejected.
+Used by test_data_verification to show that the prover refuses, at the first step, a step that draws
+from a generator whose state is not committed.
 """
 
 from __future__ import annotations

@@ -234,6 +234,7 @@ def worker_request(
         "code": None if options.code is None else os.path.abspath(options.code),
         "threads": threads,
         "bounded": options.bounded,
+        "device": options.device,
         "segments": [int(i) for i in share],
         "ranks": options.ranks,  # a data-parallel run: how its ranks replay (decided by the parent)
         "start": start if start is not None else {"parent_weights": None, "parent_store": None, "inputs": {}},
@@ -488,7 +489,7 @@ def _worker() -> int:
         options = VerifyOptions(
             segments=None, sandbox="off", data={name: Path(path) for name, path in request["data"].items()},
             code=None if request["code"] is None else Path(request["code"]), threads=request["threads"], bounded=request["bounded"],
-            ranks=request["ranks"],
+            device=str(request["device"]), ranks=request["ranks"],
         )
         # The statement the parent verified (signature, invariants, code identity, weights): parsed, not re-checked.
         claim = Statement.from_payload(request["statement"].encode("utf-8")).claim

@@ -72,7 +72,7 @@ class ShardPlan:
     drawn: list[int]
     shares: list[list[int]]
     request_sha256: list[str]
-    options: dict[str, Any]  # bounded, ranks, threads, sandbox: the settings the requests were made with
+    options: dict[str, Any]  # bounded, ranks, threads, sandbox, device: the settings the requests were made with
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -52,11 +52,13 @@ from trainwitness.identity.code import (
 from trainwitness.identity.imports import attested_imports
 from trainwitness.identity.keyring import Keyring, TrustedKey
 from trainwitness.identity.signing import MAX_ENVELOPE_BYTES, load_public_key
+from trainwitness.run.device import device_kind, parse_device
 from trainwitness.run.distributed import DataParallel
 from trainwitness.run.environment import apply_execution_settings, environment_differences
 from trainwitness.run.inputs import read_input_weights
 from trainwitness.run.loop import TrainingRun
 from trainwitness.run.parent import ParentStart, read_parent_state, read_parent_weights
+from trainwitness.run.rng import device_generator_state
 from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
 from trainwitness.tensors.checkpoint import decode_weights
 from trainwitness.tensors.state import state_digest, tensor_digest, weights_digest
@@ -101,6 +103,7 @@ class VerifyOptions:
     threads: int | None = None  # None: the recorded torch thread count; else this machine's choice
     bounded: bool = False  # accept replays within bounded.BOUND (runs without exact mode; weaker)
     workers: int = 1  # replay the drawn segments in this many worker processes at once, each on a share
+    device: str = "cpu"  # where replay runs (--device): cpu, cuda, cuda:N, mps
     ranks: str = "auto"  # a data-parallel run: auto | local (one process per rank, gloo) | single (one process)
     cluster: str | None = None  # replay each share as a task on this Dask scheduler (verifier/cluster.py)
     shard_requests: Path | None = None  # write one request per share here and stop: no verdict (verifier/shards.py)
@@ -308,7 +311,7 @@ def _check_start(claim: TrainingClaim, run: TrainingRun, evidence: Evidence, see
             raise InitialStateError(f"the spec's model changed the parent's tensors {_names(tuple(changed))} while they were loaded")
     if declared is not None and declared.mode == "continue" and evidence.checkpoint(0).state_digest != declared.state_digest:
         raise InitialStateError(f"checkpoint 0 is not the parent's final state {declared.state_digest} that continued training starts from")
-    if state_digest(run.capture()) != evidence.checkpoint(0).state_digest:
+    if state_digest(run.capture_on_host()) != evidence.checkpoint(0).state_digest:
         if declared is None:
             raise InitialStateError("the state built from the declared seed is not checkpoint 0")
         raise InitialStateError(
@@ -475,8 +478,12 @@ def verify_run(
             options = replace(
                 options, seed=plan.seed, segments=plan.segments, workers=len(plan.shares), bounded=settings.get("bounded") is True,
                 threads=settings.get("threads"), ranks=str(settings.get("ranks", "auto")), sandbox=str(settings.get("sandbox", "auto")),
+                device=str(settings.get("device", "cpu")),
             )
         options = replace(options, ranks=rank_replay(claim, options))
+        # (5b): the replay device. Bitwise replay holds on the recorded kind of device only; exact mode
+        # and bounded mode are made for another one. Decided here, before any of the upstream's code runs.
+        _check_device(claim, options)
         # (6)-(8) run the upstream's code: in confined worker processes unless the sandbox is off and
         # there is one worker. The verifier alone chooses which segments to replay (7): the last one
         # always, the others drawn here, before any of that code runs; each worker is handed a share.
@@ -502,6 +509,18 @@ def verify_run(
     except VerificationError as e:
         report.failed(e.check, str(e))
     return report
+
+
+def _check_device(claim: TrainingClaim, options: VerifyOptions) -> torch.device:
+    """The auditor's replay device; exit 2 where bitwise replay on it cannot reproduce the recorded kind of device."""
+    device = parse_device(options.device)
+    recorded = device_kind(claim.environment.get("device"))
+    if recorded != device.type and claim.exact is None and not options.bounded:
+        raise MalformedInputError(
+            f"the run was recorded on {recorded} without exact mode and this replay runs on {device.type}: "
+            "cannot verify bitwise on another device: use exact mode or --bounded"
+        )
+    return device
 
 
 def verify(
@@ -656,7 +675,7 @@ def _replay_in_workers(
 
     outcomes: list[dict[str, Any] | SandboxError | LostTask]
     if options.shard_requests is not None:
-        settings = {"bounded": options.bounded, "ranks": options.ranks, "threads": options.threads, "sandbox": options.sandbox}
+        settings = {"bounded": options.bounded, "ranks": options.ranks, "threads": options.threads, "sandbox": options.sandbox, "device": options.device}
         write_requests(
             options.shard_requests, payload, requests, shares, drawn, report.segment_count, options.segments, int(seed or 0),
             settings, isolation.loopback,
@@ -740,7 +759,8 @@ def _replay_drawn(
     threads = claim.torch_threads if options.threads is None else options.threads
     apply_execution_settings(threads)
     _replay_mode(report, claim, options)
-    for name, (recorded, here) in environment_differences(claim.environment).items():
+    device = _check_device(claim, options)
+    for name, (recorded, here) in environment_differences(claim.environment, device).items():
         report.notes.append(f"environment differs: {name} recorded {recorded!r}, here {here!r}")
     function = load_entry_point(claim.entry_point)
     unstated = sorted(set(function.defaults) - set(claim.hyperparameters))
@@ -757,7 +777,7 @@ def _replay_drawn(
         parallel = DataParallel(claim.distributed.world_size, rank, claim.distributed.backend)
     try:
         with use_record_access(access):
-            run = TrainingRun.start(function, hp, parallel, parent=parent_start, inputs=input_weights)
+            run = TrainingRun.start(function, hp, parallel, parent=parent_start, inputs=input_weights, device=device)
     except ParentMismatchError as e:  # the statement says the start was formed so: the code and parent contradict it
         raise InitialStateError(f"checkpoint 0 cannot be formed from the parent as declared: {e}") from e
     if isinstance(run.spec.dataset, SourceDataset) and run.spec.dataset.access is not access:
@@ -771,6 +791,13 @@ def _replay_drawn(
         raise DataMismatchError("the attested sampler is not the one the spec builds for this dataset")
     _check_committed_batches(evidence, run)
     report.passed(CheckName.BATCHES, f"every step's sample ids are the declared sampler's (seed {hp['data_seed']})")
+    if device_kind(claim.environment.get("device")) not in ("cpu", device.type):
+        # The recorded accelerator's freshly seeded generator cannot be recomputed on this kind of device;
+        # it is carried from checkpoint 0 (inert unless a step draws from it, which replay_segment detects).
+        run.carried = device_generator_state(evidence.load_checkpoint(0))
+        note = f"the recorded {claim.environment.get('device')} generator at checkpoint 0 is taken from the store (declared, not recomputed here)"
+        if note not in report.notes:
+            report.notes.append(note)
     unread = sorted(set(claim.inputs) - run.inputs_read)
     if unread:
         report.notes.append(f"the training spec did not read the declared frozen inputs {', '.join(unread)}")

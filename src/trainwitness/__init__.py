@@ -10,7 +10,13 @@ A short tour (the names below are the public API; everything else is internal)::
                                 "total_steps": 100, "checkpoint_interval": 10, "lr": 0.05})
     def my_run(hp): ...
 
-    # Record beside training, then sign (docs/FORMAT.md sections 4-7).
+    # A script that keeps its own loop and runs as `python train.py` (README, "Bring your own
+    # training"): recorded, replayed twice and signed when the block ends.
+    with tw.record(my_run, out="run/", device="cpu") as run:
+        for batch in run.data_loader(num_workers=2):   # the declared sample order
+            run.step(batch)                            # the spec's step, committed
+
+    # Or record a spec by entry point (`trainwitness train`), then sign (docs/FORMAT.md sections 4-7).
     tw.generate_keypair(Path("keys/trainwitness.key"), Path("keys/trainwitness.pub"))
     run = tw.record_run("mypkg.train:my_run", {"lr": 0.1}, Path("run/"), Path("model.safetensors"))
     envelope = tw.attest_store(Path("run/"), Path("model.safetensors"), tw.load_private_key(Path("keys/trainwitness.key")))
@@ -46,8 +52,17 @@ _EXPORTS = {
     # writing a training program
     "training_spec": "trainwitness.run.spec",
     "TrainingSpec": "trainwitness.run.spec",
+    "current_device": "trainwitness.run.device",
+    "EMA": "trainwitness.run.ema",
+    "DataSource": "trainwitness.data.datasets",
+    "SourceDataset": "trainwitness.data.datasets",
+    "TensorDataset": "trainwitness.data.datasets",
+    "DeclaredBatchSampler": "trainwitness.data.loading",
+    "BatchDataset": "trainwitness.data.loading",
     "frozen_input": "trainwitness.run.inputs",
     # recording and signing
+    "record": "trainwitness.prover.session",
+    "Recording": "trainwitness.prover.session",
     "record_run": "trainwitness.prover",
     "attest_store": "trainwitness.prover",
     "Declarations": "trainwitness.prover",
@@ -70,12 +85,22 @@ _EXPORTS = {
     "VerificationError": "trainwitness.errors",
     "Rejected": "trainwitness.errors",
     "InputError": "trainwitness.errors",
+    "NotReplayableError": "trainwitness.errors",
 }
 
 __all__ = [
     "__version__",
     "training_spec",
     "TrainingSpec",
+    "current_device",
+    "EMA",
+    "DataSource",
+    "SourceDataset",
+    "TensorDataset",
+    "DeclaredBatchSampler",
+    "BatchDataset",
+    "record",
+    "Recording",
     "frozen_input",
     "record_run",
     "attest_store",
@@ -97,6 +122,7 @@ __all__ = [
     "VerificationError",
     "Rejected",
     "InputError",
+    "NotReplayableError",
 ]
 
 
@@ -116,10 +142,15 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily above
     from trainwitness.commit.link import LinkFiles
     from trainwitness.commit.statement import Statement
-    from trainwitness.errors import InputError, Rejected, TrainwitnessError, VerificationError
+    from trainwitness.data.datasets import DataSource, SourceDataset, TensorDataset
+    from trainwitness.data.loading import BatchDataset, DeclaredBatchSampler
+    from trainwitness.errors import InputError, NotReplayableError, Rejected, TrainwitnessError, VerificationError
     from trainwitness.identity.keyring import Keyring
     from trainwitness.identity.signing import generate_keypair, load_private_key, load_public_key
     from trainwitness.prover import Declarations, RecordedRun, attest_store, record_run
+    from trainwitness.prover.session import Recording, record
+    from trainwitness.run.device import current_device
+    from trainwitness.run.ema import EMA
     from trainwitness.run.inputs import frozen_input
     from trainwitness.run.spec import TrainingSpec, training_spec
     from trainwitness.verifier import Report, VerifyOptions, verify_run

@@ -38,7 +38,6 @@ def _keygen(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from trainwitness.commit.hints import DEFAULT_EXACT
     from trainwitness.identity.signing import load_private_key
-    from trainwitness.progress import progress_line
     from trainwitness.prover import Declarations, attest_store, record_run
     from trainwitness.run.spec import parse_override
 
@@ -48,10 +47,11 @@ def _train(args: argparse.Namespace) -> int:
         overrides,
         args.store,
         args.weights,
+        device=args.device,
         torch_threads=args.threads,
         compress_level=None if args.no_compress else args.zstd_level,
         delta_every=args.delta_every,
-        progress=progress_line("steps"),
+        step_progress=True,
         declarations=Declarations(weights_license=args.weights_license, source_uri=args.source_uri),
         exact=DEFAULT_EXACT if args.exact else None,
         parent=args.parent,
@@ -103,6 +103,7 @@ def _verify(args: argparse.Namespace) -> int:
         threads=args.threads,
         bounded=args.bounded,
         workers=args.workers,
+        device=args.device,
         ranks=args.ranks,
         cluster=args.cluster,
         shard_requests=args.shard_requests,
@@ -283,6 +284,7 @@ def _parser() -> argparse.ArgumentParser:
         "--exact", action="store_true",
         help="exact mode: round gradients and state to grids with committed hints, so replay on other threads/hardware is bitwise (docs/EXACT.md)",
     )
+    p.add_argument("--device", default="cpu", help="run the steps on this device: cpu (default), cuda, cuda:N, mps (recorded)")
     p.add_argument("--zstd-level", type=int, default=3)
     p.add_argument("--no-compress", action="store_true")
     p.add_argument("--delta-every", type=int, metavar="F", help="store checkpoints as XOR deltas, a full one every F")
@@ -333,6 +335,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, help="torch threads for replay (default: the recorded count)")
     p.add_argument("--workers", type=_positive_int, default=1, metavar="W",
                    help="replay the drawn segments in W worker processes at once, each on a share (default 1)")
+    p.add_argument("--device", default="cpu", help="replay on this device: cpu (default), cuda, cuda:N, mps; "
+                   "a run recorded on another kind of device verifies in exact mode or with --bounded")
     p.add_argument(
         "--bounded", action="store_true",
         help="for runs without exact mode: accept replays within a calibrated distance (weaker; docs/EXACT.md)",

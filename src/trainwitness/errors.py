@@ -31,6 +31,7 @@ __all__ = [
     "MalformedInputError",
     "ParentMismatchError",
     "IncompleteAuditError",
+    "NotReplayableError",
 ]
 
 
@@ -158,3 +159,11 @@ class ParentMismatchError(MalformedInputError):
 
 class IncompleteAuditError(InputError):
     """Part of the drawn replay never answered (a cluster task or a shard answer was lost): nothing was accepted."""
+
+
+class NotReplayableError(InputError):
+    """The training program's step is not a pure function of (state, batch, committed RNG): nothing is signed.
+
+    Raised by the prover while recording (a per-step check) or before signing (the replay of
+    recorded segments); the message names the step, the likely cause and what differs.
+    """

@@ -81,8 +81,8 @@ def honest_run(root: Path, overrides: dict[str, object]) -> Run:
 
 
 def sign(run: Run) -> None:
-    """What every forger finishes with: the prover's own signature over the edited store."""
-    run.attestation.write_bytes(attest_store(run.store, run.weights, load_private_key(run.private_key)))
+    """What every forger finishes with: the prover's own signature over the edited store (no pre-signing replay: a forger skips it)."""
+    run.attestation.write_bytes(attest_store(run.store, run.weights, load_private_key(run.private_key), replay_check=False))
 
 
 # -- forging the training itself ------------------------------------------------------------------
@@ -132,7 +132,7 @@ def forge_training(honest: Run, root: Path, forged: Iterable[int], tamper: Tampe
                     batch = tamper.batch(training, batch)
                 recorder.record_step(step, ids, batch, capture_rng())
                 if not (lie and tamper.skip and tamper.skip(step, first, last)):
-                    training.spec.step(batch)
+                    recorder.record_loss(step, training.spec.step(batch))  # the loss this forger's step returned
             if lie and tamper.after:
                 tamper.after(training, segment)
             recorder.record_checkpoint(index, last, training.capture())

@@ -129,6 +129,7 @@ STORE_FIELDS: dict[str, Binding] = {
     "index.jsonl step.sample_ids": _b("replay", "batches tree; recomputed from the sampler for every step, replayed or not"),
     "index.jsonl step.batch_digest": _b("replay", "batches tree; recomputed from the proven records for every replayed step"),
     "index.jsonl step.rng_digest": _b("replay", "rng tree; recomputed before every replayed step"),
+    "index.jsonl step.loss": _b("replay", "batches tree; compared with the loss each replayed step returns (exact mode: within 2^-7; not in bounded mode)"),
     "index.jsonl step.ranks[].sample_ids": _b("replay", "a data-parallel step: batches tree; each rank's shard of the sampler's batch, checked for every step"),
     "index.jsonl step.ranks[].batch_digest": _b("replay", "a data-parallel step: batches tree; recomputed for every replayed step and rank"),
     "index.jsonl step.ranks[].rng_digest": _b("replay", "a data-parallel step: rng tree; recomputed before every replayed step, per rank"),

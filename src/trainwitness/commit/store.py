@@ -21,9 +21,9 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hashing import domain_hash, format_digest, parse_digest
@@ -34,6 +34,7 @@ __all__ = [
     "IMPORTS_FILE",
     "INDEX_FILE",
     "MANIFEST_FILE",
+    "NON_FINITE_LOSSES",
     "StepRecord",
     "RankShard",
     "ShardedStepRecord",
@@ -62,19 +63,27 @@ MAX_INDEX_BYTES = 8 * 1024**3
 MAX_BATCH_IDS = 1 << 20
 
 
+NON_FINITE_LOSSES = ("nan", "inf", "-inf")
+
+
 @dataclass(frozen=True)
 class StepRecord:
-    """What was committed for one step: its batch and the RNG state it started from."""
+    """What was committed for one step: its batch, the RNG state it started from, the loss it returned.
+
+    ``loss``: a finite float, one of ``NON_FINITE_LOSSES``, or None when the step returned none.
+    """
 
     step: int
     sample_ids: tuple[int, ...]
     batch_digest: str
     rng_digest: str
+    loss: float | str | None = None
 
     def to_json(self) -> dict[str, JSONValue]:
         return {
             "batch_digest": self.batch_digest,
             "kind": "step",
+            "loss": self.loss,
             "rng_digest": self.rng_digest,
             "sample_ids": list(self.sample_ids),
             "step": self.step,
@@ -82,7 +91,13 @@ class StepRecord:
 
     def batch_leaf(self) -> bytes:
         return canonical_json(
-            {"batch_digest": self.batch_digest, "sample_ids": list(self.sample_ids), "step": self.step, "type": "batch"}
+            {
+                "batch_digest": self.batch_digest,
+                "loss": self.loss,
+                "sample_ids": list(self.sample_ids),
+                "step": self.step,
+                "type": "batch",
+            }
         )
 
     def rng_leaf(self) -> bytes:
@@ -356,9 +371,9 @@ def _parse_record(line: bytes, where: str) -> AnyStepRecord | CheckpointRecord:
         expected = {"kind", "step", "ranks"}
         parsed = ShardedStepRecord(step=_field(record, "step", int, where), ranks=_rank_shards(record, where))
     elif kind == "step":
-        expected = {"kind", "step", "sample_ids", "batch_digest", "rng_digest"}
+        expected = {"kind", "step", "sample_ids", "batch_digest", "rng_digest", "loss"}
         ids = _sample_ids(record, where)
-        parsed = StepRecord(
+        single = StepRecord(
             step=_field(record, "step", int, where),
             sample_ids=ids,
             batch_digest=_field(record, "batch_digest", str, where),
@@ -366,6 +381,10 @@ def _parse_record(line: bytes, where: str) -> AnyStepRecord | CheckpointRecord:
         )
         parse_digest(record["batch_digest"], f"{where} batch_digest")
         parse_digest(record["rng_digest"], f"{where} rng_digest")
+        loss = record.get("loss")
+        if "loss" not in record or not (loss is None or isinstance(loss, float) or loss in NON_FINITE_LOSSES):
+            raise MalformedInputError(f"{where}: field 'loss' is missing or not a float, {NON_FINITE_LOSSES} or null")
+        parsed = replace(single, loss=cast("float | str | None", loss))
     elif kind == "checkpoint":
         expected = {"kind", "index", "step", "weights_digest", "rest_digest"}
         parsed = CheckpointRecord(

@@ -35,6 +35,7 @@ files) are covered only when they lie inside an attested tree.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import importlib.abc
 import importlib.machinery
@@ -182,28 +183,60 @@ def scan_modules(modules: Mapping[str, ModuleType | None]) -> ImportedCode:
 
 
 class ImportMonitor:
-    """The modules a run imports: those that appear in ``sys.modules`` after the monitor starts.
+    """The code a run imports: the modules that appear in ``sys.modules`` after the monitor starts, and
+    every top-level name an ``import`` statement executed meanwhile names (a module the process had
+    imported already, such as a sibling package a script imported at its top, still counts).
 
-    Start it before the entry point is imported; ``scan()`` after the build and again after each
-    segment (cheap: only modules not seen before are classified).
+    Start it before the entry point is imported (``start``, which wraps ``builtins.__import__``;
+    ``stop`` unwraps it); ``scan()`` after the build and again before each checkpoint (cheap: only
+    names not seen before are classified).
     """
 
     def __init__(self, refused: list[str] | None = None) -> None:
         self._seen = set(sys.modules)
+        self._named: set[str] = set()  # top-level names that import statements named since start()
+        self._classified: set[str] = set()
         self.found = ImportedCode()
         self._refused = refused if refused is not None else []  # from source_only_imports: files read at import
+        self._original: Any = None
+
+    def start(self) -> None:
+        if self._original is not None:
+            return
+        original = builtins.__import__
+        named = self._named
+
+        def watched(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+            top = name.partition(".")[0]
+            if level:  # a relative import: of the importing package's own top level
+                top = str((globals or {}).get("__package__") or "").partition(".")[0]
+            if top:
+                named.add(top)
+            return original(name, globals, locals, fromlist, level)
+
+        self._original = original
+        builtins.__import__ = watched
+
+    def stop(self) -> None:
+        if self._original is not None:
+            builtins.__import__ = self._original
+            self._original = None
 
     def scan(self) -> bool:
-        """Classify the modules imported since the last scan; True when the imported code grew.
+        """Classify the code imported since the last scan; True when the imported code grew.
 
         Raises MalformedInputError for a local module that is not source, or that read a file
         outside its own tree while it was imported.
         """
         if self._refused:
             raise MalformedInputError(self._refused[0])
-        new = {name: module for name, module in list(sys.modules.items()) if name not in self._seen}
+        modules = dict(sys.modules)
+        new = {name for name in modules if name not in self._seen}
         self._seen.update(new)
-        return self.found.merge(scan_modules(new))
+        tops = ({name.partition(".")[0] for name in new} | self._named) - self._classified
+        self._classified |= tops
+        checked = {name: m for name, m in modules.items() if name in new or name.partition(".")[0] in tops}
+        return self.found.merge(scan_modules(checked))
 
 
 class RefusedImport(MalformedInputError, ImportError):

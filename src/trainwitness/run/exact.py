@@ -10,8 +10,8 @@ shrinking, so zero and its neighbourhood are on a uniform grid):
   noise into whole-cell differences of the state. Each gradient tensor's floor is relative to its
   own largest magnitude (its *scale*, recorded per step), because cancellation noise is absolute
   at the tensor's scale, not relative to each element.
-* **the state** (floating tensors with at least one dimension under ``model/`` and
-  ``optimizer/``), after the optimizer step: what the optimizer's elementwise arithmetic and a
+* **the state** (floating tensors with at least one dimension under ``model/``,
+  ``optimizer/`` and ``extra/``: EMA weights), after the optimizer step: what the optimizer's elementwise arithmetic and a
   different device's kernels add.
 
 Two machines whose unrounded values differ by less than the margin land on the same grid point,
@@ -85,7 +85,7 @@ def rounding_targets(tensors: dict[str, torch.Tensor]) -> list[RoundingTarget]:
     targets = []
     for name in sorted(tensors):
         t = tensors[name]
-        if not (name.startswith("model/") or name.startswith("optimizer/")) or not t.is_floating_point() or t.ndim == 0:
+        if not name.startswith(("model/", "optimizer/", "extra/")) or not t.is_floating_point() or t.ndim == 0:
             continue
         _check_dtype(name, t)
         targets.append(RoundingTarget(name, t))
@@ -186,9 +186,9 @@ def _round_run(
     boundary = torch.fmod(below, 2).mul_(-2 * grid.tie).add_(0.5 + grid.tie)
     up = position >= boundary
     distance = position.sub_(boundary).abs_()  # NaN for non-finite values: never within a margin
-    hinted = torch.nonzero(distance < grid.margin).reshape(-1) if given is None else torch.empty(0, dtype=torch.int64)
+    hinted = torch.nonzero(distance < grid.margin).reshape(-1) if given is None else torch.empty(0, dtype=torch.int64, device=values.device)
     if given is not None and given[0].size:
-        index = torch.from_numpy(given[0])
+        index = torch.from_numpy(given[0]).to(values.device)
         far = ~(distance[index] < grid.window)
         if bool(far.any()):
             bad = int(index[far][0])
@@ -196,7 +196,7 @@ def _round_run(
                 f"exact mode: hint for {name}[{bad}] is not near a rounding boundary here "
                 f"(distance {float(distance[bad]):.4f} of a cell, window {grid.window})"
             )
-        up[index] = torch.from_numpy(given[1])
+        up[index] = torch.from_numpy(given[1]).to(up.device)
     ups = up[hinted]
     rounded = torch.copysign(below.add_(up).div_(factor), values)  # (cells + up) x 2^(E - m): exact
     if not bool(torch.isfinite(rounded).all()):
@@ -268,6 +268,6 @@ def round_gradients(grid: Grid, parameters: Sequence[torch.Tensor], committed: S
 def _entries(ordinal: int, elements: torch.Tensor, up: torch.Tensor) -> np.ndarray:
     if elements.numel() and int(elements.max()) > MAX_HINT_ELEMENT:
         raise ValueError("hint outside the encodable range")
-    e = elements.numpy().astype(np.uint64)
-    return (np.uint64(ordinal) << np.uint64(ENTRY_ORDINAL_SHIFT)) | (e << np.uint64(1)) | up.numpy().astype(np.uint64)
+    e = elements.cpu().numpy().astype(np.uint64)  # copy point on an accelerator: the few hinted positions
+    return (np.uint64(ordinal) << np.uint64(ENTRY_ORDINAL_SHIFT)) | (e << np.uint64(1)) | up.cpu().numpy().astype(np.uint64)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -23,6 +23,7 @@ from trainwitness.errors import MalformedInputError
 __all__ = [
     "REQUIRED_HYPERPARAMETERS",
     "TrainingSpec",
+    "Stateful",
     "SpecFunction",
     "training_spec",
     "load_entry_point",
@@ -34,11 +35,28 @@ __all__ = [
 _ENTRY_POINT_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
 
 
+class Stateful(Protocol):
+    """Extra training state with the ``state_dict`` protocol (a ``GradScaler``, an ``EMA``)."""
+
+    def state_dict(self) -> Mapping[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> Any: ...
+
+
 @dataclass(frozen=True)
 class TrainingSpec:
     """One instantiated training run; ``step`` runs one optimisation step on a batch, returns the loss.
 
-    ``step`` must draw randomness only from the global generators (see ``trainwitness.run.rng``).
+    ``step(batch)`` must be a pure function of the state below, the batch (a dict of tensors on the
+    run's device) and the committed generators: torch's, numpy's and Python's global ones, the
+    run's device generator, and the private ``generators`` registered here (their states are
+    checkpointed as ``rng/generator/<name>``). It calls ``optimizer.step()`` once (gradient
+    accumulation happens over micro-batches inside it) and steps the scheduler ``scheduler_steps``
+    times. It returns the loss (a scalar tensor, or None): committed per step, compared on replay.
+    ``state``: further objects whose ``state_dict`` is part of every checkpoint (a
+    ``torch.amp.GradScaler``, ``trainwitness.EMA`` weights), stored under ``extra/<name>``.
+    The model is built on the CPU; ``TrainingRun`` moves it (and any ``state`` object with a
+    ``to`` method) to the run's device (``trainwitness.current_device()``).
     ``reinitialised`` matters only when the run fine-tunes a parent (``trainwitness.run.parent``):
     the model tensors (``state_dict`` names, or module prefixes such as ``"head"``) that keep the
     values the seed gave them instead of the parent's, e.g. a new output layer. A seeded start and
@@ -49,8 +67,21 @@ class TrainingSpec:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     dataset: Dataset
-    step: Callable[[Batch], torch.Tensor]
+    step: Callable[[Batch], torch.Tensor | None]
+    generators: Mapping[str, torch.Generator] = field(default_factory=dict)
+    state: Mapping[str, Stateful] = field(default_factory=dict)
+    scheduler_steps: int = 1
     reinitialised: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in (*self.generators, *self.state):
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+                raise ValueError(f"TrainingSpec: name {name!r} must be 1-64 letters, digits, '_', '.', '-'")
+        for name, generator in self.generators.items():
+            if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+                raise TypeError(f"TrainingSpec.generators[{name!r}] must be a CPU torch.Generator")
+        if not isinstance(self.scheduler_steps, int) or self.scheduler_steps < 0:
+            raise ValueError("TrainingSpec.scheduler_steps must be a non-negative integer")
 
 
 class SpecFunction(Protocol):
