@@ -19,7 +19,8 @@ needs and keeps the interpreter to them. Every module in ``sys.modules`` is one 
 
 The prover records the local trees and distributions its run imported (``ImportMonitor``: the
 modules that appear in ``sys.modules`` from just before the entry point is imported to the end of
-training), and imports local code from source only (``source_only_imports``). The verifier runs
+training, and every top-level name an ``import`` statement executes meanwhile), and imports local
+code from source only (``source_only_imports``). The verifier runs
 the upstream code inside ``attested_imports``: local modules already imported by the calling
 process are set aside so that they are imported afresh, and an import finder, first on
 ``sys.meta_path``, refuses before it runs any local module outside the attested trees and any
