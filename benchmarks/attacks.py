@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the forgers live in tests/attacks
 
+from machine_info import describe, machine  # noqa: E402
 from tests.attacks.forgers import ATTACKS, forged_segments, honest_run, measure, verdict  # noqa: E402
 from tests.attacks.merkle_forgers import different_index_proof, inner_node_as_leaf  # noqa: E402
 from tests.conftest import DIGITS, record_and_sign  # noqa: E402
@@ -117,6 +118,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "command": " ".join(["PYTHONPATH=src:. python benchmarks/attacks.py", *sys.argv[1:]]),
         "steering": steering,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "machine_line": describe(machine()),
         "seconds": round(time.time() - started, 1),
         "rows": rows,
         "honest": {"runs": len(honest_verdicts), "false_rejects": honest_verdicts.count(False)},
@@ -146,7 +149,7 @@ def markdown(result: dict[str, object]) -> str:
     lines.append("")
     lines.append(f"Honest runs: {honest['runs']} training seeds, every segment replayed, "  # type: ignore[index]
                  f"false rejects: {honest['false_rejects']}.")  # type: ignore[index]
-    lines.append(f"Measured {result['date']} in {result['seconds']} s with `{result['command']}`.")
+    lines.append(f"Measured {result['date']} on {result['machine_line']} in {result['seconds']} s with `{result['command']}`.")
     return "\n".join(lines) + "\n"
 
 

@@ -12,6 +12,8 @@ import math
 import tempfile
 from pathlib import Path
 
+from machine_info import describe, machine
+
 import trainwitness.verifier.verify as verify_module
 from trainwitness.identity.signing import generate_keypair, load_private_key
 from trainwitness.prover import attest_store, record_run
@@ -42,6 +44,9 @@ def main() -> None:
             distances += [s.distance.overall for s in report.segments if s.distance is not None]
             worst += [s.distance.worst for s in report.segments if s.distance is not None]
     print(json.dumps({
+        "machine": machine(),
+        "machine_line": describe(machine()),
+        "spec": args.spec,
         "segments": len(distances),
         "overall_max": max(distances),
         "overall_median": sorted(distances)[len(distances) // 2],

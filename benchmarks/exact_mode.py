@@ -13,6 +13,7 @@ import statistics
 import time
 
 import torch
+from machine_info import describe, machine
 
 from trainwitness.commit.hints import DEFAULT_EXACT, ExactMode, Grid, StepHints, hints_record
 from trainwitness.run.environment import apply_execution_settings
@@ -124,7 +125,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     rows = [measure(args.spec, args.steps, grid) for grid in ([_grids(g) for g in args.grids] or [DEFAULT_EXACT])]
-    print(json.dumps(rows, indent=1))
+    print(json.dumps({"machine": machine(), "machine_line": describe(machine()), "spec": args.spec, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import statistics
 import time
 
 import torch
+from machine_info import describe, machine
 
 from trainwitness.data.datasets import sample_digest
 from trainwitness.run.loop import TrainingRun
@@ -45,7 +46,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--full-run", action="store_true")
     args = parser.parse_args()
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; torch {torch.__version__}")
+    print(f"load average {os.getloadavg()[0]:.2f} on {describe(machine())}")
 
     corpus = read_corpus(CORPUS_FILES)
     print(f"corpus: {len(corpus)} files, {sum(len(f.content) for f in corpus)} bytes")

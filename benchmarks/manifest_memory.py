@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine_info import describe, machine
+
 _CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
@@ -66,6 +68,7 @@ def main() -> None:
     parser.add_argument("--sample-kib", type=int, default=64, help="size of each generated sample")
     args = parser.parse_args()
     results = []
+    print(f"on {describe(machine())}", flush=True)
     for gib in args.gib:
         with tempfile.TemporaryDirectory(prefix="tw-manifest-bench-") as tmp:
             data = Path(tmp) / "data"

@@ -14,8 +14,6 @@ import argparse
 import cProfile
 import datetime
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,6 +38,7 @@ import integrations  # noqa: E402
 import recording  # noqa: E402
 import storage  # noqa: E402
 import torch  # noqa: E402
+from machine_info import describe, machine  # noqa: E402
 
 from trainwitness.commit.hints import DEFAULT_EXACT  # noqa: E402
 from trainwitness.commit.store import read_index  # noqa: E402
@@ -89,26 +88,6 @@ QUICK: dict[str, Any] = {
     "audit_parallel": False,
     "exact_runs": {"digits": (DIGITS, 20)},
 }
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-        sha_ni = " sha_ni " in flags or " sha_ni\n" in flags
-    except OSError:
-        sha_ni = None
-    return {
-        "cpu": cpu, "cores": os.cpu_count(), "sha_ni": sha_ni, "platform": platform.platform(),
-        "python": platform.python_version(), "torch": torch.__version__, "torch_threads": 1,
-    }
 
 
 def commit() -> str:
@@ -272,8 +251,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# trainwitness benchmarks",
         "",
-        f"Measured {results['date']} on {m['cpu']} ({m['cores']} cores, SHA-NI: {m['sha_ni']}), "
-        f"{m['platform']}, Python {m['python']}, torch {m['torch']} (1 intra-op thread); commit `{results['commit']}`. "
+        f"Measured {results['date']} on {describe(m)}, "
+        f"{m['platform']}, Python {m['python']} (1 intra-op thread); commit `{results['commit']}`. "
         f"Text workload: `{results['text_workload']}`.",
         "Every ratio compares two figures measured in the same run (medians of repetitions).",
         "",

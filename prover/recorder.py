@@ -23,6 +23,12 @@ would copy the state twice with the GIL held); the weights and rest digests (who
 threads run at a lower CPU priority than training (``writer_nice``), so on a busy machine the
 scheduler gives the trainer the core first (the bounded queue still stops the writer falling behind
 without limit).
+
+Failure: the first exception in the writer stops it (every later job is skipped) and is raised on
+the training thread at its next hand-over, ``wait`` or ``close``; an OSError (disk full, I/O error)
+becomes ``OutputError`` naming the file. After a failure nothing more is written, not even what
+the index file still buffers: the store stays as a crash at that instant would leave it, and
+resumes once the cause is gone.
 """
 
 from __future__ import annotations
@@ -34,10 +40,11 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
+from trainwitness.commit.atomic import writing
 from trainwitness.commit.canonical import canonical_json
 from trainwitness.commit.hints import HINTS_FILE, StepHints, hints_record
 from trainwitness.commit.store import (
@@ -49,6 +56,7 @@ from trainwitness.commit.store import (
     delta_relpath,
 )
 from trainwitness.data.datasets import Batch, batch_digest
+from trainwitness.errors import OutputError, TrainwitnessError
 from trainwitness.run.loop import loss_value, snapshot
 from trainwitness.run.rng import rng_digest
 from trainwitness.tensors.checkpoint import checkpoint_parts
@@ -87,6 +95,58 @@ def _same_layout(a: FlatState, b: FlatState) -> bool:
     )
 
 
+class _AppendLog:
+    """An append-only file written from the writer thread, buffered here rather than in ``io``.
+
+    Holding the buffer ourselves means that after a failure it is simply dropped (``abandon``):
+    Python's buffered file would retry the write when closed, and a full disk could then take half
+    a record long after the first error. Every OSError names the file (``OutputError``).
+    """
+
+    _FLUSH_AT = 1 << 16
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with writing(path):
+            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        self._buffer = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= self._FLUSH_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._fd is None:
+            raise ValueError(f"{self.path} is closed")
+        # Copy point: the buffer's bytes, so that no view of the bytearray outlives a failed write.
+        data, done = memoryview(bytes(self._buffer)), 0
+        self._buffer.clear()  # what a failure leaves unwritten is never written: see ``abandon``
+        with writing(self.path):
+            while done < len(data):
+                done += os.write(self._fd, data[done:])  # a short write (disk nearly full): the rest next
+
+    def sync(self) -> None:
+        self.flush()
+        with writing(self.path):
+            os.fsync(self._fd)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self._fd is not None:
+            try:
+                self.flush()
+            finally:
+                self.abandon()
+
+    def abandon(self) -> None:
+        """Close without writing what is still buffered."""
+        self._buffer.clear()
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 class Recorder:
     def __init__(
         self,
@@ -105,8 +165,8 @@ class Recorder:
         self._previous: tuple[int, FlatState] | None = None  # writer thread only: the base of the next delta
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_depth)
         self._error: BaseException | None = None
-        self._index = open(store / INDEX_FILE, "ab")
-        self._hints: BinaryIO | None = None  # exact mode's hints.jsonl, opened on first use
+        self._index = _AppendLog(store / INDEX_FILE)
+        self._hints: _AppendLog | None = None  # exact mode's hints.jsonl, opened on first use
         self._unsynced = 0
         trainer_nice = _thread_nice()
         self._writer_nice = None if trainer_nice is None or writer_nice <= 0 else trainer_nice + writer_nice
@@ -182,14 +242,26 @@ class Recorder:
         self._raise_if_failed()
 
     def close(self) -> None:
+        """Stop the writer (after it has made everything recorded durable) and release its files.
+
+        Returns promptly even after a writer failure; re-raises that failure (``OutputError`` for a
+        file that could not be written).
+        """
         if self._error is None:
             self._hand_over_steps()
-        self._queue.put(_STOP)
+        self._queue.put(_STOP)  # the writer drains every job (skipping them after a failure): never blocks for long
         self._worker.join()
         self._hashers.shutdown()
-        self._index.close()
-        if self._hints is not None:
-            self._hints.close()
+        for log in (self._index, self._hints):
+            if log is None:
+                continue
+            if self._error is not None:
+                log.abandon()  # nothing may be written after the first failure
+                continue
+            try:
+                log.close()
+            except OutputError as e:
+                self._error = e
         self._raise_if_failed()
 
     def _hand_over_steps(self) -> None:
@@ -209,6 +281,8 @@ class Recorder:
         self._queue.put(job)  # blocks when the writer is behind: back-pressure, bounded memory
 
     def _raise_if_failed(self) -> None:
+        if isinstance(self._error, TrainwitnessError):
+            raise self._error  # already one line naming the file (OutputError) or the input
         if self._error is not None:
             raise RuntimeError(f"the recorder's writer failed: {self._error}") from self._error
 
@@ -219,15 +293,16 @@ class Recorder:
         while True:
             job = self._queue.get()
             try:
-                if job is _STOP:
+                if self._error is None and job is _STOP:
                     self._sync()
-                    return
-                if self._error is None:
+                elif self._error is None:
                     job()  # type: ignore[operator]
             except BaseException as e:  # kept, and raised on the training thread
                 self._error = e
             finally:
                 self._queue.task_done()
+            if job is _STOP:
+                return  # also when the final sync failed: ``close`` joins this thread
 
     def _append(self, record: AnyStepRecord | CheckpointRecord) -> None:
         self._index.write(canonical_json(record.to_json()) + b"\n")
@@ -235,10 +310,9 @@ class Recorder:
 
     def _sync(self) -> None:
         if self._unsynced:
-            for file in (self._hints, self._index):  # hints first: a checkpoint record vouches for them
-                if file is not None:
-                    file.flush()
-                    os.fsync(file.fileno())
+            for log in (self._hints, self._index):  # hints first: a checkpoint record vouches for them
+                if log is not None:
+                    log.sync()
             self._unsynced = 0
 
     def _write_step(self, step: int, ids: tuple[int, ...], batch: Batch, rng: FlatState, loss: object) -> None:
@@ -248,7 +322,7 @@ class Recorder:
 
     def _write_hints(self, step: int, hints: StepHints) -> None:
         if self._hints is None:
-            self._hints = open(self.store / HINTS_FILE, "ab")
+            self._hints = _AppendLog(self.store / HINTS_FILE)
         self._hints.write(hints_record(step, hints) + b"\n")
         self._unsynced += 1
 

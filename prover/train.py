@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +11,21 @@ from typing import Any
 
 import torch
 
+from trainwitness.commit.atomic import (
+    move_into_place,
+    os_error_in,
+    output_error,
+    remove_stale_temporaries,
+    temporary_path,
+    writing,
+)
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hints import HINTS_FILE, ExactMode
 from trainwitness.commit.store import (
+    CHECKPOINT_DIR,
     IMPORTS_FILE,
     INDEX_FILE,
+    LOCK_FILE,
     MANIFEST_FILE,
     RUN_FILE,
     CheckpointRecord,
@@ -24,9 +33,10 @@ from trainwitness.commit.store import (
     checkpoint_steps,
     read_index,
     read_store_file,
+    store_lock,
 )
 from trainwitness.data.datasets import Batch, build_dataset_manifest
-from trainwitness.errors import MalformedInputError, MissingInputError
+from trainwitness.errors import MalformedInputError, MissingInputError, OutputError
 from trainwitness.identity.code import code_identity, package_identity
 from trainwitness.identity.imports import ImportedCode, ImportMonitor, source_only_imports
 from trainwitness.progress import StepProgress
@@ -37,9 +47,10 @@ from trainwitness.run.distributed import current_group
 from trainwitness.run.environment import apply_execution_settings, capture_environment
 from trainwitness.run.loop import ExactHooks, TrainingRun, loss_value, weights_of
 from trainwitness.run.spec import SpecFunction, load_entry_point, resolve_hyperparameters
-from trainwitness.tensors.checkpoint import encode_weights
-from trainwitness.tensors.delta import read_checkpoint
+from trainwitness.tensors.checkpoint import weights_parts
+from trainwitness.tensors.delta import MAX_DELTA_CHAIN, read_checkpoint
 from trainwitness.tensors.state import state_digest
+from trainwitness.tensors.tensorfile import write_parts
 
 __all__ = ["Declarations", "RecordedRun", "RecordingSession", "open_recording", "record_run"]
 
@@ -154,7 +165,7 @@ def _resume_point(store: Path, run: TrainingRun) -> CheckpointRecord | None:
         _cut_hints(store, record.step)
         run.restore(flat)
         return record
-    (store / INDEX_FILE).write_bytes(b"")
+    atomic_write(store / INDEX_FILE, b"")
     _cut_hints(store, 0)
     return None
 
@@ -171,28 +182,44 @@ def _open_store(
     entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, store: Path, compress_level: int | None,
     declarations: Declarations, exact: ExactMode | None, delta_every: int | None, lineage: dict[str, JSONValue],
 ) -> CheckpointRecord | None:
-    """Declare the run into a new store, or check the store holds this run and resume it (restoring ``run``)."""
-    # The manifest is built aside and moved into the store only once the store is known to be ours.
-    fd, staged_name = tempfile.mkstemp(prefix="trainwitness-manifest-", suffix=".jsonl")
-    os.close(fd)
-    staged = Path(staged_name)
+    """Create the store, or resume it; the caller holds its lock. Returns the checkpoint resumed from.
+
+    Every state a kill can leave is one of: nothing but the lock and temporary files (no
+    ``run.json``: a fresh start, the temporaries removed); or ``run.json`` with or without
+    ``manifest.jsonl`` and ``index.jsonl`` (both made again here), plus whatever the recorder wrote.
+    ``run.json`` is the commit point: written once everything that can be refused has been.
+    """
+    for directory in (store, store / CHECKPOINT_DIR):  # under the lock every temporary is a dead writer's
+        remove_stale_temporaries(directory, any_pid=True)
+    fresh = not os.path.lexists(store / RUN_FILE)
+    if fresh:
+        leftovers = sorted(set(os.listdir(store)) - {LOCK_FILE})
+        if leftovers:
+            raise MalformedInputError(
+                f"store {store} is not empty and has no {RUN_FILE} (it holds {', '.join(leftovers[:3])}"
+                f"{', ...' if len(leftovers) > 3 else ''}); use a new or empty directory"
+            )
+    # The manifest is built under a temporary name and moved in only once the store is known to be ours.
+    staged = temporary_path(store / MANIFEST_FILE, "staged")
     try:
-        declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact, delta_every, lineage)
-        if (store / RUN_FILE).exists():
+        try:
+            declared = _declare(entry_point, hp, run, compress_level, staged, declarations, exact, delta_every, lineage)
+        except OutputError as e:  # name the file the user knows, not its temporary name
+            cause = os_error_in(e)
+            raise (e if cause is None else output_error(store / MANIFEST_FILE, cause)) from e
+        if fresh:
+            atomic_write(store / RUN_FILE, canonical_json(declared) + b"\n")
+        else:
             previous = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
             if previous != declared:
                 raise MalformedInputError(f"store {store} holds a different run; use a new store directory")
-            atomic_write(store / MANIFEST_FILE, staged.read_bytes())
-            return _resume_point(store, run)
-        store.mkdir(parents=True, exist_ok=True)
-        if any(store.iterdir()):
-            raise MalformedInputError(f"store {store} is not empty and has no {RUN_FILE}")
-        atomic_write(store / MANIFEST_FILE, staged.read_bytes())
-        atomic_write(store / RUN_FILE, canonical_json(declared) + b"\n")
-        (store / INDEX_FILE).touch()
-        return None
+        move_into_place(staged, store / MANIFEST_FILE)
     finally:
-        staged.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()
+    if not os.path.lexists(store / INDEX_FILE):
+        atomic_write(store / INDEX_FILE, b"")
+    return None if fresh else _resume_point(store, run)
 
 
 class RecordingSession:
@@ -206,8 +233,10 @@ class RecordingSession:
     def __init__(
         self, run: TrainingRun, store: Path, weights_path: Path, resumed: CheckpointRecord | None,
         recorder: Recorder, exact: ExactMode | None, progress: Progress | None, step_progress: StepProgress | None,
-        imports: Callable[[], None] = lambda: None, on_close: Callable[[], None] = lambda: None,
+        lock: contextlib.ExitStack | None = None, imports: Callable[[], None] = lambda: None,
+        on_close: Callable[[], None] = lambda: None,
     ) -> None:
+        self._lock = lock  # the store's lock (``_lock_store``), released when the weights are written or on failure
         self.run, self.store, self.weights_path, self.resumed = run, store, weights_path, resumed
         self.recorder, self.exact, self.progress, self.step_progress = recorder, exact, progress, step_progress
         self._record_imports = imports  # before each checkpoint: the code the steps imported, made durable first
@@ -302,17 +331,27 @@ class RecordingSession:
         try:
             final_state = self.run.capture_on_host()
             self.recorder.wait()
+            self._stop()
+            final = read_index(self.store).checkpoints[-1]
+            remove_stale_temporaries(self.weights_path.parent, final_name=self.weights_path.name)
+            write_parts(self.weights_path, weights_parts(weights_of(final_state)), None)
         finally:
-            self.abort()
-        final = read_index(self.store).checkpoints[-1]
-        atomic_write(self.weights_path, encode_weights(weights_of(final_state)))
+            self.abort()  # releases the store's lock
         return RecordedRun(
             store=self.store, weights_path=self.weights_path, final=final,
             resumed_from_step=None if self.resumed is None else self.resumed.step,
         )
 
     def abort(self) -> None:
-        """Stop recording (what was recorded stays durable and resumable)."""
+        """Stop recording and release the store (what was recorded stays durable and resumable)."""
+        try:
+            self._stop()
+        finally:
+            if self._lock is not None:
+                lock, self._lock = self._lock, None
+                lock.close()
+
+    def _stop(self) -> None:
         if not self.closed:
             self.closed = True
             if self._open is not None:
@@ -323,6 +362,23 @@ class RecordingSession:
                 self.recorder.close()
             finally:
                 self._on_close()
+
+
+def _lock_store(store: Path) -> contextlib.ExitStack:
+    """Create the store's directory and take its lock (``StoreLockedError`` naming the holder), held
+    until the returned stack is closed; the kernel releases it if the process dies first."""
+    held = contextlib.ExitStack()
+    with writing(store):
+        store.mkdir(parents=True, exist_ok=True)
+    held.enter_context(store_lock(store))
+    return held
+
+
+def _refuse_early(run: TrainingRun, compress_level: int | None, delta_every: int | None) -> None:
+    """What can be refused before the store is touched, beyond what building the run refused."""
+    run.capture()  # a state tensor of a dtype that cannot be stored, refused by name
+    if delta_every is not None and not (1 <= delta_every <= MAX_DELTA_CHAIN and compress_level is not None):
+        raise MalformedInputError(f"--delta-every must be in [1, {MAX_DELTA_CHAIN}] and needs compression")
 
 
 def _start(
@@ -369,10 +425,17 @@ def open_recording(
 ) -> RecordingSession:
     """Build the run of ``function`` (named ``entry_point``) and start recording it into ``store``, resuming a crashed store.
 
+    (1) Everything that can be refused is refused before the store is touched: hyperparameter
+    ranges, the spec itself, a batch larger than the dataset, a state tensor that cannot be
+    stored, the lineage. (2) The store's lock is taken (``StoreLockedError`` naming the holder if
+    another ``train`` has it) and held until the session writes the weights or fails. (3) The store
+    is created or resumed (``_open_store``). A kill at any instant, or a full disk (``OutputError``
+    naming the file), leaves a store that the same call resumes.
+
     ``monitor``: watching imports since before ``entry_point`` was imported (``ImportMonitor``);
     without one, what the build and the steps import is watched from here on. The local packages
-    and distributions it finds are written to ``imports.json`` now and before every checkpoint.
-    ``on_close`` runs when the recording ends (finished or not).
+    and distributions it finds are written to ``imports.json`` once the store is open and before
+    every checkpoint. ``on_close`` runs when the recording ends (finished or not).
     """
     if monitor is None:
         monitor = ImportMonitor()
@@ -383,21 +446,35 @@ def open_recording(
             monitor.stop()
             then()
 
+    # (1)
     apply_execution_settings(torch_threads)
     run_device = parse_device(device)
     hp = resolve_hyperparameters(function.defaults, overrides)
     run, lineage = _start(function, hp, None, run_device, True, parent, parent_mode, inputs)
     monitor.scan()
-    resumed = _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every, lineage)
-    _write_imports(store, entry_point, monitor.found)
+    _refuse_early(run, compress_level, delta_every)
+    # (2)
+    lock = _lock_store(store)
+    try:
+        # (3)
+        resumed = _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every, lineage)
+        _write_imports(store, entry_point, monitor.found)
 
-    def record_imports() -> None:
-        if monitor.scan():
-            _write_imports(store, entry_point, monitor.found)
+        def record_imports() -> None:
+            if monitor.scan():
+                _write_imports(store, entry_point, monitor.found)
 
-    recorder = Recorder(store, compress_level=compress_level, delta_every=delta_every)
-    shown = StepProgress(int(hp["total_steps"])) if step_progress else None
-    return RecordingSession(run, store, weights_path, resumed, recorder, exact, progress, shown, record_imports, on_close)
+        recorder = Recorder(store, compress_level=compress_level, delta_every=delta_every)
+        try:
+            shown = StepProgress(int(hp["total_steps"])) if step_progress else None
+            return RecordingSession(run, store, weights_path, resumed, recorder, exact, progress, shown, lock, record_imports, on_close)
+        except BaseException:
+            recorder.close()
+            raise
+    except BaseException:
+        lock.close()
+        on_close()
+        raise
 
 
 def record_run(
@@ -424,6 +501,12 @@ def record_run(
     ``torchrun``), it records the data-parallel run (``trainwitness.prover.distributed``): rank 0
     writes the store, every rank trains on its shard. Raises ``MalformedInputError`` for a store
     that holds another run, ``ReplicaDivergenceError`` when the ranks' states part.
+
+    Everything that can be refused (hyperparameter ranges, a batch larger than the dataset, a state
+    tensor safetensors cannot store, the lineage) is refused before the store is touched; the
+    process that writes the store holds its lock (``StoreLockedError`` naming the holder) until the
+    weights are written. A kill at any instant, or a full disk (``OutputError`` naming the file),
+    leaves a store that the same call resumes (``open_recording``, ``_open_store``).
 
     In one process each step's batch is built from the spec's dataset
     (``dataset.batch(sampler.batch_ids(step))``) and goes through the same ``RecordingSession`` as a
@@ -466,22 +549,28 @@ def record_run(
         hp = resolve_hyperparameters(function.defaults, overrides)
         run, lineage = _start(function, hp, group, "cpu", False, parent, parent_mode, inputs)
         monitor.scan()
+        _refuse_early(run, compress_level, delta_every)
         from trainwitness.prover.distributed import record_ranks
 
-        def open_store() -> CheckpointRecord | None:
-            resumed = _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every, lineage)
-            _write_imports(store, entry_point, monitor.found)
-            return resumed
+        with contextlib.ExitStack() as held:
 
-        def record_imports() -> None:  # the steps imported more code: durable before the checkpoint that follows them
-            if monitor.scan():
+            def open_store() -> CheckpointRecord | None:
+                # rank 0 only; an error here (a held lock) reaches every rank through record_ranks
+                held.enter_context(_lock_store(store))  # released once the weights are written, or on any error
+                resumed = _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every, lineage)
                 _write_imports(store, entry_point, monitor.found)
+                return resumed
 
-        final, final_state, resumed = record_ranks(
-            run, group, store, open_store, compress_level=compress_level, delta_every=delta_every, progress=progress, exact=exact,
-            before_checkpoint=record_imports,
-        )
-        if group.rank == 0:
-            atomic_write(weights_path, encode_weights(weights_of(final_state)))
+            def record_imports() -> None:  # the steps imported more code: durable before the checkpoint that follows them
+                if monitor.scan():
+                    _write_imports(store, entry_point, monitor.found)
+
+            final, final_state, resumed = record_ranks(
+                run, group, store, open_store, compress_level=compress_level, delta_every=delta_every, progress=progress, exact=exact,
+                before_checkpoint=record_imports,
+            )
+            if group.rank == 0:
+                remove_stale_temporaries(weights_path.parent, final_name=weights_path.name)
+                write_parts(weights_path, weights_parts(weights_of(final_state)), None)
         torch.distributed.barrier()  # every rank returns once the weights are written
         return RecordedRun(store=store, weights_path=weights_path, final=final, resumed_from_step=None if resumed is None else resumed.step)

@@ -10,11 +10,13 @@ must not.
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from trainwitness.commit.canonical import canonical_json
 from trainwitness.commit.hints import HINTS_FILE, ExactMode, StepHints, hints_record
-from trainwitness.commit.store import INDEX_FILE, CheckpointRecord, find_checkpoint, read_index
+from trainwitness.commit.store import INDEX_FILE, RUN_FILE, CheckpointRecord, find_checkpoint, read_index
 from trainwitness.identity.signing import load_private_key
 from trainwitness.prover import attest_store
 from trainwitness.run.environment import apply_execution_settings
@@ -25,7 +27,7 @@ from trainwitness.tensors.checkpoint import decode_checkpoint, encode_checkpoint
 from trainwitness.tensors.state import FlatState, state_digests
 from trainwitness.verifier.bounded import BOUND
 
-from .conftest import DIGITS, RecordedRun
+from .conftest import RecordedRun
 
 
 def _nudge(start: FlatState, honest: FlatState, fraction: float, generator: torch.Generator) -> None:
@@ -46,7 +48,8 @@ def steer_every_checkpoint(run: RecordedRun, fraction_of_bound: float, exact: Ex
     index = read_index(run.store)
     total = len(index.steps)
     hp_overrides = {"total_steps": total, "checkpoint_interval": index.checkpoints[1].step}
-    function = load_entry_point(DIGITS)
+    declared = json.loads((run.store / RUN_FILE).read_bytes())
+    function = load_entry_point(declared["code"]["entry_point"])  # the recorded run's own spec
     training = TrainingRun.start(function, resolve_hyperparameters(function.defaults, hp_overrides))
     generator = torch.Generator().manual_seed(1234)
     hints: list[StepHints] = []
@@ -68,7 +71,7 @@ def steer_every_checkpoint(run: RecordedRun, fraction_of_bound: float, exact: Ex
         current = snapshot(forged)
     lines = []
     for line in (run.store / INDEX_FILE).read_bytes().splitlines():
-        record = __import__("json").loads(line)
+        record = json.loads(line)
         if record["kind"] == "checkpoint":
             line = canonical_json(records[record["index"]].to_json())
         lines.append(line + b"\n")

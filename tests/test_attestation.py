@@ -46,6 +46,14 @@ def _drop(path: tuple[str, ...]):  # type: ignore[no-untyped-def]
     return edit
 
 
+def _both(*edits: Any):  # type: ignore[no-untyped-def]
+    def edit(statement: dict[str, Any]) -> None:
+        for one in edits:
+            one(statement)
+
+    return edit
+
+
 def _set(path: tuple[str, ...], value: object):  # type: ignore[no-untyped-def]
     def edit(statement: dict[str, Any]) -> None:
         node = statement
@@ -66,7 +74,12 @@ def _set(path: tuple[str, ...], value: object):  # type: ignore[no-untyped-def]
         (_drop(("predicate", "code", "tree_digest")), "predicate.code.tree_digest is missing"),
         (_drop(("predicate", "hyperparameters", "seed")), "predicate.hyperparameters.seed is missing"),
         (_set(("predicate", "hyperparameters", "total_steps"), True), "total_steps has the wrong type"),
-        (_set(("predicate", "hyperparameters", "batch_size"), 0), "batch_size out of range"),
+        (_set(("predicate", "hyperparameters", "batch_size"), 0), "'batch_size' is 0, outside [1, 2**20]"),
+        (_set(("predicate", "hyperparameters", "seed"), 2**32), "'seed' is 4294967296, outside [0, 2**32)"),
+        (_set(("predicate", "hyperparameters", "data_seed"), 2**63), "'data_seed' is 9223372036854775808, outside [0, 2**63)"),
+        (_both(_set(("predicate", "hyperparameters", "batch_size"), 1798), _set(("predicate", "data", "sampler", "batch_size"), 1798)),
+         "'batch_size' is 1798, larger than the dataset (1797 samples)"),
+        (_set(("predicate", "hyperparameters", "total_steps"), 10**9 + 1), "'total_steps' is 1000000001, outside [1, 1000000000]"),
         (_set(("predicate", "environment", "torch_threads"), 0), "torch_threads out of range"),
         (_set(("predicate", "data", "sampler", "seed"), 99), "sampler.seed contradicts the hyperparameters"),
         (_drop(("predicate", "commitments", "rng")), "must name exactly"),

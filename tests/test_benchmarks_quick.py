@@ -24,6 +24,10 @@ def test_benchmark_quick_mode_writes_markdown_and_json(tmp_path: Path) -> None:
     assert all(row["state_digest_GBps"] > 0 for row in results["sections"]["commit_and_hashing"]["hashing"])
     markdown = (out / "results.md").read_text()
     assert "## Hashing throughput" in markdown and "## Storage" in markdown
+    # low-order-bit figures depend on the CPU and the BLAS build: both are named
+    machine = results["machine"]
+    assert machine["cpu"] and machine["blas"] and machine["cpu_capability"]
+    assert f"BLAS {machine['blas']}" in markdown and machine["cpu"] in markdown
 
 
 def test_gpu_check_runs_its_cpu_fallback_path(tmp_path: Path) -> None:

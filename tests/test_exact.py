@@ -35,16 +35,20 @@ from .steering import steer_every_checkpoint
 
 # 60 steps at interval 20: 3 segments, a few seconds to record and replay.
 SHORT = {"total_steps": 60, "checkpoint_interval": 20}
+# Digits whose first layer sums in as many chunks as there are threads: a run recorded with 2
+# threads replays differently with 1 on every CPU (tests/thread_noise_spec.py). The digits model
+# alone differs on some CPUs (AMD EPYC, MKL) and not on others (Intel Xeon, MKL): no test may rely on that.
+NOISY = "tests.thread_noise_spec:noisy_digits"
 
 
 @pytest.fixture(scope="module")
 def _exact_2_threads(tmp_path_factory: pytest.TempPathFactory) -> RecordedRun:
-    return record_and_sign(tmp_path_factory.mktemp("exact") / "run", DIGITS, SHORT, threads=2, exact=DEFAULT_EXACT)
+    return record_and_sign(tmp_path_factory.mktemp("exact") / "run", NOISY, SHORT, threads=2, exact=DEFAULT_EXACT)
 
 
 @pytest.fixture(scope="module")
 def _plain_2_threads(tmp_path_factory: pytest.TempPathFactory) -> RecordedRun:
-    return record_and_sign(tmp_path_factory.mktemp("plain") / "run", DIGITS, SHORT, threads=2)
+    return record_and_sign(tmp_path_factory.mktemp("plain") / "run", NOISY, SHORT, threads=2)
 
 
 @pytest.fixture
@@ -246,6 +250,28 @@ def test_float32_step_and_float64_reference_land_on_the_same_grid_points_given_t
         assert torch.equal(f32[n], f64[n].to(torch.float32)), n
 
 
+# -- the cross-thread noise the tests below need, built deliberately ------------------------------------
+
+
+def test_the_noisy_spec_reduces_differently_with_1_and_2_threads_identically_on_every_cpu() -> None:
+    from .thread_noise_spec import chunked_linear
+
+    # Inputs made by exactly rounded float32 divisions (no RNG, no libm): the same bits everywhere.
+    x = (torch.arange(32 * 64) % 17).reshape(32, 64).float() / 16
+    w = ((torch.arange(128 * 64) * 7919) % 1000 - 500).reshape(128, 64).float() / 999
+    one, two = chunked_linear(x, w, torch.zeros(128), 1), chunked_linear(x, w, torch.zeros(128), 2)
+    assert int((one != two).sum()) == 3267  # of 4096: IEEE 754 float32, the same count on every CPU
+    assert float((one.double() - x.double() @ w.double().t()).abs().max()) < 1e-6  # last-bit noise, nothing more
+
+
+def test_a_plain_noisy_run_lands_elsewhere_with_1_thread_than_with_2(tmp_path: Path) -> None:
+    finals = [
+        record_run(NOISY, {"total_steps": 3, "checkpoint_interval": 3}, tmp_path / f"s{t}", tmp_path / f"w{t}", torch_threads=t).final
+        for t in (1, 2)
+    ]
+    assert finals[0].state_digest != finals[1].state_digest
+
+
 # -- exact mode through the product path ------------------------------------------------------------
 
 
@@ -324,7 +350,9 @@ def test_verify_rejects_an_exact_attestation_stripped_of_its_mode(exact_run: Rec
 def test_plain_run_recorded_with_2_threads_is_rejected_bitwise_with_1_thread(plain_run: RecordedRun) -> None:
     report = _verify(plain_run, threads=1)
     assert not report.accepted
-    assert report.checks[-1].name == "replay" and "does not land on checkpoint" in report.checks[-1].detail
+    # the committed loss of the first step whose forward pass differs, or else the checkpoint, is missed
+    detail = report.checks[-1].detail
+    assert report.checks[-1].name == "replay" and ("does not land on checkpoint" in detail or "the committed loss is" in detail)
 
 
 def test_plain_run_is_accepted_by_bounded_mode_with_the_distance_shown(plain_run: RecordedRun, capsys) -> None:
@@ -360,13 +388,12 @@ def test_exact_text_model_recorded_with_2_threads_verifies_bitwise_with_1_thread
     assert len(report.segments) == 2 and report.exact == DEFAULT_EXACT.to_json()
 
 
-def test_plain_text_model_pair_is_rejected_bitwise_and_accepted_by_bounded_mode(lm_runs: dict[str, RecordedRun]) -> None:
-    bitwise = _verify(lm_runs["plain"], threads=1)
-    assert not bitwise.accepted and "does not land on checkpoint" in bitwise.checks[-1].detail
+def test_plain_text_model_recorded_with_2_threads_is_accepted_by_bounded_mode_with_1(lm_runs: dict[str, RecordedRun]) -> None:
+    # Whether its bits differ with 1 thread depends on the CPU's BLAS; within the bound they are everywhere.
     bounded = _verify(lm_runs["plain"], threads=1, bounded=True)
     assert bounded.accepted, bounded.to_text()
     distances = [s.distance.overall for s in bounded.segments if s.distance is not None]
-    assert len(distances) == 2 and all(0 < d < BOUND for d in distances)
+    assert len(distances) == 2 and all(0 <= d < BOUND for d in distances)
 
 
 # -- the forger's view --------------------------------------------------------------------------------
@@ -453,7 +480,7 @@ def test_exact_run_resumed_after_a_crash_rewrites_its_hints_and_verifies(exact_r
     hints = exact_run.store / HINTS_FILE
     hints.write_bytes(b"".join(hints.read_bytes().splitlines(keepends=True)[:23]))
     (exact_run.store / "checkpoints" / f"{40:010d}.safetensors.zst").unlink()
-    record_run(DIGITS, SHORT, exact_run.store, exact_run.weights, torch_threads=2, exact=DEFAULT_EXACT)
+    record_run(NOISY, SHORT, exact_run.store, exact_run.weights, torch_threads=2, exact=DEFAULT_EXACT)
     exact_run.attestation.write_bytes(attest_store(exact_run.store, exact_run.weights, load_private_key(exact_run.private_key)))
     assert len(hints.read_bytes().splitlines()) == SHORT["total_steps"]
     assert _verify(exact_run, threads=1).accepted

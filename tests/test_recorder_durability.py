@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from trainwitness.commit.store import INDEX_FILE, read_index
@@ -53,3 +54,39 @@ def test_reused_snapshot_buffers_keep_each_checkpoint_its_own(tmp_path: Path) ->
         for index in range(6):
             flat, _ = read_checkpoint(store, steps, index)
             assert torch.equal(flat.tensors["model/w"], torch.full((1000 if index < 3 else 7,), float(index)))
+
+
+def test_a_failed_final_sync_ends_close_promptly_with_the_file_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stop job's fsync failing (disk full) once left the writer waiting forever and ``close`` with it."""
+    import errno
+    import os
+    import threading
+
+    import trainwitness.prover.recorder as recorder_module
+    from trainwitness.errors import OutputError
+
+    recorder = Recorder(tmp_path, compress_level=None)
+    recorder.record_checkpoint(0, 0, FlatState({"model/w": torch.ones(3)}, {"model": {"w": {"$tensor": "model/w"}}}))
+    recorder.wait()
+    for step in range(3):  # step records after the last checkpoint: only close() syncs them
+        recorder.record_step(step, [step], {"x": torch.tensor([float(step)])}, capture_rng())
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(recorder_module.os, "fsync", full_disk)
+    outcome: list[BaseException | None] = []
+
+    def close() -> None:
+        try:
+            recorder.close()
+            outcome.append(None)
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            outcome.append(e)
+
+    closer = threading.Thread(target=close, daemon=True)
+    closer.start()
+    closer.join(timeout=60)
+    assert not closer.is_alive(), "Recorder.close() hangs after its final sync failed"
+    assert isinstance(outcome[0], OutputError)
+    assert str(outcome[0]) == f"{tmp_path / INDEX_FILE}: cannot be written: No space left on device (errno 28)"

@@ -63,7 +63,7 @@ def _train(args: argparse.Namespace) -> int:
     print(f"trained: final weights {run.weights_path}, state {run.final.state_digest}")
     if args.key is not None:
         envelope = attest_store(args.store, args.weights, load_private_key(args.key))
-        args.attestation.write_bytes(envelope)
+        _write_output(args.attestation, envelope)
         print(f"signed attestation {args.attestation}")
     return 0
 
@@ -72,7 +72,7 @@ def _attest(args: argparse.Namespace) -> int:
     from trainwitness.identity.signing import load_private_key
     from trainwitness.prover import attest_store
 
-    args.out.write_bytes(attest_store(args.store, args.weights, load_private_key(args.key)))
+    _write_output(args.out, attest_store(args.store, args.weights, load_private_key(args.key)))
     print(f"signed attestation {args.out}")
     return 0
 
@@ -117,10 +117,18 @@ def _verify(args: argparse.Namespace) -> int:
     )
     print(report.to_text())
     if args.json is not None:
-        args.json.write_text(json.dumps(report.to_display_json(), indent=2, sort_keys=True) + "\n")
+        _write_output(args.json, (json.dumps(report.to_display_json(), indent=2, sort_keys=True) + "\n").encode())
     if report.pending_shards is not None and all(c.passed for c in report.checks):
         return 0  # requests written: no verdict yet (the merge gives it)
     return 0 if report.accepted else 1
+
+
+def _write_output(path: Path, data: bytes) -> None:
+    """Replace ``path`` whole or not at all (a kill or a full disk never leaves a half or empty file)."""
+    from trainwitness.commit.atomic import atomic_write, remove_stale_temporaries
+
+    remove_stale_temporaries(path.parent, final_name=path.name)  # what a killed earlier write left
+    atomic_write(path, data)
 
 
 def _replay_shard(args: argparse.Namespace) -> int:

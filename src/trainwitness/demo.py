@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from trainwitness.commit.atomic import atomic_write
 from trainwitness.identity.signing import generate_keypair, load_private_key
 from trainwitness.progress import progress_line
 from trainwitness.prover import attest_store, record_run
@@ -37,7 +38,7 @@ def run_demo(out: Path, workload: str = "digits") -> Report:
     print(f"[1/3] training {workload} with recording ({threads} threads) into {store}")
     record_run(WORKLOADS[workload], {}, store, weights, torch_threads=threads, progress=progress_line("      steps"))
     print(f"[2/3] signing the attestation {attestation}")
-    attestation.write_bytes(attest_store(store, weights, load_private_key(private)))
+    atomic_write(attestation, attest_store(store, weights, load_private_key(private)))
     print("[3/3] verifying: replaying every segment on this machine")
     report = verify_run(attestation, store, weights, public, VerifyOptions(segments=None), progress=progress_line("      segments"))
     print(report.to_text())

@@ -2,6 +2,7 @@
 
 ``VerificationError``: the evidence contradicts the claim (exit status 1).
 ``InputError``: the evidence could not be read, so nothing was decided (exit status 2).
+``OutputError``: a file could not be written (disk full, I/O error); nothing half-written is left (exit 2).
 Misuse of the API stays ``ValueError``/``TypeError``.
 """
 
@@ -31,6 +32,10 @@ __all__ = [
     "MalformedInputError",
     "ParentMismatchError",
     "IncompleteAuditError",
+    "OutputError",
+    "StoreLockedError",
+
+
     "NotReplayableError",
 ]
 
@@ -159,6 +164,21 @@ class ParentMismatchError(MalformedInputError):
 
 class IncompleteAuditError(InputError):
     """Part of the drawn replay never answered (a cluster task or a shard answer was lost): nothing was accepted."""
+
+
+class OutputError(TrainwitnessError):
+    """A file could not be written (disk full, quota, I/O error): the message names it and the OS error.
+
+    Raised only after the partial file is removed; a store left this way resumes once the cause is gone.
+    """
+
+    exit_status = 2
+
+
+class StoreLockedError(TrainwitnessError):
+    """Another ``train`` holds the store's lock; the message names its process and host."""
+
+    exit_status = 2
 
 
 class NotReplayableError(InputError):

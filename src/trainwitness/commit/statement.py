@@ -17,12 +17,14 @@ from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.distributed import DataParallelRun
 from trainwitness.commit.hashing import domain_hash, format_digest, parse_digest
 from trainwitness.commit.hints import ExactMode
-from trainwitness.commit.store import checkpoint_steps
+from trainwitness.commit.store import MAX_BATCH_IDS, checkpoint_steps
 from trainwitness.data.manifest import ManifestSummary
 from trainwitness.errors import MalformedInputError
 
 __all__ = [
     "REQUIRED_HYPERPARAMETERS",
+    "HYPERPARAMETER_RANGES",
+    "check_core_hyperparameters",
     "STATEMENT_TYPE",
     "PREDICATE_TYPE",
     "ENVIRONMENT_FIELDS",
@@ -41,6 +43,55 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://trainwitness.dev/training-run/v2"  # docs/FORMAT.md, version 2
 # The hyperparameters the core itself reads (sampler, loop, checkpoint schedule); every spec declares them.
 REQUIRED_HYPERPARAMETERS = ("seed", "data_seed", "batch_size", "total_steps", "checkpoint_interval")
+MAX_TOTAL_STEPS = 10**9
+# Each one's range [low, high), checked before anything is built from it (docs/FORMAT.md section 4):
+# ``seed`` seeds numpy's legacy generator, which takes [0, 2**32) (torch and ``random`` take more);
+# ``data_seed`` keys the sampler's stream as a u64, kept below 2**63 so that any JSON reader with
+# signed 64-bit integers holds it; a batch's sample ids are at most the index's ``MAX_BATCH_IDS``.
+HYPERPARAMETER_RANGES: dict[str, tuple[int, int]] = {
+    "seed": (0, 2**32),
+    "data_seed": (0, 2**63),
+    "batch_size": (1, MAX_BATCH_IDS + 1),
+    "total_steps": (1, MAX_TOTAL_STEPS + 1),
+    "checkpoint_interval": (1, MAX_TOTAL_STEPS + 1),
+}
+
+
+def _range_text(low: int, high: int) -> str:
+    """``[0, 2**32)`` or ``[1, 2**20]``: powers of two written as such."""
+
+    def power_of_two(n: int) -> bool:
+        return n >= 1024 and n & (n - 1) == 0
+
+    if power_of_two(high):
+        return f"[{low}, 2**{high.bit_length() - 1})"
+    top = high - 1
+    return f"[{low}, {f'2**{top.bit_length() - 1}' if power_of_two(top) else top}]"
+
+
+def check_core_hyperparameters(hp: Any, where: str, num_samples: int | None = None) -> None:
+    """Refuse a required hyperparameter that is missing, not an integer, or outside its range.
+
+    ``num_samples``: the dataset's size, when known: a batch cannot be larger (the sampler draws a
+    batch from one epoch). Raises ``MalformedInputError`` naming the hyperparameter, its value and
+    its range, for the prover (before the store is created) and the verifier (before replay) alike.
+    """
+    if not isinstance(hp, dict):
+        raise MalformedInputError(f"{where}: the hyperparameters are not a JSON object")
+    for key in REQUIRED_HYPERPARAMETERS:
+        low, high = HYPERPARAMETER_RANGES[key]
+        value = hp.get(key)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise MalformedInputError(f"{where}: hyperparameter {key!r} must be an integer in {_range_text(low, high)}, not {value!r}"[:400])
+        if not low <= value < high:
+            shown = str(value) if value.bit_length() < 256 else f"a {value.bit_length()}-bit integer"
+            raise MalformedInputError(f"{where}: hyperparameter {key!r} is {shown}, outside {_range_text(low, high)}")
+    if num_samples is not None and hp["batch_size"] > num_samples:
+        raise MalformedInputError(
+            f"{where}: hyperparameter 'batch_size' is {hp['batch_size']}, larger than the dataset ({num_samples} samples)"
+        )
+
+
 TREES = ("checkpoints", "batches", "rng")
 EXACT_TREES = (*TREES, "hints")  # exact mode (docs/EXACT.md) commits each step's hints too
 # How a run with a parent forms checkpoint 0 from it (docs/FORMAT.md section 7, "Lineage").
@@ -368,9 +419,8 @@ class TrainingClaim:
         environment = _check_environment(obj["environment"])
         hp = _get(obj, "hyperparameters", dict, "predicate")
         for key in REQUIRED_HYPERPARAMETERS:
-            value = _get(hp, key, int, "predicate.hyperparameters")
-            if value < (0 if key in ("seed", "data_seed") else 1):
-                raise MalformedInputError(f"attestation: predicate.hyperparameters.{key} out of range")
+            _get(hp, key, int, "predicate.hyperparameters")
+        check_core_hyperparameters(hp, "attestation: predicate.hyperparameters")
         data = _fields(obj["data"], "predicate.data", ("dataset", "manifest", "num_samples", "sampler"))
         _get(data, "dataset", str, "predicate.data")
         manifest = ManifestSummary.from_json(_get(data, "manifest", dict, "predicate.data"), "attestation: predicate.data.manifest")
@@ -383,6 +433,7 @@ class TrainingClaim:
                 raise MalformedInputError(f"attestation: predicate.data.sampler.{key} contradicts the hyperparameters")
         if _get(sampler, "num_samples", int, "predicate.data.sampler") != manifest.num_samples:
             raise MalformedInputError("attestation: predicate.data.sampler.num_samples is not the manifest's sample count")
+        check_core_hyperparameters(hp, "attestation: predicate.hyperparameters", num_samples=manifest.num_samples)
         weights_license = _optional_str(obj, "weights_license", "predicate")
         exact = ExactMode.from_json(obj["exact"], "attestation: predicate.exact") if "exact" in obj else None
         parent = ParentLink.from_json(obj["parent"]) if "parent" in obj else None
@@ -424,8 +475,6 @@ class TrainingClaim:
         return claim
 
     def _check_tree_sizes(self) -> None:
-        if self.total_steps > 10**9:
-            raise MalformedInputError("attestation: total_steps is implausibly large")
         # Counted, not listed: a signed (or, for `inspect`, unsigned) claim of 10**9 steps at interval 1
         # would otherwise build a billion-element list here (tens of GB) before any check could fail.
         checkpoints = -(-self.total_steps // self.checkpoint_interval) + 1  # == len(self.checkpoint_steps)

@@ -7,8 +7,10 @@
       index.jsonl                       append-only log, one canonical JSON record per line, fsync'd
       checkpoints/<step:010d>.safetensors[.zst]      a full checkpoint
       checkpoints/<step:010d>.delta.safetensors.zst   or a delta / keyframe (see delta.py, docs/STORAGE.md)
+      train.lock                        the writer's exclusive lock (flock), naming its process and host
 
-Files are only ever created whole (written to a temporary name, fsync'd, renamed) or appended to.
+Files are only ever created whole (``atomic.atomic_write``: a temporary name, fsync'd, renamed) or
+appended to; ``run.json`` is created last of all, so a directory without it holds no run yet.
 Every name the readers open is derived from integers, never taken from the files themselves, so a
 hostile index cannot point outside the store; symlinks and non-regular files are refused.
 """
@@ -18,22 +20,26 @@ from __future__ import annotations
 import errno
 import io
 import os
+import socket
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import cast
 
+from trainwitness.commit.atomic import atomic_write, atomic_write_with, output_error
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hashing import domain_hash, format_digest, parse_digest
-from trainwitness.errors import MalformedInputError, MissingInputError
+from trainwitness.errors import MalformedInputError, MissingInputError, StoreLockedError
 
 __all__ = [
     "RUN_FILE",
     "IMPORTS_FILE",
     "INDEX_FILE",
     "MANIFEST_FILE",
+    "LOCK_FILE",
+    "CHECKPOINT_DIR",
     "NON_FINITE_LOSSES",
     "StepRecord",
     "RankShard",
@@ -47,6 +53,8 @@ __all__ = [
     "delta_relpath",
     "atomic_write",
     "atomic_write_with",
+    "store_lock",
+    "store_lock_holder",
     "append_line",
     "open_store_file",
     "read_store_file",
@@ -58,6 +66,7 @@ RUN_FILE = "run.json"
 IMPORTS_FILE = "imports.json"  # the local packages and distributions the run imported (identity/imports.py)
 INDEX_FILE = "index.jsonl"
 MANIFEST_FILE = "manifest.jsonl"
+LOCK_FILE = "train.lock"
 CHECKPOINT_DIR = "checkpoints"
 MAX_INDEX_BYTES = 8 * 1024**3
 MAX_BATCH_IDS = 1 << 20
@@ -220,37 +229,70 @@ def delta_relpath(step: int) -> str:
     return f"{CHECKPOINT_DIR}/{step:010d}.delta.safetensors.zst"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Create ``path`` whole or not at all, durably."""
-    atomic_write_with(path, lambda f: f.write(data))
-
-
-def atomic_write_with(path: Path, fill: Callable[[BinaryIO], object]) -> None:
-    """``atomic_write`` of what ``fill`` writes into the file (in pieces, never held whole in memory)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        fill(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def append_line(path: Path, record: JSONValue) -> None:
     """Append one canonical JSON record and fsync: once this returns, the record survives a crash."""
     with open(path, "ab") as f:
         f.write(canonical_json(record) + b"\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+@contextmanager
+def store_lock(store: Path) -> Iterator[None]:
+    """Hold the store's exclusive write lock for the ``with`` block: one writer per store, ever.
+
+    ``flock(2)`` on ``STORE/train.lock`` (created if missing, never deleted: removing a lock file
+    races with the next locker). The kernel releases it when the process ends, however it ends, so a
+    crash leaves no stale lock. While held, the file names the holder (``pid 123 on host h``).
+    Raises ``StoreLockedError`` naming the holder when another process holds it, ``OutputError``
+    when the lock file cannot be created. Linux/BSD/macOS (``fcntl``).
+    """
+    import fcntl  # POSIX only; imported here so that reading a store needs no fcntl
+
+    path = store / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as e:
+        raise output_error(path, e) from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            holder = os.pread(fd, 256, 0).decode("utf-8", "replace").strip() or "a process that has not named itself yet"
+            raise StoreLockedError(
+                f"store {store} is being written by another `trainwitness train` ({holder}); "
+                "wait for it to end or use another --store"
+            ) from e
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def store_lock_holder(store: Path) -> str | None:
+    """Who holds the store's write lock (``pid 123 on host h``), or None when no ``train`` is writing it."""
+    import fcntl
+
+    try:
+        fd = os.open(store / LOCK_FILE, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 256, 0).decode("utf-8", "replace").strip() or "a process that has not named itself yet"
+        except OSError:
+            return None
+        return None
+    finally:
+        os.close(fd)
 
 
 def _open_inside(store: Path, relpath: str) -> int:

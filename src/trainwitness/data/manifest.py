@@ -18,14 +18,16 @@ checked against it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from trainwitness.commit.atomic import atomic_write_with, temporary_path, writing
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hashing import Digest, domain_hash, file_sha256, format_digest, parse_digest
 from trainwitness.commit.merkle import MerkleTree, StreamingMerkleRoot, verify_inclusion
@@ -206,8 +208,9 @@ class ManifestBuilder:
 
     def __init__(self, out: Path) -> None:
         self._out = out
-        self._tmp = out.with_name(f".{out.name}.samples-{os.getpid()}")
-        self._samples = open(self._tmp, "wb")  # noqa: SIM115 (closed in finish/abort)
+        self._tmp = temporary_path(out, "samples")  # a temporary name: cleaned after a kill like any other
+        with writing(out):
+            self._samples = open(self._tmp, "wb")  # noqa: SIM115 (closed in finish/abort)
         self._root = StreamingMerkleRoot()
         self._sources: list[SourceDeclaration] = []
 
@@ -231,7 +234,8 @@ class ManifestBuilder:
         count = total = 0
         for digest, size in samples:
             entry = SampleEntry(id=self._root.size, source=name, record=count, digest=digest, size=size)
-            self._samples.write(canonical_json(entry.to_json()) + b"\n")
+            with writing(self._out):
+                self._samples.write(canonical_json(entry.to_json()) + b"\n")
             self._root.add(entry.leaf())
             count += 1
             total += size
@@ -247,30 +251,36 @@ class ManifestBuilder:
         return declaration
 
     def finish(self) -> ManifestSummary:
-        """Write ``header + sample lines`` to the output path (atomically) and return the summary."""
-        self._samples.close()
+        """Write ``header + sample lines`` to the output path (atomically) and return the summary.
+
+        Raises ``OutputError`` naming the output when it cannot be written; no temporary file is left.
+        """
         summary = ManifestSummary(
             root=format_digest(self._root.root()),
             num_samples=self._root.size,
             total_bytes=sum(s.total_bytes for s in self._sources),
             sources=tuple(self._sources),
         )
-        staged = self._out.with_name(f".{self._out.name}.tmp-{os.getpid()}")
-        try:
-            with open(staged, "wb") as out, open(self._tmp, "rb") as samples:
-                out.write(canonical_json(summary.to_json()) + b"\n")
+
+        def fill(out: BinaryIO) -> None:
+            out.write(canonical_json(summary.to_json()) + b"\n")
+            with open(self._tmp, "rb") as samples:
                 for block in iter(lambda: samples.read(1 << 20), b""):
                     out.write(block)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(staged, self._out)
+
+        try:
+            with writing(self._out):
+                self._samples.close()
+            atomic_write_with(self._out, fill)
         finally:
-            os.unlink(self._tmp)
+            self.abort()
         return summary
 
     def abort(self) -> None:
-        self._samples.close()
-        if self._tmp.exists():
+        """Close and remove the temporary sample lines (after ``finish``, or instead of it)."""
+        with contextlib.suppress(OSError):  # closing after a failed write retries the write: it may fail again
+            self._samples.close()
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp)
 
 

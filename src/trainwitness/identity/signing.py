@@ -11,13 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from trainwitness.commit.atomic import atomic_create, atomic_write
 from trainwitness.commit.canonical import canonical_json, parse_json
 from trainwitness.errors import MalformedInputError, MissingInputError, SignatureError
 
@@ -49,7 +49,11 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 
 
 def generate_keypair(private_path: Path, public_path: Path) -> Ed25519PublicKey:
-    """Write a new key pair as PEM; the private key file is created 0600 and never overwritten."""
+    """Write a new key pair as PEM; the private key file is created 0600 and never overwritten.
+
+    Each file is created whole or not at all (``commit.atomic``); raises ``FileExistsError`` when
+    the private key exists, ``OutputError`` when a file cannot be written.
+    """
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -57,11 +61,8 @@ def generate_keypair(private_path: Path, public_path: Path) -> Ed25519PublicKey:
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    private_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(private_pem)
-    public_path.write_bytes(public_pem)
+    atomic_create(private_path, private_pem, 0o600)  # FileExistsError: never overwritten
+    atomic_write(public_path, public_pem)
     return key.public_key()
 
 

@@ -19,6 +19,7 @@ import torch
 
 from trainwitness.commit.canonical import JSONValue
 from trainwitness.commit.hints import ExactMode, StepHints
+from trainwitness.commit.statement import check_core_hyperparameters
 from trainwitness.data.datasets import Batch
 from trainwitness.errors import MalformedInputError, ParentMismatchError
 from trainwitness.run.device import to_device, using_device
@@ -140,8 +141,11 @@ class TrainingRun:
         whole final state. ``inputs`` are the frozen inputs the spec may read by name while it is
         built (``trainwitness.run.inputs.frozen_input``). ``guarded``: check each step for what
         would make it unreplayable (recording; ``run/guard.py``). Raises ``ParentMismatchError``
-        when the parent's weights or state do not fit the spec.
+        when the parent's weights or state do not fit the spec, ``MalformedInputError`` naming a
+        hyperparameter the core reads that is out of range, or a batch size larger than the
+        spec's dataset, before the sampler uses it.
         """
+        check_core_hyperparameters(dict(hyperparameters), "hyperparameters")
         if parallel is not None and int(hyperparameters["batch_size"]) % parallel.world_size:
             raise MalformedInputError(f"batch size {hyperparameters['batch_size']} does not split over {parallel.world_size} ranks")
         device = torch.device(device)
@@ -153,6 +157,7 @@ class TrainingRun:
             spec = function(hyperparameters)
         if not isinstance(spec, TrainingSpec):
             raise MalformedInputError(f"the training spec returned {type(spec).__name__}, not a TrainingSpec")
+        check_core_hyperparameters(dict(hyperparameters), "hyperparameters", num_samples=len(spec.dataset))
         if device.type != "cpu":  # copy point: the parameters move (in place: the optimizer keeps them)
             spec.model.to(device)
             for obj in spec.state.values():
@@ -196,7 +201,10 @@ class TrainingRun:
         }
         if self.spec.state:
             state["extra"] = {name: obj.state_dict() for name, obj in self.spec.state.items()}
-        return flatten(state)
+        try:
+            return flatten(state)
+        except ValueError as e:  # a value that cannot be stored: the spec's, not a misuse of this API
+            raise MalformedInputError(f"the training state cannot be recorded: {e}") from e
 
     def capture(self) -> FlatState:
         """Everything the next step depends on; tensors are references, not copies."""

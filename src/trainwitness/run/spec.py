@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import torch
 
 from trainwitness.commit.canonical import JSONValue, canonical_json
-from trainwitness.commit.statement import REQUIRED_HYPERPARAMETERS
+from trainwitness.commit.statement import REQUIRED_HYPERPARAMETERS, check_core_hyperparameters
 from trainwitness.data.datasets import Batch, Dataset
 from trainwitness.errors import MalformedInputError
 
@@ -117,20 +117,14 @@ def load_entry_point(entry_point: str) -> SpecFunction:
     return function  # type: ignore[no-any-return]
 
 
-def _check_required(hp: Mapping[str, Any]) -> None:
-    for key in REQUIRED_HYPERPARAMETERS:
-        value = hp.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise MalformedInputError(f"hyperparameter {key!r} must be a non-negative integer, not {value!r}")
-    for key in ("batch_size", "total_steps", "checkpoint_interval"):
-        if hp[key] < 1:
-            raise MalformedInputError(f"hyperparameter {key!r} must be at least 1")
-
-
 def resolve_hyperparameters(
     defaults: Mapping[str, JSONValue], overrides: Mapping[str, JSONValue]
 ) -> dict[str, JSONValue]:
-    """Defaults updated by overrides; an unknown name or a changed type is refused, not ignored."""
+    """Defaults updated by overrides; an unknown name or a changed type is refused, not ignored.
+
+    The hyperparameters the core reads are checked against their ranges
+    (``statement.HYPERPARAMETER_RANGES``); raises ``MalformedInputError`` naming the first bad one.
+    """
     hp = dict(defaults)
     for key, value in overrides.items():
         if key not in defaults:
@@ -141,7 +135,7 @@ def resolve_hyperparameters(
         ):
             raise MalformedInputError(f"hyperparameter {key!r}: {value!r} is not a {type(default).__name__}")
         hp[key] = float(value) if isinstance(default, float) else value
-    _check_required(hp)
+    check_core_hyperparameters(hp, "hyperparameters (spec defaults and --set)")
     return hp
 
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
-import safetensors.torch
 import torch
 import zstandard
 
@@ -34,6 +33,7 @@ __all__ = [
     "read_checkpoint_file",
     "read_tensors_file",
     "encode_weights",
+    "weights_parts",
     "decode_weights",
     "read_weights_file",
     "MAX_CHECKPOINT_BYTES",
@@ -54,9 +54,19 @@ def encode_checkpoint(flat: FlatState, compress_level: int | None = None) -> byt
     return join_parts(checkpoint_parts(flat), compress_level)
 
 
+def weights_parts(weights: Mapping[str, torch.Tensor]) -> list[Part]:
+    """The published weights file, a plain safetensors file any tool can load, as parts (``tensorfile``).
+
+    The bytes are those of ``safetensors.torch.save(weights)``; tied weights (``head.weight`` is
+    ``embed.weight``) and views are each stored under every name the model's ``state_dict`` gives
+    them, so ``model.load_state_dict(safetensors.torch.load_file(path))`` restores the model.
+    """
+    return safetensors_parts({k: v.detach() for k, v in weights.items()}, None)
+
+
 def encode_weights(weights: Mapping[str, torch.Tensor]) -> bytes:
-    """The published weights file: a plain safetensors file any tool can load."""
-    return safetensors.torch.save({k: v.detach().contiguous() for k, v in weights.items()})
+    """``weights_parts`` as one ``bytes``."""
+    return join_parts(weights_parts(weights), None)
 
 
 _MAX_HEADER_BYTES = 100 * 1024 * 1024

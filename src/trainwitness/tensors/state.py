@@ -55,7 +55,10 @@ __all__ = [
     "weights_digest",
 ]
 
-# safetensors' dtype names: independent of the torch version that wrote them.
+# safetensors' dtype names: independent of the torch version that wrote them. Every dtype that
+# safetensors' torch bindings both write and read back (safetensors 0.8: ``safetensors.torch._TYPES``);
+# a state holding any other (complex128, float8_e8m0fnu, float4, sub-byte unsigned) is refused by
+# name before anything is written, since the published weights must load back.
 DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.float64: "F64",
     torch.float32: "F32",
@@ -65,8 +68,16 @@ DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.int32: "I32",
     torch.int16: "I16",
     torch.int8: "I8",
+    torch.uint64: "U64",
+    torch.uint32: "U32",
+    torch.uint16: "U16",
     torch.uint8: "U8",
     torch.bool: "BOOL",
+    torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e4m3fnuz: "F8_E4M3FNUZ",
+    torch.float8_e5m2: "F8_E5M2",
+    torch.float8_e5m2fnuz: "F8_E5M2FNUZ",
+    torch.complex64: "C64",
 }
 
 if sys.byteorder != "little":  # pragma: no cover - every supported platform is little-endian
@@ -89,7 +100,9 @@ def _encode(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> JSONValu
         if path in tensors:
             raise ValueError(f"two state entries flatten to the tensor name {path!r}")
         if value.dtype not in DTYPE_NAMES:
-            raise ValueError(f"{path}: dtype {value.dtype} is not supported")
+            raise ValueError(
+                f"{path}: dtype {value.dtype} cannot be stored (safetensors holds {', '.join(sorted(DTYPE_NAMES.values()))})"
+            )
         tensors[path] = value
         return {"$tensor": path}
     if value is None or isinstance(value, (bool, int, str)):

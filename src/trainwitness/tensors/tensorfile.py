@@ -21,7 +21,7 @@ import safetensors.torch
 import torch
 import zstandard
 
-from trainwitness.commit.store import atomic_write_with
+from trainwitness.commit.atomic import atomic_write_with
 from trainwitness.tensors.state import DTYPE_NAMES, _tensor_bytes
 
 __all__ = ["safetensors_parts", "join_parts", "write_parts"]
@@ -42,15 +42,18 @@ def _dtype_rank() -> dict[torch.dtype, int]:
     return {dtypes[int(name[1:])]: rank for rank, name in enumerate(names)}
 
 
-def safetensors_parts(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> list[Part]:
+def safetensors_parts(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None) -> list[Part]:
     """The safetensors file of ``tensors`` as [header, data of each tensor]: views, not copies.
 
     The views are of the tensors' own memory (a non-contiguous tensor is made contiguous first):
-    the caller must not modify the tensors until the parts are written.
+    the caller must not modify the tensors until the parts are written. Tensors that share memory
+    (tied weights, views of one another) are each written whole under their own name, where
+    ``safetensors.torch.save`` refuses them. ``metadata=None`` writes no ``__metadata__`` entry, as
+    ``safetensors.torch.save(metadata=None)`` does.
     """
     rank = _dtype_rank()
     names = sorted(tensors, key=lambda n: (rank[tensors[n].dtype], n.encode("utf-8")))
-    header: dict[str, object] = {"__metadata__": dict(metadata)}
+    header: dict[str, object] = {} if metadata is None else {"__metadata__": dict(metadata)}
     data: list[Part] = []
     offset = 0
     for name in names:
@@ -73,10 +76,11 @@ def join_parts(parts: Sequence[Part], compress_level: int | None) -> bytes:
 
 
 def write_parts(path: Path, parts: Sequence[Part], compress_level: int | None) -> None:
-    """Write the file durably (``store.atomic_write_with``), streaming each part through zstd if a level is given.
+    """Write the file durably (``atomic.atomic_write_with``), streaming each part through zstd if a level is given.
 
     The zstd frame records the total size, as ``join_parts`` does; the compressed bytes may differ
-    from ``join_parts``'s (block boundaries), the decompressed bytes never do.
+    from ``join_parts``'s (block boundaries), the decompressed bytes never do. A failed write (disk
+    full) raises ``OutputError`` naming ``path``, and leaves no file.
     """
 
     def fill(f: BinaryIO) -> None:
@@ -85,8 +89,12 @@ def write_parts(path: Path, parts: Sequence[Part], compress_level: int | None) -
                 f.write(part)
             return
         compressor = zstandard.ZstdCompressor(level=compress_level, write_content_size=True)
-        with compressor.stream_writer(f, size=sum(len(p) for p in parts), closefd=False) as stream:
-            for part in parts:
-                stream.write(part)
+        # Not a ``with`` block: after a failed write its exit would end the frame short and raise
+        # zstd's "Src size is incorrect" over the OSError that matters.
+        stream = compressor.stream_writer(f, size=sum(len(p) for p in parts), closefd=False)
+        for part in parts:
+            stream.write(part)
+        stream.flush(zstandard.FLUSH_FRAME)
+        stream.close()  # type: ignore[no-untyped-call]
 
     atomic_write_with(path, fill)
