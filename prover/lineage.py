@@ -43,7 +43,7 @@ class ParentSource:
 
 
 def _statement(files: LinkFiles) -> tuple[str, Statement]:
-    payload = unverified_payload(read_file(files.attestation, "attestation", MAX_ENVELOPE_BYTES))
+    payload = unverified_payload(read_file(files.attestation, "attestation", MAX_ENVELOPE_BYTES), f"DSSE envelope {files.attestation}")
     return statement_digest(payload), Statement.from_payload(payload)
 
 

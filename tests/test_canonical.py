@@ -51,3 +51,38 @@ def test_strict_parser_names_what_is_wrong(data: bytes, cause: str) -> None:
 def test_oversized_document_is_refused_before_parsing() -> None:
     with pytest.raises(MalformedInputError, match="exceeds the limit of 4"):
         parse_json(b"[1,2,3]", "thing", max_bytes=4)
+
+
+@pytest.mark.parametrize(
+    ("document", "why"),
+    [
+        (b"1" * 4301, "an integer of 4301 digits"),
+        (b"-" + b"1" * 4301, "an integer of 4301 digits"),
+        (b'{"lr": 1e400}', "the number 1e400 overflows a float"),
+        (b"[-1e999]", "the number -1e999 overflows a float"),
+        (b'["\\ud800"]', "a string holds a lone surrogate"),
+        (b'{"\\udc00": 1}', "a string holds a lone surrogate"),
+        (b'{"a": ["x", {"b": "\\ud83d"}]}', "a string holds a lone surrogate"),
+    ],
+    ids=["huge-int", "huge-negative-int", "1e400", "-1e999", "high-surrogate", "low-surrogate-key", "nested"],
+)
+def test_parse_json_refuses_values_that_cannot_round_trip(document: bytes, why: str) -> None:
+    with pytest.raises(MalformedInputError, match=f"^doc: {why}"):
+        parse_json(document, "doc")
+
+
+def test_parse_json_keeps_what_is_representable() -> None:
+    assert parse_json(b"1" * 4300, "doc") == int("1" * 4300)
+    assert parse_json(b'["\\ud83d\\ude00", 1e308, 1e-400]', "doc") == ["\U0001f600", 1e308, 0.0]
+
+
+def test_the_integer_limit_holds_whatever_the_interpreter_allows() -> None:
+    import sys
+
+    previous = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)  # PYTHONINTMAXSTRDIGITS=0: no limit of the interpreter's own
+    try:
+        with pytest.raises(MalformedInputError, match="an integer of 10000 digits"):
+            parse_json(b"1" * 10_000, "doc")
+    finally:
+        sys.set_int_max_str_digits(previous)

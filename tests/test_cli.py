@@ -74,7 +74,7 @@ def test_verify_cannot_decide_on_an_attestation_that_is_not_json(
     digits_run: RecordedRun, capsys: pytest.CaptureFixture[str]
 ) -> None:
     digits_run.attestation.write_bytes(b"this is not an attestation\n")
-    assert_could_not_verify(digits_run.verify_args(), capsys, "DSSE envelope: not valid JSON")
+    assert_could_not_verify(digits_run.verify_args(), capsys, f"DSSE envelope {digits_run.attestation}: not valid JSON")
 
 
 def test_verify_cannot_decide_on_an_envelope_missing_fields(digits_run: RecordedRun, capsys: pytest.CaptureFixture[str]) -> None:

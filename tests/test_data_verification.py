@@ -147,7 +147,7 @@ def test_two_sources_verify_from_auditor_copies_and_a_missing_file_is_named(tmp_
     assert main(run.verify_args("--all", *data)) == 1
     out = capsys.readouterr().out
     assert f"source points: missing from {auditor / 'points'}: sample ids 23" in out
-    assert f"differ from the manifest: sample ids {gone}, " in out
+    assert f"differ from the manifest: sample ids {gone} (file number {gone + 1} in points), " in out
 
 
 def test_an_uncompressed_auditor_copy_verifies_because_records_not_files_are_proven(digits_run: RecordedRun, tmp_path: Path, capsys) -> None:

@@ -344,15 +344,17 @@ def test_verify_rejects_an_exact_attestation_stripped_of_its_mode(exact_run: Rec
     assert main(exact_run.verify_args("--all")) == 2  # the commitments name a hints tree: malformed
 
 
-# -- without exact mode: bitwise rejects, bounded accepts ----------------------------------------------
+# -- without exact mode: bitwise replay needs the recorded thread count, bounded accepts ---------------
 
 
-def test_plain_run_recorded_with_2_threads_is_rejected_bitwise_with_1_thread(plain_run: RecordedRun) -> None:
-    report = _verify(plain_run, threads=1)
-    assert not report.accepted
-    # the committed loss of the first step whose forward pass differs, or else the checkpoint, is missed
-    detail = report.checks[-1].detail
-    assert report.checks[-1].name == "replay" and ("does not land on checkpoint" in detail or "the committed loss is" in detail)
+def test_plain_run_recorded_with_2_threads_is_refused_before_replay_with_1_thread(plain_run: RecordedRun, capsys) -> None:
+    # The auditor's thread count cannot make the claim false: exit 2 naming the fix, before any replay.
+    assert main(plain_run.verify_args("--all", "--threads", "1", "--sandbox", "off")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "trainwitness: error: --threads 1: bitwise replay needs the recorded 2 threads: "
+        "use --threads 2, --bounded, or a run recorded with --exact"
+    )
 
 
 def test_plain_run_is_accepted_by_bounded_mode_with_the_distance_shown(plain_run: RecordedRun, capsys) -> None:
@@ -404,7 +406,7 @@ def test_steering_forger_just_under_the_bound_is_accepted_by_bounded_mode(plain_
     report = _verify(plain_run, threads=1, bounded=True)
     assert report.accepted, report.to_text()  # the slack is real: the forged checkpoints pass
     assert max(s.distance.overall for s in report.segments if s.distance is not None) > 0.3 * BOUND
-    assert not _verify(plain_run, threads=1).accepted
+    assert not _verify(plain_run).accepted  # bitwise, with the recorded thread count: the steering shows
 
 
 def test_steering_forger_is_rejected_in_exact_mode(exact_run: RecordedRun) -> None:

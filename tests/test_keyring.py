@@ -53,7 +53,9 @@ def test_an_envelope_no_trusted_key_signed_names_its_key_id(tmp_path: Path) -> N
         ("[keys]\na = 3\n", "must be a PEM file path or PEM text"),
         ("[other]\na = 'x'\n", "exactly one table"),
         ("[keys]\n", "1 to 1024 keys"),
-        ("keys = [", "is not TOML"),
+        ("keys = [", "not valid TOML"),
+        ("keys = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),  # one strict TOML reader: no RecursionError
+        ("[keys]\na = " + "1" * 5000 + "\n", "not valid TOML"),  # nor the interpreter's ValueError for a 5,000-digit integer
         ('[keys]\na = "-----BEGIN PUBLIC KEY-----\\nnope\\n-----END PUBLIC KEY-----"\n', "is not a PEM public key"),
     ],
 )

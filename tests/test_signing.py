@@ -47,10 +47,19 @@ def test_sealed_payload_opens_under_its_key() -> None:
     assert open_envelope(seal_envelope(b"payload", FIXED_KEY), FIXED_KEY.public_key()) == b"payload"
 
 
-def test_envelope_signed_by_another_key_is_rejected() -> None:
+def test_envelope_signed_by_another_key_is_rejected_naming_the_key_id_it_carries() -> None:
     other = Ed25519PrivateKey.generate()
-    with pytest.raises(SignatureError, match="no signature in the envelope verifies"):
+    with pytest.raises(SignatureError) as caught:
         open_envelope(seal_envelope(b"payload", other), FIXED_KEY.public_key())
+    message = str(caught.value)
+    assert f"signed by key {key_id(other.public_key())}, not by the given key {key_id(FIXED_KEY.public_key())}" in message
+
+
+def test_envelope_without_key_ids_signed_by_another_key_is_rejected() -> None:
+    envelope = json.loads(seal_envelope(b"payload", Ed25519PrivateKey.generate()))
+    del envelope["signatures"][0]["keyid"]  # DSSE: keyid is optional
+    with pytest.raises(SignatureError, match="no signature in the envelope verifies under the key"):
+        open_envelope(json.dumps(envelope).encode(), FIXED_KEY.public_key())
 
 
 def test_changed_payload_with_the_old_signature_is_rejected() -> None:
@@ -103,3 +112,30 @@ def test_unreadable_keys_are_input_errors(tmp_path: Path) -> None:
     generate_keypair(tmp_path / "k.key", tmp_path / "k.pub")
     with pytest.raises(MalformedInputError):
         load_private_key(tmp_path / "k.pub")
+
+
+def _envelope_in(alphabet: str, padded: bool) -> bytes:
+    envelope = json.loads(seal_envelope(b"payload\xff\xfe>>>??", FIXED_KEY))
+    for field in (envelope, envelope["signatures"][0]):
+        key = "payload" if "payload" in field else "sig"
+        raw = base64.b64decode(field[key])
+        text = (base64.urlsafe_b64encode(raw) if alphabet == "url-safe" else base64.b64encode(raw)).decode()
+        field[key] = text if padded else text.rstrip("=")
+    return json.dumps(envelope).encode()
+
+
+@pytest.mark.parametrize("padded", [True, False], ids=["padded", "unpadded"])
+@pytest.mark.parametrize("alphabet", ["standard", "url-safe"])
+def test_envelopes_in_either_base64_alphabet_verify(alphabet: str, padded: bool) -> None:
+    # DSSE envelope.md: "Either standard or URL-safe encoding is allowed."
+    envelope = _envelope_in(alphabet, padded)
+    if alphabet == "url-safe":
+        assert b"-" in envelope or b"_" in envelope  # the payload was chosen so the alphabets differ
+    assert open_envelope(envelope, FIXED_KEY.public_key()) == b"payload\xff\xfe>>>??"
+
+
+def test_an_envelope_mixing_the_two_alphabets_in_one_field_is_refused() -> None:
+    envelope = json.loads(_envelope_in("url-safe", True))
+    envelope["payload"] = envelope["payload"].replace("-", "+", 1).replace("_", "/", 1) + "-"
+    with pytest.raises(MalformedInputError, match="payload is not valid base64"):
+        open_envelope(json.dumps(envelope).encode(), FIXED_KEY.public_key())

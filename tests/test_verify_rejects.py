@@ -18,7 +18,7 @@ from trainwitness.commit.merkle import MerkleTree, verify_inclusion
 from trainwitness.commit.store import INDEX_FILE, RUN_FILE, checkpoint_steps, read_index
 from trainwitness.data.datasets import batch_digest
 from trainwitness.errors import CommitmentError
-from trainwitness.identity.signing import load_private_key
+from trainwitness.identity.signing import key_id, load_private_key, load_public_key
 from trainwitness.prover.recorder import Recorder
 from trainwitness.run.loop import TrainingRun, weights_of
 from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
@@ -154,9 +154,21 @@ def test_verify_rejects_lr_changed_in_run_json_and_re_signed(digits_run: Recorde
 # -- the key -----------------------------------------------------------------------------------------
 
 
-def test_verify_rejects_an_attestation_signed_by_another_key(digits_run: RecordedRun, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_rejects_an_attestation_signed_by_another_key_naming_the_key_it_carries(
+    digits_run: RecordedRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = Ed25519PrivateKey.generate()
+    resign(digits_run, other)
+    given = key_id(load_public_key(digits_run.public_key))
+    assert_rejected(digits_run, capsys, "signature", f"verifies under the key {digits_run.public_key} ({given}); it names key id {key_id(other.public_key())}")
+
+
+def test_a_rejected_signature_shows_no_claims_and_no_blank_lines(digits_run: RecordedRun, capsys: pytest.CaptureFixture[str]) -> None:
     resign(digits_run, Ed25519PrivateKey.generate())
-    assert_rejected(digits_run, capsys, "signature", "no signature in the envelope verifies under the key")
+    assert main(digits_run.verify_args("--segments", "1")) == 1
+    out = capsys.readouterr().out
+    assert "subject" not in out and "entry point" not in out  # nothing of an unverified statement is shown
+    assert all(line.strip() for line in out.splitlines())
 
 
 # -- the final weights -------------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 Distance of a segment = ||replayed - committed|| / ||committed - start|| over the floating model
 and optimizer tensors (per tensor, and overall over all of them together): how far the committed
 checkpoint lies from where this machine's replay lands, relative to how far the segment moved.
-Every other tensor (RNG states, integer tensors) and the skeleton must still match bitwise.
+Elements on which replay and checkpoint agree count 0, non-finite ones included (a weight that
+honestly became NaN is NaN in both); an element where they differ must be finite in both. The
+update counts its finite elements. Every other tensor (RNG states, integer tensors) and the
+skeleton must still match bitwise.
 
 This is weaker than exact mode: a forger may steer every checkpoint anywhere inside the bound.
 The bound and its calibration are in docs/EXACT.md.
@@ -55,11 +58,18 @@ def segment_distance(start: FlatState, replayed: FlatState, committed: FlatState
                 raise ReplayMismatchError(f"bounded replay: {name} must match bitwise and does not")
             continue
         s = start.tensors.get(name)
-        c64 = c.to(torch.float64)
-        d = float(torch.linalg.vector_norm(r.to(torch.float64) - c64)) ** 2
-        u = float(torch.linalg.vector_norm(c64 - (s.to(torch.float64) if s is not None and s.shape == c.shape else 0.0))) ** 2
-        if not (math.isfinite(d) and math.isfinite(u)):
-            raise ReplayMismatchError(f"bounded replay: {name} holds non-finite values")
+        r64, c64 = r.to(torch.float64), c.to(torch.float64)
+        # Elements where replay and checkpoint agree (a NaN the honest run holds too, an equal
+        # infinity) are at distance 0; only where they differ must both be finite to be measured.
+        same = (r64 == c64) | (torch.isnan(r64) & torch.isnan(c64))
+        differing_r, differing_c = r64[~same], c64[~same]
+        if not (bool(torch.isfinite(differing_r).all()) and bool(torch.isfinite(differing_c).all())):
+            raise ReplayMismatchError(f"bounded replay: {name} differs from the checkpoint in non-finite values")
+        d = float(torch.linalg.vector_norm(differing_r - differing_c)) ** 2
+        update = c64 - (s.to(torch.float64) if s is not None and s.shape == c.shape else 0.0)
+        u = float(torch.linalg.vector_norm(update[torch.isfinite(update)])) ** 2  # the update where it is a number
+        if not (math.isfinite(d) and math.isfinite(u)):  # finite values whose squares overflow float64
+            raise ReplayMismatchError(f"bounded replay: {name} is too large to measure")
         off, moved = off + d, moved + u
         per = math.sqrt(d / u) if u > 0 else (0.0 if d == 0 else math.inf)
         if per > worst:

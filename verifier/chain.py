@@ -219,7 +219,7 @@ def read_links(directories: Sequence[Path]) -> dict[str, _Named]:
 
 
 def _read_link(files: LinkFiles) -> _Named:
-    payload = unverified_payload(read_file(files.attestation, "attestation", MAX_ENVELOPE_BYTES))
+    payload = unverified_payload(read_file(files.attestation, "attestation", MAX_ENVELOPE_BYTES), f"DSSE envelope {files.attestation}")
     return _Named(files=files, digest=statement_digest(payload), statement=Statement.from_payload(payload))
 
 

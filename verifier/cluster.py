@@ -27,8 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from trainwitness.commit.canonical import parse_json
 from trainwitness.errors import MalformedInputError, MissingInputError
-from trainwitness.verifier.sandbox import SandboxError, choose_isolation, replay_in_workers
+from trainwitness.verifier.sandbox import MAX_ANSWER_BYTES, SandboxError, choose_isolation, replay_in_workers
 
 __all__ = ["LostTask", "replay_on_cluster", "run_share"]
 
@@ -64,9 +65,10 @@ def run_share(request_text: str, sandbox: str, loopback: bool) -> str:
 
 
 def _parse(text: object, k: int, notes: list[str]) -> dict[str, Any] | SandboxError:
-    try:
-        reply = json.loads(text) if isinstance(text, str) else None
-    except json.JSONDecodeError:
+    try:  # the one strict JSON reader: a remote machine's reply is untrusted bytes
+        where = f"cluster task {k + 1}'s reply"
+        reply = parse_json(text.encode("utf-8", "surrogatepass"), where, MAX_ANSWER_BYTES) if isinstance(text, str) else None
+    except MalformedInputError:
         reply = None
     if not isinstance(reply, dict) or not isinstance(reply.get("isolation"), str):
         return SandboxError(f"cluster task {k + 1} returned no answer the verifier can read")

@@ -7,13 +7,14 @@ such sample id and its source.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from trainwitness.data.datasets import Dataset, DataSource, SourceDataset
 from trainwitness.data.manifest import ManifestIndex, record_digest
 from trainwitness.data.records import detect_format, read_records
-from trainwitness.errors import DataMismatchError, MalformedInputError
+from trainwitness.errors import DataMismatchError, InputError, MalformedInputError, MissingInputError
 from trainwitness.tensors.state import digest_tensors
 
 __all__ = ["CheckedRecords", "prefetch", "check_code_built_samples", "describe_ids"]
@@ -47,7 +48,19 @@ class CheckedRecords:
         return declared
 
     def _path(self, source: DataSource) -> Path:
-        return self.paths[source.name] if source.name in self.paths else source.locate()
+        """The auditor's copy of ``source``: the ``--data`` path, else where the training code locates it."""
+        if source.name in self.paths:
+            return self.paths[source.name]
+        fix = f"give your copy with --data {source.name}=PATH"
+        try:
+            path = source.locate()
+        except InputError as e:
+            raise MissingInputError(f"data source {source.name}: {e}; {fix}") from e
+        except Exception as e:  # noqa: BLE001 - the training code's own way of finding it failed here
+            raise MissingInputError(f"data source {source.name}: the training code cannot locate it here ({type(e).__name__}: {e}); {fix}") from e
+        if not os.path.lexists(path):
+            raise MissingInputError(f"data source {source.name}: {path} does not exist here; {fix}")
+        return Path(path)
 
     def count(self, source: DataSource) -> int:
         return int(self._declared(source).num_samples)
@@ -80,9 +93,9 @@ class CheckedRecords:
                 self._proven[offset + p] = record
         problems = []
         if missing:
-            problems.append(f"missing from {path}: sample ids {describe_ids(missing)}")
+            problems.append(f"missing from {path}: {_records(declared.format, path, missing, offset)}")
         if changed:
-            problems.append(f"differ from the manifest: sample ids {describe_ids(sorted(changed))}")
+            problems.append(f"differ from the manifest: {_records(declared.format, path, sorted(changed), offset)}")
         if problems:
             raise DataMismatchError(f"source {source.name}: " + "; ".join(problems) + " (no data is substituted)")
 
@@ -90,6 +103,17 @@ class CheckedRecords:
         self.fetch(source, positions)
         offset = self._offsets[source.name]
         return [self._proven[offset + p] for p in positions]
+
+
+def _records(fmt: str, path: Path, ids: Sequence[int], offset: int, limit: int = 5) -> str:
+    """Global sample ids with where each lies in the auditor's copy: "sample ids 31 (line 32 of a.jsonl)"."""
+    where = {"lines": "line {n} of {file}", "npy-rows": "row {p} of {file}", "files": "file number {n} in {file}"}.get(fmt)
+    shown = [
+        str(i) + ("" if where is None else f" ({where.format(n=i - offset + 1, p=i - offset, file=path.name)})")
+        for i in ids[:limit]
+    ]
+    more = f" and {len(ids) - limit} more ({describe_ids(ids[limit:])})" if len(ids) > limit else ""
+    return "sample ids " + ", ".join(shown) + more
 
 
 def prefetch(dataset: Dataset, access: CheckedRecords | None, ids: Iterable[int]) -> None:

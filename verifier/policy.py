@@ -22,17 +22,17 @@ expression that does not parse fails the check: it never passes.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from trainwitness.commit.strict_toml import MAX_TOML_BYTES, parse_toml
 from trainwitness.data.manifest import SourceDeclaration
 from trainwitness.errors import MalformedInputError, MissingInputError, PolicyError
 
-__all__ = ["Policy", "load_policy", "evaluate", "check_licences", "shipped_policies"]
+__all__ = ["Policy", "MAX_POLICY_BYTES", "parse_policy_toml", "load_policy", "evaluate", "check_licences", "shipped_policies"]
 
 _TOKEN_RE = re.compile(r"\s*(\(|\)|[A-Za-z0-9.+:-]+)")
 _MISSING = {"", "NOASSERTION", "NONE"}
@@ -59,42 +59,62 @@ def shipped_policies() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("trainwitness.verifier.policies").iterdir() if p.name.endswith(".toml"))
 
 
-def _entries(table: Any, key: str, where: str) -> dict[str, str]:
+MAX_POLICY_BYTES = MAX_TOML_BYTES  # a policy lists licence ids; the shipped ones are a few KiB
+_POLICY_KEYS = {"policy", "allow", "deny"}
+_HEADER_KEYS = {"name", "source"}
+_ENTRY_KEYS = {"id", "reason"}
+
+
+def parse_policy_toml(data: bytes, where: str) -> Policy:
+    """The one strict reader of a policy file: every failure is one ``MalformedInputError`` naming ``where``.
+
+    ``data`` must be UTF-8 TOML (https://toml.io/en/v1.0.0) of at most ``MAX_POLICY_BYTES``, holding
+    only ``[policy]`` (``name``, ``source``: strings) and ``[[allow]]``/``[[deny]]`` entries (``id``,
+    ``reason``: strings). Nesting too deep for the parser, integers over the interpreter's digit
+    limit, a key of the wrong type or an unknown key are refused, never a traceback.
+    """
+    table = parse_toml(data, where, MAX_POLICY_BYTES)
+    unknown = sorted(set(table) - _POLICY_KEYS)
+    if unknown:
+        raise MalformedInputError(f"{where}: unknown keys {unknown}; a policy holds only [policy], [[allow]] and [[deny]]")
+    header = table.get("policy", {})
+    if not isinstance(header, dict) or set(header) - _HEADER_KEYS or not all(isinstance(v, str) for v in header.values()):
+        raise MalformedInputError(f"{where}: [policy] must be a table of the strings name and source")
+    allowed, denied = _entries(table, "allow", where), _entries(table, "deny", where)
+    both = sorted(set(allowed) & set(denied))
+    if both:
+        raise MalformedInputError(f"{where}: {', '.join(both)} both allowed and denied")
+    return Policy(name=header.get("name", where), source=header.get("source", ""), allowed=allowed, denied=denied)
+
+
+def _entries(table: dict[str, Any], key: str, where: str) -> dict[str, str]:
     items = table.get(key, [])
     if not isinstance(items, list):
         raise MalformedInputError(f"{where}: [[{key}]] must be an array of tables")
     out = {}
     for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not isinstance(item.get("reason"), str):
-            raise MalformedInputError(f"{where}: every [[{key}]] entry needs an id and a reason (strings)")
+        if not isinstance(item, dict) or set(item) != _ENTRY_KEYS or not all(isinstance(v, str) for v in item.values()):
+            raise MalformedInputError(f"{where}: every [[{key}]] entry holds exactly an id and a reason (strings)")
         out[item["id"].lower()] = item["reason"]
     return out
 
 
 def load_policy(name_or_path: str) -> Policy:
-    """A shipped policy by name (``fedora-content``, ``debian-dfsg``) or a TOML file."""
+    """A shipped policy by name (``fedora-content``, ``debian-dfsg``) or a TOML file (``parse_policy_toml``)."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, "rb") as f:  # what is read is bounded: the limit, plus one byte to see it is passed
+                data = f.read(MAX_POLICY_BYTES + 1)
+        except FileNotFoundError as e:
+            raise MissingInputError(f"policy {path} does not exist (--policy)") from e
         except OSError as e:
             raise MissingInputError(f"policy {path} cannot be read ({e.strerror})") from e
-        where = str(path)
-    elif name_or_path in shipped_policies():
-        text = resources.files("trainwitness.verifier.policies").joinpath(f"{name_or_path}.toml").read_text(encoding="utf-8")
-        where = f"policy {name_or_path}"
-    else:
-        raise MissingInputError(f"policy {name_or_path!r} is neither a file nor one of {', '.join(shipped_policies())}")
-    try:
-        table = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise MalformedInputError(f"{where}: not valid TOML ({e})") from e
-    header = table.get("policy", {})
-    allowed, denied = _entries(table, "allow", where), _entries(table, "deny", where)
-    both = sorted(set(allowed) & set(denied))
-    if both:
-        raise MalformedInputError(f"{where}: {', '.join(both)} both allowed and denied")
-    return Policy(name=str(header.get("name", where)), source=str(header.get("source", "")), allowed=allowed, denied=denied)
+        return parse_policy_toml(data, str(path))
+    if name_or_path in shipped_policies():
+        data = resources.files("trainwitness.verifier.policies").joinpath(f"{name_or_path}.toml").read_bytes()
+        return parse_policy_toml(data, f"policy {name_or_path}")
+    raise MissingInputError(f"policy {name_or_path!r} is neither a file nor one of {', '.join(shipped_policies())}")
 
 
 class _Parser:

@@ -81,7 +81,8 @@ class Report:
         self.checks.append(Check(CheckName(name), True, detail))
 
     def failed(self, name: CheckName, detail: str) -> None:
-        self.checks.append(Check(CheckName(name), False, detail))
+        # one line: a library's message may span several
+        self.checks.append(Check(CheckName(name), False, " ".join(detail.split())))
 
     def detection(self) -> dict[str, float]:
         """Only meaningful for an accepted run: P(a forgery of fraction f would have been caught).
@@ -138,7 +139,10 @@ class Report:
         return "exact" if self.exact is not None else "bounded" if self.bound is not None else "bitwise"
 
     def to_text(self) -> str:
-        lines = [f"trainwitness verify: {self.verdict}", f"  subject      {self.subject}", f"  entry point  {self.entry_point}"]
+        lines = [f"trainwitness verify: {self.verdict}"]
+        # Known only once the signature verified: an unverified statement's claims are never shown.
+        lines += [f"  subject      {self.subject}"] if self.subject else []
+        lines += [f"  entry point  {self.entry_point}"] if self.entry_point else []
         if self.signer:
             lines.append(f"  signed by    {self.signer} ({self.signer_key_id})")
         if self.parent is not None:
@@ -154,8 +158,8 @@ class Report:
                 how = f"OS randomness: seed {self.sample_seed}, to repeat this audit"
             else:
                 how = f"the auditor's seed {self.sample_seed}"
-            if len(self.sampled) >= self.segment_count:
-                which = "every segment"
+            if self.sampled and len(self.sampled) >= self.segment_count:
+                which = "every segment, none drawn"
             else:
                 which = f"the last, always, and {len(self.sampled) - 1} drawn from {how}"
             if self.bound is None:
@@ -187,9 +191,13 @@ class Report:
             )
         if self.data_total_bytes:
             share = self.data_bytes_read / self.data_total_bytes
+            proven = any(c.name == "data" and c.passed for c in self.checks) and not any(
+                c.name == "data" and not c.passed for c in self.checks
+            )
             lines.append(
                 f"  data read: {self.data_bytes_read} of {self.data_total_bytes} bytes ({share:.1%}), "
-                f"{self.data_samples_read} samples, each proven against the manifest"
+                f"{self.data_samples_read} samples, "
+                + ("each proven against the manifest" if proven else "not all proven against the manifest (see the checks)")
             )
         detection = self.detection()
         if detection:

@@ -43,12 +43,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from trainwitness.commit.canonical import parse_json
 from trainwitness.errors import CheckName, InputError, MalformedInputError, VerificationError
 from trainwitness.verifier.bounded import SegmentDistance
 from trainwitness.verifier.replay import SegmentResult
@@ -64,6 +65,7 @@ __all__ = [
     "Isolation",
     "SandboxError",
     "choose_isolation",
+    "address_space_budget",
     "split_shares",
     "worker_threads",
     "worker_request",
@@ -181,6 +183,47 @@ def _apply_limits(limits: SandboxLimits) -> None:
     ):
         _, hard = resource.getrlimit(kind)
         resource.setrlimit(kind, (value if hard == resource.RLIM_INFINITY else min(value, hard),) * 2)
+
+
+def _meminfo_bytes(path: str, field: str) -> int | None:
+    """A ``field: N kB`` line of a /proc file, in bytes; None where there is none (not Linux)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name == field:
+                    return int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+_BUDGET_SLACK = 1 << 30  # address space that threads and allocator arenas reserve without touching it
+
+
+@contextlib.contextmanager
+def address_space_budget() -> Iterator[int | None]:
+    """For in-process replay: cap this process's address space at what it maps now plus the memory
+    this machine has available, while the upstream's code runs; yields the cap in bytes (None where
+    it cannot be set). An allocation beyond it (a signed model size no machine here can hold) fails
+    at once as a ``RuntimeError``/``MemoryError``, before anything is written to it, instead of the
+    kernel's overcommit letting it through to the out-of-memory killer. Restored afterwards.
+    """
+    available = _meminfo_bytes("/proc/meminfo", "MemAvailable")
+    mapped = _meminfo_bytes("/proc/self/status", "VmSize")
+    if available is None or mapped is None:
+        yield None
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    budget = mapped + available + _BUDGET_SLACK
+    for limit in (soft, hard):
+        if limit != resource.RLIM_INFINITY:
+            budget = min(budget, limit)
+    resource.setrlimit(resource.RLIMIT_AS, (budget, hard))
+    try:
+        yield budget
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def split_shares(drawn: Sequence[int], workers: int) -> list[list[int]]:
@@ -342,9 +385,9 @@ def _answer(isolation: Isolation, child: subprocess.Popen[bytes], request: dict[
         how = f"signal {-child.returncode}" if child.returncode < 0 else f"status {child.returncode}"
         return SandboxError(f"the replay worker died ({how}; a limit, or the code crashed): {tail[0][:300]}")
     try:
-        result = json.loads(out.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return SandboxError(f"the replay worker's output is not JSON: {tail[0][:300]}")
+        result = parse_json(out, "answer", MAX_ANSWER_BYTES)  # the one strict JSON reader: untrusted bytes
+    except MalformedInputError as e:
+        return SandboxError(f"the replay worker's output is not JSON ({e}): {tail[0][:300]}")
     if not isinstance(result, dict):
         return SandboxError("the replay worker's output is not a JSON object")
     return result
@@ -429,7 +472,7 @@ def merge_worker_report(report: Report, answer: dict[str, Any], share: Sequence[
     """
     try:
         _merge(report, answer)
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:
         raise SandboxError(f"the replay worker's answer is malformed ({type(e).__name__}: {e})") from e
     replayed = [s.index for s in report.segments]
     if len(set(replayed)) != len(replayed) or not set(replayed) <= set(share):

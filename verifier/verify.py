@@ -23,7 +23,7 @@ from trainwitness.commit.link import LinkFiles
 from trainwitness.commit.statement import Statement, TrainingClaim, statement_digest
 from trainwitness.commit.store import IMPORTS_FILE, MANIFEST_FILE, RUN_FILE, read_store_file
 from trainwitness.data.datasets import SourceDataset, use_record_access
-from trainwitness.data.manifest import read_manifest
+from trainwitness.data.manifest import ManifestIndex, read_manifest
 from trainwitness.errors import (
     CheckName,
     CodeMismatchError,
@@ -37,6 +37,8 @@ from trainwitness.errors import (
     MissingInputError,
     ParentMismatchError,
     Rejected,
+    TrainingCodeError,
+    TrainwitnessError,
     VerificationError,
     WeightsMismatchError,
 )
@@ -59,6 +61,7 @@ from trainwitness.run.inputs import read_input_weights
 from trainwitness.run.loop import TrainingRun
 from trainwitness.run.parent import ParentStart, read_parent_state, read_parent_weights
 from trainwitness.run.rng import device_generator_state
+from trainwitness.run.sampler import ShuffledEpochSampler
 from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
 from trainwitness.tensors.checkpoint import decode_weights
 from trainwitness.tensors.state import state_digest, tensor_digest, weights_digest
@@ -75,6 +78,7 @@ from trainwitness.verifier.sandbox import (
     Isolation,
     SandboxError,
     SandboxLimits,
+    address_space_budget,
     choose_isolation,
     merge_worker_reports,
     replay_in_workers,
@@ -172,13 +176,147 @@ def _read(path: Path, what: str, max_bytes: int) -> bytes:
         raise MissingInputError(f"{what} {path} cannot be read ({e.strerror})") from e
 
 
-def _attested_files(store: Path, claim_digest: str) -> list[SourceFile] | None:
-    """The store's per-file list, trusted only because it hashes to the signed tree digest."""
+# -- what can be checked before any of the upstream's code runs -----------------------------------
+
+def _check_replay_settings(claim: TrainingClaim, options: VerifyOptions) -> None:
+    """The auditor's own settings must be able to reproduce the run: else exit 2, naming the fix.
+
+    Without exact mode, bitwise replay needs the recorded torch thread count (on CPU the last bits
+    of a reduction depend on it); replaying with another could only ever REJECT an honest run.
+    """
+    recorded = claim.torch_threads
+    if claim.exact is None and not options.bounded and options.threads is not None and options.threads != recorded:
+        raise MalformedInputError(
+            f"--threads {options.threads}: bitwise replay needs the recorded {recorded} thread{'s' * (recorded != 1)}: "
+            f"use --threads {recorded}, --bounded, or a run recorded with --exact"
+        )
+
+
+def _check_data_options(claim: TrainingClaim, data: Mapping[str, Path]) -> None:
+    """Every ``--data NAME=PATH``: a declared source, and a path of the kind its declared format reads."""
+    declared = {s.name: s for s in claim.manifest.sources}
+    for name, path in data.items():
+        source = declared.get(name)
+        if source is None:
+            raise MalformedInputError(
+                f"--data {name}={path}: the attestation declares no source {name!r} (it declares {', '.join(sorted(declared))})"
+            )
+        if source.format == "tensors":
+            raise MalformedInputError(f"--data {name}={path}: source {name} is built in code by the training spec; it has no files to give")
+        if not os.path.lexists(path):
+            raise MissingInputError(f"--data {name}={path}: {path} does not exist")
+        if source.format == "files" and not path.is_dir():
+            raise MalformedInputError(f"--data {name}={path}: source {name} is a directory of files (declared format 'files'); {path} is not a directory")
+        if source.format != "files" and not path.is_file():
+            kind = "a directory" if path.is_dir() else "not a regular file"
+            named = Path(source.uri or "").name
+            hint = f" (did you mean --data {name}={path / named}?)" if named and path.is_dir() and (path / named).is_file() else ""
+            raise MalformedInputError(
+                f"--data {name}={path}: source {name} is one file (declared format {source.format!r}); {path} is {kind}{hint}"
+            )
+
+
+def _code_root_name(entry_point: str) -> str:
+    """The name the auditor's --code directory (or module file) must have: the attested source root's."""
+    if entry_point.startswith("trainwitness.workloads."):
+        return "workloads"
+    return entry_point.partition(":")[0].split(".")[0]
+
+
+def _check_code_option(code: Path, entry_point: str) -> None:
+    """--code names the attested source root itself, not the directory above it or another package."""
+    if not os.path.lexists(code):
+        raise MissingInputError(f"--code {code} does not exist")
+    expected = _code_root_name(entry_point)
+    name = code.stem if code.is_file() else code.name
+    if name == expected:
+        return
+    for candidate in (code / expected, code / f"{expected}.py"):
+        if code.is_dir() and os.path.lexists(candidate):
+            raise MalformedInputError(
+                f"--code {code}: the entry point {entry_point} lives in {expected!r}, not {name!r}: did you mean --code {candidate}?"
+            )
+    raise MalformedInputError(f"--code {code}: the entry point {entry_point} lives in {expected!r}, not {name!r}")
+
+
+_ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.zst", ".tar.bz2", ".zip")
+_ARCHIVE_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"PK\x03\x04", b"BZh", b"\xfd7zXZ")
+
+
+def _check_store_option(store: Path) -> None:
+    """--store is a directory: a file (an archive, most likely) is named as such."""
+    if store.is_dir():
+        return
+    if not os.path.lexists(store):
+        raise MissingInputError(f"store {store} does not exist (--store)")
+    if not store.is_file():
+        raise MalformedInputError(f"store {store} is not a directory (--store)")
     try:
-        declared = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
+        with open(store, "rb") as f:
+            start = f.read(512)
+    except OSError:
+        start = b""
+    archive = store.name.lower().endswith(_ARCHIVE_SUFFIXES) or start.startswith(_ARCHIVE_MAGIC) or start[257:262] == b"ustar"
+    hint = ": it looks like an archive; unpack it and give the store directory it holds" if archive else ""
+    raise MalformedInputError(f"store {store} is a file, not a store directory (--store){hint}")
+
+
+def _store_declaration(store: Path) -> dict[str, Any] | None:
+    """The store's run.json (what the prover declared at the start), or None where the store has none."""
+    try:
+        data = read_store_file(store, RUN_FILE, 1 << 26)
     except MissingInputError:
         return None
-    if not isinstance(declared, dict) or "code_files" not in declared:
+    declared = parse_json(data, f"{store}/{RUN_FILE}")
+    if not isinstance(declared, dict):
+        raise MalformedInputError(f"{store}/{RUN_FILE}: not a JSON object")
+    return declared
+
+
+def _other_run(declared: dict[str, Any] | None, claim: TrainingClaim) -> list[str]:
+    """How the store's run.json differs from the attested run (empty: it declares this run).
+
+    The attestation copies the store's declaration, so an honest pair agrees on these fields. This
+    is asked only once the store's index has failed to match the signed roots (or is short): it
+    turns that puzzling mismatch into what it is, the store of another run (exit 2). A store whose
+    index matches the signed roots is this run's, whatever its run.json says.
+    """
+    if declared is None:
+        return []
+    differences: list[str] = []
+    hp = declared.get("hyperparameters")
+    if isinstance(hp, dict) and hp != claim.hyperparameters:
+        keys = sorted(k for k in set(hp) | set(claim.hyperparameters) if hp.get(k) != claim.hyperparameters.get(k))
+        differences.extend(f"{k} {_shown(hp.get(k))} (attested {_shown(claim.hyperparameters.get(k))})" for k in keys[:3])
+    if not _same_code(declared, claim):
+        differences.append("another source tree")
+    data = declared.get("data")
+    manifest = data.get("manifest") if isinstance(data, dict) else None
+    if isinstance(manifest, dict) and manifest.get("root") != claim.manifest.root:
+        differences.append("another dataset manifest")
+    if ("exact" in declared) != (claim.exact is not None):
+        differences.append("exact mode " + ("on" if "exact" in declared else "off"))
+    return differences
+
+
+def _same_code(declared: dict[str, Any], claim: TrainingClaim) -> bool:
+    code = declared.get("code")
+    return not isinstance(code, dict) or code.get("tree_digest") == claim.code.get("tree_digest")
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _attested_files(store: Path, declared: dict[str, Any] | None, claim: TrainingClaim) -> list[SourceFile] | None:
+    """The store's per-file list, trusted only because it hashes to the signed tree digest.
+
+    None where the store has none, or where its run.json declares another source tree (the store
+    of another run: named as such at step (4), not as a forged list here).
+    """
+    claim_digest = str(claim.code["tree_digest"])
+    if declared is None or "code_files" not in declared or not _same_code(declared, claim):
         return None
     files = files_from_json(declared["code_files"], f"{store}/{RUN_FILE} code_files")
     if tree_digest(files) != claim_digest:
@@ -208,7 +346,9 @@ def _check_tree(root: Path, attested_digest: str, attested: list[SourceFile] | N
         raise CodeMismatchError(f"{what} {root} has {len(local)} files, the attestation claims {attested_count}")
 
 
-def _check_code(claim: TrainingClaim, store: Path, options: VerifyOptions, report: Report) -> list[Path]:
+def _check_code(
+    claim: TrainingClaim, store: Path, declared: dict[str, Any] | None, options: VerifyOptions, report: Report
+) -> list[Path]:
     """(3): every attested source tree against the auditor's copy, and the installed distributions.
 
     Returns the roots the replay may import local code from. Missing code is exit 2 naming it; code
@@ -216,7 +356,7 @@ def _check_code(claim: TrainingClaim, store: Path, options: VerifyOptions, repor
     another version is noted.
     """
     code = claim.code
-    attested_files = _attested_files(store, str(code["tree_digest"]))
+    attested_files = _attested_files(store, declared, claim)
     if options.code is not None:
         _check_tree(options.code, str(code["tree_digest"]), attested_files, int(code["file_count"]))  # type: ignore[call-overload]
         _import_from(options.code, claim.entry_point)
@@ -380,6 +520,13 @@ def _check_committed_batches(evidence: Evidence, run: TrainingRun) -> None:
             )
 
 
+def _needed_samples(claim: TrainingClaim, drawn: list[int]) -> list[int]:
+    """The distinct sample ids the drawn segments' steps read: a pure function of signed values."""
+    sampler = ShuffledEpochSampler(claim.manifest.num_samples, int(claim.hyperparameters["batch_size"]), int(claim.hyperparameters["data_seed"]))
+    steps = claim.checkpoint_steps
+    return sorted({i for seg in drawn for step in range(steps[seg], steps[seg + 1]) for i in sampler.batch_ids(step)})
+
+
 def verify_run(
     attestation: Path,
     store: Path,
@@ -394,19 +541,22 @@ def verify_run(
     """Verify a training run's attestation against its store and final weights.
 
     Plan: (1) signature, by any trusted key (``public_key``: one key file, or a ``Keyring``; the
-    report names the one that signed), (2) statement and licence policy, (2c) lineage: the declared
+    report names the one that signed), (2) statement, the auditor's settings and every signed value
+    and option that can be checked without running code, licence policy, (2c) lineage: the declared
     parent is ``parent`` and its attested final digests are the ones this run starts from, and each
     declared frozen input's file (``inputs``: name -> weights file) holds its declared weights,
-    (3) code identity, (4) store index against the signed roots (three; four in exact mode),
-    (5) final weights, (6) manifest, the start (seeded, or recomputed from the parent's files and the
-    seed), and every step's sample ids against the sampler, (7) draw segments (the last always) and
-    prove the samples they use, (8) replay each bitwise (or within the calibrated bound, with --bounded).
+    (3) code identity, (4) the store is complete and its index matches the signed roots (three; four
+    in exact mode; a store of another run is named so), (5) final weights, (6) manifest, the start
+    (seeded, or recomputed from the parent's files and the seed), and every step's sample ids
+    against the sampler, (7) draw segments (the last always) and prove the samples they use,
+    (8) replay each bitwise (or within the calibrated bound, with --bounded).
     The parent's own signature and replay are not checked here: ``verifier.chain.verify_chain``
     verifies every link of a chain, each with this function.
-    (1)-(5) and the draw are this process's own; (6)-(8) run the upstream's code, here or in worker
-    processes (one per share of the draw, ``options.workers``) whose JSON answers are merged here.
-    A failed check ends the run of checks that depend on it and is recorded in the report;
-    unreadable input raises ``InputError`` (nothing was decided).
+    (1)-(5), the manifest and the draw are this process's own; (6)-(8) run the upstream's code,
+    here or in worker processes (one per share of the draw, ``options.workers``) whose JSON answers
+    are merged here. A failed check ends the run of checks that depend on it and is recorded in the
+    report; unreadable input, or input of this machine that cannot reproduce the run (an option, a
+    missing file, memory), raises ``InputError`` (nothing was decided).
     """
     if options.workers < 1:
         raise MalformedInputError(f"--workers must be at least 1, not {options.workers}")
@@ -417,17 +567,23 @@ def verify_run(
     keys = public_key if isinstance(public_key, Keyring) else Keyring((TrustedKey(str(public_key), load_public_key(public_key)),))
     try:
         # (1): the signature, before any field of the payload is believed; every trusted key is tried.
-        payload, signer = keys.open(envelope)
+        payload, signer = keys.open(envelope, where=f"DSSE envelope {attestation}")
         report.signer, report.signer_key_id = signer.name, signer.key_id
         report.statement_digest = statement_digest(payload)
         report.passed(CheckName.SIGNATURE, f"DSSE envelope signed by {signer.describe()}")
 
-        # (2): the statement, parsed and invariant-checked.
+        # (2): the statement, parsed and invariant-checked; then what this machine's settings and
+        # inputs must be for replay to decide anything, checked before any code runs (exit 2).
         statement = Statement.from_payload(payload)
         claim = statement.claim
         report.subject = f"{statement.subject_name} sha256:{statement.subject_sha256}"
         report.entry_point = claim.entry_point
         report.declared = declared_fields(parse_json(payload, "attestation statement"))  # shown as such, never as checked
+        _check_replay_settings(claim, options)
+        _check_data_options(claim, options.data)
+        if options.code is not None:
+            _check_code_option(options.code, claim.entry_point)
+        _check_store_option(store)
 
         # (2b): licences, when the auditor brings a policy; a missing or unknown licence fails it.
         if options.policy is not None:
@@ -441,10 +597,20 @@ def verify_run(
 
         # (3): the code we are about to run is the code that was attested, checked before importing it:
         # the entry point's tree, every other local package the run imported, installed distributions.
-        _check_code(claim, store, options, report)
+        declared = _store_declaration(store)
+        _check_code(claim, store, declared, options, report)
 
-        # (4): the store's index against the signed roots; no checkpoint is read for this.
-        evidence = Evidence.open(store, claim)
+        # (4): the store's index against the signed roots; no checkpoint is read for this. A store
+        # that does not match, or is short, and whose run.json declares another run is named so.
+        try:
+            evidence = Evidence.open(store, claim)
+        except (CommitmentError, MissingInputError) as e:
+            other = _other_run(declared, claim)
+            if other:
+                raise MalformedInputError(
+                    f"store {store} holds another run than the attestation's: its {RUN_FILE} declares {'; '.join(other)} (--store)"
+                ) from e
+            raise
         report.passed(
             CheckName.COMMITMENTS,
             f"{claim.total_steps} steps and {len(claim.checkpoint_steps)} checkpoints match the {len(claim.trees)} roots",
@@ -467,6 +633,9 @@ def verify_run(
             CheckName.FINAL_WEIGHTS,
             f"{weights.name} is the subject and the weights component of the state at step {last.step} (the last segment's end, always replayed)",
         )
+
+        # (6a): the store's manifest, read here against the signed summary before any worker reads it.
+        manifest = read_manifest(store / MANIFEST_FILE, claim.manifest)
 
         # A data-parallel run: how its ranks are replayed is decided here, from the signed declaration
         # and the auditor's options (exit 2 where bitwise replay cannot reproduce its reduction).
@@ -496,15 +665,21 @@ def verify_run(
             report.notes.append(isolation.describe())
         if options.ranks == "local":
             isolation = replace(isolation, loopback=True)
-        seed = options.seed
-        if seed is None and isolation.process:  # from the OS too, but reported, so the audit can be repeated
+        segment_count = len(claim.checkpoint_steps) - 1
+        every = options.segments is None or options.segments >= segment_count - 1  # N drawn among the others, and the last
+        seed = options.seed if not every else None  # nothing is drawn when every segment is replayed
+        if seed is None and isolation.process and not every:  # from the OS too, but reported, so the audit can be repeated
             seed = secrets.randbelow(2**63)
             report.seed_from_os = True
-        drawn = choose_segments(len(claim.checkpoint_steps) - 1, options.segments, seed)
+        drawn = choose_segments(segment_count, options.segments, seed)
         if isolation.process:
-            _replay_in_workers(report, isolation, payload, claim, store, options, drawn, seed, progress, start)
+            _replay_in_workers(report, isolation, payload, claim, store, options, drawn, seed, progress, manifest, start)
         else:
-            replay_drawn(claim, evidence, options, drawn, report, progress, payload=payload, start=start)
+            with address_space_budget() as budget:
+                if budget is not None:
+                    report.notes.append(f"in-process replay ran under an address-space budget of {budget / 2**30:.1f} GiB (memory available here)")
+                _replay_in_process(claim, evidence, options, drawn, report, progress, manifest, payload, start)
+            report.sample_seed = seed
         _rank_replay_note(report, claim, options)
     except VerificationError as e:
         report.failed(e.check, str(e))
@@ -543,6 +718,24 @@ def verify(
     if not report.accepted:
         raise Rejected(report)
     return report
+
+
+def _replay_in_process(
+    claim: TrainingClaim, evidence: Evidence, options: VerifyOptions, drawn: list[int], report: Report,
+    progress: Progress | None, manifest: ManifestIndex, payload: bytes, start: StartFiles,
+) -> None:
+    """(6)-(8) in this process (``--sandbox off``): the training code's own failure is a failed check, as from a worker."""
+    try:
+        replay_drawn(claim, evidence, options, drawn, report, progress, manifest=manifest, payload=payload, start=start)
+    except (TrainwitnessError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - the upstream's code raised: named, never a traceback
+        raise TrainingCodeError(f"the training code failed: {type(e).__name__}: {_one_line(str(e))}") from e
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def rank_replay(claim: TrainingClaim, options: VerifyOptions) -> str:
@@ -654,7 +847,7 @@ def _replay_mode(report: Report, claim: TrainingClaim, options: VerifyOptions) -
 
 def _replay_in_workers(
     report: Report, isolation: Isolation, payload: bytes, claim: TrainingClaim, store: Path, options: VerifyOptions,
-    drawn: list[int], seed: int | None, progress: Progress | None, start: StartFiles,
+    drawn: list[int], seed: int | None, progress: Progress | None, manifest: ManifestIndex, start: StartFiles,
 ) -> None:
     """(6)-(8) in worker processes, all at once, each on its share of ``drawn``; their answers merged here."""
     shares = split_shares(drawn, options.workers)
@@ -669,8 +862,8 @@ def _replay_in_workers(
 
     def finished(k: int, outcome: dict[str, Any] | SandboxError | LostTask) -> None:
         nonlocal done
-        if progress is not None and isinstance(outcome, dict) and "report" in outcome:  # not yet checked: progress only
-            done += len(shares[k])
+        if progress is not None and isinstance(outcome, dict):  # not yet checked: progress only, of what it says it replayed
+            done += min(len(shares[k]), _replayed_count(outcome))
             progress(done, len(drawn))
 
     outcomes: list[dict[str, Any] | SandboxError | LostTask]
@@ -701,6 +894,7 @@ def _replay_in_workers(
     answered = [k for k in range(len(shares)) if k not in lost]
     if answered:
         merge_worker_reports(report, [shares[k] for k in answered], [outcomes[k] for k in answered])  # type: ignore[misc]
+        _count_data_read(report, claim, [i for k in answered for i in shares[k]], manifest)
     _replay_mode(report, claim, options)
     if lost:
         missing = [i for k in lost for i in shares[k]]
@@ -714,16 +908,52 @@ def _replay_in_workers(
         )
 
 
+def _count_data_read(report: Report, claim: TrainingClaim, replayed: list[int], manifest: ManifestIndex) -> None:
+    """Data read, counted here: the workers' shares overlap in the samples they read (one sample
+    serves many steps), so the distinct samples are counted from the signed sampler and the manifest."""
+    needed = _needed_samples(claim, replayed)
+    distinct_bytes = manifest.total_size(needed)
+    report.data_total_bytes = manifest.summary.total_bytes
+    if any(c.name == CheckName.DATA for c in report.checks) and all(c.passed for c in report.checks if c.name == CheckName.DATA):
+        report.data_bytes_read, report.data_samples_read = distinct_bytes, len(needed)
+    else:  # a worker stopped early: what they say they read, never more than the draw needs
+        report.data_bytes_read = min(report.data_bytes_read, distinct_bytes)
+        report.data_samples_read = min(report.data_samples_read, len(needed))
+
+
+def _replayed_count(outcome: dict[str, Any] | SandboxError) -> int:
+    try:
+        return len(outcome["report"]["segments"]["replayed"])  # type: ignore[index]
+    except (KeyError, TypeError):
+        return 0
+
+
+def _missing_file(e: OSError) -> MissingInputError:
+    return MissingInputError(
+        f"the training code reads {e.filename!r}, which cannot be read here ({e.strerror}): declared data sources "
+        "are given with --data NAME=PATH and the source tree with --code DIR; any other file must exist where the code looks"
+    )
+
+
+def _is_allocation_failure(e: BaseException) -> bool:
+    """torch raises RuntimeError (an OutOfMemoryError on devices) when an allocation is refused."""
+    text = str(e)
+    return isinstance(e, MemoryError) or "can't allocate memory" in text or "out of memory" in text or "size calculation overflowed" in text
+
+
 def replay_drawn(
     claim: TrainingClaim, evidence: Evidence, options: VerifyOptions, drawn: list[int], report: Report,
     progress: Progress | None = None, *, rank: int | None = None, payload: bytes | None = None,
-    start: StartFiles = StartFiles(),
+    manifest: ManifestIndex | None = None, start: StartFiles = StartFiles(),
 ) -> None:
     """(6)-(8) for the segments ``drawn``: in the verifier's own process, or in a worker on its share.
 
     Raises the ``VerificationError`` of the first failed check. A worker starts here, from the
     statement the parent verified; it reads the store again (the index against the signed roots,
-    for the inclusion proofs below), but not the weights, and it checks no signature.
+    for the inclusion proofs below, and the manifest unless given), but not the weights, and it
+    checks no signature. What this machine lacks is an ``InputError``, not a verdict: a file the
+    training code reads that is absent here, or memory the signed hyperparameters need that this
+    machine (or the sandbox's limit) cannot give.
     A data-parallel run replays with ``options.ranks``: ``single`` here, every rank's share;
     ``local`` in one process per rank (``ranks.replay_ranks_locally``, which needs the verified
     ``payload`` to hand on), each of which comes back here with its ``rank``.
@@ -731,13 +961,26 @@ def replay_drawn(
     # The upstream code runs from source only, and may import local code only from the attested trees
     # (identity/imports.py): located again here, as a worker starts from the statement alone.
     roots = [locate_source_root(claim.entry_point), *(locate_package(str(p["name"])) for p in claim.code["packages"])]  # type: ignore[index, union-attr]
-    with attested_imports(roots):
-        _replay_drawn(claim, evidence, options, drawn, report, progress, rank, payload, start)
+    try:
+        with attested_imports(roots):
+            _replay_drawn(claim, evidence, options, drawn, report, progress, rank, payload, manifest, start)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
+        raise _missing_file(e) from e
+    except (MemoryError, RuntimeError) as e:
+        if not _is_allocation_failure(e):
+            raise
+        raise MalformedInputError(
+            f"the training code could not allocate the memory its signed hyperparameters ask for on this machine "
+            f"({_one_line(str(e), 200)})"
+        ) from e
+    finally:
+        if evidence.checkpoint_bytes_read:  # a rejected audit still says what it read
+            report.checkpoint_bytes_read = evidence.checkpoint_bytes_read
 
 
 def _replay_drawn(
-    claim: TrainingClaim, evidence: Evidence, options: VerifyOptions, drawn: list[int], report: Report, progress: Progress | None,
-    rank: int | None, payload: bytes | None, start: StartFiles,
+    claim: TrainingClaim, evidence: Evidence, options: VerifyOptions, drawn: list[int], report: Report,
+    progress: Progress | None, rank: int | None, payload: bytes | None, manifest: ManifestIndex | None, start: StartFiles,
 ) -> None:
     store = evidence.store
     if claim.distributed is not None and options.ranks == "local" and rank is None:
@@ -751,10 +994,9 @@ def _replay_drawn(
         return
     # (6): the manifest, checked against the signed summary; then the run rebuilt from its declared
     # seed (the start is recomputed, never trusted), reading data only through proven records.
-    manifest = read_manifest(store / MANIFEST_FILE, claim.manifest)
-    unknown = sorted(set(options.data) - {s.name for s in claim.manifest.sources})
-    if unknown:
-        raise MalformedInputError(f"--data names {', '.join(unknown)}, which the attestation does not declare")
+    if manifest is None:
+        manifest = read_manifest(store / MANIFEST_FILE, claim.manifest)
+    _check_data_options(claim, options.data)
     report.passed(CheckName.MANIFEST, f"{len(manifest)} samples in {len(claim.manifest.sources)} sources match the signed root")
     threads = claim.torch_threads if options.threads is None else options.threads
     apply_execution_settings(threads)
@@ -802,6 +1044,9 @@ def _replay_drawn(
     if unread:
         report.notes.append(f"the training spec did not read the declared frozen inputs {', '.join(unread)}")
     report.passed(CheckName.INITIAL_STATE, _check_start(claim, run, evidence, int(hp["seed"]), parent_start))
+    # Every checkpoint's layout follows from the state just built: a file declaring another is refused
+    # before anything is allocated for it (docs/FORMAT.md, "Checkpoint files").
+    evidence.expect_layout(run.capture(), run.spec.optimizer)
 
     # (7): the segments the verifier drew; the samples they use are fetched from the auditor's copy
     # and each proven against the manifest root before any step runs.
@@ -833,9 +1078,9 @@ def _replay_drawn(
     # (8): replay each sampled segment and compare bitwise.
     for done, i in enumerate(report.sampled):
         report.segments.append(replay_segment(run, evidence, i, report.bound))
+        report.checkpoint_bytes_read = evidence.checkpoint_bytes_read
         if progress is not None:
             progress(done + 1, len(report.sampled))
-    report.checkpoint_bytes_read = evidence.checkpoint_bytes_read
     if report.bound is None:
         how = "bitwise" if claim.exact is None else "bitwise in exact mode (committed hints applied)"
         report.passed(CheckName.REPLAY, f"{len(report.segments)} sampled segments replay {how} onto their next checkpoint")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -115,12 +116,33 @@ def _verify(args: argparse.Namespace) -> int:
     report = verify_chain(
         LinkFiles(args.attestation, args.store, args.weights), keys, options, args.parent, _inputs(args.input), progress_line("segments"),
     )
-    print(report.to_text())
-    if args.json is not None:
-        _write_output(args.json, (json.dumps(report.to_display_json(), indent=2, sort_keys=True) + "\n").encode())
-    if report.pending_shards is not None and all(c.passed for c in report.checks):
-        return 0  # requests written: no verdict yet (the merge gives it)
-    return 0 if report.accepted else 1
+    # The verdict, whatever happens to its printing below; requests written: no verdict yet (the merge gives it).
+    status = 0 if report.accepted or (report.pending_shards is not None and all(c.passed for c in report.checks)) else 1
+    # Every string from the attestation or the store escaped (display.escape), in the text and the JSON alike.
+    document = json.dumps(report.to_display_json(), indent=2, sort_keys=True) + "\n"
+    if args.json == "-":  # the JSON report on stdout, the text beside it on stderr
+        _print(report.to_text(), sys.stderr)
+        _print(document, sys.stdout, end="")
+    else:
+        _print(report.to_text(), sys.stdout)
+        if args.json is not None:
+            _write_output(Path(args.json), document.encode())
+    return status
+
+
+def _print(text: str, stream: object, end: str = "\n") -> None:
+    """Print, giving up quietly when the reader has gone (``verify ... | head``): no "Broken pipe" error."""
+    try:
+        print(text, file=stream, end=end, flush=True)  # type: ignore[call-overload]
+    except BrokenPipeError:
+        _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout again at exit and would report the broken pipe there: point it at nothing.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _write_output(path: Path, data: bytes) -> None:
@@ -199,23 +221,23 @@ def _inspect(args: argparse.Namespace) -> int:
     data = args.attestation.read_bytes() if args.attestation.is_file() else b""
     if not data:
         raise MalformedInputError(f"attestation {args.attestation} does not exist or is empty")
-    payload = unverified_payload(data)
+    payload = unverified_payload(data, f"DSSE envelope {args.attestation}")
     parsed = Statement.from_payload(payload)  # strictly, before anything of it is shown
     statement = parse_json(parsed.to_payload(), "attestation statement")
-    print("UNVERIFIED: this shows what the attestation claims; `trainwitness verify` checks it.")
+    _print("UNVERIFIED: this shows what the attestation claims; `trainwitness verify` checks it.", sys.stdout)
     # The lineage quotes signed names (entry points, subjects, tensor names): escaped like every stored string.
-    print("\n".join(escape(line) for line in _declared_lineage(args.attestation, statement_digest(payload), parsed, args.parent).splitlines()))
+    lineage = _declared_lineage(args.attestation, statement_digest(payload), parsed, args.parent)
+    _print("\n".join(escape(line) for line in lineage.splitlines()), sys.stdout)
     if args.json:
-        print(json.dumps(escape_json(statement), indent=2, sort_keys=True))
+        _print(json.dumps(escape_json(statement), indent=2, sort_keys=True), sys.stdout)
         return 0
-    print("Each field with what binds it once verified (docs/FORMAT.md, section 10):")
+    lines = ["Each field with what binds it once verified (docs/FORMAT.md, section 10):"]
     for path, value in statement_leaves(statement):
         kind = STATEMENT_FIELDS[statement_field_pattern(path)].kind
-        print(escape(f"  [{kind}] {path_text(statement, path)} = {value_text(value)}"))
-    print("Kinds:")
-    for kind, meaning in KINDS.items():
-        if kind != "unread":
-            print(f"  {kind}: {meaning}")
+        lines.append(escape(f"  [{kind}] {path_text(statement, path)} = {value_text(value)}"))
+    lines.append("Kinds:")
+    lines.extend(f"  {kind}: {meaning}" for kind, meaning in KINDS.items() if kind != "unread")
+    _print("\n".join(lines), sys.stdout)
     return 0
 
 
@@ -330,7 +352,7 @@ def _parser() -> argparse.ArgumentParser:
     how_many.add_argument("--segments", type=_positive_int, default=10, help="segments to replay (default 10)")
     how_many.add_argument("--all", action="store_true", help="replay every segment")
     p.add_argument("--seed", type=int, help="seed the segment draw for a reproducible audit (default: OS randomness)")
-    p.add_argument("--json", type=Path, help="also write the report as JSON")
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE ('-': to stdout, the text to stderr)")
     p.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
                    help="read declared data source NAME from the auditor's copy at PATH")
     p.add_argument("--code", type=Path, metavar="DIR", help="the auditor's copy of the training program's source tree")
@@ -408,10 +430,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except TrainwitnessError as e:
-        print(f"trainwitness: error: {escape(e)}", file=sys.stderr)  # messages quote stored names: escaped
+        # One line, whatever a library's message held (torch's name a tensor per line); stored names escaped.
+        print(f"trainwitness: error: {escape(' '.join(str(e).split()))}", file=sys.stderr)
         return e.exit_status
+    except BrokenPipeError:  # the reader of our output went away: nothing to say, and nowhere to say it
+        _silence_stdout()
+        return 141  # what a shell reports for a command ended by SIGPIPE
     except OSError as e:
-        print(f"trainwitness: error: {escape(e.filename or '')}: {escape(e.strerror or e)}", file=sys.stderr)
+        where = f"{escape(e.filename)}: " if e.filename else ""
+        print(f"trainwitness: error: {where}{escape(e.strerror or e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -23,6 +23,7 @@ __all__ = [
     "DataMismatchError",
     "CodeMismatchError",
     "PolicyError",
+    "TrainingCodeError",
     "LineageError",
     "FrozenInputError",
     "ReplicaDivergenceError",
@@ -56,6 +57,7 @@ class CheckName(StrEnum):
     LINEAGE = "lineage"  # a declared parent that does not connect (docs/FORMAT.md section 7, lineage fields)
     INPUTS = "inputs"  # declared frozen inputs
     SANDBOX = "sandbox"  # a replay worker died, timed out or answered out of protocol
+    TRAINING_CODE = "training-code"  # the training code raised, replayed in the verifier's own process
     VERIFICATION = "verification"  # a failure no more specific check names
 
 
@@ -126,6 +128,13 @@ class ReplicaDivergenceError(TrainwitnessError):
 
     Raised on every rank (each has every rank's digest); nothing of the segment is recorded.
     """
+
+
+class TrainingCodeError(VerificationError):
+    """The attested training code raised while it was replayed in the verifier's own process
+    (``--sandbox off``); in a worker the same failure is the ``sandbox`` check's."""
+
+    check: CheckName = CheckName.TRAINING_CODE
 
 
 class LineageError(VerificationError):

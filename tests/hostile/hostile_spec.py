@@ -1,5 +1,6 @@
 """A hostile training spec: the digits workload, whose step also reaches for the network or writes
-outside its scratch directory. Loaded by entry point ``tests.hostile.hostile_spec:hostile``."""
+outside its scratch directory (or, with ``attack=read``, that reads a file of its own when it is
+built). Loaded by entry point ``tests.hostile.hostile_spec:hostile``."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ HOSTILE_DEFAULTS: dict[str, JSONValue] = {
 
 @training_spec(defaults=HOSTILE_DEFAULTS)
 def hostile(hp: Mapping[str, JSONValue]) -> TrainingSpec:
+    if hp["attack"] == "read":  # not hostile: code that reads a file of its own (a vocabulary, say) when built
+        Path(str(hp["path"])).read_bytes()
     honest = digits(hp)
 
     def step(batch: Batch) -> torch.Tensor:

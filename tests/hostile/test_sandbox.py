@@ -6,16 +6,15 @@ import socket
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trainwitness.cli import main
-from trainwitness.errors import InputError, MalformedInputError, VerificationError
+from trainwitness.errors import MalformedInputError
 from trainwitness.verifier.report import Report
 from trainwitness.verifier.sandbox import choose_isolation, merge_worker_report
 
 from ..conftest import record_and_sign
-from .test_parsers_fuzz import json_values
+from .fuzzing import expect_ours, fuzz, json_values
 
 HOSTILE = "tests.hostile.hostile_spec:hostile"
 needs_namespaces = pytest.mark.skipif(
@@ -72,12 +71,12 @@ def test_unknown_sandbox_mode_is_refused() -> None:
         choose_isolation("maybe")
 
 
-@settings(max_examples=200, deadline=None)
-@given(answer=st.dictionaries(st.sampled_from(["report", "input_error", "code_error", "x"]), json_values, max_size=3)
-       | st.fixed_dictionaries({"report": st.dictionaries(st.sampled_from(["checks", "segments", "notes", "checkpoint_bytes_read"]), json_values)}))
-def test_malformed_worker_answer_is_a_failed_check_not_a_traceback(answer: dict) -> None:
-    report = Report(attestation="a")
-    try:
-        merge_worker_report(report, answer, [0])
-    except (InputError, VerificationError):
-        pass
+def _worker_answer(answer: dict) -> None:  # type: ignore[type-arg]
+    expect_ours(merge_worker_report, Report(attestation="a"), answer, [0], statuses=(1, 2))
+
+
+_ANSWERS = (
+    st.dictionaries(st.sampled_from(["report", "input_error", "code_error", "x"]), json_values, max_size=3)
+    | st.fixed_dictionaries({"report": st.dictionaries(st.sampled_from(["checks", "segments", "notes", "checkpoint_bytes_read"]), json_values)})
+)
+test_malformed_worker_answer_is_a_failed_check_not_a_traceback, test_malformed_worker_answer_thoroughly = fuzz(answer=_ANSWERS)(_worker_answer)

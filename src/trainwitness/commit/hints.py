@@ -212,6 +212,7 @@ def hints_record(step: int, hints: StepHints) -> bytes:
 _RECORD_FIELDS = {"gradient_hints", "gradient_scales", "state_hints", "step"}
 # One step's hints name each value at most once: 2^27 entries (1 GiB) is far above any real step.
 MAX_STEP_HINT_BYTES = 1 << 30
+MAX_HINT_INFLATION = 256  # decompressed bytes per compressed byte of a hints field
 
 
 def _pack(entries: bytes) -> str:
@@ -225,19 +226,25 @@ def _unpack(text: Any, where: str, what: str) -> bytes:
         raise MalformedInputError(f"{where}: {what} must be a string")
     if not text:
         return b""
+    if not text.isascii():  # b64decode raises a bare ValueError for a non-ASCII str, not binascii.Error
+        raise MalformedInputError(f"{where}: {what} is not base64 (it holds non-ASCII characters)")
     try:
         frame = base64.b64decode(text, validate=True)
-    except binascii.Error as e:
+    except (binascii.Error, ValueError) as e:
         raise MalformedInputError(f"{where}: {what} is not base64 ({e})") from e
     if base64.b64encode(frame).decode("ascii") != text:
         raise MalformedInputError(f"{where}: {what} is not canonical base64")
     pieces, total = [], 0
+    # Strictly increasing 8-byte entries differ in at least one byte each, so they compress by a
+    # bounded ratio (3.5x for honest hints, 14x for consecutive elements); a frame that inflates
+    # far beyond that is a zstd bomb, refused before it is held.
+    limit = min(MAX_STEP_HINT_BYTES, MAX_HINT_INFLATION * len(frame) + (64 << 10))
     try:  # in bounded pieces: the frame's own size claim is not trusted for an allocation
         reader = zstandard.ZstdDecompressor().stream_reader(frame)
         while piece := reader.read(1 << 20):
             total += len(piece)
-            if total > MAX_STEP_HINT_BYTES:
-                raise MalformedInputError(f"{where}: {what} decompresses to more than {MAX_STEP_HINT_BYTES} bytes")
+            if total > limit:
+                raise MalformedInputError(f"{where}: {what} decompresses to more than {limit} bytes (a zstd bomb)")
             pieces.append(piece)
     except zstandard.ZstdError as e:
         raise MalformedInputError(f"{where}: {what} is corrupt or truncated zstd data ({e})") from e

@@ -346,6 +346,10 @@ class ManifestIndex:
     def computed_root(self) -> bytes:
         return self._tree.root
 
+    def total_size(self, sample_ids: Iterable[int]) -> int:
+        """The bytes of the records ``sample_ids`` (each counted once), as the checked manifest lists them."""
+        return sum(self._sizes[i] for i in set(sample_ids) if 0 <= i < len(self._sizes))
+
     def proven_entry(self, sample_id: int) -> SampleEntry:
         """Entry ``sample_id``, after its inclusion proof verifies against the signed root."""
         if not 0 <= sample_id < len(self._digests):

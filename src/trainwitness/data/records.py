@@ -47,16 +47,18 @@ def detect_format(path: Path) -> tuple[str, str | None]:
 
 def _open_regular(path: Path) -> IO[bytes]:
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # O_NONBLOCK: a FIFO in place of a data file would otherwise wait for a writer forever.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError as e:
         raise MissingInputError(f"data source {path} does not exist") from e
     except OSError as e:
         raise MissingInputError(f"data source {path} cannot be opened ({e.strerror})") from e
-    f = os.fdopen(fd, "rb")
-    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-        f.close()
-        raise MalformedInputError(f"data source {path} is not a regular file")
-    return f
+    # fstat before fdopen: fdopen raises a bare IsADirectoryError (naming only the fd) on a directory.
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        kind = "a directory" if os.path.isdir(path) else "not a regular file"
+        raise MalformedInputError(f"data source {path} is {kind}, where a file is expected")
+    return os.fdopen(fd, "rb")
 
 
 def _skipped(name: str) -> bool:

@@ -22,7 +22,6 @@ key is tried, and trust comes from the one whose signature verifies.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from trainwitness.commit.link import read_file
+from trainwitness.commit.strict_toml import parse_toml
 from trainwitness.errors import MalformedInputError, SignatureError
 from trainwitness.identity.signing import (
     PAYLOAD_TYPE,
@@ -88,11 +88,14 @@ class Keyring:
     def describe(self) -> str:
         return ", ".join(k.name for k in self.keys)
 
-    def open(self, envelope: bytes, payload_type: str = PAYLOAD_TYPE) -> tuple[bytes, TrustedKey]:
-        """The payload and the trusted key whose signature over it verifies; ``SignatureError`` if none does."""
+    def open(self, envelope: bytes, payload_type: str = PAYLOAD_TYPE, where: str = "DSSE envelope") -> tuple[bytes, TrustedKey]:
+        """The payload and the trusted key whose signature over it verifies; ``SignatureError`` if none does.
+
+        ``where`` names the envelope (its file) in every error it cannot be read for.
+        """
         for trusted in self.keys:
             try:
-                return open_envelope(envelope, trusted.key, payload_type), trusted
+                return open_envelope(envelope, trusted.key, payload_type, where), trusted
             except SignatureError:
                 continue
         hints = envelope_key_ids(envelope)
@@ -104,10 +107,7 @@ class Keyring:
 def load_keyring(path: Path) -> list[TrustedKey]:
     """The keys of a keyring file (format in the module doc), in file order."""
     data = read_file(path, "keyring", _MAX_KEYRING_BYTES)
-    try:
-        document = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise MalformedInputError(f"keyring {path} is not TOML ({e})") from e
+    document = parse_toml(data, f"keyring {path}", _MAX_KEYRING_BYTES)
     if set(document) != {"keys"} or not isinstance(document["keys"], dict):
         raise MalformedInputError(f"keyring {path} must hold exactly one table, [keys]")
     entries = document["keys"]

@@ -4,6 +4,9 @@ The signature covers PAE(payloadType, payload) =
 ``"DSSEv1" SP len(type) SP type SP len(payload) SP payload``, so the payload type is signed too.
 ``open_envelope`` returns the payload only after a signature by the given key verifies: there is
 no way to get at an unverified payload except ``_unverified_payload``, named for what it is.
+``payload`` and ``sig`` are read in either base64 alphabet, standard or URL-safe (RFC 4648
+sections 4 and 5), padded or not, as the DSSE envelope specification allows; envelopes are written
+in the standard alphabet, padded.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -81,8 +86,8 @@ def _read_key_file(path: Path) -> bytes:
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(_read_key_file(path), password=None)
-    except (ValueError, TypeError) as e:
-        raise MalformedInputError(f"{path} is not an unencrypted PEM private key ({e})") from e
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:  # UnsupportedAlgorithm: an algorithm OID it does not know
+        raise MalformedInputError(f"{path} is not an unencrypted PEM private key ({_one_line(e)})") from e
     if not isinstance(key, Ed25519PrivateKey):
         raise MalformedInputError(f"{path} is not an Ed25519 private key")
     return key
@@ -96,8 +101,8 @@ def public_key_from_pem(pem: bytes, what: str) -> Ed25519PublicKey:
     """An Ed25519 public key from PEM (SubjectPublicKeyInfo); ``MalformedInputError`` naming ``what`` otherwise."""
     try:
         key = serialization.load_pem_public_key(pem)
-    except (ValueError, TypeError) as e:
-        raise MalformedInputError(f"{what} is not a PEM public key ({e})") from e
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:  # UnsupportedAlgorithm: an algorithm OID it does not know
+        raise MalformedInputError(f"{what} is not a PEM public key ({_one_line(e)})") from e
     if not isinstance(key, Ed25519PublicKey):
         raise MalformedInputError(f"{what} is not an Ed25519 public key")
     return key
@@ -122,51 +127,100 @@ def seal_envelope(payload: bytes, key: Ed25519PrivateKey, payload_type: str = PA
     return canonical_json(envelope) + b"\n"
 
 
-def _b64(value: object, what: str) -> bytes:
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200]
+
+
+_STANDARD = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_URL_SAFE = re.compile(r"[A-Za-z0-9_-]*={0,2}")
+
+
+def _b64(value: object, what: str, where: str) -> bytes:
+    """Base64 in one alphabet, standard or URL-safe, padded or not (DSSE envelope.md allows both)."""
     if not isinstance(value, str):
-        raise MalformedInputError(f"DSSE envelope: {what} is not a string")
+        raise MalformedInputError(f"{where}: {what} is not a string")
+    standard, url_safe = _STANDARD.fullmatch(value), _URL_SAFE.fullmatch(value)
+    if not (standard or url_safe):
+        raise MalformedInputError(f"{where}: {what} is not valid base64 (one alphabet, standard or URL-safe)")
+    unpadded = value.rstrip("=")
+    if len(unpadded) % 4 == 1 or (value != unpadded and len(value) % 4):
+        raise MalformedInputError(f"{where}: {what} is not valid base64 (its length or padding is wrong)")
     try:
-        return base64.b64decode(value, validate=True)
+        return base64.b64decode(unpadded + "=" * (-len(unpadded) % 4), altchars=None if standard else b"-_", validate=True)
     except (binascii.Error, ValueError) as e:
-        raise MalformedInputError(f"DSSE envelope: {what} is not valid base64") from e
+        raise MalformedInputError(f"{where}: {what} is not valid base64") from e
 
 
-def _unverified_payload(envelope_bytes: bytes) -> tuple[str, bytes, list[bytes]]:
-    envelope = parse_json(envelope_bytes, "DSSE envelope", MAX_ENVELOPE_BYTES)
+@dataclass(frozen=True)
+class _Envelope:
+    payload_type: str
+    payload: bytes
+    signatures: tuple[bytes, ...]
+    key_ids: tuple[str, ...]  # the keyid of each signature that names one: a hint, never trusted
+
+
+def _parse_envelope(envelope_bytes: bytes, where: str) -> _Envelope:
+    if not envelope_bytes.strip():
+        raise MalformedInputError(f"{where}: the file is empty")
+    envelope = parse_json(envelope_bytes, where, MAX_ENVELOPE_BYTES)
     if not isinstance(envelope, dict) or not {"payload", "payloadType", "signatures"} <= set(envelope):
-        raise MalformedInputError("DSSE envelope: needs payload, payloadType and signatures")
+        raise MalformedInputError(f"{where}: needs payload, payloadType and signatures")
     payload_type = envelope["payloadType"]
     if not isinstance(payload_type, str):
-        raise MalformedInputError("DSSE envelope: payloadType is not a string")
+        raise MalformedInputError(f"{where}: payloadType is not a string")
     signatures = envelope["signatures"]
     if not isinstance(signatures, list) or not 1 <= len(signatures) <= 16:
-        raise MalformedInputError("DSSE envelope: signatures must be a list of 1 to 16 entries")
-    sigs = []
+        raise MalformedInputError(f"{where}: signatures must be a list of 1 to 16 entries")
+    sigs, key_ids = [], []
     for entry in signatures:
         if not isinstance(entry, dict) or "sig" not in entry:
-            raise MalformedInputError("DSSE envelope: a signature entry has no 'sig'")
-        sigs.append(_b64(entry["sig"], "sig"))
-    return payload_type, _b64(envelope["payload"], "payload"), sigs
+            raise MalformedInputError(f"{where}: a signature entry has no 'sig'")
+        sigs.append(_b64(entry["sig"], "sig", where))
+        if isinstance(entry.get("keyid"), str) and entry["keyid"]:
+            key_ids.append(entry["keyid"])
+    return _Envelope(payload_type, _b64(envelope["payload"], "payload", where), tuple(sigs), tuple(key_ids))
 
 
-def unverified_payload(envelope_bytes: bytes) -> bytes:
+def _unverified_payload(envelope_bytes: bytes, where: str = "DSSE envelope") -> tuple[str, bytes, list[bytes]]:
+    envelope = _parse_envelope(envelope_bytes, where)
+    return envelope.payload_type, envelope.payload, list(envelope.signatures)
+
+
+def unverified_payload(envelope_bytes: bytes, where: str = "DSSE envelope") -> bytes:
     """The payload of an envelope WITHOUT checking any signature: for showing a claim, or for naming it.
 
     ``inspect`` shows a claim with it; ``train --parent`` names the parent's statement by digest with
     it (the verifier checks the parent's signature later). Never a basis for believing the payload.
+    ``where`` names the envelope (its file) in every error.
     """
-    return _unverified_payload(envelope_bytes)[1]
+    return _unverified_payload(envelope_bytes, where)[1]
 
 
-def open_envelope(envelope_bytes: bytes, public_key: Ed25519PublicKey, payload_type: str = PAYLOAD_TYPE) -> bytes:
-    """The payload, once one signature over it verifies under ``public_key``; else ``SignatureError``."""
-    found_type, payload, signatures = _unverified_payload(envelope_bytes)
-    if found_type != payload_type:
-        raise MalformedInputError(f"DSSE envelope: payloadType {found_type!r}, expected {payload_type!r}")
-    for signature in signatures:
+def _shown_key_id(key_id: str) -> str:
+    """A key id from the envelope, as printed: the prover wrote it, so it is shown escaped and cut short."""
+    return key_id if re.fullmatch(r"[A-Za-z0-9:._-]{1,100}", key_id) else repr(key_id[:100])
+
+
+def open_envelope(
+    envelope_bytes: bytes, public_key: Ed25519PublicKey, payload_type: str = PAYLOAD_TYPE, where: str = "DSSE envelope"
+) -> bytes:
+    """The payload, once one signature over it verifies under ``public_key``.
+
+    ``where`` names the envelope (its file) in every error. Raises ``MalformedInputError`` for an
+    envelope that cannot be read, ``SignatureError`` (naming the key ids the envelope carries) when
+    no signature verifies.
+    """
+    envelope = _parse_envelope(envelope_bytes, where)
+    if envelope.payload_type != payload_type:
+        raise MalformedInputError(f"{where}: payloadType {envelope.payload_type[:100]!r}, expected {payload_type!r}")
+    for signature in envelope.signatures:
         try:
-            public_key.verify(signature, _pae(found_type, payload))
-            return payload
+            public_key.verify(signature, _pae(envelope.payload_type, envelope.payload))
+            return envelope.payload
         except InvalidSignature:
             continue
-    raise SignatureError(f"no signature in the envelope verifies under the key {key_id(public_key)}")
+    given = key_id(public_key)
+    if envelope.key_ids and given not in envelope.key_ids:
+        carried = ", ".join(_shown_key_id(k) for k in envelope.key_ids[:4])
+        raise SignatureError(f"{where}: signed by key {carried}, not by the given key {given} (--key)")
+    raise SignatureError(f"{where}: no signature in the envelope verifies under the key {given} (--key)")

@@ -267,7 +267,9 @@ class TrainingRun:
                     raise MalformedInputError(f"checkpoint's extra state is not the spec's {sorted(self.spec.state)}")
                 for name, obj in self.spec.state.items():
                     obj.load_state_dict(state["extra"][name])
-        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError, OverflowError) as e:
+            # What torch's load_state_dict raises for a state of another shape or structure (the
+            # committed state is the prover's: any of these is its malformation, not a crash).
             raise MalformedInputError(f"checkpoint does not fit the spec's model or optimizer: {e}") from e
         self.carried = restore_rng(FlatState(rng_tensors, skeleton["rng"]), self.device, self.spec.generators)
 

@@ -88,14 +88,63 @@ def capture_rng(
     return FlatState(tensors=tensors, skeleton=skeleton)
 
 
+_MT_WORDS = 624  # MT19937's state: 624 32-bit words, then a position in 0..624
+
+
+def _words(flat: FlatState, name: str, count: int) -> list[int]:
+    """The I64 tensor ``name`` of ``count`` values, as ints; anything else is refused."""
+    tensor = flat.tensors.get(name)
+    if tensor is None or tensor.dtype != torch.int64 or tuple(tensor.shape) != (count,):
+        raise MalformedInputError(f"RNG state: {name} is not {count} 64-bit integers")
+    return [int(v) for v in tensor.tolist()]
+
+
+def _check_mt_words(words: list[int], name: str) -> None:
+    if not all(0 <= w < 2**32 for w in words[:_MT_WORDS]):
+        raise MalformedInputError(f"RNG state: {name} holds a word outside 0..2**32-1 (an MT19937 state word is 32 bits)")
+
+
+def _check_restorable(flat: FlatState) -> None:
+    """Every field of a committed state against the generators' own ranges, before any is set.
+
+    ``random.setstate`` raises ``OverflowError`` for a word of -1 and silently truncates one of
+    2**32; numpy wraps a negative key: such a state is refused, never applied in part.
+    """
+    sk: Any = flat.skeleton
+    if not isinstance(sk, dict) or not isinstance(sk.get("numpy"), dict) or not isinstance(sk.get("python"), dict):
+        raise MalformedInputError("RNG state: the skeleton does not hold numpy and python generator fields")
+    for name in ("rng/torch_cpu", *(n for n in flat.tensors if n.startswith("rng/generator/") or n in ("rng/torch_cuda/0", "rng/mps"))):
+        tensor = flat.tensors.get(name)
+        if tensor is None or tensor.dtype != torch.uint8 or tensor.dim() != 1:
+            raise MalformedInputError(f"RNG state: {name} is not a byte tensor")
+    npy, py = sk["numpy"], sk["python"]
+    _check_mt_words(_words(flat, "rng/numpy_keys", _MT_WORDS), "rng/numpy_keys")
+    if (
+        npy.get("kind") != "MT19937"
+        or not isinstance(npy.get("pos"), int) or not 0 <= npy["pos"] <= _MT_WORDS
+        or npy.get("has_gauss") not in (0, 1) or isinstance(npy.get("has_gauss"), bool)
+        or not isinstance(npy.get("cached_gaussian"), float)
+    ):
+        raise MalformedInputError("RNG state: numpy's kind, pos, has_gauss or cached_gaussian is out of range")
+    py_state = _words(flat, "rng/python_state", _MT_WORDS + 1)
+    _check_mt_words(py_state, "rng/python_state")
+    if not 0 <= py_state[-1] <= _MT_WORDS:
+        raise MalformedInputError(f"RNG state: rng/python_state's position {py_state[-1]} is outside 0..{_MT_WORDS}")
+    if py.get("version") != 3 or isinstance(py.get("version"), bool) or not (py.get("gauss_next") is None or isinstance(py["gauss_next"], float)):
+        raise MalformedInputError("RNG state: Python random's version is not 3 or its gauss_next is not a float")
+
+
 def restore_rng(
     flat: FlatState, device: torch.device | None = None, generators: Mapping[str, torch.Generator] | None = None
 ) -> tuple[str, torch.Tensor] | None:
     """Set every generator from a captured state (read from a verified checkpoint).
 
     Returns the recorded accelerator generator's state when ``device`` is not of its kind (the
-    caller carries it, see ``capture_rng``), else None.
+    caller carries it, see ``capture_rng``), else None. Every field is checked against the
+    generators' own ranges first (``_check_restorable``): a state out of range is refused with
+    ``MalformedInputError``, never applied in part.
     """
+    _check_restorable(flat)
     try:
         sk: dict[str, Any] = flat.skeleton
         torch.set_rng_state(flat.tensors["rng/torch_cpu"].to(torch.uint8))
@@ -127,7 +176,7 @@ def restore_rng(
         py_state = tuple(int(v) for v in flat.tensors["rng/python_state"].tolist())
         random.setstate((py["version"], py_state, py["gauss_next"]))
         return carried
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as e:
         raise MalformedInputError(f"RNG state cannot be restored: {e}") from e
 
 

@@ -5,14 +5,20 @@ metadata under the key ``trainwitness``. Reading is defensive and streams: the h
 strictly (duplicate names refused) and its tensors checked to tile the data exactly before any
 tensor is allocated; decompression is capped, and the (decompressed) bytes go straight into each
 tensor's own memory, so a file is never held whole, compressed or decompressed, beside its tensors.
+
+A reader that knows what a run's checkpoints hold (the verifier, from the state it rebuilt from the
+signed seed) passes a ``CheckpointLayout``: a header that declares anything else is refused before
+any tensor is allocated, so a file of a few KiB cannot make the reader allocate more than a state
+of the run takes.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
@@ -27,6 +33,9 @@ from trainwitness.tensors.state import DTYPE_NAMES, FlatState
 from trainwitness.tensors.tensorfile import Part, join_parts, safetensors_parts
 
 __all__ = [
+    "CheckpointLayout",
+    "HeaderCheck",
+    "HeaderEntry",
     "checkpoint_parts",
     "encode_checkpoint",
     "decode_checkpoint",
@@ -166,6 +175,85 @@ class _Entry:
     end: int
 
 
+@dataclass(frozen=True)
+class HeaderEntry:
+    """A tensor as a header declares it, before anything is allocated for it."""
+
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+
+_OPTIMIZER_STATE = re.compile(r"optimizer/state/(0|[1-9][0-9]{0,8})/.+")
+# Per parameter, the optimizer's state tensors together hold at most this many elements per element of
+# the parameter (plus a few scalars): Adam with amsgrad holds 3, SGD with momentum 1, Adafactor less.
+OPTIMIZER_ELEMENTS_PER_PARAMETER = 4
+_OPTIMIZER_SCALARS = 64
+
+
+@dataclass(frozen=True)
+class CheckpointLayout:
+    """Every tensor a checkpoint of one run may declare, known before any checkpoint file is read.
+
+    ``fixed``: name -> (dtype, shape) of each tensor every checkpoint holds exactly so (the model,
+    the RNG states, scheduler and param-group tensors: those of the state rebuilt from the seed).
+    ``parameters``: element count of each parameter the optimizer steps, by its position in the
+    optimizer's ``state_dict`` (``optimizer/state/<k>/...``). Optimizer state appears after the
+    first step, so it is bounded rather than fixed: per parameter k at most
+    ``OPTIMIZER_ELEMENTS_PER_PARAMETER`` x its elements (+ 64), each element at most 8 bytes.
+    A header is accepted only if it declares every fixed tensor as fixed, and nothing else but
+    optimizer state within those bounds. The bytes that leaves to a hostile file are at most those
+    of the rebuilt state plus 32 bytes per parameter element.
+    """
+
+    fixed: Mapping[str, tuple[torch.dtype, tuple[int, ...]]]
+    parameters: Sequence[int]
+
+    @classmethod
+    def of(cls, rebuilt: Mapping[str, torch.Tensor], parameters: Sequence[int]) -> CheckpointLayout:
+        """From a rebuilt state's tensors (flattened names) and the optimizer's parameter sizes, in order."""
+        fixed = {n: (t.dtype, tuple(t.shape)) for n, t in rebuilt.items() if not _OPTIMIZER_STATE.fullmatch(n)}
+        return cls(fixed=fixed, parameters=tuple(parameters))
+
+    def check(self, entries: Sequence[HeaderEntry], what: str) -> None:
+        """Raise ``MalformedInputError`` naming the first tensor of ``entries`` that the layout does not allow."""
+        where = f"{what}: not a checkpoint of this run"
+        per_parameter: dict[int, int] = {}
+        for entry in entries:
+            numel = math.prod(entry.shape)
+            expected = self.fixed.get(entry.name)
+            if expected is not None:
+                if (entry.dtype, entry.shape) != expected:
+                    raise MalformedInputError(
+                        f"{where} (tensor {entry.name!r} is declared {_show(entry.dtype, entry.shape)}, "
+                        f"the state built from the seed holds {_show(*expected)})"
+                    )
+                continue
+            match = _OPTIMIZER_STATE.fullmatch(entry.name)
+            if match is None or int(match.group(1)) >= len(self.parameters):
+                raise MalformedInputError(f"{where} (it declares tensor {entry.name[:120]!r}, which the run's state has no place for)")
+            k = int(match.group(1))
+            if torch.empty(0, dtype=entry.dtype).element_size() > 8:
+                raise MalformedInputError(f"{where} (optimizer tensor {entry.name!r} has elements wider than 8 bytes)")
+            per_parameter[k] = per_parameter.get(k, 0) + numel
+            if per_parameter[k] > OPTIMIZER_ELEMENTS_PER_PARAMETER * self.parameters[k] + _OPTIMIZER_SCALARS:
+                raise MalformedInputError(
+                    f"{where} (its optimizer state for parameter {k} declares {per_parameter[k]} elements, more than "
+                    f"{OPTIMIZER_ELEMENTS_PER_PARAMETER} per element of the parameter's {self.parameters[k]})"
+                )
+        missing = sorted(set(self.fixed) - {e.name for e in entries})
+        if missing:
+            raise MalformedInputError(f"{where} (it lacks {', '.join(repr(n) for n in missing[:3])}{' and more' if len(missing) > 3 else ''})")
+
+
+def _show(dtype: torch.dtype, shape: tuple[int, ...]) -> str:
+    return f"{DTYPE_NAMES.get(dtype, str(dtype))} {list(shape)}"
+
+
+# (the tensors a header declares, its metadata) -> None; raises to refuse the file before allocation.
+HeaderCheck = Callable[[list[HeaderEntry], dict[str, JSONValue]], None]
+
+
 def _layout(header: dict[str, JSONValue], data_len: int | None, what: str) -> list[_Entry]:
     """The tensors a header declares, in file order, checked to tile the data exactly (no gap, no overlap)."""
     entries = []
@@ -206,7 +294,7 @@ def _byte_view(tensor: torch.Tensor) -> memoryview:
     return memoryview(tensor.reshape(-1).view(torch.uint8).numpy()).cast("B")  # type: ignore[arg-type]
 
 
-def _load_stream(source: _Source) -> tuple[dict[str, torch.Tensor], dict[str, JSONValue]]:
+def _load_stream(source: _Source, check: HeaderCheck | None = None) -> tuple[dict[str, torch.Tensor], dict[str, JSONValue]]:
     what = source.what
     prefix = source.read_bytes(8)
     if len(prefix) < 8:
@@ -227,6 +315,8 @@ def _load_stream(source: _Source) -> tuple[dict[str, torch.Tensor], dict[str, JS
     declared = 8 + size + (entries[-1].end if entries else 0)
     if declared > source.max_bytes:
         raise MalformedInputError(f"{what}: decompresses to more than {source.max_bytes} bytes (its header declares {declared})")
+    if check is not None:  # before any allocation: the header against what the reader knows the file must hold
+        check([HeaderEntry(e.name, e.dtype, tuple(e.shape)) for e in entries], metadata)
     tensors: dict[str, torch.Tensor] = {}
     for entry in entries:
         # Copy point: the only one. Each tensor gets its own memory (never a view of a shared buffer,
@@ -254,24 +344,45 @@ def _flat_state(tensors: dict[str, torch.Tensor], metadata: dict[str, JSONValue]
     return FlatState(tensors=tensors, skeleton=skeleton)
 
 
-def read_checkpoint_file(f: BinaryIO, length: int, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> FlatState:
+def read_checkpoint_file(
+    f: BinaryIO, length: int, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES, layout: CheckpointLayout | None = None
+) -> FlatState:
     """A checkpoint streamed from an open file of ``length`` bytes (zstd or not): never held whole.
 
-    Every tensor is decoded straight into memory of its own, so the caller owns it outright.
+    Every tensor is decoded straight into memory of its own, so the caller owns it outright. With
+    ``layout``, a header declaring other tensors is refused (``MalformedInputError``) before any
+    tensor is allocated.
     """
-    return _flat_state(*_load_stream(_Source(f, length, what, max_bytes)), what)
+    return _flat_state(*_load_stream(_Source(f, length, what, max_bytes), _checked_against(layout, what)), what)
 
 
-def read_tensors_file(f: BinaryIO, length: int, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> tuple[dict[str, torch.Tensor], dict[str, JSONValue]]:
-    """The tensors and safetensors metadata of a file streamed like ``read_checkpoint_file``'s."""
-    return _load_stream(_Source(f, length, what, max_bytes))
+def read_tensors_file(
+    f: BinaryIO, length: int, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES, check: HeaderCheck | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, JSONValue]]:
+    """The tensors and safetensors metadata of a file streamed like ``read_checkpoint_file``'s;
+    ``check`` sees the header's tensors and metadata before any tensor is allocated."""
+    return _load_stream(_Source(f, length, what, max_bytes), check)
 
 
-def decode_checkpoint(data: bytes, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> FlatState:
-    return _flat_state(*_load(data, what, max_bytes), what)
+def decode_checkpoint(data: bytes, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES, layout: CheckpointLayout | None = None) -> FlatState:
+    return _flat_state(*_load_stream(_Source(io.BytesIO(data), len(data), what, max_bytes), _checked_against(layout, what)), what)
+
+
+def _checked_against(layout: CheckpointLayout | None, what: str) -> HeaderCheck | None:
+    if layout is None:
+        return None
+
+    def check(entries: list[HeaderEntry], metadata: dict[str, JSONValue]) -> None:
+        layout.check(entries, what)
+
+    return check
 
 
 def decode_weights(data: bytes, what: str) -> dict[str, torch.Tensor]:
+    """The published weights file: plain safetensors (never compressed), so what it may make the
+    reader allocate is bounded by its own length."""
+    if data[:4] == _ZSTD_MAGIC:
+        raise MalformedInputError(f"{what}: zstd-compressed; a weights file is a plain safetensors file")
     tensors, _ = _load(data, what)
     return tensors
 

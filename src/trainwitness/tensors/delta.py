@@ -25,7 +25,14 @@ import zstandard
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.store import delta_relpath, find_checkpoint, open_store_file
 from trainwitness.errors import MalformedInputError
-from trainwitness.tensors.checkpoint import MAX_CHECKPOINT_BYTES, read_checkpoint_file, read_tensors_file
+from trainwitness.tensors.checkpoint import (
+    MAX_CHECKPOINT_BYTES,
+    CheckpointLayout,
+    HeaderCheck,
+    HeaderEntry,
+    read_checkpoint_file,
+    read_tensors_file,
+)
 from trainwitness.tensors.state import DTYPE_NAMES, FlatState
 from trainwitness.tensors.tensorfile import Part, join_parts, safetensors_parts
 
@@ -116,10 +123,36 @@ def _peek_base(data: BinaryIO, what: str) -> int | None:
     return _delta_header(metadata, what)[0]
 
 
-def _decode_delta(store: Path, relpath: str, base: FlatState | None) -> tuple[FlatState, int]:
+def _layout_check(layout: CheckpointLayout | None, what: str) -> HeaderCheck | None:
+    """The header check of a delta file: its delta header's tensors against ``layout``, and each
+    stored plane the bytes of its tensor (so nothing is allocated for a file of another run)."""
+    if layout is None:
+        return None
+
+    def check(planes: list[HeaderEntry], metadata: dict[str, JSONValue]) -> None:
+        _, entries = _delta_header(metadata, what)
+        declared = []
+        for name, entry in entries.items():
+            if not isinstance(entry, dict) or _DTYPES.get(str(entry.get("dtype"))) is None or not isinstance(entry.get("shape"), list):
+                raise MalformedInputError(f"{what}: tensor {name!r} has a malformed delta entry")
+            shape = entry["shape"]
+            if not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**62 for d in shape):
+                raise MalformedInputError(f"{what}: tensor {name!r} has a malformed shape")
+            declared.append(HeaderEntry(name, _DTYPES[entry["dtype"]], tuple(shape)))
+        layout.check(declared, what)
+        sizes = {e.name: math.prod(e.shape) * torch.empty(0, dtype=e.dtype).element_size() for e in declared}
+        for plane in planes:
+            if plane.dtype != torch.uint8 or plane.shape != (sizes.get(plane.name, -1),):
+                raise MalformedInputError(f"{what}: the stored plane of {plane.name[:120]!r} is not its tensor's bytes")
+
+    return check
+
+
+def _decode_delta(store: Path, relpath: str, base: FlatState | None, layout: CheckpointLayout | None = None) -> tuple[FlatState, int]:
     what = f"{store}/{relpath}"
     with open_store_file(store, relpath, MAX_CHECKPOINT_BYTES) as (f, size):
-        planes, metadata = read_tensors_file(f, size, what)  # streamed: the file is never held whole
+        # streamed: the file is never held whole
+        planes, metadata = read_tensors_file(f, size, what, check=_layout_check(layout, what))
     _, entries = _delta_header(metadata, what)
     if set(entries) != set(planes):
         raise MalformedInputError(f"{what}: the delta header and the stored tensors name different tensors")
@@ -155,6 +188,7 @@ def read_checkpoint(
     i: int,
     check: Check | None = None,
     start: tuple[int, FlatState] | None = None,
+    layout: CheckpointLayout | None = None,
 ) -> tuple[FlatState, int]:
     """Checkpoint i (at ``steps[i]``) as a full state, and the bytes of the files read for it.
 
@@ -162,12 +196,13 @@ def read_checkpoint(
     keyframe (or to ``start``, a state already reconstructed, when the chain passes it), reading
     only headers, then applied forwards one file at a time so at most two states are held. File
     names come from ``steps``, never from the files. ``check`` is called on every state the chain
-    reconstructs, in order, so a corrupt link is named where it is.
+    reconstructs, in order, so a corrupt link is named where it is. With ``layout``, a file whose
+    header declares other tensors than a checkpoint of the run holds is refused before allocation.
     """
     relpath = find_checkpoint(store, steps[i])
     if relpath != delta_relpath(steps[i]):
         with open_store_file(store, relpath, MAX_CHECKPOINT_BYTES) as (f, size):
-            flat = read_checkpoint_file(f, size, f"{store}/{relpath}")  # streamed: never held whole
+            flat = read_checkpoint_file(f, size, f"{store}/{relpath}", layout=layout)  # streamed: never held whole
         if check is not None:
             check(i, flat)
         return flat, size
@@ -192,7 +227,7 @@ def read_checkpoint(
     total = 0
     for j in reversed(chain if state is None else chain[:-1]):
         relpath = delta_relpath(steps[j])
-        state, size = _decode_delta(store, relpath, state)
+        state, size = _decode_delta(store, relpath, state, layout)
         total += size
         if check is not None:
             check(j, state)
