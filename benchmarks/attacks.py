@@ -33,6 +33,7 @@ from tests.steering import steer_every_checkpoint  # noqa: E402
 
 from trainwitness.commit.hints import DEFAULT_EXACT  # noqa: E402
 from trainwitness.commit.merkle import verify_inclusion  # noqa: E402
+from trainwitness.display import escape_markdown  # noqa: E402
 from trainwitness.errors import CommitmentError  # noqa: E402
 from trainwitness.verifier import VerifyOptions, verify_run  # noqa: E402
 from trainwitness.verifier.bounded import BOUND  # noqa: E402
@@ -131,12 +132,12 @@ def markdown(result: dict[str, object]) -> str:
         return f"{x:.1%}" if isinstance(x, float) else str(x)
 
     lines = [
-        "| attack | caught by | forged F / M | N | predicted 1-C(M-F,N)/C(M,N) | 1-(1-f)^N | measured | trials | disagree | --all |",
+        "| attack | caught by | forged F / M | N | predicted 1-C(M-1-F,N)/C(M-1,N) | 1-(1-f)^N | measured | trials | disagree | --all |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:  # type: ignore[attr-defined]
         lines.append(
-            f"| {r['attack']} | {r['caught_by']} | {r['forged']} / {r['segments']} | {r['sample']} | {pct(r['predicted'])} "
+            f"| {escape_markdown(r['attack'])} | {escape_markdown(r['caught_by'])} | {r['forged']} / {r['segments']} | {r['sample']} | {pct(r['predicted'])} "
             f"| {pct(r['with_replacement'])} | {pct(r['measured'])} | {r['trials']} | {r['disagree']} | {r['all']} |"
         )
     lines += ["", "Steering forger (every checkpoint moved by half the bounded-mode bound x its update, re-signed; "

@@ -52,7 +52,8 @@ def verify_in_child(run: Mapping[str, Path], segments: int | str, seed: int = 1,
 
 
 def segments_for(probability: float, segment_count: int, forged_fraction: float) -> int:
-    """The fewest uniformly drawn segments that catch a forged fraction with at least ``probability``."""
+    """The fewest uniformly drawn segments that catch a forged fraction with at least ``probability``
+    (besides the last segment, which every audit replays: the forger is assumed to leave it honest)."""
     for n in range(1, segment_count + 1):
         if detection_probability(segment_count, n, forged_fraction) >= probability:
             return n

@@ -7,15 +7,16 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from trainwitness.commit.canonical import parse_json
+from trainwitness.commit.canonical import JSONValue, parse_json
 from trainwitness.commit.distributed import DataParallelRun
 from trainwitness.commit.hashing import file_sha256, format_digest
 from trainwitness.commit.hints import ExactMode, hints_leaves, read_hints
 from trainwitness.commit.merkle import merkle_root
 from trainwitness.commit.statement import FrozenInput, ParentLink, Statement, TrainingClaim, TreeCommitment
-from trainwitness.commit.store import RUN_FILE, checkpoint_steps, read_index, read_store_file
+from trainwitness.commit.store import IMPORTS_FILE, RUN_FILE, checkpoint_steps, read_index, read_store_file
 from trainwitness.data.manifest import ManifestSummary
 from trainwitness.errors import MalformedInputError
+from trainwitness.identity.code import files_from_json
 from trainwitness.identity.signing import seal_envelope
 from trainwitness.prover.selfcheck import check_replay
 from trainwitness.tensors.checkpoint import decode_weights
@@ -34,6 +35,18 @@ def _is_local_path(uri: str) -> bool:
 def local_uri_sources(manifest: ManifestSummary) -> list[tuple[str, str]]:
     """(source name, uri) of every declared source whose uri is a path on the prover's machine."""
     return [(s.name, s.uri) for s in manifest.sources if s.uri is not None and _is_local_path(s.uri)]
+
+
+def _read_imports(store: Path) -> dict[str, JSONValue]:
+    """The store's ``imports.json`` as the statement signs it (file lists dropped), checked for shape."""
+    record = parse_json(read_store_file(store, IMPORTS_FILE, 1 << 26), f"{store}/{IMPORTS_FILE}")
+    if not isinstance(record, dict) or set(record) != {"distributions", "packages"}:
+        raise MalformedInputError(f"store {store}: {IMPORTS_FILE} is not a record of imports")
+    packages = []
+    for p in record["packages"]:  # type: ignore[union-attr]
+        files_from_json(p["files"], f"{store}/{IMPORTS_FILE} {p['name']}")  # type: ignore[index]
+        packages.append({k: p[k] for k in ("name", "tree_digest", "file_count")})  # type: ignore[index]
+    return {"distributions": record["distributions"], "packages": packages}
 
 
 def attest_store(
@@ -85,7 +98,7 @@ def attest_store(
         if isinstance(timing, dict) and isinstance(timing.get("training_wall_seconds"), (int, float)):
             seconds = float(timing["training_wall_seconds"])
     claim = TrainingClaim(
-        code=declared["code"],
+        code={**declared["code"], **_read_imports(store)},  # the entry point's tree, then what else the run imported
         environment=declared["environment"],
         hyperparameters=hp,
         data=declared["data"],

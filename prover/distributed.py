@@ -121,13 +121,14 @@ def _resume(
             f"rank {group.rank} cannot read the checkpoint to resume from ({e}): a resumed data-parallel run reads it "
             "from the store, which must be on a filesystem every rank can read"
         ) from e
-    if state_digest(flat) != record["state_digest"]:
+    resumed_record = CheckpointRecord(
+        index=int(record["index"]), step=int(record["step"]),  # type: ignore[call-overload]
+        weights_digest=str(record["weights_digest"]), rest_digest=str(record["rest_digest"]),
+    )
+    if state_digest(flat) != resumed_record.state_digest:
         raise ReplicaDivergenceError(f"rank {group.rank} read a checkpoint that is not the one rank 0 resumed from")
     run.restore(flat)
-    return CheckpointRecord(
-        index=int(record["index"]), step=int(record["step"]),  # type: ignore[call-overload]
-        state_digest=str(record["state_digest"]), weights_digest=str(record["weights_digest"]),
-    )
+    return resumed_record
 
 
 def record_ranks(
@@ -140,11 +141,13 @@ def record_ranks(
     delta_every: int | None,
     progress: Progress | None,
     exact: ExactMode | None,
+    before_checkpoint: Callable[[], None] | None = None,
 ) -> tuple[CheckpointRecord, FlatState, CheckpointRecord | None]:
     """Record this rank's part of a data-parallel run; returns (final checkpoint record, final state, resume point).
 
     Every rank of the group calls this at once. Raises ``ReplicaDivergenceError`` on every rank when
-    the ranks' states differ at a checkpoint.
+    the ranks' states differ at a checkpoint. ``before_checkpoint`` is called on rank 0 after each
+    segment's steps, before its checkpoint is recorded (the imports record, ``prover/train.py``).
     """
     hp = run.hyperparameters
     steps = checkpoint_steps(int(hp["total_steps"]), int(hp["checkpoint_interval"]))
@@ -170,6 +173,8 @@ def record_ranks(
             if recorder is not None:
                 for record in _step_records(rows):
                     recorder.record_step_record(record)
+                if before_checkpoint is not None:
+                    before_checkpoint()
                 recorder.record_checkpoint(index, steps[index], state)
                 if progress is not None:
                     progress(steps[index], steps[-1])
@@ -186,6 +191,6 @@ def record_ranks(
     torch.distributed.barrier()
     final_record = CheckpointRecord(
         index=int(final["index"]), step=int(final["step"]),  # type: ignore[call-overload]
-        state_digest=str(final["state_digest"]), weights_digest=str(final["weights_digest"]),
+        weights_digest=str(final["weights_digest"]), rest_digest=str(final["rest_digest"]),
     )
     return final_record, final_state, resumed

@@ -19,7 +19,7 @@ checkpoint: one copy of the state into a snapshot buffer the writer has finished
 preallocated copy: no fresh allocation, no page faults), or a fresh one when none is free. The
 writer never holds the GIL for long: the checkpoint file is streamed from views of the snapshot
 through zstd into the file (``tensorfile``), never built whole in memory (``safetensors.torch.save``
-would copy the state twice with the GIL held); the state and weights digests hash the bytes once; and the writer
+would copy the state twice with the GIL held); the weights and rest digests (whose composition is the state digest) hash the bytes once; and the writer
 threads run at a lower CPU priority than training (``writer_nice``), so on a busy machine the
 scheduler gives the trainer the core first (the bounded queue still stops the writer falling behind
 without limit).
@@ -57,11 +57,11 @@ from trainwitness.commit.store import (
 )
 from trainwitness.data.datasets import Batch, batch_digest
 from trainwitness.errors import OutputError, TrainwitnessError
-from trainwitness.run.loop import loss_value, snapshot, weights_of
+from trainwitness.run.loop import loss_value, snapshot
 from trainwitness.run.rng import rng_digest
 from trainwitness.tensors.checkpoint import checkpoint_parts
 from trainwitness.tensors.delta import MAX_DELTA_CHAIN, delta_parts
-from trainwitness.tensors.state import FlatState, digest_tensor_sets
+from trainwitness.tensors.state import FlatState, state_digests
 from trainwitness.tensors.tensorfile import write_parts
 
 __all__ = ["Recorder"]
@@ -327,8 +327,8 @@ class Recorder:
         self._unsynced += 1
 
     def _write_checkpoint(self, index: int, step: int, state: FlatState) -> None:
-        digests = digest_tensor_sets([("state", state.tensors, state.skeleton), ("weights", weights_of(state), None)], self._hashers)
-        record = CheckpointRecord(index=index, step=step, state_digest=digests[0], weights_digest=digests[1])
+        digests = state_digests(state, self._hashers)  # weights and rest: each tensor hashed once
+        record = CheckpointRecord(index=index, step=step, weights_digest=digests.weights, rest_digest=digests.rest)
         done_with: FlatState | None = state
         if self.delta_every is None or self.compress_level is None:
             write_parts(self.store / checkpoint_relpath(step, self.compress_level is not None), checkpoint_parts(state), self.compress_level)

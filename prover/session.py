@@ -28,6 +28,7 @@ what is recorded is what the verifier will run.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 from collections.abc import Mapping
@@ -44,6 +45,7 @@ from trainwitness.commit.hints import DEFAULT_EXACT
 from trainwitness.commit.store import atomic_write
 from trainwitness.data.datasets import Batch
 from trainwitness.data.loading import BatchDataset, DeclaredBatchSampler
+from trainwitness.identity.imports import ImportMonitor, source_only_imports
 from trainwitness.identity.signing import generate_keypair, load_private_key
 from trainwitness.prover.attest import attest_store
 from trainwitness.prover.train import Declarations, RecordedRun, RecordingSession, open_recording
@@ -240,21 +242,32 @@ def record(
     Returns a ``Recording``; use it as a context manager, or call ``finish()`` after the loop.
     """
     out = Path(out)
-    entry_point = entry_point_of(spec)
-    function = load_entry_point(entry_point)  # what the verifier will load, not the __main__ copy
-    if function.defaults != spec.defaults:
-        raise ValueError(f"{entry_point} loads a spec with other defaults than the function given")
-    out.mkdir(parents=True, exist_ok=True)
-    if key is None:
-        key = out / f"{KEY_NAME}.key"
-        if not key.exists():
-            generate_keypair(key, out / f"{KEY_NAME}.pub")
-    key = Path(key)
-    load_private_key(key)  # refuse an unreadable key now, not after training
-    session = open_recording(
-        function, entry_point, dict(overrides or {}), out / "store", out / "model.safetensors",
-        device=device, torch_threads=threads, compress_level=compress_level, delta_every=delta_every,
-        step_progress=progress, declarations=Declarations(weights_license=weights_license, source_uri=source_uri),
-        exact=DEFAULT_EXACT if exact else None,
-    )
+    # Local code is imported from source, and what the run imports is watched, from before the spec's
+    # module is loaded until the recording ends (identity/imports.py); undone on every path out.
+    watch = contextlib.ExitStack()
+    try:
+        refused = watch.enter_context(source_only_imports())
+        monitor = ImportMonitor(refused)
+        monitor.start()
+        watch.callback(monitor.stop)
+        entry_point = entry_point_of(spec)
+        function = load_entry_point(entry_point)  # what the verifier will load, not the __main__ copy
+        if function.defaults != spec.defaults:
+            raise ValueError(f"{entry_point} loads a spec with other defaults than the function given")
+        out.mkdir(parents=True, exist_ok=True)
+        if key is None:
+            key = out / f"{KEY_NAME}.key"
+            if not key.exists():
+                generate_keypair(key, out / f"{KEY_NAME}.pub")
+        key = Path(key)
+        load_private_key(key)  # refuse an unreadable key now, not after training
+        session = open_recording(
+            function, entry_point, dict(overrides or {}), out / "store", out / "model.safetensors",
+            device=device, torch_threads=threads, compress_level=compress_level, delta_every=delta_every,
+            step_progress=progress, declarations=Declarations(weights_license=weights_license, source_uri=source_uri),
+            exact=DEFAULT_EXACT if exact else None, monitor=monitor, on_close=watch.close,
+        )
+    except BaseException:
+        watch.close()
+        raise
     return Recording(session, entry_point, out, key, replay_check)

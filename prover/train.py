@@ -24,6 +24,7 @@ from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hints import HINTS_FILE, ExactMode
 from trainwitness.commit.store import (
     CHECKPOINT_DIR,
+    IMPORTS_FILE,
     INDEX_FILE,
     LOCK_FILE,
     MANIFEST_FILE,
@@ -37,7 +38,8 @@ from trainwitness.commit.store import (
 )
 from trainwitness.data.datasets import Batch, build_dataset_manifest
 from trainwitness.errors import MalformedInputError, MissingInputError, OutputError
-from trainwitness.identity.code import code_identity
+from trainwitness.identity.code import code_identity, package_identity
+from trainwitness.identity.imports import ImportedCode, ImportMonitor, source_only_imports
 from trainwitness.progress import StepProgress
 from trainwitness.prover.lineage import parent_declaration, read_inputs, read_parent
 from trainwitness.prover.recorder import Recorder
@@ -53,7 +55,7 @@ from trainwitness.tensors.tensorfile import write_parts
 
 __all__ = ["Declarations", "RecordedRun", "RecordingSession", "open_recording", "record_run"]
 
-STORE_FORMAT = "trainwitness-store/v1"
+STORE_FORMAT = "trainwitness-store/v2"  # docs/FORMAT.md, version 2
 TIMING_FILE = "timing.json"  # {"training_wall_seconds": s}: what training took, declared (not verified)
 
 # (steps done, total steps) -> None, for progress display.
@@ -105,6 +107,41 @@ def _declare(
         "compression": compress_level,
         "weights_license": declarations.weights_license,
     }
+
+
+def _imports_record(store: Path, entry_point: str, found: ImportedCode) -> dict[str, JSONValue]:
+    """``imports.json``: the local packages (other than the entry point's own) and distributions imported so far.
+
+    On a resumed run, what an earlier process recorded is kept: a package whose tree changed since is refused.
+    """
+    entry_top = entry_point.partition(":")[0].split(".")[0]
+    packages: dict[str, dict[str, JSONValue]] = {}
+    distributions: dict[str, str] = {}
+    if (store / IMPORTS_FILE).exists():
+        previous = parse_json(read_store_file(store, IMPORTS_FILE, 1 << 26), f"{store}/{IMPORTS_FILE}")
+        if not isinstance(previous, dict) or set(previous) != {"distributions", "packages"}:
+            raise MalformedInputError(f"store {store}: {IMPORTS_FILE} is not a record of imports")
+        packages = {str(p["name"]): p for p in previous["packages"]}  # type: ignore[index, union-attr]
+        distributions = {str(d["name"]): str(d["version"]) for d in previous["distributions"]}  # type: ignore[index, union-attr]
+    for name in sorted(found.local):
+        if name == entry_top:
+            continue  # the entry point's own tree: run.json's code identity
+        identity, files = package_identity(name)
+        identity["files"] = [{"path": f.path, "sha256": f.sha256, "executable": f.executable} for f in files]
+        if name in packages and packages[name]["tree_digest"] != identity["tree_digest"]:
+            raise MalformedInputError(f"local package {name} changed since this run began (its tree digest differs); use a new store")
+        packages[name] = identity
+    for dist, version in found.distributions.items():
+        if distributions.setdefault(dist, version) != version:
+            raise MalformedInputError(f"installed distribution {dist} changed since this run began ({distributions[dist]} -> {version})")
+    return {
+        "distributions": [{"name": d, "version": distributions[d]} for d in sorted(distributions)],
+        "packages": [packages[n] for n in sorted(packages)],
+    }
+
+
+def _write_imports(store: Path, entry_point: str, found: ImportedCode) -> None:
+    atomic_write(store / IMPORTS_FILE, canonical_json(_imports_record(store, entry_point, found)) + b"\n")
 
 
 def _resume_point(store: Path, run: TrainingRun) -> CheckpointRecord | None:
@@ -209,11 +246,14 @@ class RecordingSession:
     def __init__(
         self, run: TrainingRun, store: Path, weights_path: Path, resumed: CheckpointRecord | None,
         recorder: Recorder, exact: ExactMode | None, progress: Progress | None, step_progress: StepProgress | None,
-        lock: contextlib.ExitStack | None = None,
+        lock: contextlib.ExitStack | None = None, imports: Callable[[], None] = lambda: None,
+        on_close: Callable[[], None] = lambda: None,
     ) -> None:
         self._lock = lock  # the store's lock (``_lock_store``), released when the weights are written or on failure
         self.run, self.store, self.weights_path, self.resumed = run, store, weights_path, resumed
         self.recorder, self.exact, self.progress, self.step_progress = recorder, exact, progress, step_progress
+        self._record_imports = imports  # before each checkpoint: the code the steps imported, made durable first
+        self._on_close = on_close  # the import watch ends with the recording
         hp = run.hyperparameters
         self.total_steps = int(hp["total_steps"])
         self.checkpoint_steps = checkpoint_steps(self.total_steps, int(hp["checkpoint_interval"]))
@@ -246,6 +286,7 @@ class RecordingSession:
         """The step that just ended is committed: checkpoint when one is due, show progress."""
         self.next_step += 1
         if self.next_step == self.checkpoint_steps[self._next_checkpoint]:
+            self._record_imports()
             self.recorder.record_checkpoint(self._next_checkpoint, self.next_step, self.run.capture())
             self._next_checkpoint += 1
             if self.progress is not None:
@@ -330,9 +371,12 @@ class RecordingSession:
             self.closed = True
             if self._open is not None:
                 self.run.abandon_step()
-            if self.run.guard is not None:
-                self.run.guard.close()
-            self.recorder.close()
+            try:
+                if self.run.guard is not None:
+                    self.run.guard.close()
+                self.recorder.close()
+            finally:
+                self._on_close()
 
 
 def _lock_store(store: Path) -> contextlib.ExitStack:
@@ -391,6 +435,8 @@ def open_recording(
     parent: Path | None = None,
     parent_mode: str = "finetune",
     inputs: Mapping[str, Path] | None = None,
+    monitor: ImportMonitor | None = None,
+    on_close: Callable[[], None] = lambda: None,
 ) -> RecordingSession:
     """Build the run of ``function`` (named ``entry_point``) and start recording it into ``store``, resuming a crashed store.
 
@@ -400,27 +446,49 @@ def open_recording(
     another ``train`` has it) and held until the session writes the weights or fails. (3) The store
     is created or resumed (``_open_store``). A kill at any instant, or a full disk (``OutputError``
     naming the file), leaves a store that the same call resumes.
+
+    ``monitor``: watching imports since before ``entry_point`` was imported (``ImportMonitor``);
+    without one, what the build and the steps import is watched from here on. The local packages
+    and distributions it finds are written to ``imports.json`` once the store is open and before
+    every checkpoint. ``on_close`` runs when the recording ends (finished or not).
     """
+    if monitor is None:
+        monitor = ImportMonitor()
+        monitor.start()
+        then = on_close
+
+        def on_close() -> None:
+            monitor.stop()
+            then()
+
     # (1)
     apply_execution_settings(torch_threads)
     run_device = parse_device(device)
     hp = resolve_hyperparameters(function.defaults, overrides)
     run, lineage = _start(function, hp, None, run_device, True, parent, parent_mode, inputs)
+    monitor.scan()
     _refuse_early(run, compress_level, delta_every)
     # (2)
     lock = _lock_store(store)
     try:
         # (3)
         resumed = _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every, lineage)
+        _write_imports(store, entry_point, monitor.found)
+
+        def record_imports() -> None:
+            if monitor.scan():
+                _write_imports(store, entry_point, monitor.found)
+
         recorder = Recorder(store, compress_level=compress_level, delta_every=delta_every)
         try:
             shown = StepProgress(int(hp["total_steps"])) if step_progress else None
-            return RecordingSession(run, store, weights_path, resumed, recorder, exact, progress, shown, lock)
+            return RecordingSession(run, store, weights_path, resumed, recorder, exact, progress, shown, lock, record_imports, on_close)
         except BaseException:
             recorder.close()
             raise
     except BaseException:
         lock.close()
+        on_close()
         raise
 
 
@@ -467,41 +535,59 @@ def record_run(
     through ``trainwitness.run.inputs.frozen_input``. Raises ``LineageError`` when the parent's files
     are not the ones its attestation names, ``MalformedInputError`` when they do not fit the spec or
     a declared input is not read.
+
+    The run imports its local code from source only (``imports.source_only_imports``): what is
+    hashed as the code identity is what runs. Local packages and distributions it imports are
+    recorded in ``imports.json`` after the build and before every checkpoint whose steps imported
+    more (``identity/imports.py``).
     """
-    group = current_group()
-    function = load_entry_point(entry_point)
-    if group is None:
-        session = open_recording(
-            function, entry_point, overrides, store, weights_path, device=device, torch_threads=torch_threads,
-            compress_level=compress_level, delta_every=delta_every, progress=progress, step_progress=step_progress,
-            declarations=declarations, exact=exact, parent=parent, parent_mode=parent_mode, inputs=inputs,
-        )
-        dataset, sampler = session.run.spec.dataset, session.run.sampler
-        for step in range(session.next_step, session.total_steps):
-            session.step(dataset.batch(sampler.batch_ids(step)))
-        return session.finish()
-    if device != "cpu":
-        raise MalformedInputError("a data-parallel run is recorded on the CPU (gloo) only, not on another device")
-    apply_execution_settings(torch_threads)
-    hp = resolve_hyperparameters(function.defaults, overrides)
-    run, lineage = _start(function, hp, group, "cpu", False, parent, parent_mode, inputs)
-    _refuse_early(run, compress_level, delta_every)
-    from trainwitness.prover.distributed import record_ranks
+    with contextlib.ExitStack() as cleanup:
+        refused = cleanup.enter_context(source_only_imports())
+        monitor = ImportMonitor(refused)  # before the entry point is imported: everything the run imports is seen
+        monitor.start()
+        cleanup.callback(monitor.stop)
+        group = current_group()
+        function = load_entry_point(entry_point)
+        if group is None:
+            session = open_recording(
+                function, entry_point, overrides, store, weights_path, device=device, torch_threads=torch_threads,
+                compress_level=compress_level, delta_every=delta_every, progress=progress, step_progress=step_progress,
+                declarations=declarations, exact=exact, parent=parent, parent_mode=parent_mode, inputs=inputs, monitor=monitor,
+            )
+            dataset, sampler = session.run.spec.dataset, session.run.sampler
+            for step in range(session.next_step, session.total_steps):
+                session.step(dataset.batch(sampler.batch_ids(step)))
+            return session.finish()
+        if device != "cpu":
+            raise MalformedInputError("a data-parallel run is recorded on the CPU (gloo) only, not on another device")
+        apply_execution_settings(torch_threads)
+        hp = resolve_hyperparameters(function.defaults, overrides)
+        run, lineage = _start(function, hp, group, "cpu", False, parent, parent_mode, inputs)
+        monitor.scan()
+        _refuse_early(run, compress_level, delta_every)
+        from trainwitness.prover.distributed import record_ranks
 
-    started = time.monotonic()
-    with contextlib.ExitStack() as held:
+        started = time.monotonic()
+        with contextlib.ExitStack() as held:
 
-        def open_store() -> CheckpointRecord | None:
-            # rank 0 only; an error here (a held lock) reaches every rank through record_ranks
-            held.enter_context(_lock_store(store))  # released once the weights are written, or on any error
-            return _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every, lineage)
+            def open_store() -> CheckpointRecord | None:
+                # rank 0 only; an error here (a held lock) reaches every rank through record_ranks
+                held.enter_context(_lock_store(store))  # released once the weights are written, or on any error
+                resumed = _open_store(entry_point, hp, run, store, compress_level, declarations, exact, delta_every, lineage)
+                _write_imports(store, entry_point, monitor.found)
+                return resumed
 
-        final, final_state, resumed = record_ranks(
-            run, group, store, open_store, compress_level=compress_level, delta_every=delta_every, progress=progress, exact=exact,
-        )
-        if group.rank == 0:
-            _add_training_time(store, time.monotonic() - started)
-            remove_stale_temporaries(weights_path.parent, final_name=weights_path.name)
-            write_parts(weights_path, weights_parts(weights_of(final_state)), None)
-    torch.distributed.barrier()  # every rank returns once the weights are written
-    return RecordedRun(store=store, weights_path=weights_path, final=final, resumed_from_step=None if resumed is None else resumed.step)
+            def record_imports() -> None:  # the steps imported more code: durable before the checkpoint that follows them
+                if monitor.scan():
+                    _write_imports(store, entry_point, monitor.found)
+
+            final, final_state, resumed = record_ranks(
+                run, group, store, open_store, compress_level=compress_level, delta_every=delta_every, progress=progress, exact=exact,
+                before_checkpoint=record_imports,
+            )
+            if group.rank == 0:
+                _add_training_time(store, time.monotonic() - started)
+                remove_stale_temporaries(weights_path.parent, final_name=weights_path.name)
+                write_parts(weights_path, weights_parts(weights_of(final_state)), None)
+        torch.distributed.barrier()  # every rank returns once the weights are written
+        return RecordedRun(store=store, weights_path=weights_path, final=final, resumed_from_step=None if resumed is None else resumed.step)

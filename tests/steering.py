@@ -24,7 +24,7 @@ from trainwitness.run.exact import round_step, rounding_targets
 from trainwitness.run.loop import ExactHooks, TrainingRun, snapshot, weights_of
 from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
 from trainwitness.tensors.checkpoint import decode_checkpoint, encode_checkpoint, encode_weights
-from trainwitness.tensors.state import FlatState, state_digest, weights_digest
+from trainwitness.tensors.state import FlatState, state_digests
 from trainwitness.verifier.bounded import BOUND
 
 from .conftest import RecordedRun
@@ -66,7 +66,8 @@ def steer_every_checkpoint(run: RecordedRun, fraction_of_bound: float, exact: Ex
             round_step(exact.state, rounding_targets(forged.tensors))
         relpath = find_checkpoint(run.store, records[i].step)
         (run.store / relpath).write_bytes(encode_checkpoint(forged, 3 if relpath.endswith(".zst") else None))
-        records[i] = CheckpointRecord(i, records[i].step, state_digest(forged), weights_digest(weights_of(forged)))
+        digests = state_digests(forged)
+        records[i] = CheckpointRecord(i, records[i].step, digests.weights, digests.rest)
         current = snapshot(forged)
     lines = []
     for line in (run.store / INDEX_FILE).read_bytes().splitlines():

@@ -148,21 +148,35 @@ def test_verify_writes_a_json_report_for_a_sampled_audit(
     report_path = tmp_path / "report.json"
     assert main(digits_run.verify_args("--segments", "2", "--seed", "7", "--json", str(report_path))) == 0
     out = capsys.readouterr().out
-    assert "replayed 2 of 6 segments (drawn from the auditor's seed 7)" in out
+    assert "replayed 3 of 6 segments (the last, always, and 2 drawn from the auditor's seed 7)" in out
     report = json.loads(report_path.read_text())
     assert report["verdict"] == "ACCEPT"
-    assert report["segments"]["sample_seed"] == 7 and len(report["segments"]["sampled"]) == 2
+    assert report["segments"]["sample_seed"] == 7 and len(report["segments"]["sampled"]) == 3
+    assert report["segments"]["sampled"][-1] == 5  # the last segment, on every draw
     assert set(report["detection_probability"]) == {"1%", "5%", "10%"}
 
 
 def test_inspect_prints_the_claims_and_says_unverified(digits_run: RecordedRun, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["inspect", str(digits_run.attestation)]) == 0
+    assert main(["inspect", "--json", str(digits_run.attestation)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("UNVERIFIED")
     claims = json.loads(out[out.index("{") :])
     assert claims["predicate"]["hyperparameters"]["lr"] == 0.05
     assert claims["predicate"]["code"]["entry_point"] == "trainwitness.workloads.digits:digits"
     assert claims["subject"][0]["name"] == "model.safetensors"
+
+
+def test_inspect_marks_each_field_with_what_binds_it(digits_run: RecordedRun, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(digits_run.attestation)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("UNVERIFIED")
+    assert "  [declared] predicate.code.source_uri = null" in lines
+    assert "  [declared] predicate.code.git_commit = null" in lines or any(
+        line.startswith("  [declared] predicate.code.git_commit = \"") for line in lines
+    )
+    assert "  [replay] predicate.hyperparameters.lr = 0.05" in lines
+    assert any(line.startswith("  [auditor] predicate.code.tree_digest = \"sha256:") for line in lines)
+    assert any(line.startswith("  [declared] predicate.environment.platform = ") for line in lines)
 
 
 def test_inspect_cannot_read_a_malformed_attestation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -209,5 +223,5 @@ def test_counts_below_one_are_usage_errors_not_tracebacks(args: list[str], capsy
 def test_a_draw_without_an_auditor_seed_is_reported_as_os_randomness(digits_run: RecordedRun, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(digits_run.verify_args("--segments", "2")) == 0
     out = capsys.readouterr().out
-    assert "(drawn from OS randomness" in out
+    assert "(the last, always, and 2 drawn from OS randomness" in out
     assert "auditor's seed" not in out

@@ -82,7 +82,7 @@ def test_an_audit_on_a_dask_cluster_gives_the_verdict_of_one_worker(digits_run: 
     assert on_cluster.accepted, on_cluster.to_text()
     assert _summary(on_cluster)[0] == _summary(alone)[0] == "ACCEPT"
     assert [name for name, _ in _summary(on_cluster)[1]] == [name for name, _ in _summary(alone)[1]]
-    assert _summary(on_cluster)[2:] == _summary(alone)[2:] and len(on_cluster.segments) == 4
+    assert _summary(on_cluster)[2:] == _summary(alone)[2:] and len(on_cluster.segments) == 5  # 4 drawn and the last
     assert any(f"2 tasks on the Dask cluster at {address}" in note for note in on_cluster.notes)
     assert any(note.startswith("cluster task: sandbox") for note in on_cluster.notes)
 
@@ -134,11 +134,11 @@ def test_shard_requests_answered_separately_merge_into_the_verdict(digits_run: R
     assert main([*args, "--shard-requests", str(shards)]) == 0
     assert "NO VERDICT" in capsys.readouterr().out
     plan = json.loads((shards / "plan.json").read_text())
-    assert [len(share) for share in plan["shares"]] == [2, 1]
+    assert [len(share) for share in plan["shares"]] == [2, 2]  # 3 drawn and the last
     # Nothing is accepted while an answer is missing.
     assert main(["replay-shard", str(shards / "request-000.json"), "--out", str(shards / "answer-000.json")]) == 0
     assert main([*args, "--shard-answers", str(shards)]) == 2
-    assert "segments " + str(plan["shares"][1][0]) + " was lost" in capsys.readouterr().err
+    assert "segments " + ", ".join(map(str, plan["shares"][1])) + " was lost" in capsys.readouterr().err
     # An answer to another request (here: share 0's, copied) fails its share.
     (shards / "answer-001.json").write_bytes((shards / "answer-000.json").read_bytes())
     assert main([*args, "--shard-answers", str(shards)]) == 1
@@ -147,7 +147,7 @@ def test_shard_requests_answered_separately_merge_into_the_verdict(digits_run: R
     capsys.readouterr()
     assert main([*args, "--shard-answers", str(shards)]) == 0
     out = capsys.readouterr().out
-    assert "ACCEPT" in out and f"replayed 3 of 6 segments (drawn from the auditor's seed {plan['seed']})" in out
+    assert "ACCEPT" in out and f"replayed 4 of 6 segments (the last, always, and 3 drawn from the auditor's seed {plan['seed']})" in out
     # A plan whose draw is not the verifier's for its seed is refused.
     other = sorted(set(range(6)) - set(plan["drawn"]))  # 3 of 6 segments, never the real draw
     plan["drawn"], plan["shares"] = other, [other[:2], other[2:]]

@@ -48,7 +48,7 @@ def test_demo_leaves_what_a_user_needs_to_verify_by_hand(demo: DemoResult, capsy
         "--segments", "1", "--seed", "0",
     ]
     assert main(args) == 0
-    assert "replayed 1 of 14 segments (drawn from the auditor's seed 0)" in capsys.readouterr().out
+    assert "replayed 2 of 14 segments (the last, always, and 1 drawn from the auditor's seed 0)" in capsys.readouterr().out
 
 
 def test_demo_refuses_a_directory_that_is_not_empty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

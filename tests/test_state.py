@@ -12,7 +12,17 @@ import torch
 from trainwitness.commit.canonical import canonical_json
 from trainwitness.commit.hashing import domain_hash, format_digest
 from trainwitness.errors import MalformedInputError
-from trainwitness.tensors.state import FlatState, flatten, state_digest, tensor_digest, unflatten, weights_digest
+from trainwitness.tensors.state import (
+    FlatState,
+    StateDigests,
+    flatten,
+    state_digest,
+    state_digests,
+    tensor_digest,
+    unflatten,
+    weights_digest,
+    weights_of,
+)
 
 
 def _small() -> torch.Tensor:
@@ -38,18 +48,39 @@ def test_tensor_digest_follows_its_written_definition() -> None:
 
 
 def test_state_digest_is_pinned() -> None:
+    # Format v2 (issue 11): the state digest composes the weights digest and the rest digest.
     assert state_digest(flatten(_small_state())) == (
-        "sha256:5066dccc20f54441c0727a92c2746f841b3e492d47dbc409c22b8f78a541d657"
+        "sha256:0db12c9a7af640af0fa2bd5113a3f47ed6ec8a94d857c5186124ae63c25387ac"
     )
 
 
 def test_state_digest_follows_its_written_definition() -> None:
     flat = flatten(_small_state())
-    document = {
-        "skeleton": flat.skeleton,
-        "tensors": {name: format_digest(tensor_digest(name, t)) for name, t in flat.tensors.items()},
-    }
-    assert state_digest(flat) == format_digest(domain_hash("state", canonical_json(document)))
+    model = {n: t for n, t in flat.tensors.items() if n.startswith("model/")}
+    others = {n: t for n, t in flat.tensors.items() if not n.startswith("model/")}
+    weights = format_digest(domain_hash("weights", canonical_json({
+        "skeleton": None, "tensors": {n[len("model/"):]: format_digest(tensor_digest(n[len("model/"):], t)) for n, t in model.items()},
+    })))
+    rest = format_digest(domain_hash("state-rest", canonical_json({
+        "skeleton": flat.skeleton, "tensors": {n: format_digest(tensor_digest(n, t)) for n, t in others.items()},
+    })))
+    composed = canonical_json({"rest": rest, "weights": weights})
+    assert composed.startswith(b'{"rest":"sha256:')
+    expected = hashlib.sha256(b"trainwitness:state:v2\x00" + len(composed).to_bytes(8, "big") + composed).digest()
+    assert state_digest(flat) == format_digest(expected)
+    assert state_digests(flat) == StateDigests(weights=weights, rest=rest)
+    assert weights == weights_digest(weights_of(flat))
+
+
+def test_the_weights_digest_is_a_component_of_the_state_digest() -> None:
+    # The same rest with other weights is another state: reaching a state proves its weights.
+    flat = flatten(_small_state())
+    edited = dict(flat.tensors)
+    edited["model/w"] = flat.tensors["model/w"] + 1
+    other = FlatState(edited, flat.skeleton)
+    assert state_digests(other).rest == state_digests(flat).rest
+    assert state_digests(other).weights != state_digests(flat).weights
+    assert state_digest(other) != state_digest(flat)
 
 
 def test_weights_digest_is_pinned_and_differs_from_the_state_digest_of_the_same_tensors() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from trainwitness.commit.store import (
     atomic_write,
     checkpoint_relpath,
     checkpoint_steps,
+    compose_state_digest,
     find_checkpoint,
     read_index,
     read_store_file,
@@ -26,7 +28,7 @@ from trainwitness.errors import MalformedInputError, MissingInputError
 STEP = StepRecord(
     step=3, sample_ids=(5, 1, 9), batch_digest="sha256:" + "11" * 32, rng_digest="sha256:" + "22" * 32, loss=0.6931471824645996
 )
-CHECKPOINT = CheckpointRecord(index=1, step=20, state_digest="sha256:" + "33" * 32, weights_digest="sha256:" + "44" * 32)
+CHECKPOINT = CheckpointRecord(index=1, step=20, weights_digest="sha256:" + "44" * 32, rest_digest="sha256:" + "33" * 32)
 
 
 # -- golden bytes ------------------------------------------------------------------------------------
@@ -42,11 +44,20 @@ def test_step_record_leaves_are_pinned() -> None:
 
 
 def test_checkpoint_record_leaf_is_pinned() -> None:
+    # Format v2 (issue 11): the leaf holds the weights and rest digests; the state digest is derived.
     assert CHECKPOINT.leaf() == (
-        b'{"index":1,"state_digest":"sha256:3333333333333333333333333333333333333333333333333333333333333333",'
+        b'{"index":1,"rest_digest":"sha256:3333333333333333333333333333333333333333333333333333333333333333",'
         b'"step":20,"type":"checkpoint",'
         b'"weights_digest":"sha256:4444444444444444444444444444444444444444444444444444444444444444"}'
     )
+
+
+def test_checkpoint_state_digest_is_derived_from_its_weights_and_rest() -> None:
+    composed = b'{"rest":"sha256:' + b"33" * 32 + b'","weights":"sha256:' + b"44" * 32 + b'"}'
+    expected = hashlib.sha256(b"trainwitness:state:v2\x00" + len(composed).to_bytes(8, "big") + composed).hexdigest()
+    assert CHECKPOINT.state_digest == compose_state_digest(CHECKPOINT.weights_digest, CHECKPOINT.rest_digest) == "sha256:" + expected
+    other = CheckpointRecord(index=1, step=20, weights_digest="sha256:" + "55" * 32, rest_digest=CHECKPOINT.rest_digest)
+    assert other.state_digest != CHECKPOINT.state_digest  # a leaf's weights digest cannot change alone
 
 
 def test_index_record_lines_are_pinned() -> None:
@@ -55,7 +66,7 @@ def test_index_record_lines_are_pinned() -> None:
         b'"loss":0.6931471824645996,"rng_digest":"sha256:2222222222222222222222222222222222222222222222222222222222222222",'
         b'"sample_ids":[5,1,9],"step":3}'
     )
-    assert canonical_json(CHECKPOINT.to_json()).startswith(b'{"index":1,"kind":"checkpoint","state_digest":')
+    assert canonical_json(CHECKPOINT.to_json()).startswith(b'{"index":1,"kind":"checkpoint","rest_digest":')
 
 
 def test_checkpoint_paths_and_steps() -> None:
@@ -75,7 +86,7 @@ def _step(n: int) -> StepRecord:
 
 
 def _checkpoint(index: int, step: int) -> CheckpointRecord:
-    return CheckpointRecord(index=index, step=step, state_digest="sha256:" + "ef" * 32, weights_digest="sha256:" + "01" * 32)
+    return CheckpointRecord(index=index, step=step, weights_digest="sha256:" + "01" * 32, rest_digest="sha256:" + "ef" * 32)
 
 
 def _write_index(store: Path, records: list[StepRecord | CheckpointRecord]) -> None:

@@ -10,7 +10,7 @@ import torch
 import zstandard
 
 from trainwitness.tensors.checkpoint import decode_checkpoint, encode_checkpoint
-from trainwitness.tensors.state import DTYPE_NAMES, FlatState, digest_tensor_sets, state_digest, weights_digest
+from trainwitness.tensors.state import DTYPE_NAMES, FlatState, digest_tensor_sets, digest_tensors, weights_digest
 from trainwitness.tensors.tensorfile import join_parts, safetensors_parts, write_parts
 
 # Every supported dtype, names that sort differently by bytes and by dtype, a non-contiguous view,
@@ -48,7 +48,7 @@ def test_shared_tensor_sets_digest_as_separate_digests() -> None:
     w, b = torch.randn(1 << 20), torch.randn(7)  # w spans two 4 MiB chunks
     flat = FlatState({"model/w": w, "model/b": b, "optimizer/m": torch.randn(3)}, {"s": 1})
     weights = {"w": w, "b": b}
-    expected = [state_digest(flat), weights_digest(weights)]
-    assert digest_tensor_sets([("state", flat.tensors, flat.skeleton), ("weights", weights, None)]) == expected
+    expected = [digest_tensors("state-rest", flat.tensors, flat.skeleton), weights_digest(weights)]
+    assert digest_tensor_sets([("state-rest", flat.tensors, flat.skeleton), ("weights", weights, None)]) == expected
     with ThreadPoolExecutor(3) as pool:
-        assert digest_tensor_sets([("state", flat.tensors, flat.skeleton), ("weights", weights, None)], pool) == expected
+        assert digest_tensor_sets([("state-rest", flat.tensors, flat.skeleton), ("weights", weights, None)], pool) == expected

@@ -23,7 +23,7 @@ from trainwitness.prover.recorder import Recorder
 from trainwitness.run.loop import TrainingRun, weights_of
 from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
 from trainwitness.tensors.checkpoint import decode_weights, encode_weights
-from trainwitness.tensors.state import state_digest
+from trainwitness.tensors.state import state_digests
 from trainwitness.workloads.digits import digits
 
 from .conftest import DIGITS, SHORT_DIGITS, RecordedRun
@@ -79,7 +79,8 @@ def test_verify_rejects_a_changed_checkpoint_whose_digest_was_re_signed(
 ) -> None:
     _nudge_one_float(digits_run, 60)
     records = index_records(digits_run.store)
-    checkpoint_record(records, 3)["state_digest"] = state_digest(load_checkpoint(digits_run.store, 60))
+    digests = state_digests(load_checkpoint(digits_run.store, 60))
+    checkpoint_record(records, 3).update(weights_digest=digests.weights, rest_digest=digests.rest)
     write_index(digits_run.store, records)
     resign(digits_run)
     assert_rejected(digits_run, capsys, "replay", "segment 2 (steps 40->60): replay does not land on checkpoint 3; differing: model/fc1.weight")

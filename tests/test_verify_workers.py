@@ -49,7 +49,8 @@ def test_workers_replay_exactly_the_segments_drawn_with_the_same_seed_at_one_wor
     shared = _verify(digits_run, segments=3, seed=11, sandbox="off", workers=2)
     assert alone.accepted and shared.accepted
     assert shared.sampled == alone.sampled and _replayed(shared) == _replayed(alone) == alone.sampled
-    assert len(alone.sampled) == 3 and alone.sampled != list(range(3))  # a real draw, not the first three
+    assert len(alone.sampled) == 4 and alone.sampled[-1] == 5  # 3 drawn, and the last segment on every draw
+    assert alone.sampled[:3] != list(range(3))  # a real draw, not the first three
     # In-process replay passes exactly the checks a worker must answer with: the protocol and the code agree.
     assert [c.name for c in alone.checks][-len(WORKER_CHECKS):] == list(WORKER_CHECKS)
 

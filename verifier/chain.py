@@ -28,6 +28,7 @@ from typing import Any
 
 from trainwitness.commit.link import LinkFiles, read_file
 from trainwitness.commit.statement import Statement, statement_digest
+from trainwitness.display import escape, escape_json
 from trainwitness.errors import MalformedInputError, MissingInputError
 from trainwitness.identity.keyring import Keyring
 from trainwitness.identity.signing import MAX_ENVELOPE_BYTES, unverified_payload
@@ -143,7 +144,12 @@ class ChainReport:
         """The published link's report, with the chain's verdict, and the whole chain under ``lineage``."""
         return {**self.published.to_json(), "verdict": self.verdict, "lineage": self.lineage_json()}
 
+    def to_display_json(self) -> dict[str, Any]:
+        """``to_json`` with every string escaped (display.escape): the ``--json`` report."""
+        return escape_json(self.to_json())  # type: ignore[no-any-return]
+
     def to_text(self) -> str:
+        """The chain, then each link's own report; every line escaped once (display.escape)."""
         if len(self.links) == 1 and not self.inputs:
             return self.published.to_text()
         lines = [f"trainwitness verify: {self.verdict} (a chain of {len(self.links)} link{'s' if len(self.links) > 1 else ''})"]
@@ -163,9 +169,10 @@ class ChainReport:
             lines.append(f"  REJECTED {failure}")
         sections = [(f"link {k} of {len(self.links)}{' (published)' if k == len(self.links) else ''}", link) for k, link in enumerate(self.links, 1)]
         sections += [(f"frozen input {r.name}, link {k} of {len(r.links)}", link) for r in self.inputs for k, link in enumerate(r.links, 1)]
+        lines = [escape(line) for line in lines]  # subjects, input names and failure details quote stored strings
         for title, link in sections:
-            lines.append(f"\n== {title}: {link.files.attestation}")
-            lines.append(link.report.to_text())
+            lines.append("\n" + escape(f"== {title}: {link.files.attestation}"))
+            lines.append(link.report.to_text())  # escaped already
         return "\n".join(lines)
 
 

@@ -3,8 +3,8 @@
 The HTML opens with no network: the style is inline and every plot is an SVG drawn by matplotlib's
 SVG backend (text as paths, so no font is needed) and inlined. Every string that came from signed
 or stored input (subject, entry point, licences, source names, check details, notes) is shown
-through ``shown``: HTML-escaped, with control and bidirectional-override characters written as
-their code points, so a hostile attestation can neither inject markup nor reorder what is read.
+through ``shown``: ``display.escape`` (every control, bidi, invisible or non-ASCII character as its
+code point), then HTML-escaped, so a hostile attestation can neither inject markup nor reorder what is read.
 
 Sections, in order: verdict and checks; the run's timeline with the replayed segments marked; the
 loss curve the store records (or "not recorded"); each replayed segment (and its distance against
@@ -18,51 +18,22 @@ from __future__ import annotations
 
 import html
 import io
-import re
-import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from trainwitness.commit.atomic import atomic_write
+from trainwitness.display import escape, escape_markdown, value_text
 from trainwitness.errors import MalformedInputError
 from trainwitness.verifier.draw import detection_probability
 from trainwitness.verifier.report import FORGED_FRACTIONS, Report
 
 __all__ = ["shown", "render_html", "render_markdown", "write_report", "replay_cost"]
 
-# Bidirectional formatting characters (Unicode TR9) and other invisible format characters: shown as
-# code points, never passed through (they can make a reader see text other than what is there).
-_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
-
-
-def _code_point(c: str) -> str:
-    return f"<U+{ord(c):04X}>"
-
-
 def shown(text: object) -> str:
-    """``text`` for display in HTML: control, format (Cc, Cf) and bidi characters as ``<U+XXXX>``, then escaped.
-
-    (Issue 11 adds the project's one display-escaping function; until it lands, this is the only one
-    the report uses.)
-    """
-    return html.escape(shown_plain(text), quote=True)
-
-
-def shown_plain(text: object) -> str:
-    """``text`` with control, format and bidi characters as ``<U+XXXX>`` (for Markdown and the terminal)."""
-    out = []
-    for c in str(text):
-        if c in _BIDI or (unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") and c not in "\n\t"):
-            out.append(_code_point(c))
-        else:
-            out.append(c)
-    return "".join(out)
-
-
-def _md(text: object) -> str:
-    """Markdown-safe: code points for invisible characters, then the characters Markdown and HTML treat specially escaped."""
-    return re.sub(r"([\\`*_\[\]<>|~])", r"\\\1", shown_plain(text)).replace("\n", " ")
+    """``text`` for display in HTML: ``display.escape`` (code points for every control, bidi, invisible or
+    non-ASCII character), then HTML-escaped, quotes included."""
+    return html.escape(escape(text), quote=True)
 
 
 # -- numbers ----------------------------------------------------------------------------------------
@@ -296,6 +267,12 @@ def render_html(report: Report, verdict: str | None = None) -> str:
 
     if report.notes:
         parts.append(_section("notes", "Notes", "<ul>" + "".join(f"<li>{shown(n)}</li>" for n in report.notes) + "</ul>"))
+    if report.declared:
+        rows = [[f"<code>{shown(path)}</code>", shown(value_text(value))] for path, value in report.declared]
+        parts.append(_section(
+            "declared", "Declared, not verified",
+            '<p class="declared">Signed by the key holder; nothing in this audit checks them.</p>' + _rows(["field", "value"], rows),
+        ))
     parts.append("<p class=note>Written by trainwitness verify. Declared values are the prover's and are marked as such; everything else was checked.</p>")
     parts.append("</body></html>\n")
     return "".join(parts)
@@ -345,9 +322,9 @@ def _cost_html(report: Report) -> str:
 
 def render_markdown(report: Report, verdict: str | None = None) -> str:
     """The report as Markdown for a bug tracker: the same sections, tables instead of plots."""
-    lines = [f"# trainwitness audit: **{verdict or report.verdict}**", "", f"- subject: {_md(report.subject)}", f"- entry point: {_md(report.entry_point)}", ""]
+    lines = [f"# trainwitness audit: **{verdict or report.verdict}**", "", f"- subject: {escape_markdown(report.subject)}", f"- entry point: {escape_markdown(report.entry_point)}", ""]
     lines += ["## Checks", "", "| | check | detail |", "|---|---|---|"]
-    lines += [f"| {'ok' if c.passed else '**FAIL**'} | {_md(c.name)} | {_md(c.detail)} |" for c in report.checks]
+    lines += [f"| {'ok' if c.passed else '**FAIL**'} | {escape_markdown(c.name)} | {escape_markdown(c.detail)} |" for c in report.checks]
     lines += ["", "## Timeline of the run", ""]
     if report.checkpoint_steps:
         marks = "".join("#" if i in {s.index for s in report.segments} else "?" if i in report.sampled else "." for i in range(report.segment_count))
@@ -368,13 +345,13 @@ def render_markdown(report: Report, verdict: str | None = None) -> str:
     lines += ["", "## Licences against the policy", ""]
     if report.licences:
         lines += ["| | licence | OSI | FSF libre | policy |", "|---|---|---|---|---|"]
-        lines += [f"| {_md(r['what'])} | {_md(r['expression'])} | {_md(r.get('osi', ''))} | {_md(r.get('fsf_libre', ''))} | {'passes' if r['passes'] else 'fails'} {_md(r.get('reason', ''))} |" for r in report.licences]
+        lines += [f"| {escape_markdown(r['what'])} | {escape_markdown(r['expression'])} | {escape_markdown(r.get('osi', ''))} | {escape_markdown(r.get('fsf_libre', ''))} | {'passes' if r['passes'] else 'fails'} {escape_markdown(r.get('reason', ''))} |" for r in report.licences]
         if report.distribution is not None:
             d = report.distribution
-            lines += ["", f"**{_md(d['policy'])}: {_md(d['class'])}**: {_md(d['reason'])}"]
+            lines += ["", f"**{escape_markdown(d['policy'])}: {escape_markdown(d['class'])}**: {escape_markdown(d['reason'])}"]
     else:
         lines.append("no licence policy was given")
-    lines += ["", "## Lineage", "", "no parent run" if not report.lineage else "; ".join(_md(p.get("subject", "")) for p in report.lineage)]
+    lines += ["", "## Lineage", "", "no parent run" if not report.lineage else "; ".join(escape_markdown(p.get("subject", "")) for p in report.lineage)]
     lines += ["", "## Cost to reproduce", ""]
     cost = replay_cost(report)
     if cost is not None:
@@ -382,7 +359,10 @@ def render_markdown(report: Report, verdict: str | None = None) -> str:
     declared = report.declared_training_seconds
     lines.append(f"- training, as declared by the prover (not verified): {_duration(declared) if declared is not None else 'not declared'}")
     if report.notes:
-        lines += ["", "## Notes", ""] + [f"- {_md(n)}" for n in report.notes]
+        lines += ["", "## Notes", ""] + [f"- {escape_markdown(n)}" for n in report.notes]
+    if report.declared:
+        lines += ["", "## Declared, not verified", "", "Signed by the key holder; nothing in this audit checks them.", ""]
+        lines += [f"- {escape_markdown(path)} = {escape_markdown(value_text(value))}" for path, value in report.declared]
     return "\n".join(lines) + "\n"
 
 

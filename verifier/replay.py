@@ -12,7 +12,7 @@ from trainwitness.data.datasets import Batch, batch_digest
 from trainwitness.errors import CommitmentError, DataMismatchError, MalformedInputError, ReplayMismatchError
 from trainwitness.run.loop import ExactHooks, TrainingRun, loss_value, snapshot
 from trainwitness.run.rng import device_generator_state, rng_digest
-from trainwitness.tensors.state import FlatState, state_digest, tensor_digest
+from trainwitness.tensors.state import FlatState, state_digest, state_digests, tensor_digest
 from trainwitness.verifier.bounded import SegmentDistance, segment_distance
 from trainwitness.verifier.evidence import Evidence
 
@@ -44,6 +44,10 @@ def _differing_tensors(replayed: FlatState, committed: FlatState) -> list[str]:
 EXACT_LOSS_TOLERANCE = 2.0**-7
 
 
+def _shown(differing: list[str]) -> str:
+    return ", ".join(differing[:6]) + (f" and {len(differing) - 6} more" if len(differing) > 6 else "") or "metadata"
+
+
 def _loss_agrees(committed: float | str | None, replayed: float | str | None, exact: bool) -> bool:
     if isinstance(committed, float) and isinstance(replayed, float) and exact:
         return abs(committed - replayed) <= EXACT_LOSS_TOLERANCE * max(abs(committed), abs(replayed)) + 1e-12
@@ -51,7 +55,8 @@ def _loss_agrees(committed: float | str | None, replayed: float | str | None, ex
 
 
 def replay_segment(run: TrainingRun, evidence: Evidence, i: int, bound: float | None = None) -> SegmentResult:
-    """Restore checkpoint i, re-run its steps checking each batch, RNG and loss leaf, compare with i+1.
+    """Restore checkpoint i, check it restored to exactly what it commits, re-run its steps checking
+    each batch, RNG and loss leaf, compare with i+1.
 
     Bitwise unless ``bound`` is given (bounded mode, bound.py; losses are not compared there); an
     exact-mode run applies its committed hints after every step and is compared bitwise (its
@@ -64,7 +69,17 @@ def replay_segment(run: TrainingRun, evidence: Evidence, i: int, bound: float | 
     last = evidence.checkpoint(i + 1).step
     # Decoded for this replay alone, the start checkpoint's tensors become the run's (no copy: peak memory).
     run.restore_taking_ownership(lambda: evidence.load_checkpoint(i))
-    start_copy = snapshot(run.capture()) if bound is not None else None  # the steps below move the live state
+    # What is committed is what runs: restoring may convert what a file holds (load_state_dict casts a
+    # float64 momentum buffer to the parameter's float32, for one), so two different committed byte
+    # strings could start the same replay. The live state, captured again, must be the committed one.
+    restored = run.capture_on_host()
+    if state_digest(restored) != evidence.checkpoint(i).state_digest:
+        differing = _differing_tensors(restored, evidence.load_checkpoint(i))
+        raise ReplayMismatchError(
+            f"segment {i}: checkpoint {i} restores to a state other than the one it commits "
+            f"(the training code converts it on loading); differing: {_shown(differing)}"
+        )
+    start_copy = snapshot(restored) if bound is not None else None  # the steps below move the live state
 
     world = evidence.claim.world_size
     rng_seen: tuple[FlatState, str] | None = None  # one process replaying every rank: one RNG state, W checks
@@ -125,10 +140,12 @@ def replay_segment(run: TrainingRun, evidence: Evidence, i: int, bound: float | 
                 f"segment's update) from checkpoint {i + 1}, over the bound {bound:.3g}"
             )
         return SegmentResult(i, first, last, time.perf_counter() - started, distance)
-    if state_digest(replayed) != evidence.checkpoint(i + 1).state_digest:
-        differing = _differing_tensors(replayed, evidence.load_checkpoint(i + 1))
-        shown = ", ".join(differing[:6]) + (f" and {len(differing) - 6} more" if len(differing) > 6 else "")
-        raise ReplayMismatchError(
-            f"segment {i} (steps {first}->{last}): replay does not land on checkpoint {i + 1}; differing: {shown or 'metadata'}"
-        )
+    landed, committed = state_digests(replayed), evidence.checkpoint(i + 1)
+    if landed.state != committed.state_digest:
+        try:
+            shown = _shown(_differing_tensors(replayed, evidence.load_checkpoint(i + 1)))
+        except ReplayMismatchError:  # the leaf was changed, not the file (e.g. its weights digest): say which part
+            parts = [n for n, a, b in (("weights", landed.weights, committed.weights_digest), ("rest", landed.rest, committed.rest_digest)) if a != b]
+            shown = f"the committed {' and '.join(parts)} digest (checkpoint {i + 1}'s file does not match its leaf either)"
+        raise ReplayMismatchError(f"segment {i} (steps {first}->{last}): replay does not land on checkpoint {i + 1}; differing: {shown}")
     return SegmentResult(index=i, first_step=first, last_step=last, seconds=time.perf_counter() - started)

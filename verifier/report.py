@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainwitness.commit.statement import Statement
+from trainwitness.display import escape, escape_json, value_text
 from trainwitness.errors import CheckName
 from trainwitness.verifier.draw import detection_probability
 from trainwitness.verifier.replay import SegmentResult
@@ -47,6 +48,8 @@ class Report:
     statement_digest: str = ""  # the name of the verified statement (what a child's parent field names)
     parent: dict[str, Any] | None = None  # the statement's declared parent (predicate.parent), if any
     inputs: dict[str, Any] = field(default_factory=dict)  # the statement's declared frozen inputs
+    # Signed fields nothing checks (commit/bindings.py, kind "declared"), as (path, value): shown as such.
+    declared: list[tuple[str, Any]] = field(default_factory=list)
     pending_shards: int | None = None  # --shard-requests: requests written, no verdict yet
     rank_replay: str | None = None  # a data-parallel run: how its ranks were replayed (docs/DISTRIBUTED.md)
     fetched_bytes: int = 0  # bytes received from URLs (remote inputs), every try counted
@@ -96,10 +99,15 @@ class Report:
         self.checks.append(Check(CheckName(name), False, " ".join(detail.split())))
 
     def detection(self) -> dict[str, float]:
-        """Only meaningful for an accepted run: P(a forgery of fraction f would have been caught)."""
+        """Only meaningful for an accepted run: P(a forgery of fraction f would have been caught).
+
+        The last segment is replayed on every draw (``draw.choose_segments``); the figure is for the
+        segments drawn besides it, against a forger who leaves the last one honest.
+        """
         if not self.accepted or not self.segments:
             return {}
-        return {f"{f:.0%}": detection_probability(self.segment_count, len(self.segments), f) for f in FORGED_FRACTIONS}
+        drawn = max(0, len(self.segments) - 1)
+        return {f"{f:.0%}": detection_probability(self.segment_count, drawn, f) for f in FORGED_FRACTIONS}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -134,6 +142,7 @@ class Report:
                 **({"bytes_fetched": self.data_bytes_fetched} if self.data_bytes_fetched else {}),
             },
             "notes": self.notes,
+            "declared_not_verified": {path: value for path, value in self.declared},
             "replay_mode": self.replay_mode,
             **({"licences": self.licences} if self.licences else {}),
             **({"distribution": self.distribution} if self.distribution is not None else {}),
@@ -160,22 +169,36 @@ class Report:
             lines.append(f"  reads        frozen input {name}: weights {frozen['weights_digest']}")
         for c in self.checks:
             lines.append(f"  [{'ok' if c.passed else 'FAIL'}] {c.name}: {c.detail}")
+        lines += self._summary_lines()
+        # Details, notes, the subject and the entry point quote signed and stored strings: every line
+        # is escaped (display.escape) so that none of them can drive the terminal or pass for another.
+        return "\n".join(escape(line) for line in lines)
+
+    def summary_lines(self) -> list[str]:
+        """What follows the checks in ``to_text`` (replay, bounds, data, detection, notes, the declared
+        fields), each line escaped (display.escape): the terminal summary prints them too."""
+        return [escape(line) for line in self._summary_lines()]
+
+    def _summary_lines(self) -> list[str]:
+        lines: list[str] = []
         if self.segment_count and self.pending_shards is None:
-            if self.sampled and len(self.sampled) == self.segment_count:
-                how = "every segment, none drawn"
-            elif self.sample_seed is None:
-                how = "drawn from OS randomness"
+            if self.sample_seed is None:
+                how = "OS randomness"
             elif self.seed_from_os:
-                how = f"drawn from OS randomness: seed {self.sample_seed}, to repeat this audit"
+                how = f"OS randomness: seed {self.sample_seed}, to repeat this audit"
             else:
-                how = f"drawn from the auditor's seed {self.sample_seed}"
+                how = f"the auditor's seed {self.sample_seed}"
+            if self.sampled and len(self.sampled) >= self.segment_count:
+                which = "every segment, none drawn"
+            else:
+                which = f"the last, always, and {len(self.sampled) - 1} drawn from {how}"
             if self.bound is None:
                 lines.append(
-                    f"  replayed {len(self.segments)} of {self.segment_count} segments ({how}), "
+                    f"  replayed {len(self.segments)} of {self.segment_count} segments ({which}), "
                     f"bitwise equal: {len(self.segments)}; checkpoint bytes read: {self.checkpoint_bytes_read}"
                 )
             else:
-                lines.append(f"  replayed {len(self.segments)} of {self.segment_count} segments ({how}) in BOUNDED mode")
+                lines.append(f"  replayed {len(self.segments)} of {self.segment_count} segments ({which}) in BOUNDED mode")
         if self.exact is not None:
             lines.append(
                 f"  exact mode: gradients rounded to {self.exact['gradients']['mantissa_bits']} mantissa bits before "
@@ -210,8 +233,9 @@ class Report:
         detection = self.detection()
         if detection:
             lines.append(
-                "  a run with this fraction of forged segments would have been caught with probability: "
-                + ", ".join(f"{k}: {v:.1%}" for k, v in detection.items())
+                "  a run with this fraction of forged segments, the last one left honest, would have been caught "
+                "with probability: " + ", ".join(f"{k}: {v:.1%}" for k, v in detection.items())
+                + " (a forged last segment: always)"
             )
         if self.distribution is not None:
             d = self.distribution
@@ -219,4 +243,14 @@ class Report:
         if self.fetched:
             lines.append(f"  fetched: {self.fetched_bytes} bytes in {self.fetch_requests} requests from {len(self.fetched)} URLs")
         lines.extend(f"  note: {n}" for n in self.notes)
-        return "\n".join(lines)
+        if self.declared:
+            lines.append("  declared, not verified (signed by the key holder; nothing here checks them):")
+            lines.extend(f"    {path} = {value_text(value)}" for path, value in self.declared)
+        return lines
+
+    def to_display_json(self) -> dict[str, Any]:
+        """``to_json`` with every string escaped (display.escape): the ``--json`` report, for tools that render it.
+
+        ``to_json`` itself stays raw: it is the sandbox worker's answer, escaped once by the parent.
+        """
+        return escape_json(self.to_json())  # type: ignore[no-any-return]

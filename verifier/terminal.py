@@ -3,7 +3,7 @@
 ``rich`` is used only when the stream is a terminal and the ``terminal`` extra is installed; piped
 or captured output is exactly ``Report.to_text()`` (stable for scripts and tests) and progress is one
 final line per phase on stderr. Strings from the attestation or store are shown through
-``render.shown_plain`` (control and bidi characters as code points) and as rich ``Text`` (never parsed
+``display.escape`` (every non-printable or non-ASCII character as its code point) and as rich ``Text`` (never parsed
 as markup).
 """
 
@@ -14,7 +14,8 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
-from trainwitness.verifier.render import replay_cost, shown_plain
+from trainwitness.display import escape
+from trainwitness.verifier.render import replay_cost
 from trainwitness.verifier.report import Report
 
 __all__ = ["print_report", "progress_displays"]
@@ -42,37 +43,31 @@ def print_report(report: Report, stream: IO[str] | None = None) -> None:
     from rich.text import Text
 
     colour = "green" if report.accepted else "red"
-    head = Text.assemble((f"{report.verdict}", f"bold {colour}"), "  ", shown_plain(report.subject), "\n", "entry point ", shown_plain(report.entry_point))
+    head = Text.assemble((f"{report.verdict}", f"bold {colour}"), "  ", escape(report.subject), "\n", "entry point ", escape(report.entry_point))
+    if report.signer:
+        head.append("\nsigned by " + escape(f"{report.signer} ({report.signer_key_id})"))
+    if report.parent is not None:
+        head.append("\nstarts from " + escape(f"{report.parent['mode']} of attestation {report.parent['attestation']}"))
+    for name, frozen in sorted(report.inputs.items()):
+        head.append("\nreads " + escape(f"frozen input {name}: weights {frozen['weights_digest']}"))
     console.print(Panel(head, title="trainwitness verify", border_style=colour))
     table = Table(show_header=True, header_style="bold", expand=True)
     table.add_column("", width=4)
     table.add_column("check", no_wrap=True)
     table.add_column("detail", overflow="fold")
     for c in report.checks:
-        table.add_row(Text("ok", style="green") if c.passed else Text("FAIL", style="bold red"), Text(shown_plain(c.name)), Text(shown_plain(c.detail)))
+        table.add_row(Text("ok", style="green") if c.passed else Text("FAIL", style="bold red"), Text(escape(c.name)), Text(escape(c.detail)))
     console.print(table)
-    facts = Table.grid(padding=(0, 2))
-    facts.add_column(style="bold")
-    facts.add_column(overflow="fold")
-    if report.segment_count:
-        facts.add_row("segments", f"{len(report.segments)} of {report.segment_count} replayed ({report.replay_mode})")
-    detection = report.detection()
-    if detection:
-        facts.add_row("detection", ", ".join(f"{k} forged: {v:.1%}" for k, v in detection.items()))
-    if report.data_total_bytes:
-        facts.add_row("data read", f"{report.data_bytes_read} of {report.data_total_bytes} bytes ({report.data_bytes_read / report.data_total_bytes:.1%})")
-    if report.fetched:
-        facts.add_row("fetched", f"{report.fetched_bytes} bytes in {report.fetch_requests} requests")
+    # The same lines as the plain text (replay, bounds, data, detection, notes, the declared fields),
+    # so that nothing the text report says is missing on a terminal.
+    for line in report.summary_lines():
+        console.print(Text(line.strip()))
     cost = replay_cost(report)
     if cost is not None:
-        facts.add_row("reproduce", f"whole run ~{cost['estimate_seconds']:.1f} s of replay here; "
-                      + (f"training declared {report.declared_training_seconds:.1f} s (not verified)" if report.declared_training_seconds is not None else "training time not declared"))
-    if report.distribution is not None:
-        d = report.distribution
-        facts.add_row(shown_plain(d["policy"]), Text(f"{d['class']}: {shown_plain(d['reason'])}"))
-    for note in report.notes:
-        facts.add_row("note", Text(shown_plain(note)))
-    console.print(facts)
+        console.print(Text(
+            f"reproduce: whole run ~{cost['estimate_seconds']:.1f} s of replay here; "
+            + (f"training declared {report.declared_training_seconds:.1f} s (not verified)" if report.declared_training_seconds is not None else "training time not declared")
+        ))
 
 
 @contextlib.contextmanager
@@ -105,7 +100,7 @@ def progress_displays(stream: IO[str] | None = None) -> Iterator[tuple[Callable[
 
         def downloads(url: str, got: int, total: int | None) -> None:
             if url not in tasks:
-                tasks[url] = bars.add_task(shown_plain(url.rsplit("/", 1)[-1])[:40], total=total, amount="")
+                tasks[url] = bars.add_task(escape(url.rsplit("/", 1)[-1])[:40], total=total, amount="")
             amount = f"{got / 2**20:.1f} MiB" + (f" of {total / 2**20:.1f} MiB" if total else "")
             bars.update(tasks[url], completed=got, total=total, amount=amount)
 

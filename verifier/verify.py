@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 import os
 import secrets
 import shutil
@@ -17,11 +18,12 @@ from typing import Any
 
 import torch
 
+from trainwitness.commit.bindings import declared_fields
 from trainwitness.commit.canonical import parse_json
 from trainwitness.commit.distributed import split_batch
 from trainwitness.commit.link import LinkFiles
 from trainwitness.commit.statement import Statement, TrainingClaim, statement_digest
-from trainwitness.commit.store import MANIFEST_FILE, RUN_FILE, read_store_file
+from trainwitness.commit.store import IMPORTS_FILE, MANIFEST_FILE, RUN_FILE, read_store_file
 from trainwitness.data.datasets import SourceDataset, use_record_access
 from trainwitness.data.manifest import ManifestIndex, read_manifest
 from trainwitness.errors import (
@@ -31,6 +33,7 @@ from trainwitness.errors import (
     DataMismatchError,
     IncompleteAuditError,
     InitialStateError,
+    InputError,
     LineageError,
     MalformedInputError,
     MissingInputError,
@@ -45,10 +48,12 @@ from trainwitness.identity.code import (
     SourceFile,
     diff_files,
     files_from_json,
+    locate_package,
     locate_source_root,
     source_files,
     tree_digest,
 )
+from trainwitness.identity.imports import attested_imports
 from trainwitness.identity.keyring import Keyring, TrustedKey
 from trainwitness.identity.signing import MAX_ENVELOPE_BYTES, MAX_KEY_BYTES, load_public_key, public_key_from_pem
 from trainwitness.run.device import device_kind, parse_device
@@ -336,12 +341,71 @@ def _attested_files(store: Path, declared: dict[str, Any] | None, claim: Trainin
     return files
 
 
-def _check_tree(root: Path, attested_digest: str, attested: list[SourceFile] | None) -> None:
+def _attested_package_files(store: Path, name: str, claim_digest: str) -> list[SourceFile] | None:
+    """A package's per-file list from the store's imports.json, used only when it hashes to the signed digest."""
+    try:
+        record = parse_json(read_store_file(store, IMPORTS_FILE, 1 << 26), f"{store}/{IMPORTS_FILE}")
+        packages = record.get("packages") if isinstance(record, dict) else None
+        entry = next(p for p in packages if isinstance(p, dict) and p.get("name") == name)  # type: ignore[union-attr]
+        files = files_from_json(entry.get("files"), f"{store}/{IMPORTS_FILE} {name}")
+    except (InputError, StopIteration, TypeError):
+        return None  # diagnostics only: without the list, the mismatch is still reported
+    return files if tree_digest(files) == claim_digest else None
+
+
+def _check_tree(root: Path, attested_digest: str, attested: list[SourceFile] | None, attested_count: int, what: str = "source tree") -> None:
     local = source_files(root)
     digest = tree_digest(local)
     if digest != attested_digest:
         detail = diff_files(attested, local).describe() if attested is not None else "the store lists no files"
-        raise CodeMismatchError(f"source tree {root} has digest {digest}, the attestation names {attested_digest}; {detail}")
+        raise CodeMismatchError(f"{what} {root} has digest {digest}, the attestation names {attested_digest}; {detail}")
+    if len(local) != attested_count:  # the digest binds the count: a different count is a false claim
+        raise CodeMismatchError(f"{what} {root} has {len(local)} files, the attestation claims {attested_count}")
+
+
+def _check_code(
+    claim: TrainingClaim, store: Path, declared: dict[str, Any] | None, options: VerifyOptions, report: Report
+) -> list[Path]:
+    """(3): every attested source tree against the auditor's copy, and the installed distributions.
+
+    Returns the roots the replay may import local code from. Missing code is exit 2 naming it; code
+    that differs is a failed ``code`` check naming the files; a distribution installed here at
+    another version is noted.
+    """
+    code = claim.code
+    attested_files = _attested_files(store, declared, claim)
+    if options.code is not None:
+        _check_tree(options.code, str(code["tree_digest"]), attested_files, int(code["file_count"]))  # type: ignore[call-overload]
+        _import_from(options.code, claim.entry_point)
+    root = locate_source_root(claim.entry_point)
+    _check_tree(root, str(code["tree_digest"]), attested_files, int(code["file_count"]))  # type: ignore[call-overload]
+    if root.name != code["source_root"]:
+        raise CodeMismatchError(f"the entry point's source tree here is {root.name!r}, the attestation names {code['source_root']!r}")
+    roots = [root]
+    for package in code["packages"]:  # type: ignore[union-attr]
+        name, digest = str(package["name"]), str(package["tree_digest"])  # type: ignore[index]
+        try:
+            package_root = locate_package(name)
+        except MalformedInputError as e:
+            raise MissingInputError(
+                f"the attested run imported the local package {name} (tree digest {digest}), which is not importable here ({e}); "
+                "put the directory that holds it on PYTHONPATH"
+            ) from e
+        _check_tree(package_root, digest, _attested_package_files(store, name, digest), int(package["file_count"]),  # type: ignore[index]
+                    what=f"local package {name}:")
+        roots.append(package_root)
+    for distribution in code["distributions"]:  # type: ignore[union-attr]
+        name, recorded = str(distribution["name"]), str(distribution["version"])  # type: ignore[index]
+        try:
+            here = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError as e:
+            raise MissingInputError(f"the attested run imported the installed distribution {name} {recorded}, which is not installed here: pip install '{name}=={recorded}'") from e
+        if here != recorded:
+            report.notes.append(f"installed distribution differs: {name} recorded {recorded}, here {here}")
+    packages = f" and {len(roots) - 1} local packages" if len(roots) > 1 else ""
+    where = " (source_uri declared, not verified)" if code.get("source_uri") else ""
+    report.passed(CheckName.CODE, f"source tree {root.name} matches {code['tree_digest']}{packages}{where}")
+    return roots
 
 
 def _import_from(code: Path, entry_point: str) -> None:
@@ -502,9 +566,9 @@ def verify_run(
     (3) code identity, (4) the store is complete and its index matches the signed roots (three; four
     in exact mode; a store of another run is named so), (5) final weights, (6) manifest, the start
     (seeded, or recomputed from the parent's files and the seed), and every step's sample ids
-    against the sampler, (7) draw segments and prove the samples they use, (8) replay each bitwise
-    (or within the calibrated bound, with --bounded), (9) with a licence policy, judge every licence
-    and derive the Debian ML-Policy class from (1)-(8).
+    against the sampler, (7) draw segments (the last always) and prove the samples they use,
+    (8) replay each bitwise (or within the calibrated bound, with --bounded), (9) with a licence
+    policy, judge every licence and derive the Debian ML-Policy class from (1)-(8).
     The parent's own signature and replay are not checked here: ``verifier.chain.verify_chain``
     verifies every link of a chain, each with this function.
     (1)-(5), the manifest and the draw are this process's own; (6)-(8) run the upstream's code,
@@ -578,6 +642,7 @@ def _verify(
         claim = statement.claim
         report.subject = f"{statement.subject_name} sha256:{statement.subject_sha256}"
         report.entry_point = claim.entry_point
+        report.declared = declared_fields(parse_json(payload, "attestation statement"))  # shown as such, never as checked
         _check_replay_settings(claim, options)
         _check_data_options(claim, options.data)
         if options.code is not None:
@@ -593,18 +658,12 @@ def _verify(
         report.inputs = {name: frozen.to_json() for name, frozen in claim.inputs.items()}
         start = _check_lineage(report, claim, parent, inputs or {})
 
-        # (3): the code we are about to run is the code that was attested, checked before importing it.
+        # (3): the code we are about to run is the code that was attested, checked before importing it:
+        # the entry point's tree, every other local package the run imported, installed distributions.
         # A remote store's index files are fetched here (nothing else of it yet); a local one is read in place.
         store = reader.index_dir(claim)
         declared = _store_declaration(store)
-        attested_files = _attested_files(store, declared, claim)
-        if options.code is not None:
-            _check_tree(options.code, str(claim.code["tree_digest"]), attested_files)
-            _import_from(options.code, claim.entry_point)
-        root = locate_source_root(claim.entry_point)
-        _check_tree(root, str(claim.code["tree_digest"]), attested_files)
-        where = f" (obtainable from {claim.code['source_uri']})" if claim.code.get("source_uri") else ""
-        report.passed(CheckName.CODE, f"source tree {root.name} matches {claim.code['tree_digest']}{where}")
+        _check_code(claim, store, declared, options, report)
 
         # (4): the store's index against the signed roots; no checkpoint is read for this. A store
         # that does not match, or is short, and whose run.json declares another run is named so.
@@ -623,8 +682,10 @@ def _verify(
             f"{claim.total_steps} steps and {len(claim.checkpoint_steps)} checkpoints match the {len(claim.trees)} roots",
         )
 
-        # (5): the final weights file is the subject, and is the last committed checkpoint's weights.
-        # One read: the bytes whose SHA-256 is checked are the bytes decoded below.
+        # (5): the final weights file is the subject, and its weights digest is the weights component
+        # of the last checkpoint's state digest (derived from it, docs/FORMAT.md section 2), which the
+        # replay of the last segment, chosen on every audit (7), must reach: so the published weights
+        # are the replayed ones. One read: the bytes whose SHA-256 is checked are the bytes decoded below.
         if is_url(str(weights)):
             weights_bytes = fetch_weights(fetcher, cache, str(weights), statement.subject_sha256, MAX_WEIGHTS_BYTES)
         else:
@@ -637,7 +698,10 @@ def _verify(
         del weights_bytes  # peak memory: half a state that replay does not need
         if (last.weights_digest, last.state_digest) != (claim.final_weights_digest, claim.final_state_digest):
             raise WeightsMismatchError("the attested final digests are not the last checkpoint's")
-        report.passed(CheckName.FINAL_WEIGHTS, f"{_basename(weights)} is the subject and the weights of checkpoint at step {last.step}")
+        report.passed(
+            CheckName.FINAL_WEIGHTS,
+            f"{_basename(weights)} is the subject and the weights component of the state at step {last.step} (the last segment's end, always replayed)",
+        )
 
         # (6a): the store's manifest, read here against the signed summary before any worker reads it.
         manifest = read_manifest(store / MANIFEST_FILE, claim.manifest)
@@ -659,8 +723,8 @@ def _verify(
         # and bounded mode are made for another one. Decided here, before any of the upstream's code runs.
         _check_device(claim, options)
         # (6)-(8) run the upstream's code: in confined worker processes unless the sandbox is off and
-        # there is one worker. The verifier alone chooses which segments to replay (7): drawn here,
-        # before any of that code runs, and handed to each worker as its share.
+        # there is one worker. The verifier alone chooses which segments to replay (7): the last one
+        # always, the others drawn here, before any of that code runs; each worker is handed a share.
         if options.remote:  # each machine that replays says what isolation it had
             if options.sandbox not in SANDBOX_MODES:
                 raise MalformedInputError(f"--sandbox must be one of {', '.join(SANDBOX_MODES)}, not {options.sandbox!r}")
@@ -671,7 +735,7 @@ def _verify(
         if options.ranks == "local":
             isolation = replace(isolation, loopback=True)
         segment_count = len(claim.checkpoint_steps) - 1
-        every = options.segments is None or options.segments >= segment_count
+        every = options.segments is None or options.segments >= segment_count - 1  # N drawn among the others, and the last
         seed = options.seed if not every else None  # nothing is drawn when every segment is replayed
         if seed is None and isolation.process and not every:  # from the OS too, but reported, so the audit can be repeated
             seed = secrets.randbelow(2**63)
@@ -1018,8 +1082,12 @@ def replay_drawn(
     ``local`` in one process per rank (``ranks.replay_ranks_locally``, which needs the verified
     ``payload`` to hand on), each of which comes back here with its ``rank``.
     """
+    # The upstream code runs from source only, and may import local code only from the attested trees
+    # (identity/imports.py): located again here, as a worker starts from the statement alone.
+    roots = [locate_source_root(claim.entry_point), *(locate_package(str(p["name"])) for p in claim.code["packages"])]  # type: ignore[index, union-attr]
     try:
-        _replay_drawn(claim, evidence, options, drawn, report, progress, rank, payload, manifest, start)
+        with attested_imports(roots):
+            _replay_drawn(claim, evidence, options, drawn, report, progress, rank, payload, manifest, start)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
         raise _missing_file(e) from e
     except (MemoryError, RuntimeError) as e:
@@ -1080,6 +1148,8 @@ def _replay_drawn(
         raise InitialStateError(f"checkpoint 0 cannot be formed from the parent as declared: {e}") from e
     if isinstance(run.spec.dataset, SourceDataset) and run.spec.dataset.access is not access:
         run.spec.dataset.bind(access)  # built outside the spec call (e.g. at import): still read only proven records
+    if run.spec.dataset.name != claim.data["dataset"]:
+        raise DataMismatchError(f"the spec builds dataset {run.spec.dataset.name!r}, the attestation names {claim.data['dataset']!r}")
     if len(run.spec.dataset) != manifest.summary.num_samples or run.sampler.num_samples != manifest.summary.num_samples:
         raise DataMismatchError(f"dataset {run.spec.dataset.name} has {len(run.spec.dataset)} samples, the manifest {len(manifest)}")
     # Replay uses the sampler the spec builds, whatever the claim says: so the claim must say exactly that.

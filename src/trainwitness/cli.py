@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trainwitness.display import escape
 from trainwitness.errors import MalformedInputError, TrainwitnessError
 
 if TYPE_CHECKING:
@@ -150,7 +151,8 @@ def _run_verify(args: argparse.Namespace) -> tuple[Any, Any]:  # (Report or Chai
                  "verified": f"{link.report.verdict}, signed by {link.report.signer or 'no trusted key'}"}
                 for link in chain.links[:-1]
             ]
-    document = json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"
+    # Every string from the attestation or the store escaped (display.escape), in the text and the JSON alike.
+    document = json.dumps(result.to_display_json(), indent=2, sort_keys=True) + "\n"
     text_stream = sys.stderr if args.json == "-" else sys.stdout  # --json -: the JSON on stdout, the text beside it
     try:
         if isinstance(result, ChainReport) and (len(result.links) > 1 or result.inputs):
@@ -218,9 +220,9 @@ def _replay_shard(args: argparse.Namespace) -> int:
     data = {name: Path(path) for name, path in (_name_value(item, "--data") for item in args.data)}
     answer = answer_request(args.request, args.out, args.store, data, args.code)
     report = answer.get("answer", {}).get("report", {}) if isinstance(answer.get("answer"), dict) else {}
-    failed = [c["name"] for c in report.get("checks", []) if not c.get("passed")]
+    failed = [str(c["name"]) for c in report.get("checks", []) if not c.get("passed")]
     state = "sandbox error" if "sandbox_error" in answer else ("failed " + ", ".join(failed)) if failed else "no failure found"
-    print(f"answer {args.out}: {state} (the coordinator's --shard-answers merge decides)")
+    print(escape(f"answer {args.out}: {state} (the coordinator's --shard-answers merge decides)"))  # a worker wrote the names
     return 0
 
 
@@ -265,17 +267,38 @@ def _data_manifest(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from trainwitness.commit.bindings import (
+        KINDS,
+        STATEMENT_FIELDS,
+        path_text,
+        statement_field_pattern,
+        statement_leaves,
+    )
+    from trainwitness.commit.canonical import parse_json
     from trainwitness.commit.statement import Statement, statement_digest
+    from trainwitness.display import escape_json, value_text
     from trainwitness.identity.signing import unverified_payload
 
     data = args.attestation.read_bytes() if args.attestation.is_file() else b""
     if not data:
         raise MalformedInputError(f"attestation {args.attestation} does not exist or is empty")
     payload = unverified_payload(data, f"DSSE envelope {args.attestation}")
-    statement = Statement.from_payload(payload)
+    parsed = Statement.from_payload(payload)  # strictly, before anything of it is shown
+    statement = parse_json(parsed.to_payload(), "attestation statement")
     _print("UNVERIFIED: this shows what the attestation claims; `trainwitness verify` checks it.", sys.stdout)
-    _print(_declared_lineage(args.attestation, statement_digest(payload), statement, args.parent), sys.stdout)
-    _print(json.dumps(json.loads(statement.to_payload()), indent=2, sort_keys=True), sys.stdout)
+    # The lineage quotes signed names (entry points, subjects, tensor names): escaped like every stored string.
+    lineage = _declared_lineage(args.attestation, statement_digest(payload), parsed, args.parent)
+    _print("\n".join(escape(line) for line in lineage.splitlines()), sys.stdout)
+    if args.json:
+        _print(json.dumps(escape_json(statement), indent=2, sort_keys=True), sys.stdout)
+        return 0
+    lines = ["Each field with what binds it once verified (docs/FORMAT.md, section 10):"]
+    for path, value in statement_leaves(statement):
+        kind = STATEMENT_FIELDS[statement_field_pattern(path)].kind
+        lines.append(escape(f"  [{kind}] {path_text(statement, path)} = {value_text(value)}"))
+    lines.append("Kinds:")
+    lines.extend(f"  {kind}: {meaning}" for kind, meaning in KINDS.items() if kind != "unread")
+    _print("\n".join(lines), sys.stdout)
     return 0
 
 
@@ -513,9 +536,10 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--description", action="append", default=[], metavar="NAME=TEXT", help="what source NAME is")
     q.add_argument("--uri", action="append", default=[], metavar="NAME=URI", help="where source NAME can be obtained")
 
-    p = sub.add_parser("inspect", help="print what an attestation claims (signature not checked)",
-                       description="Print what an attestation claims. The signature is NOT checked: use verify for that.")
+    p = sub.add_parser("inspect", help="print what an attestation claims and what binds each field (signature not checked)",
+                       description="Print what an attestation claims and what binds each field. The signature is NOT checked: use verify for that.")
     p.add_argument("attestation", type=Path, help="the attestation file")
+    p.add_argument("--json", action="store_true", help="print the statement as JSON (every string escaped)")
     p.add_argument("--parent", type=Path, action="append", default=[], metavar="DIR",
                    help="follow the declared chain through these link directories (nothing is verified)")
 
@@ -551,15 +575,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except TrainwitnessError as e:
-        # One line, whatever a library's message held (torch's name a tensor per line).
-        print(f"trainwitness: error: {' '.join(str(e).split())}", file=sys.stderr)
+        # One line, whatever a library's message held (torch's name a tensor per line); stored names escaped.
+        print(f"trainwitness: error: {escape(' '.join(str(e).split()))}", file=sys.stderr)
         return e.exit_status
     except BrokenPipeError:  # the reader of our output went away: nothing to say, and nowhere to say it
         _silence_stdout()
         return 141  # what a shell reports for a command ended by SIGPIPE
     except OSError as e:
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"trainwitness: error: {where}{e.strerror or e}", file=sys.stderr)
+        where = f"{escape(e.filename)}: " if e.filename else ""
+        print(f"trainwitness: error: {where}{escape(e.strerror or e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -22,6 +22,7 @@ from trainwitness.commit.canonical import canonical_json, parse_json
 from trainwitness.commit.hashing import format_digest
 from trainwitness.commit.merkle import merkle_root
 from trainwitness.commit.store import (
+    IMPORTS_FILE,
     INDEX_FILE,
     MANIFEST_FILE,
     RUN_FILE,
@@ -47,7 +48,7 @@ from trainwitness.run.loop import TrainingRun, weights_of
 from trainwitness.run.rng import capture_rng
 from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
 from trainwitness.tensors.checkpoint import MAX_CHECKPOINT_BYTES, decode_checkpoint, encode_checkpoint, encode_weights
-from trainwitness.tensors.state import FlatState, state_digest, weights_digest
+from trainwitness.tensors.state import FlatState, state_digests
 from trainwitness.verifier import VerifyOptions, verify_run
 from trainwitness.verifier.draw import choose_segments
 
@@ -68,7 +69,7 @@ class Run(RecordedRun):
 
 def _paths(root: Path, keys_from: Run | None = None) -> Run:
     root.mkdir(parents=True, exist_ok=True)
-    return Run.at(root, keys=keys_from.root if keys_from is not None else None)
+    return Run.at(root, keys=keys_from.private_key.parent if keys_from is not None else None)
 
 
 def honest_run(root: Path, overrides: dict[str, object]) -> Run:
@@ -109,6 +110,7 @@ def forge_training(honest: Run, root: Path, forged: Iterable[int], tamper: Tampe
     declared = parse_json(read_store_file(honest.store, RUN_FILE, 1 << 26), RUN_FILE)
     shutil.copyfile(honest.store / RUN_FILE, run.store / RUN_FILE)
     shutil.copyfile(honest.store / MANIFEST_FILE, run.store / MANIFEST_FILE)
+    shutil.copyfile(honest.store / IMPORTS_FILE, run.store / IMPORTS_FILE)
     (run.store / INDEX_FILE).touch()
     hp = resolve_hyperparameters(load_entry_point(declared["code"]["entry_point"]).defaults, declared["hyperparameters"])
     training = TrainingRun.start(load_entry_point(declared["code"]["entry_point"]), hp)
@@ -167,7 +169,8 @@ def replace_checkpoints(run: Run, replacements: dict[int, FlatState]) -> None:
         old = records[i]
         rel = find_checkpoint(run.store, old.step)
         atomic_write(run.store / rel, encode_checkpoint(flat, 3 if rel.endswith(".zst") else None))
-        new = CheckpointRecord(index=i, step=old.step, state_digest=state_digest(flat), weights_digest=weights_digest(weights_of(flat)))
+        digests = state_digests(flat)
+        new = CheckpointRecord(index=i, step=old.step, weights_digest=digests.weights, rest_digest=digests.rest)
         lines[lines.index(canonical_json(old.to_json()))] = canonical_json(new.to_json())
         if i == len(records) - 1:
             atomic_write(run.weights, encode_weights(weights_of(flat)))
@@ -280,6 +283,72 @@ def different_leaf_count(honest: Run, root: Path) -> Run:
     leaves = read_index(run.store).batch_leaves()
     _resign_with_commitment(run, "batches", format_digest(merkle_root(leaves[:-1])), len(leaves) - 1)
     return run
+
+
+# -- issue 11: the final weights, what a checkpoint commits, the signed claims -----------------------
+
+def swap_published_weights(honest: Run, root: Path, older: bool = False) -> Run:
+    """Issue 11, item 1: other weights W published; only the last checkpoint record's weights digest
+    changed to W's; re-signed. W is the honest weights + 0.01 (or, ``older``, an earlier checkpoint's)."""
+    from trainwitness.tensors.checkpoint import decode_weights
+    from trainwitness.tensors.state import weights_digest
+
+    run = copy_run(honest, root)
+    if older:
+        weights = weights_of(load_checkpoint(run, run.segment_count() - 1))
+    else:
+        weights = {k: v + 0.01 if v.is_floating_point() else v for k, v in decode_weights(run.weights.read_bytes(), "w").items()}
+    atomic_write(run.weights, encode_weights(weights))
+    records = read_index(run.store).checkpoints
+    last = records[-1]
+    lines = (run.store / INDEX_FILE).read_bytes().split(b"\n")
+    forged = CheckpointRecord(last.index, last.step, weights_digest(weights), last.rest_digest)
+    lines[lines.index(canonical_json(last.to_json()))] = canonical_json(forged.to_json())
+    atomic_write(run.store / INDEX_FILE, b"\n".join(lines))
+    sign(run)
+    return Run(**{**run.__dict__, "forged": frozenset({run.segment_count() - 1})})
+
+
+def float64_momentum(honest: Run, root: Path, index: int | None = None) -> Run:
+    """Issue 11, item 3: checkpoint ``index`` (default: the start of the last segment) stores its momentum
+    buffers as float64, digest re-committed, re-signed. It restores to the same live float32 state."""
+    run = copy_run(honest, root)
+    i = run.segment_count() - 1 if index is None else index
+    flat = load_checkpoint(run, i)
+    tensors = {n: t.double() if "momentum_buffer" in n else t for n, t in flat.tensors.items()}
+    assert any(t.dtype == torch.float64 for t in tensors.values())
+    replace_checkpoints(run, {i: FlatState(tensors, flat.skeleton)})
+    sign(run)
+    return Run(**{**run.__dict__, "forged": frozenset({i - 1, i})})
+
+
+def resign_claim(honest: Run, root: Path, edit: Callable[[dict[str, object]], None]) -> Run:
+    """Issue 11, item 2: the honest statement with ``edit`` applied to its JSON, sealed with the prover's key."""
+    import json
+
+    run = copy_run(honest, root)
+    statement = json.loads(open_envelope(run.attestation.read_bytes(), load_public_key(run.public_key)))
+    edit(statement)
+    run.attestation.write_bytes(seal_envelope(canonical_json(statement), load_private_key(run.private_key)))
+    return run
+
+
+def _code_forgery(name: str, honest: Run, root: Path) -> Run:
+    from . import code_forgers  # it builds on this module's Run and sign
+
+    return getattr(code_forgers, name)(honest, root)  # type: ignore[no-any-return]
+
+
+def _set(*path_and_value: object) -> Callable[[dict[str, object]], None]:
+    *path, value = path_and_value
+
+    def edit(statement: dict[str, object]) -> None:
+        node: object = statement
+        for key in path[:-1]:
+            node = node[key]  # type: ignore[index]
+        node[path[-1]] = value  # type: ignore[index]
+
+    return edit
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -422,7 +491,7 @@ ATTACKS: tuple[Attack, ...] = (
     Attack("mostly-forged", "a few honest segments among many steered ones (90% forged)",
            _training(Tamper(after=_steer(1e-6))), fraction=0.9),
     Attack("fine-tuned-last-checkpoint", "final weights fine-tuned after training; last checkpoint replaced to match",
-           lambda honest, root, forged: fine_tune_last_checkpoint(honest, root), last_only=True),
+           lambda honest, root, forged: fine_tune_last_checkpoint(honest, root), last_only=True, sampled=False),
     Attack("fine-tuned-weights-signed", "statement re-made for fine-tuned weights, honest commitments kept",
            lambda honest, root, forged: sign_statement_for_fine_tuned_weights(honest, root), sampled=False),
     Attack("attestation-reused", "a valid attestation presented with other weights",
@@ -433,6 +502,21 @@ ATTACKS: tuple[Attack, ...] = (
            lambda honest, root, forged: duplicated_last_leaf(honest, root), sampled=False),
     Attack("merkle-different-leaf-count", "batch root of a tree one leaf short, signed with that size",
            lambda honest, root, forged: different_leaf_count(honest, root), sampled=False),
+    # Issue 11: each caught on every draw, whatever the sample (the last segment is always replayed).
+    Attack("published-weights-swapped", "item 1: other weights published, the last checkpoint record's weights digest edited to match, re-signed",
+           lambda honest, root, forged: swap_published_weights(honest, root), sampled=False),
+    Attack("float64-momentum-start", "item 3: the last segment's start checkpoint stores momentum as float64 (same live state), re-committed",
+           lambda honest, root, forged: float64_momentum(honest, root), sampled=False),
+    Attack("false-file-count", "item 2: statement re-signed claiming another code.file_count",
+           lambda honest, root, forged: resign_claim(honest, root, _set("predicate", "code", "file_count", 99)), sampled=False),
+    Attack("false-dataset-name", "item 2: statement re-signed naming another data.dataset",
+           lambda honest, root, forged: resign_claim(honest, root, _set("predicate", "data", "dataset", "imagenet")), sampled=False),
+    Attack("unknown-signed-field", "item 2: statement re-signed with a field no verifier checks (predicate.audited_by)",
+           lambda honest, root, forged: resign_claim(honest, root, _set("predicate", "audited_by", "an independent lab")), sampled=False),
+    Attack("bytecode-planted", "item 4a: trained with a __pycache__ .pyc (unchecked-hash) of other code; the innocent source is attested",
+           lambda honest, root, forged: _code_forgery("planted_bytecode", honest, root), sampled=False),
+    Attack("sibling-package-swapped", "item 4b: trained with a sibling package on PYTHONPATH other than the one published",
+           lambda honest, root, forged: _code_forgery("swapped_sibling_package", honest, root), sampled=False),
 )
 
 

@@ -38,6 +38,13 @@ EXPECTED_CHECK = {
     "re-signed-other-key": "signature",
     "merkle-duplicated-last-leaf": "commitments",
     "merkle-different-leaf-count": "input",
+    "published-weights-swapped": "replay",
+    "float64-momentum-start": "replay",
+    "false-file-count": "code",
+    "false-dataset-name": "data",
+    "unknown-signed-field": "input",
+    "bytecode-planted": "replay",
+    "sibling-package-swapped": "code",
 }
 
 

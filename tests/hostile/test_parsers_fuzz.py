@@ -27,7 +27,7 @@ from trainwitness.commit.canonical import canonical_json, parse_json
 from trainwitness.commit.hashing import format_digest
 from trainwitness.commit.hints import StepHints, hints_record, parse_hints_record
 from trainwitness.commit.merkle import InclusionProof, MerkleTree, verify_inclusion
-from trainwitness.commit.statement import Statement, TrainingClaim, TreeCommitment
+from trainwitness.commit.statement import Statement
 from trainwitness.commit.store import INDEX_FILE, CheckpointRecord, StepRecord, read_index
 from trainwitness.data.manifest import ManifestSummary, read_manifest
 from trainwitness.errors import MalformedInputError, VerificationError
@@ -45,6 +45,7 @@ from trainwitness.tensors.state import FlatState, flatten, state_digest
 from trainwitness.verifier.policy import parse_policy_toml
 
 from ..conftest import RecordedRun
+from ..statements import statement
 from .fuzzing import bytes_for, check_error, expect_ours, fuzz, json_subtree_swapped, json_values, mutated
 
 DIGEST = format_digest(bytes(range(32)))
@@ -52,27 +53,7 @@ KEY = Ed25519PrivateKey.generate()
 
 
 def _statement() -> Statement:
-    claim = TrainingClaim(
-        code={"entry_point": "pkg.mod:spec", "tree_digest": DIGEST},
-        environment={"torch_threads": 1},
-        hyperparameters={"seed": 0, "data_seed": 1, "batch_size": 4, "total_steps": 8, "checkpoint_interval": 4},
-        data={
-            "dataset": "fuzz",
-            "manifest": {
-                "format": "trainwitness-manifest/v1", "num_samples": 16, "root": DIGEST, "total_bytes": 64,
-                "sources": [{
-                    "archive_sha256": None, "compression": None, "description": "fuzz", "format": "lines",
-                    "license": "CC0-1.0", "name": "fuzz", "num_samples": 16, "total_bytes": 64, "uri": "fuzz.txt",
-                }],
-            },
-            "num_samples": 16,
-            "sampler": {"batch_size": 4, "name": "shuffled-epochs/v1", "num_samples": 16, "seed": 1},
-        },
-        commitments={"checkpoints": TreeCommitment(DIGEST, 3), "batches": TreeCommitment(DIGEST, 8), "rng": TreeCommitment(DIGEST, 8)},
-        final_state_digest=DIGEST,
-        final_weights_digest=DIGEST,
-    )
-    return Statement("model.safetensors", "ab" * 32, claim)
+    return statement(packages=True)
 
 
 def test_the_fuzzed_statement_starts_out_valid() -> None:

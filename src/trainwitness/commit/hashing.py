@@ -1,6 +1,6 @@
 """Domain-separated SHA-256 digests, written ``sha256:<64 hex>``.
 
-Every hash this package computes starts with a domain tag (``trainwitness:<what>:v1`` and a NUL), so
+Every hash this package computes starts with a domain tag (``trainwitness:<what>:v<n>`` and a NUL), so
 a digest of one kind can never be presented as a digest of another. Large buffers are hashed in
 fixed chunks whose digests are combined in order, so the chunks can be hashed on several cores
 (hashlib releases the GIL) without changing the result.
@@ -48,14 +48,14 @@ def parse_digest(text: object, what: str) -> bytes:
     return bytes.fromhex(text[7:])
 
 
-def domain_hash(domain: str, *parts: bytes) -> bytes:
-    """SHA-256 over ``trainwitness:<domain>:v1\\0`` followed by each part, length-prefixed.
+def domain_hash(domain: str, *parts: bytes, version: int = 1) -> bytes:
+    """SHA-256 over ``trainwitness:<domain>:v<version>\\0`` followed by each part, length-prefixed.
 
     The 8-byte big-endian length before each part makes the encoding injective: no two different
-    part lists hash the same bytes.
+    part lists hash the same bytes. ``version`` is the definition's version (the state digest is at 2).
     """
     h = hashlib.sha256()
-    h.update(f"trainwitness:{domain}:v1".encode("ascii") + b"\0")
+    h.update(f"trainwitness:{domain}:v{version}".encode("ascii") + b"\0")
     for part in parts:
         h.update(len(part).to_bytes(8, "big"))
         h.update(part)

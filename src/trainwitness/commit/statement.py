@@ -1,12 +1,15 @@
 """The attestation: an in-toto Statement v1 about the final weights file, with a training predicate.
 
 Built by the prover through ``TrainingClaim(...)`` and ``Statement(...)``; read by the verifier only
-through ``Statement.from_payload``, which checks every field's type and every cross-field invariant
-before anything else looks at it.
+through ``Statement.from_payload``, which accepts exactly the known fields of every object (an
+unknown field would be signed but checked by nothing: refused), checks every field's type and
+every cross-field invariant before anything else looks at it. What binds each field once it is
+read is ``commit/bindings.py``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +27,8 @@ __all__ = [
     "check_core_hyperparameters",
     "STATEMENT_TYPE",
     "PREDICATE_TYPE",
+    "ENVIRONMENT_FIELDS",
+    "CODE_FIELDS",
     "START_MODES",
     "TreeCommitment",
     "ParentLink",
@@ -35,7 +40,7 @@ __all__ = [
 ]
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-PREDICATE_TYPE = "https://trainwitness.dev/training-run/v1"
+PREDICATE_TYPE = "https://trainwitness.dev/training-run/v2"  # docs/FORMAT.md, version 2
 # The hyperparameters the core itself reads (sampler, loop, checkpoint schedule); every spec declares them.
 REQUIRED_HYPERPARAMETERS = ("seed", "data_seed", "batch_size", "total_steps", "checkpoint_interval")
 MAX_TOTAL_STEPS = 10**9
@@ -105,10 +110,98 @@ def _get(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     return value
 
 
+def _fields(obj: Any, where: str, required: set[str] | tuple[str, ...], optional: set[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """``obj`` as an object holding every ``required`` field, and nothing beyond ``optional`` ones.
+
+    A field the verifier does not know would be signed but checked by nothing, and shown as if it
+    were attested: refused (exit 2), like a missing one.
+    """
+    if not isinstance(obj, dict):
+        raise MalformedInputError(f"attestation: {where} is not an object")
+    unknown = sorted(set(obj) - set(required) - set(optional))
+    if unknown:
+        raise MalformedInputError(f"attestation: {where} holds fields this verifier does not know: {unknown[:5]} (refused: nothing would check them)")
+    missing = sorted(set(required) - set(obj))
+    if missing:
+        raise MalformedInputError(f"attestation: {where}.{missing[0]} is missing")
+    return obj
+
+
+def _optional_str(obj: dict[str, Any], key: str, where: str) -> str | None:
+    return None if obj[key] is None else _get(obj, key, str, where)  # type: ignore[no-any-return]
+
+
 def _digest(obj: Any, key: str, where: str) -> str:
     value = _get(obj, key, str, where)
     parse_digest(value, f"attestation: {where}.{key}")
     return value  # type: ignore[no-any-return]
+
+
+_GIT_COMMIT_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # SHA-1 or SHA-256 object names
+# The environment the prover recorded (run/environment.py): every field, with its type.
+ENVIRONMENT_FIELDS: dict[str, type] = {
+    "python": str, "implementation": str, "torch": str, "numpy": str, "trainwitness": str, "platform": str,
+    "machine": str, "device": str, "torch_threads": int, "deterministic_algorithms": bool, "cudnn_benchmark": bool,
+    "matmul_allow_tf32": bool,
+}
+CODE_FIELDS = ("entry_point", "source_root", "tree_digest", "file_count", "git_commit", "source_uri", "packages", "distributions")
+MAX_PACKAGES = 1000
+MAX_DISTRIBUTIONS = 10000
+
+
+def _check_code(code: Any) -> dict[str, Any]:
+    where = "predicate.code"
+    _fields(code, where, CODE_FIELDS)
+    entry_point = _get(code, "entry_point", str, where)
+    source_root = _get(code, "source_root", str, where)
+    if not _is_plain_file_name(source_root):
+        raise MalformedInputError(f"attestation: {where}.source_root {source_root[:80]!r} is not a plain file or directory name")
+    _digest(code, "tree_digest", where)
+    if _get(code, "file_count", int, where) < 1:
+        raise MalformedInputError(f"attestation: {where}.file_count must be at least 1")
+    commit = _optional_str(code, "git_commit", where)
+    if commit is not None and not _GIT_COMMIT_RE.match(commit):
+        raise MalformedInputError(f"attestation: {where}.git_commit {commit[:80]!r} is not a 40- or 64-digit lowercase hex object name")
+    _optional_str(code, "source_uri", where)
+    packages = _get(code, "packages", list, where)
+    if len(packages) > MAX_PACKAGES:
+        raise MalformedInputError(f"attestation: {where}.packages lists more than {MAX_PACKAGES} packages")
+    names = []
+    for i, package in enumerate(packages):
+        item = f"{where}.packages[{i}]"
+        _fields(package, item, ("name", "tree_digest", "file_count"))
+        name = _get(package, "name", str, item)
+        if not name.isidentifier() or not name.isascii():
+            raise MalformedInputError(f"attestation: {item}.name {name[:80]!r} is not a top-level module name")
+        _digest(package, "tree_digest", item)
+        if _get(package, "file_count", int, item) < 1:
+            raise MalformedInputError(f"attestation: {item}.file_count must be at least 1")
+        names.append(name)
+    if names != sorted(set(names)) or entry_point.split(".")[0] in names:
+        raise MalformedInputError(f"attestation: {where}.packages must be sorted by name, each once, without the entry point's own")
+    distributions = _get(code, "distributions", list, where)
+    if len(distributions) > MAX_DISTRIBUTIONS:
+        raise MalformedInputError(f"attestation: {where}.distributions lists more than {MAX_DISTRIBUTIONS}")
+    names = []
+    for i, distribution in enumerate(distributions):
+        item = f"{where}.distributions[{i}]"
+        _fields(distribution, item, ("name", "version"))
+        names.append(_get(distribution, "name", str, item))
+        if not names[-1] or not _get(distribution, "version", str, item):
+            raise MalformedInputError(f"attestation: {item} has an empty name or version")
+    if names != sorted(set(names)):
+        raise MalformedInputError(f"attestation: {where}.distributions must be sorted by name, each once")
+    return code  # type: ignore[no-any-return]
+
+
+def _check_environment(environment: Any) -> dict[str, Any]:
+    where = "predicate.environment"
+    _fields(environment, where, tuple(ENVIRONMENT_FIELDS))
+    for key, kind in ENVIRONMENT_FIELDS.items():
+        _get(environment, key, kind, where)
+    if not 1 <= environment["torch_threads"] <= 1024:
+        raise MalformedInputError("attestation: predicate.environment.torch_threads out of range")
+    return environment  # type: ignore[no-any-return]
 
 
 def _is_plain_file_name(name: str) -> bool:
@@ -324,31 +417,31 @@ class TrainingClaim:
 
     @classmethod
     def from_json(cls, obj: Any) -> TrainingClaim:
-        code = _get(obj, "code", dict, "predicate")
-        _get(code, "entry_point", str, "predicate.code")
-        _digest(code, "tree_digest", "predicate.code")
-        if code.get("source_uri") is not None:
-            _get(code, "source_uri", str, "predicate.code")
-        environment = _get(obj, "environment", dict, "predicate")
-        threads = _get(environment, "torch_threads", int, "predicate.environment")
-        if not 1 <= threads <= 1024:
-            raise MalformedInputError("attestation: predicate.environment.torch_threads out of range")
+        """The predicate from untrusted JSON: exactly the known fields, each of its type, every invariant.
+
+        Raises MalformedInputError naming the field.
+        """
+        _fields(obj, "predicate", ("code", "environment", "hyperparameters", "data", "commitments", "final", "weights_license"), ("exact", "distributed", "parent", "inputs"))
+        code = _check_code(obj["code"])
+        environment = _check_environment(obj["environment"])
         hp = _get(obj, "hyperparameters", dict, "predicate")
         for key in REQUIRED_HYPERPARAMETERS:
             _get(hp, key, int, "predicate.hyperparameters")
         check_core_hyperparameters(hp, "attestation: predicate.hyperparameters")
-        data = _get(obj, "data", dict, "predicate")
+        data = _fields(obj["data"], "predicate.data", ("dataset", "manifest", "num_samples", "sampler"))
+        _get(data, "dataset", str, "predicate.data")
         manifest = ManifestSummary.from_json(_get(data, "manifest", dict, "predicate.data"), "attestation: predicate.data.manifest")
         if _get(data, "num_samples", int, "predicate.data") != manifest.num_samples:
             raise MalformedInputError("attestation: predicate.data.num_samples is not the manifest's sample count")
-        sampler = _get(data, "sampler", dict, "predicate.data")
+        sampler = _fields(data["sampler"], "predicate.data.sampler", ("name", "batch_size", "seed", "num_samples"))
+        _get(sampler, "name", str, "predicate.data.sampler")
         for key in ("seed", "batch_size"):
             if _get(sampler, key, int, "predicate.data.sampler") != hp["batch_size" if key == "batch_size" else "data_seed"]:
                 raise MalformedInputError(f"attestation: predicate.data.sampler.{key} contradicts the hyperparameters")
         if _get(sampler, "num_samples", int, "predicate.data.sampler") != manifest.num_samples:
             raise MalformedInputError("attestation: predicate.data.sampler.num_samples is not the manifest's sample count")
         check_core_hyperparameters(hp, "attestation: predicate.hyperparameters", num_samples=manifest.num_samples)
-        weights_license = _get(obj, "weights_license", str, "predicate") if obj.get("weights_license") is not None else None
+        weights_license = _optional_str(obj, "weights_license", "predicate")
         exact = ExactMode.from_json(obj["exact"], "attestation: predicate.exact") if "exact" in obj else None
         seconds = None
         if "declared" in obj:
@@ -371,12 +464,12 @@ class TrainingClaim:
             raise MalformedInputError(f"attestation: predicate.commitments must name exactly {trees}")
         commitments = {
             name: TreeCommitment(
-                root=_digest(raw_commitments[name], "root", f"predicate.commitments.{name}"),
+                root=_digest(_fields(raw_commitments[name], f"predicate.commitments.{name}", ("root", "size")), "root", f"predicate.commitments.{name}"),
                 size=_get(raw_commitments[name], "size", int, f"predicate.commitments.{name}"),
             )
             for name in trees
         }
-        final = _get(obj, "final", dict, "predicate")
+        final = _fields(obj["final"], "predicate.final", ("state_digest", "weights_digest"))
         claim = cls(
             code=code,
             environment=environment,
@@ -428,17 +521,23 @@ class Statement:
 
     @classmethod
     def from_payload(cls, payload: bytes) -> Statement:
-        obj = parse_json(payload, "attestation statement")
+        """The statement from its untrusted payload: exactly the known fields at every level (MalformedInputError)."""
+        obj = _fields(parse_json(payload, "attestation statement"), "statement", ("_type", "subject", "predicateType", "predicate"))
         if _get(obj, "_type", str, "statement") != STATEMENT_TYPE:
             raise MalformedInputError(f"attestation: statement _type is not {STATEMENT_TYPE}")
-        if _get(obj, "predicateType", str, "statement") != PREDICATE_TYPE:
-            raise MalformedInputError(f"attestation: predicateType is not {PREDICATE_TYPE}")
+        predicate_type = _get(obj, "predicateType", str, "statement")
+        if predicate_type != PREDICATE_TYPE:
+            older = predicate_type.startswith(PREDICATE_TYPE.rsplit("/", 1)[0] + "/")
+            hint = " (made by an older trainwitness: record the run again with this one)" if older else ""
+            raise MalformedInputError(f"attestation: predicateType is not {PREDICATE_TYPE}{hint}")
         subjects = _get(obj, "subject", list, "statement")
         if len(subjects) != 1:
             raise MalformedInputError("attestation: exactly one subject (the final weights file) is expected")
-        name = _get(subjects[0], "name", str, "statement.subject[0]")
+        subject = _fields(subjects[0], "statement.subject[0]", ("name", "digest"))
+        name = _get(subject, "name", str, "statement.subject[0]")
         if not _is_plain_file_name(name):
             raise MalformedInputError(f"attestation: subject name {name[:80]!r} is not a plain file name")
-        digest = _get(_get(subjects[0], "digest", dict, "statement.subject[0]"), "sha256", str, "statement.subject[0].digest")
+        digests = _fields(_get(subject, "digest", dict, "statement.subject[0]"), "statement.subject[0].digest", ("sha256",))
+        digest = _get(digests, "sha256", str, "statement.subject[0].digest")
         parse_digest("sha256:" + digest, "attestation: subject digest")
-        return cls(subject_name=name, subject_sha256=digest, claim=TrainingClaim.from_json(_get(obj, "predicate", dict, "statement")))
+        return cls(subject_name=name, subject_sha256=digest, claim=TrainingClaim.from_json(obj["predicate"]))

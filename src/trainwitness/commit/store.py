@@ -2,6 +2,7 @@
 
     STORE/
       run.json                          canonical JSON: what the prover declared at the start
+      imports.json                      canonical JSON: local packages and distributions the run imported
       manifest.jsonl                    the dataset manifest (docs/DATA.md); its summary is in run.json
       index.jsonl                       append-only log, one canonical JSON record per line, fsync'd
       checkpoints/<step:010d>.safetensors[.zst]      a full checkpoint
@@ -29,11 +30,12 @@ from typing import cast
 
 from trainwitness.commit.atomic import atomic_write, atomic_write_with, output_error
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
-from trainwitness.commit.hashing import parse_digest
+from trainwitness.commit.hashing import domain_hash, format_digest, parse_digest
 from trainwitness.errors import MalformedInputError, MissingInputError, StoreLockedError
 
 __all__ = [
     "RUN_FILE",
+    "IMPORTS_FILE",
     "INDEX_FILE",
     "MANIFEST_FILE",
     "LOCK_FILE",
@@ -44,6 +46,7 @@ __all__ = [
     "ShardedStepRecord",
     "AnyStepRecord",
     "CheckpointRecord",
+    "compose_state_digest",
     "RunIndex",
     "checkpoint_steps",
     "checkpoint_relpath",
@@ -60,6 +63,7 @@ __all__ = [
 ]
 
 RUN_FILE = "run.json"
+IMPORTS_FILE = "imports.json"  # the local packages and distributions the run imported (identity/imports.py)
 INDEX_FILE = "index.jsonl"
 MANIFEST_FILE = "manifest.jsonl"
 LOCK_FILE = "train.lock"
@@ -159,20 +163,39 @@ class ShardedStepRecord:
 AnyStepRecord = StepRecord | ShardedStepRecord
 
 
+def compose_state_digest(weights_digest: str, rest_digest: str) -> str:
+    """The state digest (v2) of a checkpoint whose model weights and rest have these digests.
+
+    ``domain_hash("state", canonical_json({"rest": rest_digest, "weights": weights_digest}), version=2)``.
+    The weights digest is a component, so a state reached by replay proves its weights: no state
+    digest exists apart from the weights digest it was made from (docs/FORMAT.md section 2).
+    """
+    document = canonical_json({"rest": rest_digest, "weights": weights_digest})
+    return format_digest(domain_hash("state", document, version=2))
+
+
 @dataclass(frozen=True)
 class CheckpointRecord:
-    """A full checkpoint: the state digest of everything, and the digest of the weights alone."""
+    """A full checkpoint: the digest of its model weights and of everything else (``rest``).
+
+    The state digest is not stored: it is derived from the two (``compose_state_digest``), so the
+    weights digest a leaf carries cannot disagree with the state that replay reaches.
+    """
 
     index: int
     step: int
-    state_digest: str
     weights_digest: str
+    rest_digest: str
+
+    @property
+    def state_digest(self) -> str:
+        return compose_state_digest(self.weights_digest, self.rest_digest)
 
     def to_json(self) -> dict[str, JSONValue]:
         return {
             "index": self.index,
             "kind": "checkpoint",
-            "state_digest": self.state_digest,
+            "rest_digest": self.rest_digest,
             "step": self.step,
             "weights_digest": self.weights_digest,
         }
@@ -181,7 +204,7 @@ class CheckpointRecord:
         return canonical_json(
             {
                 "index": self.index,
-                "state_digest": self.state_digest,
+                "rest_digest": self.rest_digest,
                 "step": self.step,
                 "type": "checkpoint",
                 "weights_digest": self.weights_digest,
@@ -405,15 +428,15 @@ def _parse_record(line: bytes, where: str) -> AnyStepRecord | CheckpointRecord:
             raise MalformedInputError(f"{where}: field 'loss' is missing or not a float, {NON_FINITE_LOSSES} or null")
         parsed = replace(single, loss=cast("float | str | None", loss))
     elif kind == "checkpoint":
-        expected = {"kind", "index", "step", "state_digest", "weights_digest"}
+        expected = {"kind", "index", "step", "weights_digest", "rest_digest"}
         parsed = CheckpointRecord(
             index=_field(record, "index", int, where),
             step=_field(record, "step", int, where),
-            state_digest=_field(record, "state_digest", str, where),
             weights_digest=_field(record, "weights_digest", str, where),
+            rest_digest=_field(record, "rest_digest", str, where),
         )
-        parse_digest(record["state_digest"], f"{where} state_digest")
         parse_digest(record["weights_digest"], f"{where} weights_digest")
+        parse_digest(record["rest_digest"], f"{where} rest_digest")
     else:
         raise MalformedInputError(f"{where}: unknown record kind {kind!r}")
     if set(record) != expected:

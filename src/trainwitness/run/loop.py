@@ -31,7 +31,7 @@ from trainwitness.run.parent import ParentStart, StartRecord, load_finetune
 from trainwitness.run.rng import capture_rng, restore_rng, seed_everything
 from trainwitness.run.sampler import ShuffledEpochSampler
 from trainwitness.run.spec import SpecFunction, TrainingSpec
-from trainwitness.tensors.state import FlatState, flatten, unflatten
+from trainwitness.tensors.state import FlatState, flatten, unflatten, weights_of
 
 __all__ = [
     "ExactHooks", "LossObserver", "RankObserver", "StepObserver", "TrainingRun", "current_step", "loss_value", "snapshot",
@@ -67,11 +67,6 @@ class ExactHooks:
 def snapshot(flat: FlatState) -> FlatState:
     """A private CPU copy of every tensor (copy point: device-to-host, or host-to-host on CPU)."""
     return FlatState({k: v.detach().to("cpu", copy=True).contiguous() for k, v in flat.tensors.items()}, flat.skeleton)
-
-
-def weights_of(flat: FlatState) -> dict[str, torch.Tensor]:
-    """The model tensors of a captured state, named as the model's ``state_dict`` names them."""
-    return {name[len("model/") :]: t for name, t in flat.tensors.items() if name.startswith("model/")}
 
 
 _current_step: ContextVar[int | None] = ContextVar("trainwitness_step", default=None)

@@ -6,8 +6,13 @@ Nothing is pickled: values that are neither tensors nor plain JSON are refused.
 
 Tensor digest (``tensor``): header = canonical JSON ``{"dtype","name","shape"}``, then the tensor's
 little-endian bytes in row-major order, hashed in 4 MiB chunks (see ``hashing.chunked_digest``).
-State digest (``state``): canonical JSON ``{"skeleton": ..., "tensors": {name: tensor digest}}``.
-Weights digest (``weights``): the same over the model tensors alone, named as in ``state_dict``.
+Digest over named tensors (``digest_tensors``): canonical JSON ``{"skeleton": ..., "tensors": {name:
+tensor digest}}`` under a domain.
+Weights digest (``weights``): over the model tensors (``model/...``) alone, named as in ``state_dict``,
+skeleton null: exactly the tensors of the published weights file.
+Rest digest (``state-rest``): over every other tensor (optimizer, scheduler, RNG) and the whole skeleton.
+State digest (``state``, v2): ``store.compose_state_digest(weights digest, rest digest)``; the weights
+digest is a component of it, so whoever reaches a state has reached its weights.
 """
 
 from __future__ import annotations
@@ -30,9 +35,15 @@ from trainwitness.commit.hashing import (
     format_digest,
     hash_chunks,
 )
+from trainwitness.commit.store import compose_state_digest
 from trainwitness.errors import MalformedInputError
 
 __all__ = [
+    "MODEL_PREFIX",
+    "StateDigests",
+    "weights_of",
+    "rest_of",
+    "state_digests",
     "DTYPE_NAMES",
     "FlatState",
     "flatten",
@@ -71,6 +82,9 @@ DTYPE_NAMES: dict[torch.dtype, str] = {
 
 if sys.byteorder != "little":  # pragma: no cover - every supported platform is little-endian
     raise ImportError("trainwitness hashes tensors' in-memory bytes and needs a little-endian host")
+
+
+MODEL_PREFIX = "model/"  # the flattened model state_dict; the rest is optimizer, scheduler and RNG
 
 
 @dataclass(frozen=True)
@@ -206,10 +220,10 @@ def _chunk_digests(tensors: list[torch.Tensor], executor: ThreadPoolExecutor | N
 def digest_tensor_sets(
     sets: list[tuple[str, Mapping[str, torch.Tensor], JSONValue]], executor: ThreadPoolExecutor | None = None
 ) -> list[str]:
-    """``digest_tensors(domain, tensors, skeleton)`` of each set, hashing a tensor found in several sets once.
+    """``digest_tensors(domain, tensors, skeleton)`` of each set, every tensor's chunks hashed in one pass.
 
-    The recorder digests a checkpoint's state and its weights (the same model tensors under other
-    names): the tensor digests differ by their headers only, so the bytes are hashed once.
+    A tensor found in several sets (the same tensor under other names: the tensor digests differ by
+    their headers only) has its bytes hashed once; all chunks spread over the executor together.
     """
     chunk_digests = _chunk_digests([t for _, tensors, _ in sets for t in tensors.values()], executor)
     results = []
@@ -233,8 +247,37 @@ def digest_tensors(
     return digest_tensor_sets([(domain, tensors, skeleton)], executor)[0]
 
 
+def weights_of(flat: FlatState) -> dict[str, torch.Tensor]:
+    """The model tensors of a state, named as the model's ``state_dict`` names them (no copy)."""
+    return {name[len(MODEL_PREFIX) :]: t for name, t in flat.tensors.items() if name.startswith(MODEL_PREFIX)}
+
+
+def rest_of(flat: FlatState) -> dict[str, torch.Tensor]:
+    """Every tensor of a state that is not a model tensor (optimizer, scheduler, RNG), by its flat name."""
+    return {name: t for name, t in flat.tensors.items() if not name.startswith(MODEL_PREFIX)}
+
+
+@dataclass(frozen=True)
+class StateDigests:
+    """A state's two component digests; its state digest is derived from them, never stored apart."""
+
+    weights: str
+    rest: str
+
+    @property
+    def state(self) -> str:
+        return compose_state_digest(self.weights, self.rest)
+
+
+def state_digests(flat: FlatState, executor: ThreadPoolExecutor | None = None) -> StateDigests:
+    """The weights and rest digests of a state, each tensor's bytes hashed once."""
+    weights, rest = digest_tensor_sets([("weights", weights_of(flat), None), ("state-rest", rest_of(flat), flat.skeleton)], executor)
+    return StateDigests(weights=weights, rest=rest)
+
+
 def state_digest(flat: FlatState, executor: ThreadPoolExecutor | None = None) -> str:
-    return digest_tensors("state", flat.tensors, flat.skeleton, executor)
+    """The state digest (v2): ``compose_state_digest(weights digest, rest digest)`` (docs/FORMAT.md section 2)."""
+    return state_digests(flat, executor).state
 
 
 def weights_digest(weights: Mapping[str, torch.Tensor], executor: ThreadPoolExecutor | None = None) -> str:
