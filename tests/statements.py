@@ -18,7 +18,7 @@ ENVIRONMENT = {
 
 def statement(*, exact: bool = False, packages: bool = False, distributed: bool = False, lineage: bool = False) -> Statement:
     """8 steps at interval 4 over a 16-sample one-source manifest; optionally in exact mode, with a sibling
-    package, as a 2-rank data-parallel run, or fine-tuned from a parent with a frozen input."""
+    package, as a 2-rank data-parallel run, or fine-tuned from a parent with a frozen input (and a declared training time)."""
     trees = {"checkpoints": TreeCommitment(DIGEST, 3), "batches": TreeCommitment(DIGEST, 8), "rng": TreeCommitment(DIGEST, 8)}
     if exact:
         trees["hints"] = TreeCommitment(DIGEST, 8)
@@ -51,5 +51,6 @@ def statement(*, exact: bool = False, packages: bool = False, distributed: bool 
         distributed=DataParallelRun(world_size=2, backend="gloo") if distributed else None,
         parent=ParentLink("finetune", DIGEST, DIGEST, None, ("head.weight",), ()) if lineage else None,
         inputs={"teacher": FrozenInput(DIGEST, DIGEST)} if lineage else {},
+        declared_training_seconds=12.5 if lineage else None,
     )
     return Statement("model.safetensors", "ab" * 32, claim)

@@ -119,7 +119,7 @@ def cyclonedx_json(report: Report, statement: Statement) -> str:
     for component in (code, *data):
         bom.components.add(component)
     bom.register_dependency(model, [code, *data])
-    text = JsonV1Dot6(bom).output_as_string(indent=2)
+    text: str = JsonV1Dot6(bom).output_as_string(indent=2)
     error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
     if error is not None:
         raise ValueError(f"the CycloneDX document does not validate against the 1.6 schema: {error}")

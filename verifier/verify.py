@@ -207,19 +207,20 @@ def _check_replay_settings(claim: TrainingClaim, options: VerifyOptions) -> None
         )
 
 
-def _check_data_options(claim: TrainingClaim, data: Mapping[str, Path]) -> None:
+def _check_data_options(claim: TrainingClaim, data: Mapping[str, Path | str]) -> None:
     """Every ``--data NAME=PATH``: a declared source, and a path of the kind its declared format reads."""
     declared = {s.name: s for s in claim.manifest.sources}
-    for name, path in data.items():
+    for name, given in data.items():
         source = declared.get(name)
         if source is None:
             raise MalformedInputError(
-                f"--data {name}={path}: the attestation declares no source {name!r} (it declares {', '.join(sorted(declared))})"
+                f"--data {name}={given}: the attestation declares no source {name!r} (it declares {', '.join(sorted(declared))})"
             )
         if source.format == "tensors":
-            raise MalformedInputError(f"--data {name}={path}: source {name} is built in code by the training spec; it has no files to give")
-        if is_url(str(path)):
+            raise MalformedInputError(f"--data {name}={given}: source {name} is built in code by the training spec; it has no files to give")
+        if is_url(str(given)):
             continue  # fetched later, only the records the draw needs; a fetch failure is named then
+        path = Path(given)
         if not os.path.lexists(path):
             raise MissingInputError(f"--data {name}={path}: {path} does not exist")
         if source.format == "files" and not path.is_dir():

@@ -107,6 +107,7 @@ STATEMENT_FIELDS: dict[str, Binding] = {
     "predicate.final.state_digest": _b("replay", "the last checkpoint's state digest, reached by replaying the last segment on every audit"),
     "predicate.final.weights_digest": _b("replay", "a component of that state digest, and the weights digest of the auditor's weights file"),
     "predicate.weights_license": _b("declared", "checked against --policy when given; its truth is not checked"),
+    "predicate.declared.training_wall_seconds": _b("declared", "what training took, as the prover measured it; shown beside the replay's cost estimate"),
     "predicate.parent.mode": _b("replay", "how checkpoint 0 is formed from the parent (fine-tune or continue); checkpoint 0 is recomputed"),
     "predicate.parent.attestation": _b("auditor", "the statement digest of the parent link the auditor gives (--parent); verify_chain verifies that link too"),
     "predicate.parent.weights_digest": _b("derived", "the parent's attested final weights digest; checkpoint 0 is recomputed from the file holding them"),
@@ -146,6 +147,7 @@ STORE_FIELDS: dict[str, Binding] = {
     "run.json (every other field)": _b("unread", "the prover's declaration, compared when resuming; the statement carries what is checked"),
     "imports.json packages[].files": _b("derived", "used only to name differing files, and only when it hashes to the package's signed digest"),
     "imports.json (every other field)": _b("unread", "the prover's record, copied into the statement by attest"),
+    "timing.json": _b("unread", "the prover's own measure of training time, copied into the statement by attest (predicate.declared)"),
 }
 
 

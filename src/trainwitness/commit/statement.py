@@ -421,7 +421,7 @@ class TrainingClaim:
 
         Raises MalformedInputError naming the field.
         """
-        _fields(obj, "predicate", ("code", "environment", "hyperparameters", "data", "commitments", "final", "weights_license"), ("exact", "distributed", "parent", "inputs"))
+        _fields(obj, "predicate", ("code", "environment", "hyperparameters", "data", "commitments", "final", "weights_license"), ("exact", "distributed", "parent", "inputs", "declared"))
         code = _check_code(obj["code"])
         environment = _check_environment(obj["environment"])
         hp = _get(obj, "hyperparameters", dict, "predicate")
@@ -445,7 +445,7 @@ class TrainingClaim:
         exact = ExactMode.from_json(obj["exact"], "attestation: predicate.exact") if "exact" in obj else None
         seconds = None
         if "declared" in obj:
-            seconds = _get(_get(obj, "declared", dict, "predicate"), "training_wall_seconds", (int, float), "predicate.declared")
+            seconds = _get(_fields(obj["declared"], "predicate.declared", ("training_wall_seconds",)), "training_wall_seconds", (int, float), "predicate.declared")
             if isinstance(seconds, bool) or not 0 <= seconds < 1e12:
                 raise MalformedInputError("attestation: predicate.declared.training_wall_seconds out of range")
             seconds = float(seconds)
