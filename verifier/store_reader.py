@@ -28,6 +28,7 @@ from pathlib import Path
 from trainwitness.commit.atomic import atomic_write, move_into_place, temporary_path
 from trainwitness.commit.hashing import parse_digest
 from trainwitness.commit.hints import HINTS_FILE, MAX_HINTS_BYTES
+from trainwitness.commit.safe_open import read_untrusted
 from trainwitness.commit.statement import TrainingClaim
 from trainwitness.commit.store import (
     INDEX_FILE,
@@ -39,7 +40,7 @@ from trainwitness.commit.store import (
     find_checkpoint,
 )
 from trainwitness.data.manifest import read_manifest
-from trainwitness.errors import FetchError, MalformedInputError
+from trainwitness.errors import FetchError, MalformedInputError, MissingInputError
 from trainwitness.tensors.checkpoint import MAX_CHECKPOINT_BYTES
 from trainwitness.tensors.delta import MAX_DELTA_CHAIN, delta_base
 from trainwitness.verifier.evidence import Evidence
@@ -292,7 +293,10 @@ def fetch_weights(fetcher: Fetcher, cache: VerifiedCache | None, url: str, subje
     name = f"{subject_sha256}.safetensors"
     cached = cache.get("weights", name) if cache is not None else None
     if cached is not None:
-        data = cached.read_bytes()
+        try:
+            data = read_untrusted(cached, f"cached weights {cached}", max_bytes)
+        except (MissingInputError, MalformedInputError):
+            data = b""  # unusable: fetched again
         if hashlib.sha256(data).hexdigest() == subject_sha256:
             return data
     data = fetcher.read(url, max_bytes, "weights file")

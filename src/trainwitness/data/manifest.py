@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from trainwitness.commit.atomic import atomic_write_with, temporary_path, writin
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hashing import Digest, domain_hash, file_sha256, format_digest, parse_digest
 from trainwitness.commit.merkle import MerkleTree, StreamingMerkleRoot, verify_inclusion
+from trainwitness.commit.safe_open import open_regular
 from trainwitness.data.records import detect_format, iter_records, record_offsets
 from trainwitness.errors import CommitmentError, MalformedInputError, MissingInputError
 
@@ -382,17 +382,8 @@ MAX_MANIFEST_LINE = 1 << 20  # one sample's entry is a few hundred bytes; the he
 
 
 def _open_store_manifest(path: Path) -> Iterator[bytes]:
-    try:
-        # O_NONBLOCK: a FIFO planted under this name would otherwise wait for a writer forever.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError as e:
-        raise MissingInputError(f"manifest {path} is missing") from e
-    except OSError as e:
-        raise MalformedInputError(f"manifest {path} cannot be opened safely ({e.strerror})") from e
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise MalformedInputError(f"manifest {path} is not a regular file")
-    with os.fdopen(fd, "rb") as f:
+    opened, _ = open_regular(path, f"manifest {path}", None)  # streamed line by line: no whole-file limit
+    with opened as f:
         while line := f.readline(MAX_MANIFEST_LINE + 1):
             if len(line) > MAX_MANIFEST_LINE:
                 raise MalformedInputError(f"manifest {path} has a line longer than {MAX_MANIFEST_LINE} bytes")

@@ -27,8 +27,8 @@ import torch
 import zstandard
 
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
-from trainwitness.commit.store import open_store_file
-from trainwitness.errors import MalformedInputError, MissingInputError
+from trainwitness.commit.safe_open import open_untrusted
+from trainwitness.errors import MalformedInputError
 from trainwitness.tensors.state import DTYPE_NAMES, FlatState
 from trainwitness.tensors.tensorfile import Part, join_parts, safetensors_parts
 
@@ -390,12 +390,9 @@ def decode_weights(data: bytes, what: str) -> dict[str, torch.Tensor]:
 def read_weights_file(path: Path, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict[str, torch.Tensor]:
     """The tensors of a weights file (safetensors, optionally zstd) at ``path``, streamed, opened safely.
 
-    The file must be a regular file, not a symlink (``store.open_store_file`` on its directory);
+    The file must be a regular file, not a symlink (``safe_open.open_untrusted``);
     ``MissingInputError`` when it does not exist, ``MalformedInputError`` when it cannot be decoded.
     """
-    try:
-        with open_store_file(path.parent, path.name, max_bytes) as (f, size):
-            tensors, _ = read_tensors_file(f, size, f"{what} {path}", max_bytes)
-    except MissingInputError as e:
-        raise MissingInputError(f"{what} {path} does not exist") from e
+    with open_untrusted(path, f"{what} {path}", max_bytes) as (f, size):
+        tensors, _ = read_tensors_file(f, size, f"{what} {path}", max_bytes)
     return tensors
