@@ -49,7 +49,8 @@ from trainwitness.run.environment import apply_execution_settings, capture_envir
 from trainwitness.run.loop import ExactHooks, TrainingRun, loss_value, weights_of
 from trainwitness.run.spec import SpecFunction, load_entry_point, resolve_hyperparameters
 from trainwitness.tensors.checkpoint import weights_parts
-from trainwitness.tensors.delta import MAX_DELTA_CHAIN, read_checkpoint
+from trainwitness.tensors.checkpoint_reader import read_checkpoint
+from trainwitness.tensors.delta import MAX_DELTA_CHAIN
 from trainwitness.tensors.state import state_digest
 from trainwitness.tensors.tensorfile import write_parts
 

@@ -42,7 +42,8 @@ from trainwitness.commit.store import (
 from trainwitness.data.manifest import read_manifest
 from trainwitness.errors import FetchError, MalformedInputError, MissingInputError
 from trainwitness.tensors.checkpoint import MAX_CHECKPOINT_BYTES
-from trainwitness.tensors.delta import MAX_DELTA_CHAIN, delta_base
+from trainwitness.tensors.checkpoint_reader import delta_base
+from trainwitness.tensors.delta import MAX_DELTA_CHAIN
 from trainwitness.verifier.evidence import Evidence
 from trainwitness.verifier.fetch import Fetcher, is_url
 
@@ -232,7 +233,7 @@ class RemoteStore(StoreReader):
         """Checkpoint j's file in the staging directory (from the cache or the server); its relative path.
 
         ``as_base``: j is the base of a delta being reconstructed, and a delta chain runs through delta
-        files only (``delta.read_checkpoint``), so only j's delta file will do.
+        files only (``checkpoint_reader.read_checkpoint``), so only j's delta file will do.
         """
         step = evidence.index.checkpoints[j].step
         candidates: tuple[str, ...] = (delta_relpath(step), checkpoint_relpath(step, True), checkpoint_relpath(step, False))
