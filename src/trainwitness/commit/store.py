@@ -23,11 +23,12 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from trainwitness.commit.atomic import atomic_write, atomic_write_with, output_error
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hashing import domain_hash, format_digest, parse_digest
+from trainwitness.commit.json_fields import get_field
 from trainwitness.commit.safe_open import open_beneath, open_regular, read_beneath
 from trainwitness.errors import MalformedInputError, MissingInputError, StoreLockedError, TrainwitnessError
 
@@ -341,11 +342,8 @@ class RunIndex:
         return [c.leaf() for c in self.checkpoints]
 
 
-def _field(record: dict[str, JSONValue], key: str, kind: type, where: str) -> JSONValue:
-    value = record.get(key)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise MalformedInputError(f"{where}: field {key!r} is missing or not {kind.__name__}")
-    return value
+def _field(record: dict[str, JSONValue], key: str, kind: type, where: str) -> Any:
+    return get_field(record, key, kind, f"{where}: record")
 
 
 def _sample_ids(record: dict[str, JSONValue], where: str) -> tuple[int, ...]:
