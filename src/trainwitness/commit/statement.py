@@ -17,9 +17,9 @@ from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.distributed import DataParallelRun
 from trainwitness.commit.hashing import domain_hash, format_digest, parse_digest
 from trainwitness.commit.hints import ExactMode
+from trainwitness.commit.json_fields import get_field, is_int, only_fields
 from trainwitness.commit.store import MAX_BATCH_IDS, checkpoint_steps
 from trainwitness.data.manifest import ManifestSummary
-from trainwitness.commit.json_fields import get_field, only_fields
 from trainwitness.errors import MalformedInputError
 
 __all__ = [
@@ -82,7 +82,7 @@ def check_core_hyperparameters(hp: Any, where: str, num_samples: int | None = No
     for key in REQUIRED_HYPERPARAMETERS:
         low, high = HYPERPARAMETER_RANGES[key]
         value = hp.get(key)
-        if not isinstance(value, int) or isinstance(value, bool):
+        if not is_int(value):
             raise MalformedInputError(f"{where}: hyperparameter {key!r} must be an integer in {_range_text(low, high)}, not {value!r}"[:400])
         if not low <= value < high:
             shown = str(value) if value.bit_length() < 256 else f"a {value.bit_length()}-bit integer"

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, cast
 from trainwitness.commit.atomic import atomic_write, atomic_write_with, output_error
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hashing import domain_hash, format_digest, parse_digest
-from trainwitness.commit.json_fields import get_field
+from trainwitness.commit.json_fields import get_field, is_int
 from trainwitness.commit.safe_open import open_beneath, open_regular, read_beneath
 from trainwitness.errors import MalformedInputError, MissingInputError, StoreLockedError, TrainwitnessError
 
@@ -348,7 +348,7 @@ def _field(record: dict[str, JSONValue], key: str, kind: type, where: str) -> An
 
 def _sample_ids(record: dict[str, JSONValue], where: str) -> tuple[int, ...]:
     ids = _field(record, "sample_ids", list, where)
-    if len(ids) > MAX_BATCH_IDS or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+    if len(ids) > MAX_BATCH_IDS or not all(is_int(i) and i >= 0 for i in ids):
         raise MalformedInputError(f"{where}: sample_ids must be non-negative integers")
     return tuple(ids)
 

@@ -29,8 +29,8 @@ from typing import Any, BinaryIO
 from trainwitness.commit.atomic import atomic_write_with, temporary_path, writing
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hashing import Digest, domain_hash, file_sha256, format_digest, parse_digest
+from trainwitness.commit.json_fields import get_field, is_int
 from trainwitness.commit.merkle import MerkleTree, StreamingMerkleRoot, verify_inclusion
-from trainwitness.commit.json_fields import get_field
 from trainwitness.commit.safe_open import open_regular
 from trainwitness.data.records import detect_format, iter_records, record_offsets
 from trainwitness.errors import CommitmentError, MalformedInputError, MissingInputError
@@ -400,7 +400,7 @@ def read_manifest(path: Path, signed: ManifestSummary) -> ManifestIndex:
         if not isinstance(obj, dict) or set(obj) - {"offset"} != {"digest", "id", "record", "size", "source"}:
             raise MalformedInputError(f"{where}: expected exactly digest, id, record, size, source (and optionally offset)")
         offset = obj.get("offset")
-        if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool) or offset < 0):
+        if offset is not None and (not is_int(offset) or offset < 0):
             raise MalformedInputError(f"{where}: offset must be a non-negative integer")
         offsets.append(offset)
         if (obj["source"], obj["record"]) != next(positions, None) or obj["id"] != number:

@@ -27,6 +27,7 @@ import torch
 import zstandard
 
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
+from trainwitness.commit.json_fields import is_int
 from trainwitness.commit.safe_open import open_untrusted
 from trainwitness.errors import MalformedInputError
 from trainwitness.tensors.state import DTYPE_NAMES, FlatState
@@ -271,7 +272,7 @@ def _layout(header: dict[str, JSONValue], data_len: int | None, what: str) -> li
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) and 0 <= o for o in offsets)
+            or not all(is_int(o) and 0 <= o for o in offsets)
             or offsets[0] > offsets[1]
             or (data_len is not None and offsets[1] > data_len)
         ):
@@ -281,7 +282,7 @@ def _layout(header: dict[str, JSONValue], data_len: int | None, what: str) -> li
         dtype = DTYPES[str(info["dtype"])]
         if (
             not isinstance(shape, list)
-            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**62 for d in shape)
+            or not all(is_int(d) and 0 <= d < 2**62 for d in shape)
             or math.prod(shape) * torch.empty(0, dtype=dtype).element_size() != offsets[1] - offsets[0]
         ):
             raise MalformedInputError(f"{what}: not a valid safetensors file (tensor {name!r}: shape does not fit its bytes)")

@@ -21,6 +21,7 @@ from typing import BinaryIO
 import torch
 
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
+from trainwitness.commit.json_fields import is_int
 from trainwitness.errors import MalformedInputError
 from trainwitness.tensors.checkpoint import (
     DTYPES,
@@ -94,7 +95,7 @@ def _delta_header(metadata: dict[str, JSONValue], what: str) -> tuple[int | None
     if not isinstance(header, dict) or set(header) != {"base", "format", "tensors"} or header["format"] != DELTA_FORMAT:
         raise MalformedInputError(f"{what}: delta header is not {DELTA_FORMAT}")
     base, entries = header["base"], header["tensors"]
-    if not (base is None or (isinstance(base, int) and not isinstance(base, bool))) or not isinstance(entries, dict):
+    if not (base is None or is_int(base)) or not isinstance(entries, dict):
         raise MalformedInputError(f"{what}: delta header has a malformed base or tensor table")
     return base, entries
 
@@ -119,7 +120,7 @@ def _layout_check(layout: CheckpointLayout | None, what: str) -> HeaderCheck | N
             if not isinstance(entry, dict) or DTYPES.get(str(entry.get("dtype"))) is None or not isinstance(entry.get("shape"), list):
                 raise MalformedInputError(f"{what}: tensor {name!r} has a malformed delta entry")
             shape = entry["shape"]
-            if not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**62 for d in shape):
+            if not all(is_int(d) and 0 <= d < 2**62 for d in shape):
                 raise MalformedInputError(f"{what}: tensor {name!r} has a malformed shape")
             declared.append(HeaderEntry(name, DTYPES[entry["dtype"]], tuple(shape)))
         layout.check(declared, what)
