@@ -12,7 +12,7 @@ import pytest
 from trainwitness.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-# examples/ddp runs under torchrun (tests/test_distributed.py); every other example is one process
+# examples/ddp runs under torchrun (tests/integration/test_distributed.py); every other example is one process
 EXAMPLES = sorted(p.parent.name for p in (ROOT / "examples").glob("*/train.py") if p.parent.name != "ddp")
 OPTIONAL = {"lightning_trainer": "lightning", "hf_trainer": "transformers"}  # example -> the extra's module
 

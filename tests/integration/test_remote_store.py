@@ -1,7 +1,7 @@
 """verify reads a published run from a URL: only the index and the drawn checkpoints, each checked before use.
 
 The servers start inside each test on 127.0.0.1 and stop with it: a static HTTP server
-(``tests/servers.py``) and, for ``s3://``, moto's S3-compatible server.
+(``tests/support/servers.py``) and, for ``s3://``, moto's S3-compatible server.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A real `train` process killed at every stage of the store's life, or out of disk, resumes to the same proof.
 
-Each fault is injected into the process by ``tests/fault_injection.py`` (a SIGKILL at a named file
+Each fault is injected into the process by ``tests/support/fault_injection.py`` (a SIGKILL at a named file
 system event, or ENOSPC once a file has taken N bytes), so every kill point is hit exactly, on every
 machine. The resumed store must hold byte for byte what an uninterrupted run of the same command
 wrote (the shared ``digits_run``), no temporary file may be left anywhere, and the proof must verify.

@@ -1,6 +1,6 @@
 """Run the `trainwitness` command with one fault injected: a SIGKILL at a chosen instant, or a full disk.
 
-    python tests/fault_injection.py [--kill-at EVENT:GLOB:WHEN[:N]] [--kill-at-event N]
+    python tests/support/fault_injection.py [--kill-at EVENT:GLOB:WHEN[:N]] [--kill-at-event N]
                                     [--full-disk GLOB:BYTES] [--count-events FILE] -- trainwitness arguments...
 
 The program's file system calls are wrapped in this process only (nothing in the package knows):

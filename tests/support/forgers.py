@@ -6,7 +6,7 @@ honest run's store and the code, and may write any store it likes before signing
 records which segments it forged, so a measurement can compare the verifier's verdict for a seed
 with the exact prediction "the sample hits a forged segment".
 
-Shared by tests/attacks/ (small runs, CI) and benchmarks/attacks.py (larger runs, the table).
+Shared by tests/adversarial/ (small runs, CI) and benchmarks/attacks.py (larger runs, the table).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Natural ports of training code that are not replayable from a checkpoint, and one that is.
 
-Each wraps the digits workload's model and data; tests/test_replay_check.py shows which check of the
+Each wraps the digits workload's model and data; tests/unit/prover/test_replay_check.py shows which check of the
 prover refuses each, and with which cause.
 """
 

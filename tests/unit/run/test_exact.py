@@ -36,7 +36,7 @@ from ...support.steering import steer_every_checkpoint
 # 60 steps at interval 20: 3 segments, a few seconds to record and replay.
 SHORT = {"total_steps": 60, "checkpoint_interval": 20}
 # Digits whose first layer sums in as many chunks as there are threads: a run recorded with 2
-# threads replays differently with 1 on every CPU (tests/thread_noise_spec.py). The digits model
+# threads replays differently with 1 on every CPU (tests/support/specs/thread_noise_spec.py). The digits model
 # alone differs on some CPUs (AMD EPYC, MKL) and not on others (Intel Xeon, MKL): no test may rely on that.
 NOISY = "tests.support.specs.thread_noise_spec:noisy_digits"
 
