@@ -95,8 +95,8 @@ def test_verify_reads_an_npy_source_by_url_fetching_only_the_drawn_rows(tmp_path
     with static_server(site) as (url, log):
         status = main(run.verify_args("--segments", "1", "--seed", "4", "--data", f"points={prover_data / 'points'}",
                                       "--data", f"extra={url}/extra.npy", "--json", str(tmp_path / "r.json")))
-    out = capsys.readouterr().out
-    assert status == 0, out
+    captured = capsys.readouterr()
+    assert status == 0, captured.out + captured.err
     import json
 
     data = json.loads((tmp_path / "r.json").read_text())["data"]

@@ -67,14 +67,32 @@ def test_hostile_strings_are_escaped_and_bidi_controls_shown_as_code_points() ->
     page = render_html(report)
     assert "<script>alert" not in page and "<img src" not in page and "<b>markup" not in page
     assert "\u202e" not in page and "\u2066" not in page and "\x1b" not in page
-    assert "&lt;U+202E&gt;" in page and "&lt;U+001B&gt;" in page
+    assert "\\u202e" in page and "\\x1b" in page  # display.escape's code points, as in the text report
     md = render_markdown(report)
-    assert "\\<U+202E\\>" in md
+    assert "\\u202e" in md  # a backslash before a letter is literal in Markdown
     assert "<script>" not in md and "\u202e" not in md
 
 
-def test_shown_leaves_ordinary_text_readable() -> None:
-    assert shown("CC-BY-4.0 & données") == "CC-BY-4.0 &amp; données"
+def test_shown_leaves_ascii_text_readable_and_names_every_other_code_point() -> None:
+    # Non-ASCII letters are shown as code points too: a Cyrillic e looks exactly like a Latin one.
+    assert shown("CC-BY-4.0 & (c) 2026") == "CC-BY-4.0 &amp; (c) 2026"
+    assert shown("donn\u00e9es h\u0435ad") == "donn\\xe9es h\\u0435ad"
+
+
+def test_declared_fields_are_listed_as_declared_not_verified_in_html_and_markdown() -> None:
+    report = Report(attestation="a.json", subject="m.safetensors sha256:00", entry_point="pkg:spec")
+    report.passed("signature", "DSSE envelope signed by the given Ed25519 key")
+    report.declared = [("predicate.code.source_uri", "https://example.org/src\u202e"), ("predicate.weights_license", "MIT")]
+    page = render_html(report)
+    assert "Declared, not verified" in page and "predicate.code.source_uri" in page and "\\u202e" in page and "\u202e" not in page
+    md = render_markdown(report)
+    assert "## Declared, not verified" in md and "predicate.weights\\_license = \"MIT\"" in md
+    if __import__("importlib.util").util.find_spec("rich") is not None:  # the terminal summary lists them too
+        from trainwitness.verifier.terminal import print_report
+
+        terminal = _Terminal()
+        print_report(report, terminal)
+        assert "declared, not verified" in terminal.getvalue() and "predicate.code.source_uri" in terminal.getvalue()
 
 
 def test_the_markdown_report_has_every_section(audit_html: Path, tmp_path: Path, _recorded_digits: RecordedRun) -> None:
@@ -114,4 +132,4 @@ def test_the_terminal_summary_uses_rich_on_a_terminal_and_plain_text_otherwise()
     print_report(report, terminal)
     shown_text = terminal.getvalue()
     assert "REJECT" in shown_text and "FAIL" in shown_text and "segment 3 does not land" in shown_text
-    assert "\u202e" not in shown_text and "\u2066" not in shown_text and "<U+202E>" in shown_text
+    assert "\u202e" not in shown_text and "\u2066" not in shown_text and "\\u202e" in shown_text
