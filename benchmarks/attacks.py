@@ -23,13 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the forgers live in tests/attacks
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the forgers live in tests/support
 
 from machine_info import describe, machine  # noqa: E402
-from tests.attacks.forgers import ATTACKS, forged_segments, honest_run, measure, verdict  # noqa: E402
-from tests.attacks.merkle_forgers import different_index_proof, inner_node_as_leaf  # noqa: E402
-from tests.conftest import DIGITS, record_and_sign  # noqa: E402
-from tests.steering import steer_every_checkpoint  # noqa: E402
+from tests.support.forgers import ATTACKS, forged_segments, honest_run, measure, verdict  # noqa: E402
+from tests.support.merkle_forgers import different_index_proof, inner_node_as_leaf  # noqa: E402
+from tests.support.runs import DIGITS, record_and_sign  # noqa: E402
+from tests.support.steering import steer_every_checkpoint  # noqa: E402
 
 from trainwitness.commit.hints import DEFAULT_EXACT  # noqa: E402
 from trainwitness.commit.merkle import verify_inclusion  # noqa: E402
@@ -65,7 +65,7 @@ def _merkle_rows(trials: int) -> list[dict[str, object]]:
 
 
 def _steering_rows(work: Path, fraction_of_bound: float = 0.5) -> list[dict[str, object]]:
-    """The steering forger (tests/steering.py) against each mode: it re-trains a run recorded with 2
+    """The steering forger (tests/support/steering.py) against each mode: it re-trains a run recorded with 2
     threads, moving every checkpoint by ``fraction_of_bound`` x the bounded-mode bound x its update in
     a random direction (back on the grid, with fresh hints, in exact mode), re-signs, and is verified
     on every segment: with 1 thread in exact and bounded mode, bitwise with the recorded 2 (another

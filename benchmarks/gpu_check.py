@@ -4,7 +4,7 @@ Prints the device, the step time of the same training without trainwitness, with
 mode's rounding, and recorded (recorder, exact mode, checkpoints copied to the host): the overhead;
 the exact-mode hint fraction (hinted values per rounded value, per step); and the verdict of a CPU
 replay of two segments in exact mode. Without a GPU it runs the same path on the CPU (the fallback,
-which tests/test_benchmarks_quick.py exercises) and says so. Exit status 0 when the CPU verify accepts.
+which tests/integration/test_benchmarks_quick.py exercises) and says so. Exit status 0 when the CPU verify accepts.
 
     bash benchmarks/gpu_check.sh [--steps 60] [--spec trainwitness.workloads.lm:lm]
 """

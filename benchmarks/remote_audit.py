@@ -18,10 +18,10 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # tests.servers, tests.conftest
+sys.path.insert(0, str(HERE.parent))  # tests.support.servers, tests.support.runs
 
-from tests.conftest import record_and_sign  # noqa: E402
-from tests.servers import static_server  # noqa: E402
+from tests.support.runs import record_and_sign  # noqa: E402
+from tests.support.servers import static_server  # noqa: E402
 
 from trainwitness.data.manifest import SourceInput, build_manifest, read_manifest  # noqa: E402
 from trainwitness.prover.publish import publish_run  # noqa: E402

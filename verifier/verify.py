@@ -69,7 +69,13 @@ from trainwitness.tensors.checkpoint import decode_weights
 from trainwitness.tensors.state import state_digest, tensor_digest, weights_digest
 from trainwitness.verifier.bounded import BOUND, BOUND_PROVENANCE
 from trainwitness.verifier.cluster import LostTask, replay_on_cluster
-from trainwitness.verifier.data_access import CheckedRecords, check_code_built_samples, describe_ids, prefetch
+from trainwitness.verifier.data_access import (
+    BUNDLE_MARKER,
+    CheckedRecords,
+    check_code_built_samples,
+    describe_ids,
+    prefetch,
+)
 from trainwitness.verifier.distribution import ml_policy_class
 from trainwitness.verifier.draw import choose_segments
 from trainwitness.verifier.evidence import Evidence
@@ -213,6 +219,8 @@ def _check_data_options(claim: TrainingClaim, data: Mapping[str, Path | str]) ->
         path = Path(given)
         if not os.path.lexists(path):
             raise MissingInputError(f"--data {name}={path}: {path} does not exist")
+        if path.is_dir() and (path / BUNDLE_MARKER).is_file():
+            continue  # records this verifier fetched by URL and staged (remote_data.py); each is proven when read
         if source.format == "files" and not path.is_dir():
             raise MalformedInputError(f"--data {name}={path}: source {name} is a directory of files (declared format 'files'); {path} is not a directory")
         if source.format != "files" and not path.is_file():
