@@ -21,7 +21,7 @@ from trainwitness.commit.canonical import JSONValue
 from trainwitness.commit.store import read_index
 from trainwitness.identity.signing import generate_keypair, load_private_key
 from trainwitness.prover import attest_store, record_run
-from trainwitness.tensors.delta import read_checkpoint
+from trainwitness.tensors.checkpoint_reader import read_checkpoint
 from trainwitness.verifier.draw import detection_probability
 
 HERE = Path(__file__).resolve().parent

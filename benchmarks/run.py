@@ -43,7 +43,7 @@ from machine_info import describe, machine  # noqa: E402
 from trainwitness.commit.hints import DEFAULT_EXACT  # noqa: E402
 from trainwitness.commit.store import read_index  # noqa: E402
 from trainwitness.run.spec import parse_override  # noqa: E402
-from trainwitness.tensors.delta import read_checkpoint  # noqa: E402
+from trainwitness.tensors.checkpoint_reader import read_checkpoint  # noqa: E402
 from trainwitness.tensors.state import state_digest  # noqa: E402
 from trainwitness.verifier.bounded import BOUND  # noqa: E402
 

@@ -32,7 +32,8 @@ from trainwitness.commit.store import read_index
 from trainwitness.prover.train import record_run
 from trainwitness.run.loop import snapshot
 from trainwitness.tensors.checkpoint import encode_checkpoint
-from trainwitness.tensors.delta import encode_delta, read_checkpoint
+from trainwitness.tensors.checkpoint_reader import read_checkpoint
+from trainwitness.tensors.delta import encode_delta
 from trainwitness.tensors.state import FlatState
 
 

@@ -30,7 +30,7 @@ from trainwitness.prover.recorder import Recorder
 from trainwitness.run.distributed import DataParallel, all_gather_json, broadcast_json
 from trainwitness.run.loop import ExactHooks, TrainingRun
 from trainwitness.run.rng import rng_digest
-from trainwitness.tensors.delta import read_checkpoint
+from trainwitness.tensors.checkpoint_reader import read_checkpoint
 from trainwitness.tensors.state import FlatState, state_digest
 
 __all__ = ["ShardCollector", "record_ranks"]

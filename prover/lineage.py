@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from trainwitness.commit.canonical import JSONValue
-from trainwitness.commit.link import LinkFiles, read_file
+from trainwitness.commit.link import LinkFiles
+from trainwitness.commit.safe_open import read_untrusted
 from trainwitness.commit.statement import (
     START_MODES,
     FrozenInput,
@@ -43,7 +44,7 @@ class ParentSource:
 
 
 def _statement(files: LinkFiles) -> tuple[str, Statement]:
-    payload = unverified_payload(read_file(files.attestation, "attestation", MAX_ENVELOPE_BYTES), f"DSSE envelope {files.attestation}")
+    payload = unverified_payload(read_untrusted(files.attestation, f"attestation {files.attestation}", MAX_ENVELOPE_BYTES), f"DSSE envelope {files.attestation}")
     return statement_digest(payload), Statement.from_payload(payload)
 
 

@@ -30,7 +30,7 @@ from trainwitness.run.environment import apply_execution_settings
 from trainwitness.run.loop import ExactHooks, TrainingRun, loss_value
 from trainwitness.run.rng import rng_digest
 from trainwitness.run.spec import load_entry_point, resolve_hyperparameters
-from trainwitness.tensors.delta import read_checkpoint
+from trainwitness.tensors.checkpoint_reader import read_checkpoint
 from trainwitness.tensors.state import FlatState, state_digest, tensor_digest
 
 __all__ = ["ReplayCheck", "check_replay"]

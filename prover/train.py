@@ -21,13 +21,14 @@ from trainwitness.commit.atomic import (
     writing,
 )
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
-from trainwitness.commit.hints import HINTS_FILE, ExactMode
+from trainwitness.commit.hints import HINTS_FILE, MAX_HINTS_BYTES, ExactMode
 from trainwitness.commit.store import (
     CHECKPOINT_DIR,
     IMPORTS_FILE,
     INDEX_FILE,
     LOCK_FILE,
     MANIFEST_FILE,
+    MAX_INDEX_BYTES,
     RUN_FILE,
     CheckpointRecord,
     atomic_write,
@@ -49,7 +50,8 @@ from trainwitness.run.environment import apply_execution_settings, capture_envir
 from trainwitness.run.loop import ExactHooks, TrainingRun, loss_value, weights_of
 from trainwitness.run.spec import SpecFunction, load_entry_point, resolve_hyperparameters
 from trainwitness.tensors.checkpoint import weights_parts
-from trainwitness.tensors.delta import MAX_DELTA_CHAIN, read_checkpoint
+from trainwitness.tensors.checkpoint_reader import read_checkpoint
+from trainwitness.tensors.delta import MAX_DELTA_CHAIN
 from trainwitness.tensors.state import state_digest
 from trainwitness.tensors.tensorfile import write_parts
 
@@ -156,7 +158,7 @@ def _resume_point(store: Path, run: TrainingRun) -> CheckpointRecord | None:
         if state_digest(flat) != record.state_digest:
             continue
         # Drop what follows the checkpoint (step records the re-run will write again, identically).
-        data = (store / INDEX_FILE).read_bytes()
+        data = read_store_file(store, INDEX_FILE, MAX_INDEX_BYTES)
         lines = data.split(b"\n")
         keep = 0
         for number, line in enumerate(lines):
@@ -176,7 +178,7 @@ def _cut_hints(store: Path, steps: int) -> None:
     """Exact mode: keep the hints of the steps before ``steps``; the re-run writes the rest again."""
     path = store / HINTS_FILE
     if path.exists():
-        lines = path.read_bytes().split(b"\n")[:steps]
+        lines = read_store_file(store, HINTS_FILE, MAX_HINTS_BYTES).split(b"\n")[:steps]
         atomic_write(path, b"".join(line + b"\n" for line in lines))
 
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from trainwitness.commit.link import LinkFiles, read_file
+from trainwitness.commit.link import LinkFiles
+from trainwitness.commit.safe_open import read_untrusted
 from trainwitness.commit.statement import Statement, statement_digest
 from trainwitness.display import escape, escape_json
 from trainwitness.errors import MalformedInputError, MissingInputError
@@ -219,7 +220,7 @@ def read_links(directories: Sequence[Path]) -> dict[str, _Named]:
 
 
 def _read_link(files: LinkFiles) -> _Named:
-    payload = unverified_payload(read_file(files.attestation, "attestation", MAX_ENVELOPE_BYTES), f"DSSE envelope {files.attestation}")
+    payload = unverified_payload(read_untrusted(files.attestation, f"attestation {files.attestation}", MAX_ENVELOPE_BYTES), f"DSSE envelope {files.attestation}")
     return _Named(files=files, digest=statement_digest(payload), statement=Statement.from_payload(payload))
 
 

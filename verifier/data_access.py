@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from trainwitness.commit.safe_open import read_beneath
 from trainwitness.data.datasets import Dataset, DataSource, SourceDataset
 from trainwitness.data.manifest import ManifestIndex, record_digest
 from trainwitness.data.records import detect_format, read_records
@@ -23,14 +24,16 @@ __all__ = ["BUNDLE_MARKER", "CheckedRecords", "prefetch", "check_code_built_samp
 # written by the verifier itself from records it fetched by range; replay reads it like any copy, and
 # proves every record again.
 BUNDLE_MARKER = ".trainwitness-record-bundle"
+MAX_BUNDLE_RECORD_BYTES = 1 << 40  # no smaller than a record of a source may be (a whole-file source is one record)
 
 
 def _bundle_records(directory: Path, wanted: Iterable[int]) -> dict[int, bytes]:
     found = {}
     for p in wanted:
-        path = directory / str(p)
-        if path.is_file() and not path.is_symlink():
-            found[p] = path.read_bytes()
+        try:  # the bundle's own files only: a record missing, linked or special is not in the bundle
+            found[p] = read_beneath(directory, str(p), f"record bundle {directory}: record {p}", MAX_BUNDLE_RECORD_BYTES)
+        except (MissingInputError, MalformedInputError):
+            continue
     return found
 
 

@@ -19,7 +19,7 @@ from trainwitness.commit.statement import TrainingClaim
 from trainwitness.commit.store import AnyStepRecord, CheckpointRecord, RunIndex, find_checkpoint, read_index
 from trainwitness.errors import CommitmentError, MissingInputError, ReplayMismatchError
 from trainwitness.tensors.checkpoint import CheckpointLayout
-from trainwitness.tensors.delta import read_checkpoint
+from trainwitness.tensors.checkpoint_reader import read_checkpoint
 from trainwitness.tensors.state import FlatState, state_digest
 
 __all__ = ["Evidence"]

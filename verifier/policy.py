@@ -37,6 +37,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from trainwitness.commit.safe_open import read_untrusted
 from trainwitness.commit.strict_toml import MAX_TOML_BYTES, parse_toml
 from trainwitness.data.manifest import SourceDeclaration
 from trainwitness.errors import MalformedInputError, MissingInputError, PolicyError
@@ -195,12 +196,9 @@ def load_policy(name_or_path: str) -> Policy:
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         try:
-            with open(path, "rb") as f:  # what is read is bounded: the limit, plus one byte to see it is passed
-                data = f.read(MAX_POLICY_BYTES + 1)
-        except FileNotFoundError as e:
-            raise MissingInputError(f"policy {path} does not exist (--policy)") from e
-        except OSError as e:
-            raise MissingInputError(f"policy {path} cannot be read ({e.strerror})") from e
+            data = read_untrusted(path, f"policy {path}", MAX_POLICY_BYTES, follow_symlinks=True)  # a path the auditor named
+        except MissingInputError as e:
+            raise MissingInputError(f"{e} (--policy)") from e
         return parse_policy_toml(data, str(path))
     if name_or_path in shipped_policies():
         data = resources.files("trainwitness.verifier.policies").joinpath(f"{name_or_path}.toml").read_bytes()

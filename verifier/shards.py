@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trainwitness.commit.canonical import canonical_json, parse_json
+from trainwitness.commit.safe_open import read_untrusted
 from trainwitness.commit.store import atomic_write
-from trainwitness.errors import MalformedInputError, MissingInputError
+from trainwitness.errors import MalformedInputError
 from trainwitness.verifier.cluster import LostTask
 from trainwitness.verifier.draw import choose_segments
 from trainwitness.verifier.sandbox import SandboxError, choose_isolation, replay_in_workers, split_shares
@@ -50,15 +50,7 @@ def answer_name(k: int) -> str:
 
 
 def _read(path: Path, what: str) -> bytes:
-    try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
-            raise MalformedInputError(f"{what} {path} is not a regular file under {MAX_FILE_BYTES} bytes")
-        return path.read_bytes()
-    except FileNotFoundError as e:
-        raise MissingInputError(f"{what} {path} does not exist") from e
-    except OSError as e:
-        raise MissingInputError(f"{what} {path} cannot be read ({e.strerror})") from e
+    return read_untrusted(path, f"{what} {path}", MAX_FILE_BYTES, follow_symlinks=True)  # as the auditor laid the directory out
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from pathlib import Path
 from trainwitness.commit.atomic import atomic_write, move_into_place, temporary_path
 from trainwitness.commit.hashing import parse_digest
 from trainwitness.commit.hints import HINTS_FILE, MAX_HINTS_BYTES
+from trainwitness.commit.safe_open import read_untrusted
 from trainwitness.commit.statement import TrainingClaim
 from trainwitness.commit.store import (
     INDEX_FILE,
@@ -39,9 +40,10 @@ from trainwitness.commit.store import (
     find_checkpoint,
 )
 from trainwitness.data.manifest import read_manifest
-from trainwitness.errors import FetchError, MalformedInputError
+from trainwitness.errors import FetchError, MalformedInputError, MissingInputError
 from trainwitness.tensors.checkpoint import MAX_CHECKPOINT_BYTES
-from trainwitness.tensors.delta import MAX_DELTA_CHAIN, delta_base
+from trainwitness.tensors.checkpoint_reader import delta_base
+from trainwitness.tensors.delta import MAX_DELTA_CHAIN
 from trainwitness.verifier.evidence import Evidence
 from trainwitness.verifier.fetch import Fetcher, is_url
 
@@ -231,7 +233,7 @@ class RemoteStore(StoreReader):
         """Checkpoint j's file in the staging directory (from the cache or the server); its relative path.
 
         ``as_base``: j is the base of a delta being reconstructed, and a delta chain runs through delta
-        files only (``delta.read_checkpoint``), so only j's delta file will do.
+        files only (``checkpoint_reader.read_checkpoint``), so only j's delta file will do.
         """
         step = evidence.index.checkpoints[j].step
         candidates: tuple[str, ...] = (delta_relpath(step), checkpoint_relpath(step, True), checkpoint_relpath(step, False))
@@ -292,7 +294,10 @@ def fetch_weights(fetcher: Fetcher, cache: VerifiedCache | None, url: str, subje
     name = f"{subject_sha256}.safetensors"
     cached = cache.get("weights", name) if cache is not None else None
     if cached is not None:
-        data = cached.read_bytes()
+        try:
+            data = read_untrusted(cached, f"cached weights {cached}", max_bytes)
+        except (MissingInputError, MalformedInputError):
+            data = b""  # unusable: fetched again
         if hashlib.sha256(data).hexdigest() == subject_sha256:
             return data
     data = fetcher.read(url, max_bytes, "weights file")

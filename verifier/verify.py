@@ -8,7 +8,6 @@ import importlib.metadata
 import os
 import secrets
 import shutil
-import stat
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -22,6 +21,7 @@ from trainwitness.commit.bindings import declared_fields
 from trainwitness.commit.canonical import parse_json
 from trainwitness.commit.distributed import split_batch
 from trainwitness.commit.link import LinkFiles
+from trainwitness.commit.safe_open import read_untrusted
 from trainwitness.commit.statement import Statement, TrainingClaim, statement_digest
 from trainwitness.commit.store import IMPORTS_FILE, MANIFEST_FILE, RUN_FILE, read_store_file
 from trainwitness.data.datasets import SourceDataset, use_record_access
@@ -177,17 +177,7 @@ class StartFiles:
 
 
 def _read(path: Path, what: str, max_bytes: int) -> bytes:
-    try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):  # a FIFO would block read_bytes forever, a directory raise
-            raise MalformedInputError(f"{what} {path} is not a regular file")
-        if info.st_size > max_bytes:
-            raise MalformedInputError(f"{what} {path} is {info.st_size} bytes, over the limit of {max_bytes}")
-        return path.read_bytes()
-    except FileNotFoundError as e:
-        raise MissingInputError(f"{what} {path} does not exist") from e
-    except OSError as e:
-        raise MissingInputError(f"{what} {path} cannot be read ({e.strerror})") from e
+    return read_untrusted(path, f"{what} {path}", max_bytes, follow_symlinks=True)  # a path the auditor named
 
 
 def _input_bytes(location: str | Path, what: str, max_bytes: int, fetcher: Fetcher) -> bytes:

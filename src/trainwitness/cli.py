@@ -275,13 +275,14 @@ def _inspect(args: argparse.Namespace) -> int:
         statement_leaves,
     )
     from trainwitness.commit.canonical import parse_json
+    from trainwitness.commit.safe_open import read_untrusted
     from trainwitness.commit.statement import Statement, statement_digest
     from trainwitness.display import escape_json, value_text
-    from trainwitness.identity.signing import unverified_payload
+    from trainwitness.identity.signing import MAX_ENVELOPE_BYTES, unverified_payload
 
-    data = args.attestation.read_bytes() if args.attestation.is_file() else b""
+    data = read_untrusted(args.attestation, f"attestation {args.attestation}", MAX_ENVELOPE_BYTES, follow_symlinks=True)
     if not data:
-        raise MalformedInputError(f"attestation {args.attestation} does not exist or is empty")
+        raise MalformedInputError(f"attestation {args.attestation} is empty")
     payload = unverified_payload(data, f"DSSE envelope {args.attestation}")
     parsed = Statement.from_payload(payload)  # strictly, before anything of it is shown
     statement = parse_json(parsed.to_payload(), "attestation statement")

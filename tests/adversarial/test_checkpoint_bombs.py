@@ -96,7 +96,8 @@ def test_a_header_disagreeing_with_the_runs_layout_is_refused_before_allocation(
 def test_a_delta_file_disagreeing_with_the_runs_layout_is_refused_before_allocation(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from trainwitness.commit.store import delta_relpath
     from trainwitness.tensors.checkpoint import CheckpointLayout
-    from trainwitness.tensors.delta import encode_delta, read_checkpoint
+    from trainwitness.tensors.checkpoint_reader import read_checkpoint
+    from trainwitness.tensors.delta import encode_delta
 
     state = flatten({"model": {"w": torch.ones(3, 4)}, "rng": {"s": torch.zeros(8, dtype=torch.uint8)}})
     (tmp_path / "checkpoints").mkdir()

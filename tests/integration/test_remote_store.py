@@ -199,7 +199,7 @@ def test_a_cached_full_copy_of_a_base_checkpoint_does_not_break_a_remote_delta_c
     from trainwitness.commit.hashing import parse_digest
     from trainwitness.commit.store import read_index
     from trainwitness.tensors.checkpoint import encode_checkpoint
-    from trainwitness.tensors.delta import read_checkpoint
+    from trainwitness.tensors.checkpoint_reader import read_checkpoint
 
     from ..support.runs import record_and_sign
 

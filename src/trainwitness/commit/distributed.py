@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainwitness.commit.canonical import JSONValue
+from trainwitness.commit.json_fields import is_int
 from trainwitness.errors import MalformedInputError
 
 __all__ = ["SPLIT", "REDUCTION", "BACKENDS", "MAX_WORLD_SIZE", "DataParallelRun", "split_batch"]
@@ -63,7 +64,7 @@ class DataParallelRun:
         if not isinstance(obj, dict) or set(obj) != expected:
             raise MalformedInputError(f"{where}: must hold exactly {sorted(expected)}")
         world = obj["world_size"]
-        if not isinstance(world, int) or isinstance(world, bool) or not all(isinstance(obj[k], str) for k in expected - {"world_size"}):
+        if not is_int(world) or not all(isinstance(obj[k], str) for k in expected - {"world_size"}):
             raise MalformedInputError(f"{where}: world_size must be an integer, the other fields strings")
         try:
             return cls(world_size=world, backend=obj["backend"], split=obj["split"], reduction=obj["reduction"])

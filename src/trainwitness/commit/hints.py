@@ -20,6 +20,7 @@ import zstandard
 
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hashing import domain_hash, format_digest
+from trainwitness.commit.json_fields import is_int
 from trainwitness.commit.store import read_store_file
 from trainwitness.errors import MalformedInputError
 
@@ -106,7 +107,7 @@ class Grid:
         if not isinstance(obj, dict) or set(obj) != expected:
             raise MalformedInputError(f"{where}: must hold exactly {sorted(expected)}")
         values = [obj[k] for k in ("mantissa_bits", "margin_log2", "floor_exponent")]
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        if not all(is_int(v) for v in values):
             raise MalformedInputError(f"{where}: grid fields must be integers")
         try:
             return cls(*values)
@@ -262,7 +263,7 @@ def parse_hints_record(line: bytes, expected_step: int, where: str) -> StepHints
         raise MalformedInputError(f"{where}: step {record['step']!r} out of order (expected {expected_step})")
     scales = record["gradient_scales"]
     if not isinstance(scales, list) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and LOWEST_FLOOR <= v <= HIGHEST_SCALE for v in scales
+        is_int(v) and LOWEST_FLOOR <= v <= HIGHEST_SCALE for v in scales
     ):
         raise MalformedInputError(f"{where}: gradient_scales must be a list of binade exponents")
     return StepHints(

@@ -12,10 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainwitness.commit.store import read_store_file
-from trainwitness.errors import MissingInputError
-
-__all__ = ["LinkFiles", "read_file", "ATTESTATION_FILE", "STORE_DIR", "WEIGHTS_FILE", "PUBLIC_KEY_FILE"]
+__all__ = ["LinkFiles", "ATTESTATION_FILE", "STORE_DIR", "WEIGHTS_FILE", "PUBLIC_KEY_FILE"]
 
 ATTESTATION_FILE = "attestation.json"
 STORE_DIR = "store"
@@ -35,15 +32,3 @@ class LinkFiles:
     def at(cls, directory: Path) -> LinkFiles:
         """The files of the link directory ``directory`` (nothing is read or checked here)."""
         return cls(attestation=directory / ATTESTATION_FILE, store=directory / STORE_DIR, weights=directory / WEIGHTS_FILE)
-
-
-def read_file(path: Path, what: str, max_bytes: int) -> bytes:
-    """A regular file's bytes, opened without following a symlink (``store.read_store_file``), size-capped.
-
-    Raises ``MissingInputError`` naming ``what`` when it does not exist, ``MalformedInputError`` when
-    it is a special file, a symlink or over ``max_bytes``.
-    """
-    try:
-        return read_store_file(path.parent, path.name, max_bytes)
-    except MissingInputError as e:
-        raise MissingInputError(f"{what} {path} does not exist") from e

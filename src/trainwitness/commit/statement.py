@@ -17,6 +17,7 @@ from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.distributed import DataParallelRun
 from trainwitness.commit.hashing import domain_hash, format_digest, parse_digest
 from trainwitness.commit.hints import ExactMode
+from trainwitness.commit.json_fields import get_field, is_int, only_fields
 from trainwitness.commit.store import MAX_BATCH_IDS, checkpoint_steps
 from trainwitness.data.manifest import ManifestSummary
 from trainwitness.errors import MalformedInputError
@@ -81,7 +82,7 @@ def check_core_hyperparameters(hp: Any, where: str, num_samples: int | None = No
     for key in REQUIRED_HYPERPARAMETERS:
         low, high = HYPERPARAMETER_RANGES[key]
         value = hp.get(key)
-        if not isinstance(value, int) or isinstance(value, bool):
+        if not is_int(value):
             raise MalformedInputError(f"{where}: hyperparameter {key!r} must be an integer in {_range_text(low, high)}, not {value!r}"[:400])
         if not low <= value < high:
             shown = str(value) if value.bit_length() < 256 else f"a {value.bit_length()}-bit integer"
@@ -102,29 +103,16 @@ _INPUT_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW
 
 
 def _get(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if not isinstance(obj, dict) or key not in obj:
-        raise MalformedInputError(f"attestation: {where}.{key} is missing")
-    value = obj[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise MalformedInputError(f"attestation: {where}.{key} has the wrong type")
-    return value
+    return get_field(obj, key, kind, f"attestation: {where}")
 
 
 def _fields(obj: Any, where: str, required: set[str] | tuple[str, ...], optional: set[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """``obj`` as an object holding every ``required`` field, and nothing beyond ``optional`` ones.
 
     A field the verifier does not know would be signed but checked by nothing, and shown as if it
-    were attested: refused (exit 2), like a missing one.
+    were attested: refused (exit 2), like a missing one (``json_fields.only_fields``).
     """
-    if not isinstance(obj, dict):
-        raise MalformedInputError(f"attestation: {where} is not an object")
-    unknown = sorted(set(obj) - set(required) - set(optional))
-    if unknown:
-        raise MalformedInputError(f"attestation: {where} holds fields this verifier does not know: {unknown[:5]} (refused: nothing would check them)")
-    missing = sorted(set(required) - set(obj))
-    if missing:
-        raise MalformedInputError(f"attestation: {where}.{missing[0]} is missing")
-    return obj
+    return only_fields(obj, f"attestation: {where}", required, optional)
 
 
 def _optional_str(obj: dict[str, Any], key: str, where: str) -> str | None:

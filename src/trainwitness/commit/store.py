@@ -17,21 +17,20 @@ hostile index cannot point outside the store; symlinks and non-regular files are
 
 from __future__ import annotations
 
-import errno
-import io
 import os
 import socket
-import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import cast
+from typing import Any, BinaryIO, cast
 
 from trainwitness.commit.atomic import atomic_write, atomic_write_with, output_error
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hashing import domain_hash, format_digest, parse_digest
-from trainwitness.errors import MalformedInputError, MissingInputError, StoreLockedError
+from trainwitness.commit.json_fields import get_field, is_int
+from trainwitness.commit.safe_open import open_beneath, open_regular, read_beneath
+from trainwitness.errors import MalformedInputError, MissingInputError, StoreLockedError, TrainwitnessError
 
 __all__ = [
     "RUN_FILE",
@@ -278,72 +277,45 @@ def store_lock_holder(store: Path) -> str | None:
     import fcntl
 
     try:
-        fd = os.open(store / LOCK_FILE, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
+        f, _ = open_regular(store / LOCK_FILE, f"lock file {store / LOCK_FILE}", None)
+    except TrainwitnessError:  # none, or not a regular file: no `train` holds it
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
+    with f:
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return os.pread(fd, 256, 0).decode("utf-8", "replace").strip() or "a process that has not named itself yet"
+            return os.pread(f.fileno(), 256, 0).decode("utf-8", "replace").strip() or "a process that has not named itself yet"
         except OSError:
             return None
         return None
-    finally:
-        os.close(fd)
-
-
-def _open_inside(store: Path, relpath: str) -> int:
-    """Open ``store/relpath`` read-only, following no symlink at any component below ``store``.
-
-    O_NOFOLLOW alone guards only the last component: a symlinked ``checkpoints`` directory would be
-    followed out of the store, so each directory is opened relative to its parent's descriptor.
-    """
-    nofollow = getattr(os, "O_NOFOLLOW", 0)
-    *directories, name = relpath.split("/")
-    dir_fd = os.open(store, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        for part in directories:
-            inner = os.open(part, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | nofollow, dir_fd=dir_fd)
-            os.close(dir_fd)
-            dir_fd = inner
-        # O_NONBLOCK: opening a FIFO planted in the store would otherwise wait forever for a writer.
-        return os.open(name, os.O_RDONLY | nofollow | getattr(os, "O_NONBLOCK", 0), dir_fd=dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @contextmanager
-def open_store_file(store: Path, relpath: str, max_bytes: int) -> Iterator[tuple[io.BufferedReader, int]]:
-    """Open a regular file inside the store for streaming, refusing symlinks, special files and
-    oversize files; yields the open file and its size (for readers that must not hold it whole)."""
+def _missing_named(store: Path, relpath: str) -> Iterator[None]:
+    """A file the store layout requires is "missing" from the store (the safe open says "does not exist")."""
     try:
-        fd = _open_inside(store, relpath)
-    except FileNotFoundError as e:
-        raise MissingInputError(f"store {store}: {relpath} is missing") from e
-    except OSError as e:
-        why = "it or a directory on its path is a symlink" if e.errno in (errno.ELOOP, errno.ENOTDIR) else e.strerror
-        raise MalformedInputError(f"store {store}: {relpath} cannot be opened safely ({why})") from e
-    # fstat before fdopen: fdopen raises a bare IsADirectoryError (naming only the fd) on a directory.
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise MalformedInputError(f"store {store}: {relpath} is not a regular file")
-    with os.fdopen(fd, "rb") as f:
-        if info.st_size > max_bytes:
-            raise MalformedInputError(f"store {store}: {relpath} is {info.st_size} bytes, over the limit")
-        yield f, info.st_size
+        yield
+    except MissingInputError as e:
+        if not isinstance(e.__cause__, FileNotFoundError):
+            raise
+        raise MissingInputError(f"store {store}: {relpath} is missing") from e.__cause__
+
+
+@contextmanager
+def open_store_file(store: Path, relpath: str, max_bytes: int) -> Iterator[tuple[BinaryIO, int]]:
+    """Open a regular file inside the store for streaming, refusing symlinks (at any component below
+    the store), special files and oversize files (``safe_open.open_beneath``); yields the open file
+    and its size (for readers that must not hold it whole)."""
+    with ExitStack() as stack:
+        with _missing_named(store, relpath):  # the open only: not what the caller does with the file
+            opened = stack.enter_context(open_beneath(store, relpath, f"store {store}: {relpath}", max_bytes))
+        yield opened
 
 
 def read_store_file(store: Path, relpath: str, max_bytes: int) -> bytes:
     """Read a regular file inside the store, refusing symlinks, special files and oversize files."""
-    with open_store_file(store, relpath, max_bytes) as (f, size):
-        data = f.read(size + 1)
-        if len(data) != size:
-            raise MalformedInputError(f"store {store}: {relpath} changed while it was read")
-        return data
+    with _missing_named(store, relpath):
+        return read_beneath(store, relpath, f"store {store}: {relpath}", max_bytes)
 
 
 def find_checkpoint(store: Path, step: int) -> str:
@@ -370,16 +342,13 @@ class RunIndex:
         return [c.leaf() for c in self.checkpoints]
 
 
-def _field(record: dict[str, JSONValue], key: str, kind: type, where: str) -> JSONValue:
-    value = record.get(key)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise MalformedInputError(f"{where}: field {key!r} is missing or not {kind.__name__}")
-    return value
+def _field(record: dict[str, JSONValue], key: str, kind: type, where: str) -> Any:
+    return get_field(record, key, kind, f"{where}: record")
 
 
 def _sample_ids(record: dict[str, JSONValue], where: str) -> tuple[int, ...]:
     ids = _field(record, "sample_ids", list, where)
-    if len(ids) > MAX_BATCH_IDS or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+    if len(ids) > MAX_BATCH_IDS or not all(is_int(i) and i >= 0 for i in ids):
         raise MalformedInputError(f"{where}: sample_ids must be non-negative integers")
     return tuple(ids)
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,9 @@ from typing import Any, BinaryIO
 from trainwitness.commit.atomic import atomic_write_with, temporary_path, writing
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hashing import Digest, domain_hash, file_sha256, format_digest, parse_digest
+from trainwitness.commit.json_fields import get_field, is_int
 from trainwitness.commit.merkle import MerkleTree, StreamingMerkleRoot, verify_inclusion
+from trainwitness.commit.safe_open import open_regular
 from trainwitness.data.records import detect_format, iter_records, record_offsets
 from trainwitness.errors import CommitmentError, MalformedInputError, MissingInputError
 
@@ -61,17 +62,6 @@ Progress = Callable[[int, int], None]
 
 def record_digest(record: bytes) -> Digest:
     return format_digest(domain_hash("sample-record", record))
-
-
-def _get(obj: Any, key: str, kind: type | tuple[type, ...], where: str, optional: bool = False) -> Any:
-    if not isinstance(obj, dict) or key not in obj:
-        raise MalformedInputError(f"{where}.{key} is missing")
-    value = obj[key]
-    if optional and value is None:
-        return None
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise MalformedInputError(f"{where}.{key} has the wrong type")
-    return value
 
 
 def check_source_name(name: object, where: str) -> str:
@@ -112,19 +102,19 @@ class SourceDeclaration:
         expected = {"archive_sha256", "compression", "description", "format", "license", "name", "num_samples", "total_bytes", "uri"}
         if not isinstance(obj, dict) or set(obj) != expected:
             raise MalformedInputError(f"{where}: a source declaration has exactly the fields {sorted(expected)}")
-        archive = _get(obj, "archive_sha256", str, where, optional=True)
+        archive = get_field(obj, "archive_sha256", str, where, optional=True)
         if archive is not None:
             parse_digest(archive, f"{where}.archive_sha256")
         declaration = cls(
             name=check_source_name(obj["name"], where),
-            uri=_get(obj, "uri", str, where, optional=True),
+            uri=get_field(obj, "uri", str, where, optional=True),
             archive_sha256=archive,
-            license=_get(obj, "license", str, where),
-            description=_get(obj, "description", str, where),
-            format=_get(obj, "format", str, where),
-            compression=_get(obj, "compression", str, where, optional=True),
-            num_samples=_get(obj, "num_samples", int, where),
-            total_bytes=_get(obj, "total_bytes", int, where),
+            license=get_field(obj, "license", str, where),
+            description=get_field(obj, "description", str, where),
+            format=get_field(obj, "format", str, where),
+            compression=get_field(obj, "compression", str, where, optional=True),
+            num_samples=get_field(obj, "num_samples", int, where),
+            total_bytes=get_field(obj, "total_bytes", int, where),
         )
         if declaration.format not in SOURCE_FORMATS:
             raise MalformedInputError(f"{where}.format {declaration.format!r} is not one of {SOURCE_FORMATS}")
@@ -189,15 +179,15 @@ class ManifestSummary:
             raise MalformedInputError(f"{where}: expected exactly format, num_samples, root, sources, total_bytes")
         if obj["format"] != MANIFEST_FORMAT:
             raise MalformedInputError(f"{where}: format is not {MANIFEST_FORMAT}")
-        root = _get(obj, "root", str, where)
+        root = get_field(obj, "root", str, where)
         parse_digest(root, f"{where}.root")
-        raw_sources = _get(obj, "sources", list, where)
+        raw_sources = get_field(obj, "sources", list, where)
         if not 1 <= len(raw_sources) <= MAX_SOURCES:
             raise MalformedInputError(f"{where}: between 1 and {MAX_SOURCES} sources are expected")
         sources = tuple(SourceDeclaration.from_json(s, f"{where}.sources[{i}]") for i, s in enumerate(raw_sources))
         if len({s.name for s in sources}) != len(sources):
             raise MalformedInputError(f"{where}: two sources share a name")
-        summary = cls(root=root, num_samples=_get(obj, "num_samples", int, where), total_bytes=_get(obj, "total_bytes", int, where), sources=sources)
+        summary = cls(root=root, num_samples=get_field(obj, "num_samples", int, where), total_bytes=get_field(obj, "total_bytes", int, where), sources=sources)
         if summary.num_samples != sum(s.num_samples for s in sources) or summary.total_bytes != sum(s.total_bytes for s in sources):
             raise MalformedInputError(f"{where}: the totals are not the sums over the sources")
         return summary
@@ -382,17 +372,8 @@ MAX_MANIFEST_LINE = 1 << 20  # one sample's entry is a few hundred bytes; the he
 
 
 def _open_store_manifest(path: Path) -> Iterator[bytes]:
-    try:
-        # O_NONBLOCK: a FIFO planted under this name would otherwise wait for a writer forever.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError as e:
-        raise MissingInputError(f"manifest {path} is missing") from e
-    except OSError as e:
-        raise MalformedInputError(f"manifest {path} cannot be opened safely ({e.strerror})") from e
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise MalformedInputError(f"manifest {path} is not a regular file")
-    with os.fdopen(fd, "rb") as f:
+    opened, _ = open_regular(path, f"manifest {path}", None)  # streamed line by line: no whole-file limit
+    with opened as f:
         while line := f.readline(MAX_MANIFEST_LINE + 1):
             if len(line) > MAX_MANIFEST_LINE:
                 raise MalformedInputError(f"manifest {path} has a line longer than {MAX_MANIFEST_LINE} bytes")
@@ -419,13 +400,13 @@ def read_manifest(path: Path, signed: ManifestSummary) -> ManifestIndex:
         if not isinstance(obj, dict) or set(obj) - {"offset"} != {"digest", "id", "record", "size", "source"}:
             raise MalformedInputError(f"{where}: expected exactly digest, id, record, size, source (and optionally offset)")
         offset = obj.get("offset")
-        if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool) or offset < 0):
+        if offset is not None and (not is_int(offset) or offset < 0):
             raise MalformedInputError(f"{where}: offset must be a non-negative integer")
         offsets.append(offset)
         if (obj["source"], obj["record"]) != next(positions, None) or obj["id"] != number:
             raise CommitmentError(f"{where}: sample {obj.get('id')!r} is not where the signed sources put it")
-        digests.append(parse_digest(_get(obj, "digest", str, where), f"{where} digest"))
-        sizes.append(_get(obj, "size", int, where))
+        digests.append(parse_digest(get_field(obj, "digest", str, where), f"{where} digest"))
+        sizes.append(get_field(obj, "size", int, where))
     if len(digests) != signed.num_samples:
         raise CommitmentError(f"manifest {path} lists {len(digests)} samples, the attestation declares {signed.num_samples}")
     start = 0

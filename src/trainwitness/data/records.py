@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import gzip
 import os
-import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+from trainwitness.commit.safe_open import open_regular
 from trainwitness.errors import MalformedInputError, MissingInputError
 
 __all__ = ["LINE_SUFFIXES", "detect_format", "list_files", "iter_records", "record_offsets", "read_records"]
@@ -46,19 +46,10 @@ def detect_format(path: Path) -> tuple[str, str | None]:
 
 
 def _open_regular(path: Path) -> IO[bytes]:
-    try:
-        # O_NONBLOCK: a FIFO in place of a data file would otherwise wait for a writer forever.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError as e:
-        raise MissingInputError(f"data source {path} does not exist") from e
-    except OSError as e:
-        raise MissingInputError(f"data source {path} cannot be opened ({e.strerror})") from e
-    # fstat before fdopen: fdopen raises a bare IsADirectoryError (naming only the fd) on a directory.
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        kind = "a directory" if os.path.isdir(path) else "not a regular file"
-        raise MalformedInputError(f"data source {path} is {kind}, where a file is expected")
-    return os.fdopen(fd, "rb")
+    """A data file opened by the one safe open (``safe_open``): a FIFO cannot block, a link is refused;
+    no size limit, since a source is streamed, never held whole."""
+    f, _ = open_regular(path, f"data source {path}", None)
+    return f
 
 
 def _skipped(name: str) -> bool:

@@ -40,6 +40,7 @@ from pathlib import Path
 from trainwitness.commit.canonical import JSONValue, canonical_json
 from trainwitness.commit.hashing import format_digest
 from trainwitness.commit.merkle import merkle_root
+from trainwitness.commit.safe_open import open_untrusted
 from trainwitness.errors import MalformedInputError
 
 __all__ = [
@@ -152,10 +153,19 @@ def source_files(root: Path) -> list[SourceFile]:
             raise MalformedInputError(f"source tree {root}: {rel} is not a regular file")
         if rel.endswith(_UNATTESTABLE):
             _refuse(root, rel, "is compiled code (bytecode or an extension module) that Python could import without source")
-        digest = hashlib.sha256(full.read_bytes()).hexdigest()
+        digest = _file_sha256(full, f"source tree {root}: {rel}")
         files.append(SourceFile(rel, "sha256:" + digest, bool(info.st_mode & stat.S_IXUSR)))
     files.sort(key=lambda f: f.path.encode("utf-8"))
     return files
+
+
+def _file_sha256(path: Path, name: str) -> str:
+    """The hex SHA-256 of a source file, read by the one safe open (the file hashed is the one checked)."""
+    h = hashlib.sha256()
+    with open_untrusted(path, name, None) as (f, _):
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def tree_digest(files: list[SourceFile]) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from trainwitness.commit.link import read_file
+from trainwitness.commit.safe_open import read_untrusted
 from trainwitness.commit.strict_toml import parse_toml
 from trainwitness.errors import MalformedInputError, SignatureError
 from trainwitness.identity.signing import (
@@ -106,7 +106,7 @@ class Keyring:
 
 def load_keyring(path: Path) -> list[TrustedKey]:
     """The keys of a keyring file (format in the module doc), in file order."""
-    data = read_file(path, "keyring", _MAX_KEYRING_BYTES)
+    data = read_untrusted(path, f"keyring {path}", _MAX_KEYRING_BYTES)
     document = parse_toml(data, f"keyring {path}", _MAX_KEYRING_BYTES)
     if set(document) != {"keys"} or not isinstance(document["keys"], dict):
         raise MalformedInputError(f"keyring {path} must hold exactly one table, [keys]")

@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from trainwitness.commit.atomic import atomic_create, atomic_write
 from trainwitness.commit.canonical import canonical_json, parse_json
-from trainwitness.errors import MalformedInputError, MissingInputError, SignatureError
+from trainwitness.commit.safe_open import read_untrusted
+from trainwitness.errors import MalformedInputError, SignatureError
 
 __all__ = [
     "PAYLOAD_TYPE",
@@ -72,15 +73,7 @@ def generate_keypair(private_path: Path, public_path: Path) -> Ed25519PublicKey:
 
 
 def _read_key_file(path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as e:
-        raise MissingInputError(f"key file {path} does not exist") from e
-    except OSError as e:
-        raise MissingInputError(f"key file {path} cannot be read ({e.strerror})") from e
-    if len(data) > 64 * 1024:
-        raise MalformedInputError(f"key file {path} is too large to be a key")
-    return data
+    return read_untrusted(path, f"key file {path}", 64 * 1024, follow_symlinks=True)  # a path the user named
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:

@@ -30,7 +30,7 @@ from trainwitness.commit.statement import START_MODES
 from trainwitness.commit.store import read_index
 from trainwitness.errors import LineageError, MalformedInputError, ParentMismatchError
 from trainwitness.tensors.checkpoint import read_weights_file
-from trainwitness.tensors.delta import read_checkpoint
+from trainwitness.tensors.checkpoint_reader import read_checkpoint
 from trainwitness.tensors.state import FlatState, state_digest, weights_digest
 
 __all__ = ["ParentStart", "StartRecord", "load_finetune", "read_parent_weights", "read_parent_state"]

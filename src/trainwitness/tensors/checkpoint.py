@@ -27,8 +27,9 @@ import torch
 import zstandard
 
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
-from trainwitness.commit.store import open_store_file
-from trainwitness.errors import MalformedInputError, MissingInputError
+from trainwitness.commit.json_fields import is_int
+from trainwitness.commit.safe_open import open_untrusted
+from trainwitness.errors import MalformedInputError
 from trainwitness.tensors.state import DTYPE_NAMES, FlatState
 from trainwitness.tensors.tensorfile import Part, join_parts, safetensors_parts
 
@@ -41,6 +42,11 @@ __all__ = [
     "decode_checkpoint",
     "read_checkpoint_file",
     "read_tensors_file",
+    "read_file_metadata",
+    "state_from_tensors",
+    "SKELETON_KEY",
+    "DTYPES",
+    "MAX_HEADER_BYTES",
     "encode_weights",
     "weights_parts",
     "decode_weights",
@@ -49,14 +55,14 @@ __all__ = [
 ]
 
 MAX_CHECKPOINT_BYTES = 64 * 1024**3
-_METADATA_KEY = "trainwitness"
+SKELETON_KEY = "trainwitness"  # the safetensors metadata key of the state's skeleton (canonical JSON)
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _KNOWN_DTYPES = set(DTYPE_NAMES.values())
 
 
 def checkpoint_parts(flat: FlatState) -> list[Part]:
     """The checkpoint's safetensors file as its header and views of the tensors (``tensorfile``): no copy."""
-    return safetensors_parts(flat.tensors, {_METADATA_KEY: canonical_json(flat.skeleton).decode("utf-8")})
+    return safetensors_parts(flat.tensors, {SKELETON_KEY: canonical_json(flat.skeleton).decode("utf-8")})
 
 
 def encode_checkpoint(flat: FlatState, compress_level: int | None = None) -> bytes:
@@ -78,9 +84,9 @@ def encode_weights(weights: Mapping[str, torch.Tensor]) -> bytes:
     return join_parts(weights_parts(weights), None)
 
 
-_MAX_HEADER_BYTES = 100 * 1024 * 1024
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # a safetensors header (JSON) this reader accepts
 _PIECE = 1 << 24  # what one read may produce before its bytes have a place to go
-_DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
+DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}  # safetensors dtype name -> torch dtype
 
 
 class Readable(Protocol):
@@ -101,7 +107,7 @@ class _Source:
     (``torch.empty``): memory the stream never reaches is never touched.
     """
 
-    def __init__(self, f: BinaryIO, length: int, what: str, max_bytes: int) -> None:
+    def __init__(self, f: BinaryIO, length: int, what: str, max_bytes: int, first_piece: int = _PIECE) -> None:
         self.what = what
         magic = f.read(4)
         f.seek(-len(magic), io.SEEK_CUR)
@@ -115,7 +121,7 @@ class _Source:
         self.length: int | None = None if self.compressed else length
         self.max_bytes = max_bytes if self.compressed else length
         self.total = 0
-        self.pending = memoryview(self._read(min(_PIECE, self.max_bytes + 1)))
+        self.pending = memoryview(self._read(min(first_piece, self.max_bytes + 1)))
         self._count(len(self.pending))
 
     def _read(self, n: int) -> bytes:
@@ -266,17 +272,17 @@ def _layout(header: dict[str, JSONValue], data_len: int | None, what: str) -> li
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) and 0 <= o for o in offsets)
+            or not all(is_int(o) and 0 <= o for o in offsets)
             or offsets[0] > offsets[1]
             or (data_len is not None and offsets[1] > data_len)
         ):
             raise MalformedInputError(f"{what}: truncated or corrupt (tensor {name!r} lies outside the file)")
         if set(info) != {"dtype", "shape", "data_offsets"}:
             raise MalformedInputError(f"{what}: not a valid safetensors file (tensor {name!r} has fields besides dtype, shape, data_offsets)")
-        dtype = _DTYPES[str(info["dtype"])]
+        dtype = DTYPES[str(info["dtype"])]
         if (
             not isinstance(shape, list)
-            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**62 for d in shape)
+            or not all(is_int(d) and 0 <= d < 2**62 for d in shape)
             or math.prod(shape) * torch.empty(0, dtype=dtype).element_size() != offsets[1] - offsets[0]
         ):
             raise MalformedInputError(f"{what}: not a valid safetensors file (tensor {name!r}: shape does not fit its bytes)")
@@ -294,13 +300,15 @@ def _byte_view(tensor: torch.Tensor) -> memoryview:
     return memoryview(tensor.reshape(-1).view(torch.uint8).numpy()).cast("B")  # type: ignore[arg-type]
 
 
-def _load_stream(source: _Source, check: HeaderCheck | None = None) -> tuple[dict[str, torch.Tensor], dict[str, JSONValue]]:
+def _read_header(source: _Source) -> tuple[dict[str, JSONValue], dict[str, JSONValue], int]:
+    """The safetensors header (8-byte little-endian length, then JSON): the header object, its
+    ``__metadata__`` ({} when absent) and the header's length in bytes. The one header parser."""
     what = source.what
     prefix = source.read_bytes(8)
     if len(prefix) < 8:
         raise MalformedInputError(f"{what}: truncated (no safetensors header)")
     (size,) = struct.unpack("<Q", prefix)
-    if size > _MAX_HEADER_BYTES or (source.length is not None and size > source.length - 8):
+    if size > MAX_HEADER_BYTES or (source.length is not None and size > source.length - 8):
         raise MalformedInputError(f"{what}: truncated or corrupt (header claims {size} bytes)")
     text = source.read_bytes(size)
     if len(text) < size:
@@ -311,6 +319,18 @@ def _load_stream(source: _Source, check: HeaderCheck | None = None) -> tuple[dic
     metadata = header.get("__metadata__") or {}
     if not isinstance(metadata, dict):
         raise MalformedInputError(f"{what}: safetensors metadata is not an object")
+    return header, metadata, size
+
+
+def read_file_metadata(f: BinaryIO, length: int, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict[str, JSONValue]:
+    """The safetensors metadata of an open file of ``length`` bytes (zstd or not), reading (and
+    decompressing) no more than its header. ``MalformedInputError`` when the header is malformed."""
+    return _read_header(_Source(f, length, what, max_bytes, first_piece=8))[1]
+
+
+def _load_stream(source: _Source, check: HeaderCheck | None = None) -> tuple[dict[str, torch.Tensor], dict[str, JSONValue]]:
+    what = source.what
+    header, metadata, size = _read_header(source)
     entries = _layout(header, None if source.length is None else source.length - 8 - size, what)
     declared = 8 + size + (entries[-1].end if entries else 0)
     if declared > source.max_bytes:
@@ -336,8 +356,9 @@ def _load(data: bytes, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> tupl
     return _load_stream(_Source(io.BytesIO(data), len(data), what, max_bytes))
 
 
-def _flat_state(tensors: dict[str, torch.Tensor], metadata: dict[str, JSONValue], what: str) -> FlatState:
-    text = metadata.get(_METADATA_KEY)
+def state_from_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, JSONValue], what: str) -> FlatState:
+    """The flat state of a checkpoint's tensors and the skeleton its metadata holds under ``SKELETON_KEY``."""
+    text = metadata.get(SKELETON_KEY)
     if not isinstance(text, str):
         raise MalformedInputError(f"{what}: no trainwitness skeleton in the safetensors metadata")
     skeleton = parse_json(text.encode("utf-8"), f"{what} skeleton")
@@ -353,7 +374,7 @@ def read_checkpoint_file(
     ``layout``, a header declaring other tensors is refused (``MalformedInputError``) before any
     tensor is allocated.
     """
-    return _flat_state(*_load_stream(_Source(f, length, what, max_bytes), _checked_against(layout, what)), what)
+    return state_from_tensors(*_load_stream(_Source(f, length, what, max_bytes), _checked_against(layout, what)), what)
 
 
 def read_tensors_file(
@@ -365,7 +386,7 @@ def read_tensors_file(
 
 
 def decode_checkpoint(data: bytes, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES, layout: CheckpointLayout | None = None) -> FlatState:
-    return _flat_state(*_load_stream(_Source(io.BytesIO(data), len(data), what, max_bytes), _checked_against(layout, what)), what)
+    return state_from_tensors(*_load_stream(_Source(io.BytesIO(data), len(data), what, max_bytes), _checked_against(layout, what)), what)
 
 
 def _checked_against(layout: CheckpointLayout | None, what: str) -> HeaderCheck | None:
@@ -390,12 +411,9 @@ def decode_weights(data: bytes, what: str) -> dict[str, torch.Tensor]:
 def read_weights_file(path: Path, what: str, max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict[str, torch.Tensor]:
     """The tensors of a weights file (safetensors, optionally zstd) at ``path``, streamed, opened safely.
 
-    The file must be a regular file, not a symlink (``store.open_store_file`` on its directory);
+    The file must be a regular file, not a symlink (``safe_open.open_untrusted``);
     ``MissingInputError`` when it does not exist, ``MalformedInputError`` when it cannot be decoded.
     """
-    try:
-        with open_store_file(path.parent, path.name, max_bytes) as (f, size):
-            tensors, _ = read_tensors_file(f, size, f"{what} {path}", max_bytes)
-    except MissingInputError as e:
-        raise MissingInputError(f"{what} {path} does not exist") from e
+    with open_untrusted(path, f"{what} {path}", max_bytes) as (f, size):
+        tensors, _ = read_tensors_file(f, size, f"{what} {path}", max_bytes)
     return tensors

@@ -141,7 +141,7 @@ _LINE_WITHOUT_LOSS = (
         (b'{"kind":"weird"}', "unknown record kind"),
         (b"[1]", "not a JSON object"),
         (b'{"kind":"step","step":0,"sample_ids":[-1],"batch_digest":"x","rng_digest":"y"}', "non-negative"),
-        (b'{"kind":"step","step":true,"sample_ids":[],"batch_digest":"x","rng_digest":"y"}', "'step' is missing or not int"),
+        (b'{"kind":"step","step":true,"sample_ids":[],"batch_digest":"x","rng_digest":"y"}', "record.step has the wrong type"),
         (b'{"kind":"step","step":0,"sample_ids":[],"batch_digest":"x","rng_digest":"y"}', "batch_digest"),
         (_LINE_WITHOUT_LOSS, "'loss' is missing"),
         (_LINE_WITHOUT_LOSS[:-1] + b',"loss":"0.5"}', "'loss' is missing or not a float"),

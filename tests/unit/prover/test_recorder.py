@@ -32,7 +32,7 @@ def test_wait_makes_step_records_after_the_last_checkpoint_durable(tmp_path: Pat
 
 def test_reused_snapshot_buffers_keep_each_checkpoint_its_own(tmp_path: Path) -> None:
     """The trainer copies later checkpoints into buffers the writer is done with: no file may change."""
-    from trainwitness.tensors.delta import read_checkpoint
+    from trainwitness.tensors.checkpoint_reader import read_checkpoint
 
     for delta_every in (None, 4):
         store = tmp_path / f"store-{delta_every}"

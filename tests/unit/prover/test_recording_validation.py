@@ -11,7 +11,7 @@ import torch
 from trainwitness.cli import main
 from trainwitness.commit.store import read_index
 from trainwitness.prover import record_run
-from trainwitness.tensors.delta import read_checkpoint
+from trainwitness.tensors.checkpoint_reader import read_checkpoint
 from trainwitness.tensors.state import DTYPE_NAMES, flatten
 
 from ...support.runs import DIGITS, record_and_sign

@@ -16,7 +16,7 @@ import zstandard
 from trainwitness.commit.store import atomic_write, checkpoint_relpath
 from trainwitness.errors import MalformedInputError
 from trainwitness.tensors.checkpoint import decode_checkpoint, encode_checkpoint
-from trainwitness.tensors.delta import read_checkpoint
+from trainwitness.tensors.checkpoint_reader import read_checkpoint
 from trainwitness.tensors.state import FlatState, flatten, state_digest
 
 SKELETON = json.dumps({"model": {"w": {"$tensor": "model/w"}}})

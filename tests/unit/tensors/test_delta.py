@@ -12,7 +12,8 @@ import zstandard
 from trainwitness.cli import main
 from trainwitness.commit.store import atomic_write, delta_relpath
 from trainwitness.errors import MalformedInputError
-from trainwitness.tensors.delta import encode_delta, read_checkpoint
+from trainwitness.tensors.checkpoint_reader import read_checkpoint
+from trainwitness.tensors.delta import encode_delta
 from trainwitness.tensors.state import FlatState, state_digest
 
 from ...support.runs import SHORT_DIGITS, record_and_sign
