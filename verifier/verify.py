@@ -75,6 +75,7 @@ from trainwitness.verifier.draw import choose_segments
 from trainwitness.verifier.evidence import Evidence
 from trainwitness.verifier.fetch import Fetcher, FetchProgress, FetchSettings, is_url
 from trainwitness.verifier.policy import Policy, licence_rows, load_policy
+from trainwitness.verifier.ranks import replay_ranks_locally
 from trainwitness.verifier.remote_data import fetch_remote_sources
 from trainwitness.verifier.replay import replay_segment
 from trainwitness.verifier.report import Report
@@ -83,12 +84,14 @@ from trainwitness.verifier.sandbox import (
     Isolation,
     SandboxError,
     SandboxLimits,
+    StartFiles,
+    WorkerAnswer,
+    WorkerRequest,
     address_space_budget,
     choose_isolation,
     merge_worker_reports,
     replay_in_workers,
     split_shares,
-    worker_request,
     worker_threads,
 )
 from trainwitness.verifier.shards import read_answers, read_plan, write_requests
@@ -97,6 +100,7 @@ from trainwitness.verifier.store_reader import LocalStore, StoreReader, Verified
 __all__ = ["VerifyOptions", "ParentEvidence", "StartFiles", "verify", "verify_run", "replay_drawn"]
 
 MAX_WEIGHTS_BYTES = 64 * 1024**3
+_NO_START = StartFiles()  # a seeded start without frozen inputs
 
 # (segments done, segments to do) -> None
 Progress = Callable[[int, int], None]
@@ -109,7 +113,7 @@ class VerifyOptions:
     data: Mapping[str, Path | str] = field(default_factory=dict)  # source name -> the auditor's copy (--data): a path or URL
     code: Path | None = None  # the auditor's copy of the training program's source tree (--code)
     policy: str | None = None  # a licence policy: a shipped name or a TOML file (--policy)
-    sandbox: str = "auto"  # auto | off | required: where the upstream's code runs (see sandbox.py)
+    sandbox: str = "auto"  # auto | off | required: where the upstream's code runs (see sandbox/)
     threads: int | None = None  # None: the recorded torch thread count; else this machine's choice
     bounded: bool = False  # accept replays within bounded.BOUND (runs without exact mode; weaker)
     workers: int = 1  # replay the drawn segments in this many worker processes at once, each on a share
@@ -142,32 +146,6 @@ class ParentEvidence:
     digest: str  # statement_digest of the parent's payload
     claim: TrainingClaim
     files: LinkFiles
-
-
-@dataclass(frozen=True)
-class StartFiles:
-    """Where replay reads a link's start and frozen inputs; every file is checked against a signed digest."""
-
-    parent_weights: Path | None = None  # finetune: the parent's final weights file
-    parent_store: Path | None = None  # continue: the parent's store, whose last checkpoint is its final state
-    inputs: Mapping[str, Path] = field(default_factory=dict)  # frozen input name -> weights file
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "parent_weights": None if self.parent_weights is None else os.path.abspath(self.parent_weights),
-            "parent_store": None if self.parent_store is None else os.path.abspath(self.parent_store),
-            "inputs": {name: os.path.abspath(path) for name, path in self.inputs.items()},
-        }
-
-    @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> StartFiles:
-        def path(value: Any) -> Path | None:
-            return None if value is None else Path(str(value))
-
-        return cls(
-            parent_weights=path(obj["parent_weights"]), parent_store=path(obj["parent_store"]),
-            inputs={str(name): Path(str(value)) for name, value in obj["inputs"].items()},
-        )
 
 
 def _read(path: Path, what: str, max_bytes: int) -> bytes:
@@ -981,17 +959,17 @@ def _replay_in_workers(
     if len(shares) > 1 and not options.remote:
         each = f"{threads} torch threads" if threads is not None else f"the recorded {claim.torch_threads} torch threads"
         report.notes.append(f"replay split over {len(shares)} worker processes run at once, {each} each")
-    requests = [worker_request(payload, store, options, share, threads, start.to_json()) for share in shares]
+    requests = [_worker_request(payload, store, options, share, threads, start) for share in shares]
     report.segment_count, report.sampled, report.sample_seed = len(claim.checkpoint_steps) - 1, drawn, seed
     done = 0
 
-    def finished(k: int, outcome: dict[str, Any] | SandboxError | LostTask) -> None:
+    def finished(k: int, outcome: WorkerAnswer | SandboxError | LostTask) -> None:
         nonlocal done
-        if progress is not None and isinstance(outcome, dict):  # not yet checked: progress only, of what it says it replayed
+        if progress is not None and isinstance(outcome, WorkerAnswer):  # not yet checked: progress only, of what it says it replayed
             done += min(len(shares[k]), _replayed_count(outcome))
             progress(done, len(drawn))
 
-    outcomes: list[dict[str, Any] | SandboxError | LostTask]
+    outcomes: list[WorkerAnswer | SandboxError | LostTask]
     if options.shard_requests is not None:
         settings = {"bounded": options.bounded, "ranks": options.ranks, "threads": options.threads, "sandbox": options.sandbox, "device": options.device}
         write_requests(
@@ -1046,11 +1024,18 @@ def _count_data_read(report: Report, claim: TrainingClaim, replayed: list[int], 
         report.data_samples_read = min(report.data_samples_read, len(needed))
 
 
-def _replayed_count(outcome: dict[str, Any] | SandboxError) -> int:
-    try:
-        return len(outcome["report"]["segments"]["replayed"])  # type: ignore[index]
-    except (KeyError, TypeError):
-        return 0
+def _replayed_count(outcome: WorkerAnswer) -> int:
+    return 0 if outcome.report is None else len(outcome.report.segments)
+
+
+def _worker_request(
+    payload: bytes, store: Path, options: VerifyOptions, share: list[int], threads: int | None, start: StartFiles,
+) -> WorkerRequest:
+    """A worker's request for ``share`` (sandbox/protocol.py): what the parent verified and the auditor's settings."""
+    return WorkerRequest.for_share(
+        payload, store, options.data, options.code, share, threads, bounded=options.bounded, device=options.device,
+        ranks=options.ranks, start=start,
+    )
 
 
 def _missing_file(e: OSError) -> MissingInputError:
@@ -1069,7 +1054,7 @@ def _is_allocation_failure(e: BaseException) -> bool:
 def replay_drawn(
     claim: TrainingClaim, evidence: Evidence, options: VerifyOptions, drawn: list[int], report: Report,
     progress: Progress | None = None, *, rank: int | None = None, payload: bytes | None = None,
-    manifest: ManifestIndex | None = None, start: StartFiles = StartFiles(),
+    manifest: ManifestIndex | None = None, start: StartFiles = _NO_START,
 ) -> None:
     """(6)-(8) for the segments ``drawn``: in the verifier's own process, or in a worker on its share.
 
@@ -1109,11 +1094,9 @@ def _replay_drawn(
 ) -> None:
     store = evidence.store
     if claim.distributed is not None and options.ranks == "local" and rank is None:
-        from trainwitness.verifier.ranks import replay_ranks_locally
-
         if payload is None:
             raise ValueError("replaying the ranks in local processes needs the verified statement's payload")
-        replay_ranks_locally(claim, store, payload, options, drawn, report, start.to_json())
+        replay_ranks_locally(claim, _worker_request(payload, store, options, drawn, options.threads, start), report)
         report.segment_count, report.sampled, report.sample_seed = len(claim.checkpoint_steps) - 1, list(drawn), options.seed
         _replay_mode(report, claim, options)
         return
