@@ -14,7 +14,6 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -22,6 +21,7 @@ from trainwitness.commit.bindings import declared_fields
 from trainwitness.commit.canonical import parse_json
 from trainwitness.commit.distributed import split_batch
 from trainwitness.commit.link import LinkFiles
+from trainwitness.commit.run_declaration import RunDeclaration, read_run_declaration
 from trainwitness.commit.statement import Statement, TrainingClaim, statement_digest
 from trainwitness.commit.store import IMPORTS_FILE, MANIFEST_FILE, RUN_FILE, read_store_file
 from trainwitness.data.datasets import SourceDataset, use_record_access
@@ -257,19 +257,15 @@ def _check_store_option(store: Path) -> None:
     raise MalformedInputError(f"store {store} is a file, not a store directory (--store){hint}")
 
 
-def _store_declaration(store: Path) -> dict[str, Any] | None:
-    """The store's run.json (what the prover declared at the start), or None where the store has none."""
-    try:
-        data = read_store_file(store, RUN_FILE, 1 << 26)
-    except MissingInputError:
-        return None
-    declared = parse_json(data, f"{store}/{RUN_FILE}")
-    if not isinstance(declared, dict):
-        raise MalformedInputError(f"{store}/{RUN_FILE}: not a JSON object")
-    return declared
+def _store_declaration(store: Path) -> RunDeclaration | None:
+    """The store's run.json (what the prover declared at the start), checked; None where the store has none.
+
+    A damaged one is exit 2 naming it (``MalformedInputError``): nothing of it is used unchecked.
+    """
+    return read_run_declaration(store)
 
 
-def _other_run(declared: dict[str, Any] | None, claim: TrainingClaim) -> list[str]:
+def _other_run(declared: RunDeclaration | None, claim: TrainingClaim) -> list[str]:
     """How the store's run.json differs from the attested run (empty: it declares this run).
 
     The attestation copies the store's declaration, so an honest pair agrees on these fields. This
@@ -280,24 +276,21 @@ def _other_run(declared: dict[str, Any] | None, claim: TrainingClaim) -> list[st
     if declared is None:
         return []
     differences: list[str] = []
-    hp = declared.get("hyperparameters")
-    if isinstance(hp, dict) and hp != claim.hyperparameters:
+    hp = declared.hyperparameters
+    if hp != claim.hyperparameters:
         keys = sorted(k for k in set(hp) | set(claim.hyperparameters) if hp.get(k) != claim.hyperparameters.get(k))
         differences.extend(f"{k} {_shown(hp.get(k))} (attested {_shown(claim.hyperparameters.get(k))})" for k in keys[:3])
     if not _same_code(declared, claim):
         differences.append("another source tree")
-    data = declared.get("data")
-    manifest = data.get("manifest") if isinstance(data, dict) else None
-    if isinstance(manifest, dict) and manifest.get("root") != claim.manifest.root:
+    if declared.manifest.root != claim.manifest.root:
         differences.append("another dataset manifest")
-    if ("exact" in declared) != (claim.exact is not None):
-        differences.append("exact mode " + ("on" if "exact" in declared else "off"))
+    if (declared.exact is not None) != (claim.exact is not None):
+        differences.append("exact mode " + ("on" if declared.exact is not None else "off"))
     return differences
 
 
-def _same_code(declared: dict[str, Any], claim: TrainingClaim) -> bool:
-    code = declared.get("code")
-    return not isinstance(code, dict) or code.get("tree_digest") == claim.code.get("tree_digest")
+def _same_code(declared: RunDeclaration, claim: TrainingClaim) -> bool:
+    return declared.code["tree_digest"] == claim.code.get("tree_digest")
 
 
 def _shown(value: object) -> str:
@@ -305,16 +298,16 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _attested_files(store: Path, declared: dict[str, Any] | None, claim: TrainingClaim) -> list[SourceFile] | None:
+def _attested_files(store: Path, declared: RunDeclaration | None, claim: TrainingClaim) -> list[SourceFile] | None:
     """The store's per-file list, trusted only because it hashes to the signed tree digest.
 
     None where the store has none, or where its run.json declares another source tree (the store
     of another run: named as such at step (4), not as a forged list here).
     """
     claim_digest = str(claim.code["tree_digest"])
-    if declared is None or "code_files" not in declared or not _same_code(declared, claim):
+    if declared is None or not _same_code(declared, claim):
         return None
-    files = files_from_json(declared["code_files"], f"{store}/{RUN_FILE} code_files")
+    files = files_from_json(declared.code_files, f"{store}/{RUN_FILE} code_files")
     if tree_digest(files) != claim_digest:
         raise CommitmentError(f"{store}/{RUN_FILE}: its code file list does not hash to the signed tree digest")
     return files
@@ -343,7 +336,7 @@ def _check_tree(root: Path, attested_digest: str, attested: list[SourceFile] | N
 
 
 def _check_code(
-    claim: TrainingClaim, store: Path, declared: dict[str, Any] | None, options: VerifyOptions, report: Report
+    claim: TrainingClaim, store: Path, declared: RunDeclaration | None, options: VerifyOptions, report: Report
 ) -> list[Path]:
     """(3): every attested source tree against the auditor's copy, and the installed distributions.
 
