@@ -290,7 +290,7 @@ def _other_run(declared: RunDeclaration | None, claim: TrainingClaim) -> list[st
 
 
 def _same_code(declared: RunDeclaration, claim: TrainingClaim) -> bool:
-    return declared.code["tree_digest"] == claim.code.get("tree_digest")
+    return bool(declared.code["tree_digest"] == claim.code.get("tree_digest"))
 
 
 def _shown(value: object) -> str:

@@ -36,7 +36,13 @@ from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.distributed import DataParallelRun
 from trainwitness.commit.hashing import parse_digest
 from trainwitness.commit.hints import ExactMode
-from trainwitness.commit.statement import ENVIRONMENT_FIELDS, FrozenInput, ParentLink, check_core_hyperparameters, is_input_name
+from trainwitness.commit.statement import (
+    ENVIRONMENT_FIELDS,
+    FrozenInput,
+    ParentLink,
+    check_core_hyperparameters,
+    is_input_name,
+)
 from trainwitness.commit.store import RUN_FILE, read_store_file
 from trainwitness.data.manifest import ManifestSummary
 from trainwitness.errors import MalformedInputError, MissingInputError
