@@ -34,6 +34,8 @@ SANDBOX_MODES = ("auto", "off", "required")
 
 @dataclass(frozen=True)
 class SandboxLimits:
+    """A worker's resource limits: address space and written-file size in bytes, CPU and wall time in seconds."""
+
     memory_bytes: int = 32 * 1024**3
     cpu_seconds: int = 3600
     wall_seconds: int = 3600
@@ -43,6 +45,8 @@ class SandboxLimits:
 
 @dataclass(frozen=True)
 class Isolation:
+    """What confines the replay: ``mode`` as asked (``SANDBOX_MODES``), and what is in force."""
+
     mode: str
     process: bool  # a separate worker process at all
     namespaces: bool  # no network, read-only filesystem except the scratch directory
@@ -109,6 +113,8 @@ def _namespaces_available() -> bool:
 
 
 def choose_isolation(mode: str, limits: SandboxLimits = SandboxLimits(), workers: int = 1) -> Isolation:
+    """The strongest isolation ``mode`` allows here, probed at run time. Raises ``MalformedInputError``
+    (exit 2) for an unknown mode, or ``required`` where user namespaces are not available."""
     if mode not in SANDBOX_MODES:
         raise MalformedInputError(f"--sandbox must be one of {', '.join(SANDBOX_MODES)}, not {mode!r}")
     if mode == "off":  # in-process, unless the replay is split over several workers

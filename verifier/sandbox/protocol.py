@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +202,7 @@ class WorkerRequest:
         if any(v is not None for v in seat):
             if any(v is None for v in seat):
                 raise f.fail("a rank process's request needs rank, world_size and rendezvous together")
-            request = cls(**{**vars(request), "seat": RankSeat(seat[0], seat[1], seat[2])})
+            request = replace(request, seat=RankSeat(seat[0], seat[1], seat[2]))
         return request
 
 
