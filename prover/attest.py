@@ -8,14 +8,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trainwitness.commit.canonical import JSONValue, parse_json
-from trainwitness.commit.distributed import DataParallelRun
 from trainwitness.commit.hashing import file_sha256, format_digest
-from trainwitness.commit.hints import ExactMode, hints_leaves, read_hints
+from trainwitness.commit.hints import hints_leaves, read_hints
 from trainwitness.commit.merkle import merkle_root
-from trainwitness.commit.statement import FrozenInput, ParentLink, Statement, TrainingClaim, TreeCommitment
+from trainwitness.commit.run_declaration import read_run_declaration
+from trainwitness.commit.statement import Statement, TrainingClaim, TreeCommitment
 from trainwitness.commit.store import IMPORTS_FILE, RUN_FILE, checkpoint_steps, read_index, read_store_file
 from trainwitness.data.manifest import ManifestSummary
-from trainwitness.errors import MalformedInputError
+from trainwitness.errors import MalformedInputError, MissingInputError
 from trainwitness.identity.code import files_from_json
 from trainwitness.identity.signing import seal_envelope
 from trainwitness.prover.selfcheck import check_replay
@@ -63,10 +63,13 @@ def attest_store(
     machine (``/home/...``, ``file:...``): a recipient cannot obtain the data there, and the path
     leaks the signer's disk layout. ``allow_local_uri`` signs it anyway (a private audit).
     """
-    declared = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
-    hp = declared["hyperparameters"]
+    declared = read_run_declaration(store)
+    if declared is None:
+        raise MissingInputError(f"store {store}: {RUN_FILE} is missing (a store is created by `trainwitness train`)")
+    hp = declared.hyperparameters
+    total_steps, interval = int(hp["total_steps"]), int(hp["checkpoint_interval"])  # checked integers (RunDeclaration)
     if not allow_local_uri:
-        local = local_uri_sources(ManifestSummary.from_json(declared["data"]["manifest"], f"{store}/{RUN_FILE} data.manifest"))
+        local = local_uri_sources(declared.manifest)
         if local:
             named = "; ".join(f"{name}: {uri}" for name, uri in local)
             raise MalformedInputError(
@@ -75,17 +78,16 @@ def attest_store(
                 "or sign it anyway with --allow-local-uri"
             )
     index = read_index(store)
-    expected = checkpoint_steps(hp["total_steps"], hp["checkpoint_interval"])
-    if len(index.steps) != hp["total_steps"] or [c.step for c in index.checkpoints] != expected:
+    expected = checkpoint_steps(total_steps, interval)
+    if len(index.steps) != total_steps or [c.step for c in index.checkpoints] != expected:
         raise MalformedInputError(
-            f"store {store} is incomplete: {len(index.steps)} of {hp['total_steps']} steps, "
+            f"store {store} is incomplete: {len(index.steps)} of {total_steps} steps, "
             f"{len(index.checkpoints)} of {len(expected)} checkpoints; resume training first"
         )
-    exact = None if "exact" not in declared else ExactMode.from_json(declared["exact"], f"{store}/{RUN_FILE} exact")
+    exact, distributed = declared.exact, declared.distributed
     hints = {} if exact is None else {
-        "hints": TreeCommitment(format_digest(merkle_root(hints_leaves(read_hints(store, hp["total_steps"])))), hp["total_steps"])
+        "hints": TreeCommitment(format_digest(merkle_root(hints_leaves(read_hints(store, total_steps)))), total_steps)
     }
-    distributed = None if "distributed" not in declared else DataParallelRun.from_json(declared["distributed"], f"{store}/{RUN_FILE} distributed")
     final = index.checkpoints[-1]
     if replay_check:
         check_replay(store)
@@ -98,10 +100,10 @@ def attest_store(
         if isinstance(timing, dict) and isinstance(timing.get("training_wall_seconds"), (int, float)):
             seconds = float(timing["training_wall_seconds"])
     claim = TrainingClaim(
-        code={**declared["code"], **_read_imports(store)},  # the entry point's tree, then what else the run imported
-        environment=declared["environment"],
+        code={**declared.code, **_read_imports(store)},  # the entry point's tree, then what else the run imported
+        environment=declared.environment,
         hyperparameters=hp,
-        data=declared["data"],
+        data=declared.data,
         commitments={
             "checkpoints": TreeCommitment(format_digest(merkle_root(index.checkpoint_leaves())), len(index.checkpoints)),
             "batches": TreeCommitment(format_digest(merkle_root(index.batch_leaves())), len(index.steps)),
@@ -110,11 +112,9 @@ def attest_store(
         },
         final_state_digest=final.state_digest,
         final_weights_digest=final.weights_digest,
-        weights_license=declared.get("weights_license"),
-        parent=ParentLink.from_json(declared["parent"], f"{store}/{RUN_FILE} parent") if "parent" in declared else None,
-        inputs={
-            name: FrozenInput.from_json(value, f"{store}/{RUN_FILE} inputs.{name}") for name, value in declared.get("inputs", {}).items()
-        },
+        weights_license=declared.weights_license,
+        parent=declared.parent,
+        inputs=dict(declared.inputs),
         exact=exact,
         declared_training_seconds=seconds,
         distributed=distributed,

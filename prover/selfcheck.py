@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from trainwitness.commit.canonical import parse_json
 from trainwitness.commit.hints import ExactMode, read_hints
-from trainwitness.commit.store import RUN_FILE, RunIndex, StepRecord, read_index, read_store_file
+from trainwitness.commit.run_declaration import read_run_declaration
+from trainwitness.commit.store import RUN_FILE, RunIndex, StepRecord, read_index
 from trainwitness.data.datasets import Batch, batch_digest
-from trainwitness.errors import MalformedInputError, NotReplayableError
+from trainwitness.errors import MalformedInputError, MissingInputError, NotReplayableError
 from trainwitness.run.device import device_kind
 from trainwitness.run.environment import apply_execution_settings
 from trainwitness.run.loop import ExactHooks, TrainingRun, loss_value
@@ -129,19 +129,18 @@ def check_replay(store: Path, segments: list[int] | None = None) -> ReplayCheck:
     tensors; ``MalformedInputError`` for a store it cannot read.
     """
     started = time.perf_counter()
-    declared = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
-    if not isinstance(declared, dict):
-        raise MalformedInputError(f"{store}/{RUN_FILE} is not a JSON object")
-    if {"distributed", "parent", "inputs"} & set(declared):
+    declared = read_run_declaration(store)
+    if declared is None:
+        raise MissingInputError(f"store {store}: {RUN_FILE} is missing")
+    if declared.distributed is not None or declared.parent is not None or declared.inputs:
         # A data-parallel run replays per rank (docs/DISTRIBUTED.md); a run with a parent or frozen
         # inputs is built from files this function is not given (docs/LINEAGE.md): not checked here yet.
         return ReplayCheck((), time.perf_counter() - started)
-    environment, code = declared["environment"], declared["code"]
-    exact = None if "exact" not in declared else ExactMode.from_json(declared["exact"], f"{store}/{RUN_FILE} exact")
-    kind = device_kind(environment["device"])
+    environment, exact = declared.environment, declared.exact
+    kind = device_kind(str(environment["device"]))
     apply_execution_settings(int(environment["torch_threads"]))
-    function = load_entry_point(str(code["entry_point"]))
-    hp = resolve_hyperparameters(function.defaults, declared["hyperparameters"])
+    function = load_entry_point(declared.entry_point)
+    hp = resolve_hyperparameters(function.defaults, declared.hyperparameters)
     index = read_index(store)
     run = TrainingRun.start(function, hp, device=torch.device(kind))
     if state_digest(run.capture_on_host()) != index.checkpoints[0].state_digest:

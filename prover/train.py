@@ -22,6 +22,7 @@ from trainwitness.commit.atomic import (
 )
 from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.hints import HINTS_FILE, MAX_HINTS_BYTES, ExactMode
+from trainwitness.commit.run_declaration import MAX_RUN_FILE_BYTES, STORE_FORMAT, RunDeclaration
 from trainwitness.commit.store import (
     CHECKPOINT_DIR,
     IMPORTS_FILE,
@@ -57,7 +58,6 @@ from trainwitness.tensors.tensorfile import write_parts
 
 __all__ = ["Declarations", "RecordedRun", "RecordingSession", "open_recording", "record_run"]
 
-STORE_FORMAT = "trainwitness-store/v2"  # docs/FORMAT.md, version 2
 TIMING_FILE = "timing.json"  # {"training_wall_seconds": s}: what training took, declared (not verified)
 
 # (steps done, total steps) -> None, for progress display.
@@ -83,14 +83,15 @@ class Declarations:
 def _declare(
     entry_point: str, hp: Mapping[str, JSONValue], run: TrainingRun, compress_level: int | None, manifest: Path,
     declarations: Declarations, exact: ExactMode | None, delta_every: int | None, lineage: dict[str, JSONValue],
-) -> dict[str, JSONValue]:
+) -> RunDeclaration:
+    """``run.json`` for this run, read back through the verifier's own reader (nothing it would refuse is written)."""
     identity, files = code_identity(entry_point)
     identity["source_uri"] = declarations.source_uri
     summary = build_dataset_manifest(run.spec.dataset, manifest)
     storage: dict[str, JSONValue] = {} if delta_every is None else {"delta_keyframe_every": delta_every}
     # A data-parallel run (docs/DISTRIBUTED.md): world size, backend, split and reduction
     parallel: dict[str, JSONValue] = {} if run.parallel is None else {"distributed": run.parallel.declaration().to_json()}
-    return {
+    declared: dict[str, JSONValue] = {
         **storage,
         **parallel,
         **lineage,  # parent and frozen inputs (docs/FORMAT.md section 7), absent for a seeded start without inputs
@@ -109,6 +110,7 @@ def _declare(
         "compression": compress_level,
         "weights_license": declarations.weights_license,
     }
+    return RunDeclaration.from_json(declared, "the run declaration (run.json) being written")
 
 
 def _imports_record(store: Path, entry_point: str, found: ImportedCode) -> dict[str, JSONValue]:
@@ -223,10 +225,10 @@ def _open_store(
             cause = os_error_in(e)
             raise (e if cause is None else output_error(store / MANIFEST_FILE, cause)) from e
         if fresh:
-            atomic_write(store / RUN_FILE, canonical_json(declared) + b"\n")
+            atomic_write(store / RUN_FILE, declared.to_bytes())
         else:
-            previous = parse_json(read_store_file(store, RUN_FILE, 1 << 26), f"{store}/{RUN_FILE}")
-            if previous != declared:
+            previous = RunDeclaration.from_bytes(read_store_file(store, RUN_FILE, MAX_RUN_FILE_BYTES), f"{store}/{RUN_FILE}")
+            if previous.to_json() != declared.to_json():
                 raise MalformedInputError(f"store {store} holds a different run; use a new store directory")
         move_into_place(staged, store / MANIFEST_FILE)
     finally:

@@ -3,9 +3,9 @@
 The verifier process does what it does for ``--workers``: checks signature, statement, code,
 commitments and weights itself, draws the segments from its own randomness, and splits them into
 shares. Each share becomes one Dask task, which runs on whichever worker the scheduler picks the
-same sandboxed replay worker as ``--workers`` (``sandbox.replay_in_workers``: a confined
+same sandboxed replay worker as ``--workers`` (``sandbox.processes.replay_in_workers``: a confined
 subprocess, JSON in, JSON out) and returns that JSON answer as text. The answers are parsed here
-and merged and checked exactly as ``--workers`` merges them (``sandbox.merge_worker_reports``).
+and merged and checked exactly as ``--workers`` merges them (``sandbox.merge.merge_worker_reports``).
 
 A task that never answers (its worker died and the scheduler gave up on it, the scheduler went
 away, the timeout passed) is *lost*: never a pass. If another share found the run false, the audit
@@ -29,7 +29,9 @@ from typing import Any
 
 from trainwitness.commit.canonical import parse_json
 from trainwitness.errors import MalformedInputError, MissingInputError
-from trainwitness.verifier.sandbox import MAX_ANSWER_BYTES, SandboxError, choose_isolation, replay_in_workers
+from trainwitness.verifier.sandbox.isolation import choose_isolation
+from trainwitness.verifier.sandbox.processes import replay_in_workers
+from trainwitness.verifier.sandbox.protocol import MAX_ANSWER_BYTES, SandboxError, WorkerAnswer, WorkerRequest
 
 __all__ = ["LostTask", "replay_on_cluster", "run_share"]
 
@@ -43,7 +45,7 @@ class LostTask:
     why: str
 
 
-Outcome = dict[str, Any] | SandboxError | LostTask
+Outcome = WorkerAnswer | SandboxError | LostTask
 
 
 def run_share(request_text: str, sandbox: str, loopback: bool) -> str:
@@ -55,16 +57,17 @@ def run_share(request_text: str, sandbox: str, loopback: bool) -> str:
     isolation = choose_isolation(sandbox, workers=2)  # always a separate process, never the Dask worker's own
     if loopback:
         isolation = replace(isolation, loopback=True)
-    outcome = replay_in_workers(isolation, [json.loads(request_text)])[0]
+    request = WorkerRequest.from_json(parse_json(request_text.encode("utf-8", "surrogatepass"), "the cluster task's request"))
+    outcome = replay_in_workers(isolation, [request])[0]
     reply: dict[str, Any] = {"isolation": isolation.describe()}
     if isinstance(outcome, SandboxError):
         reply["sandbox_error"] = str(outcome)
     else:
-        reply["answer"] = outcome
+        reply["answer"] = outcome.to_json()
     return json.dumps(reply)
 
 
-def _parse(text: object, k: int, notes: list[str]) -> dict[str, Any] | SandboxError:
+def _parse(text: object, k: int, notes: list[str]) -> WorkerAnswer | SandboxError:
     try:  # the one strict JSON reader: a remote machine's reply is untrusted bytes
         where = f"cluster task {k + 1}'s reply"
         reply = parse_json(text.encode("utf-8", "surrogatepass"), where, MAX_ANSWER_BYTES) if isinstance(text, str) else None
@@ -77,12 +80,14 @@ def _parse(text: object, k: int, notes: list[str]) -> dict[str, Any] | SandboxEr
         notes.append(note)
     if "sandbox_error" in reply:
         return SandboxError(str(reply["sandbox_error"]))
-    answer = reply.get("answer")
-    return answer if isinstance(answer, dict) else SandboxError(f"cluster task {k + 1}'s answer is not a JSON object")
+    try:  # a remote worker's answer is as untrusted as a local one's
+        return WorkerAnswer.from_json(reply.get("answer"), f"cluster task {k + 1}'s answer")
+    except SandboxError as e:
+        return e
 
 
 def replay_on_cluster(
-    address: str, sandbox: str, loopback: bool, requests: Sequence[dict[str, Any]], notes: list[str],
+    address: str, sandbox: str, loopback: bool, requests: Sequence[WorkerRequest], notes: list[str],
     finished: Callable[[int, Outcome], None] | None = None, timeout: float = DEFAULT_TIMEOUT_S,
 ) -> list[Outcome]:
     """One task per request on the Dask scheduler at ``address``; each outcome an answer, a SandboxError or LostTask.
@@ -101,7 +106,7 @@ def replay_on_cluster(
     audit = secrets.token_hex(4)
     with client:
         futures = [
-            client.submit(run_share, json.dumps(request), sandbox, loopback, key=f"trainwitness-replay-{audit}-{k}", pure=False, retries=0)
+            client.submit(run_share, json.dumps(request.to_json()), sandbox, loopback, key=f"trainwitness-replay-{audit}-{k}", pure=False, retries=0)
             for k, request in enumerate(requests)
         ]
         share_of = {future.key: k for k, future in enumerate(futures)}

@@ -6,7 +6,8 @@ Here one process per rank replays the drawn segments on its shard, in a gloo gro
 (rendezvous through a file in a fresh directory, traffic over the loopback; inside the sandbox, the
 worker's own network namespace), through the very code path of recording: ``TrainingRun.run`` with
 DDP doing the reduction. Each rank checks its own shards and RNG states and that it lands on every
-next checkpoint; each answers the sandbox's JSON protocol, and the answers are merged here: the
+next checkpoint; each answers the sandbox's JSON protocol (its entry point is
+``sandbox.worker.rank_main``), and the answers are merged here: the
 replay passes only where every rank passed every check for every drawn segment. A rank that fails
 stops the others (they would wait in the reduction for it) and is named.
 """
@@ -14,78 +15,59 @@ stops the others (they would wait in the reduction for it) and is named.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
-import sys
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from trainwitness.commit.statement import TrainingClaim
-from trainwitness.errors import CheckName, InputError, MalformedInputError, VerificationError
+from trainwitness.errors import CheckName
 from trainwitness.verifier.report import Report
-from trainwitness.verifier.sandbox import (
-    WORKER_CHECKS,
-    Isolation,
-    SandboxError,
-    SandboxLimits,
-    _answer,
-    _kill,
-    _start,
-    merge_worker_report,
-    worker_request,
-)
-
-if TYPE_CHECKING:
-    from trainwitness.verifier.verify import VerifyOptions
+from trainwitness.verifier.sandbox.isolation import Isolation, SandboxLimits
+from trainwitness.verifier.sandbox.merge import merge_worker_report
+from trainwitness.verifier.sandbox.processes import answer_of, kill_worker, start_worker
+from trainwitness.verifier.sandbox.protocol import RankSeat, SandboxError, WorkerAnswer, WorkerRequest
 
 __all__ = ["replay_ranks_locally", "merge_rank_reports"]
 
-_RANK_CODE = "from trainwitness.verifier.ranks import _rank_worker; raise SystemExit(_rank_worker())"
-# How long a rank waits for the others to join the group or the reduction (they are started together).
-_GROUP_TIMEOUT = datetime.timedelta(minutes=10)
+RANK_CODE = "from trainwitness.verifier.sandbox.worker import rank_main; raise SystemExit(rank_main())"
 
 
-def replay_ranks_locally(
-    claim: TrainingClaim, store: Path, payload: bytes, options: VerifyOptions, drawn: Sequence[int], report: Report,
-    start: dict[str, Any] | None = None,
-) -> None:
-    """Replay ``drawn`` with one process per rank (already inside the sandbox, or unconfined with it off).
+def replay_ranks_locally(claim: TrainingClaim, request: WorkerRequest, report: Report) -> None:
+    """Replay ``request.segments`` with one process per rank (already inside the sandbox, or unconfined with it off).
 
-    ``start`` (``verify.StartFiles.to_json``): where each rank reads a parent's files and frozen inputs.
+    ``request``: what every rank is sent (the verified statement, the paths, the drawn segments),
+    each with its own ``RankSeat`` added.
     """
     if claim.distributed is None:
         raise ValueError("a run of one rank has no ranks to replay")
     world = claim.distributed.world_size
     isolation = Isolation("off", process=True, namespaces=False, limits=SandboxLimits())  # the sandbox's limits bind already
     with tempfile.TemporaryDirectory(prefix="trainwitness-ranks-") as rendezvous:
-        base = worker_request(payload, store, options, drawn, options.threads, start)
-        requests = [{**base, "rank": r, "world_size": world, "rendezvous": os.path.join(rendezvous, "group")} for r in range(world)]
+        requests = [replace(request, seat=RankSeat(r, world, os.path.join(rendezvous, "group"))) for r in range(world)]
         outcomes = _run_ranks(isolation, requests)
-    merge_rank_reports(report, drawn, outcomes)
+    merge_rank_reports(report, request.segments, outcomes)
 
 
-def _failed(outcome: dict[str, Any] | SandboxError) -> bool:
-    if not isinstance(outcome, dict) or "report" not in outcome:
+def _failed(outcome: WorkerAnswer | SandboxError) -> bool:
+    if isinstance(outcome, SandboxError) or outcome.report is None:
         return True
-    checks = outcome["report"].get("checks", []) if isinstance(outcome["report"], dict) else []
-    return not isinstance(checks, list) or any(not (isinstance(c, dict) and c.get("passed") is True) for c in checks)
+    return any(not c.passed for c in outcome.report.checks)
 
 
-def _run_ranks(isolation: Isolation, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any] | SandboxError | None]:
+def _run_ranks(isolation: Isolation, requests: Sequence[WorkerRequest]) -> list[WorkerAnswer | SandboxError | None]:
     """Every rank at once; the first to fail stops the rest (their outcome is None: stopped, not judged)."""
-    outcomes: list[dict[str, Any] | SandboxError | None] = [None] * len(requests)
+    outcomes: list[WorkerAnswer | SandboxError | None] = [None] * len(requests)
     stopped: set[int] = set()
     with contextlib.ExitStack() as scratches:
         children = []
         try:
             for _ in requests:
-                children.append(_start(isolation, scratches.enter_context(tempfile.TemporaryDirectory(prefix="trainwitness-rank-")), _RANK_CODE))
+                children.append(start_worker(isolation, scratches.enter_context(tempfile.TemporaryDirectory(prefix="trainwitness-rank-")), RANK_CODE))
             with ThreadPoolExecutor(len(children)) as pool:
-                running = {pool.submit(_answer, isolation, child, request): k for k, (child, request) in enumerate(zip(children, requests, strict=True))}
+                running = {pool.submit(answer_of, isolation, child, request): k for k, (child, request) in enumerate(zip(children, requests, strict=True))}
                 for future in as_completed(running):
                     k = running[future]
                     if k in stopped:
@@ -96,15 +78,15 @@ def _run_ranks(isolation: Isolation, requests: Sequence[dict[str, Any]]) -> list
                         for j, child in enumerate(children):
                             if j != k and outcomes[j] is None:
                                 stopped.add(j)
-                                _kill(child)
+                                kill_worker(child)
         except BaseException:
             for child in children:
-                _kill(child)
+                kill_worker(child)
             raise
     return outcomes
 
 
-def merge_rank_reports(report: Report, drawn: Sequence[int], outcomes: Sequence[dict[str, Any] | SandboxError | None]) -> None:
+def merge_rank_reports(report: Report, drawn: Sequence[int], outcomes: Sequence[WorkerAnswer | SandboxError | None]) -> None:
     """Fold every rank's answer into ``report``: each rank answers for every drawn segment, on its shard.
 
     A check passes only where it passed on every rank; a failure names its rank. A rank stopped
@@ -151,59 +133,3 @@ def merge_rank_reports(report: Report, drawn: Sequence[int], outcomes: Sequence[
     report.data_total_bytes = max(part.data_total_bytes for _, part in parts)
     for _, part in parts:
         report.notes.extend(n for n in part.notes if n not in report.notes)
-
-
-# -- a rank process -----------------------------------------------------------------------------
-
-def _rank_worker() -> int:
-    """One rank of a local replay: join the gloo group, replay the drawn segments on this rank's shard, answer JSON."""
-    import json
-
-    import torch
-
-    from trainwitness.commit.statement import Statement
-    from trainwitness.verifier.evidence import Evidence
-    from trainwitness.verifier.verify import StartFiles, VerifyOptions, _import_from, replay_drawn
-
-    result_fd = os.dup(1)
-    os.dup2(2, 1)  # the training code's prints go to stderr, never into the answer
-    report = Report(attestation="")
-    answer: dict[str, Any]
-    try:
-        request = json.loads(sys.stdin.read())
-        options = VerifyOptions(
-            segments=None, sandbox="off", data={name: Path(path) for name, path in request["data"].items()},
-            code=None if request["code"] is None else Path(request["code"]), threads=request["threads"],
-            bounded=request["bounded"], ranks="local",
-        )
-        claim = Statement.from_payload(request["statement"].encode("utf-8")).claim
-        rank, world = int(request["rank"]), int(request["world_size"])
-        if claim.distributed is None or claim.distributed.world_size != world:
-            raise MalformedInputError("a rank process was asked to replay a run of another world size")
-        if sys.platform.startswith("linux"):
-            os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # the ranks meet on the loopback, whatever the hostname says
-        torch.distributed.init_process_group(
-            "gloo", init_method=f"file://{request['rendezvous']}", rank=rank, world_size=world, timeout=_GROUP_TIMEOUT
-        )
-        try:
-            if options.code is not None:
-                _import_from(options.code, claim.entry_point)
-            evidence = Evidence.open(Path(request["store"]), claim)
-            replay_drawn(
-                claim, evidence, options, [int(i) for i in request["segments"]], report, rank=rank,
-                start=StartFiles.from_json(request["start"]),
-            )
-        except VerificationError as e:
-            report.failed(e.check, str(e))
-        finally:
-            torch.distributed.destroy_process_group()
-        if report.accepted and [c.name for c in report.checks][-len(WORKER_CHECKS):] != list(WORKER_CHECKS):
-            report.failed(CheckName.REPLAY, "the rank process did not run every check")
-        answer = {"report": report.to_json()}
-    except InputError as e:
-        answer = {"input_error": str(e)}
-    except Exception as e:  # noqa: BLE001 - the training code's own failure
-        answer = {"code_error": f"{type(e).__name__}: {e}"}
-    with os.fdopen(result_fd, "w", encoding="utf-8") as out:
-        out.write(json.dumps(answer))
-    return 0

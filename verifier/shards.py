@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,9 @@ from trainwitness.commit.store import atomic_write
 from trainwitness.errors import MalformedInputError
 from trainwitness.verifier.cluster import LostTask
 from trainwitness.verifier.draw import choose_segments
-from trainwitness.verifier.sandbox import SandboxError, choose_isolation, replay_in_workers, split_shares
+from trainwitness.verifier.sandbox.isolation import choose_isolation
+from trainwitness.verifier.sandbox.processes import replay_in_workers, split_shares
+from trainwitness.verifier.sandbox.protocol import SandboxError, WorkerAnswer, WorkerRequest
 
 __all__ = ["PLAN_FILE", "ShardPlan", "write_requests", "read_plan", "read_answers", "answer_request", "request_name", "answer_name"]
 
@@ -75,7 +77,7 @@ class ShardPlan:
 
 
 def write_requests(
-    directory: Path, payload: bytes, requests: Sequence[dict[str, Any]], shares: list[list[int]], drawn: list[int],
+    directory: Path, payload: bytes, requests: Sequence[WorkerRequest], shares: list[list[int]], drawn: list[int],
     segment_count: int, segments: int | None, seed: int, options: dict[str, Any], loopback: bool,
 ) -> ShardPlan:
     """Write one request per share and the plan; refuses a directory that already holds a plan."""
@@ -84,7 +86,7 @@ def write_requests(
         raise MalformedInputError(f"{directory} already holds a {PLAN_FILE}; use a new directory for a new audit")
     digests = []
     for k, request in enumerate(requests):
-        data = canonical_json({"format": REQUEST_FORMAT, "share": k, "sandbox": options["sandbox"], "loopback": loopback, "request": request})
+        data = canonical_json({"format": REQUEST_FORMAT, "share": k, "sandbox": options["sandbox"], "loopback": loopback, "request": request.to_json()})
         atomic_write(directory / request_name(k), data + b"\n")
         digests.append(hashlib.sha256(data + b"\n").hexdigest())
     plan = ShardPlan(hashlib.sha256(payload).hexdigest(), segment_count, segments, seed, drawn, shares, digests, options)
@@ -115,9 +117,9 @@ def read_plan(directory: Path, payload: bytes, segment_count: int) -> ShardPlan:
     return plan
 
 
-def read_answers(directory: Path, plan: ShardPlan, notes: list[str]) -> list[dict[str, Any] | SandboxError | LostTask]:
-    """Each share's answer (``DIR/answer-KKK.json``): the worker's JSON, a SandboxError, or LostTask when absent."""
-    outcomes: list[dict[str, Any] | SandboxError | LostTask] = []
+def read_answers(directory: Path, plan: ShardPlan, notes: list[str]) -> list[WorkerAnswer | SandboxError | LostTask]:
+    """Each share's answer (``DIR/answer-KKK.json``): the worker's answer, a SandboxError, or LostTask when absent."""
+    outcomes: list[WorkerAnswer | SandboxError | LostTask] = []
     for k, expected in enumerate(plan.request_sha256):
         path = directory / answer_name(k)
         if not path.exists():
@@ -133,7 +135,10 @@ def read_answers(directory: Path, plan: ShardPlan, notes: list[str]) -> list[dic
         elif not isinstance(obj.get("answer"), dict):
             outcomes.append(SandboxError(f"{path} holds no answer"))
         else:
-            outcomes.append(obj["answer"])
+            try:  # written by whoever ran the share: as untrusted as a worker's answer
+                outcomes.append(WorkerAnswer.from_json(obj["answer"], f"{path} answer"))
+            except SandboxError as e:
+                outcomes.append(e)
         if isinstance(obj, dict) and isinstance(obj.get("isolation"), str):
             note = f"shard {k}: {obj['isolation']}"
             notes.append(note)
@@ -149,23 +154,21 @@ def answer_request(request_path: Path, out: Path, store: Path | None, data: dict
     obj = parse_json(raw, str(request_path))
     if not isinstance(obj, dict) or obj.get("format") != REQUEST_FORMAT or not isinstance(obj.get("request"), dict):
         raise MalformedInputError(f"{request_path} is not a {REQUEST_FORMAT} request")
-    request = dict(obj["request"])
+    request = WorkerRequest.from_json(obj["request"], f"{request_path} request")
     if store is not None:
-        request["store"] = os.path.abspath(store)
+        request = replace(request, store=os.path.abspath(store))
     if data:
-        request["data"] = {**request.get("data", {}), **{name: os.path.abspath(path) for name, path in data.items()}}
+        request = replace(request, data={**request.data, **{name: os.path.abspath(path) for name, path in data.items()}})
     if code is not None:
-        request["code"] = os.path.abspath(code)
+        request = replace(request, code=os.path.abspath(code))
     isolation = choose_isolation(str(obj.get("sandbox", "auto")), workers=2)  # always a separate, sandboxed process
     if obj.get("loopback") is True:
-        from dataclasses import replace
-
         isolation = replace(isolation, loopback=True)
     outcome = replay_in_workers(isolation, [request])[0]
     answer: dict[str, Any] = {"format": ANSWER_FORMAT, "request_sha256": hashlib.sha256(raw).hexdigest(), "isolation": isolation.describe()}
     if isinstance(outcome, SandboxError):
         answer["sandbox_error"] = str(outcome)
     else:
-        answer["answer"] = outcome
+        answer["answer"] = outcome.to_json()
     atomic_write(out, canonical_json(answer) + b"\n")
     return answer

@@ -28,6 +28,7 @@ from pathlib import Path
 from trainwitness.commit.atomic import atomic_write, move_into_place, temporary_path
 from trainwitness.commit.hashing import parse_digest
 from trainwitness.commit.hints import HINTS_FILE, MAX_HINTS_BYTES
+from trainwitness.commit.run_declaration import MAX_RUN_FILE_BYTES
 from trainwitness.commit.safe_open import read_untrusted
 from trainwitness.commit.statement import TrainingClaim
 from trainwitness.commit.store import (
@@ -49,7 +50,7 @@ from trainwitness.verifier.fetch import Fetcher, is_url
 
 __all__ = ["StoreReader", "LocalStore", "RemoteStore", "VerifiedCache", "open_store", "default_cache_dir"]
 
-MAX_RUN_FILE_BYTES = 1 << 26
+
 MAX_MANIFEST_BYTES = 64 * 1024**3
 
 

@@ -13,7 +13,6 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -21,6 +20,7 @@ from trainwitness.commit.bindings import declared_fields
 from trainwitness.commit.canonical import parse_json
 from trainwitness.commit.distributed import split_batch
 from trainwitness.commit.link import LinkFiles
+from trainwitness.commit.run_declaration import RunDeclaration, read_run_declaration
 from trainwitness.commit.safe_open import read_untrusted
 from trainwitness.commit.statement import Statement, TrainingClaim, statement_digest
 from trainwitness.commit.store import IMPORTS_FILE, MANIFEST_FILE, RUN_FILE, read_store_file
@@ -81,6 +81,7 @@ from trainwitness.verifier.draw import choose_segments
 from trainwitness.verifier.evidence import Evidence
 from trainwitness.verifier.fetch import Fetcher, FetchProgress, FetchSettings, is_url
 from trainwitness.verifier.policy import Policy, licence_rows, load_policy
+from trainwitness.verifier.ranks import replay_ranks_locally
 from trainwitness.verifier.remote_data import fetch_remote_sources
 from trainwitness.verifier.replay import replay_segment
 from trainwitness.verifier.report import Report
@@ -89,12 +90,14 @@ from trainwitness.verifier.sandbox import (
     Isolation,
     SandboxError,
     SandboxLimits,
+    StartFiles,
+    WorkerAnswer,
+    WorkerRequest,
     address_space_budget,
     choose_isolation,
     merge_worker_reports,
     replay_in_workers,
     split_shares,
-    worker_request,
     worker_threads,
 )
 from trainwitness.verifier.shards import read_answers, read_plan, write_requests
@@ -103,6 +106,7 @@ from trainwitness.verifier.store_reader import LocalStore, StoreReader, Verified
 __all__ = ["VerifyOptions", "ParentEvidence", "StartFiles", "verify", "verify_run", "replay_drawn"]
 
 MAX_WEIGHTS_BYTES = 64 * 1024**3
+_NO_START = StartFiles()  # a seeded start without frozen inputs
 
 # (segments done, segments to do) -> None
 Progress = Callable[[int, int], None]
@@ -115,7 +119,7 @@ class VerifyOptions:
     data: Mapping[str, Path | str] = field(default_factory=dict)  # source name -> the auditor's copy (--data): a path or URL
     code: Path | None = None  # the auditor's copy of the training program's source tree (--code)
     policy: str | None = None  # a licence policy: a shipped name or a TOML file (--policy)
-    sandbox: str = "auto"  # auto | off | required: where the upstream's code runs (see sandbox.py)
+    sandbox: str = "auto"  # auto | off | required: where the upstream's code runs (see sandbox/)
     threads: int | None = None  # None: the recorded torch thread count; else this machine's choice
     bounded: bool = False  # accept replays within bounded.BOUND (runs without exact mode; weaker)
     workers: int = 1  # replay the drawn segments in this many worker processes at once, each on a share
@@ -148,32 +152,6 @@ class ParentEvidence:
     digest: str  # statement_digest of the parent's payload
     claim: TrainingClaim
     files: LinkFiles
-
-
-@dataclass(frozen=True)
-class StartFiles:
-    """Where replay reads a link's start and frozen inputs; every file is checked against a signed digest."""
-
-    parent_weights: Path | None = None  # finetune: the parent's final weights file
-    parent_store: Path | None = None  # continue: the parent's store, whose last checkpoint is its final state
-    inputs: Mapping[str, Path] = field(default_factory=dict)  # frozen input name -> weights file
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "parent_weights": None if self.parent_weights is None else os.path.abspath(self.parent_weights),
-            "parent_store": None if self.parent_store is None else os.path.abspath(self.parent_store),
-            "inputs": {name: os.path.abspath(path) for name, path in self.inputs.items()},
-        }
-
-    @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> StartFiles:
-        def path(value: Any) -> Path | None:
-            return None if value is None else Path(str(value))
-
-        return cls(
-            parent_weights=path(obj["parent_weights"]), parent_store=path(obj["parent_store"]),
-            inputs={str(name): Path(str(value)) for name, value in obj["inputs"].items()},
-        )
 
 
 def _read(path: Path, what: str, max_bytes: int) -> bytes:
@@ -277,19 +255,15 @@ def _check_store_option(store: Path) -> None:
     raise MalformedInputError(f"store {store} is a file, not a store directory (--store){hint}")
 
 
-def _store_declaration(store: Path) -> dict[str, Any] | None:
-    """The store's run.json (what the prover declared at the start), or None where the store has none."""
-    try:
-        data = read_store_file(store, RUN_FILE, 1 << 26)
-    except MissingInputError:
-        return None
-    declared = parse_json(data, f"{store}/{RUN_FILE}")
-    if not isinstance(declared, dict):
-        raise MalformedInputError(f"{store}/{RUN_FILE}: not a JSON object")
-    return declared
+def _store_declaration(store: Path) -> RunDeclaration | None:
+    """The store's run.json (what the prover declared at the start), checked; None where the store has none.
+
+    A damaged one is exit 2 naming it (``MalformedInputError``): nothing of it is used unchecked.
+    """
+    return read_run_declaration(store)
 
 
-def _other_run(declared: dict[str, Any] | None, claim: TrainingClaim) -> list[str]:
+def _other_run(declared: RunDeclaration | None, claim: TrainingClaim) -> list[str]:
     """How the store's run.json differs from the attested run (empty: it declares this run).
 
     The attestation copies the store's declaration, so an honest pair agrees on these fields. This
@@ -300,24 +274,21 @@ def _other_run(declared: dict[str, Any] | None, claim: TrainingClaim) -> list[st
     if declared is None:
         return []
     differences: list[str] = []
-    hp = declared.get("hyperparameters")
-    if isinstance(hp, dict) and hp != claim.hyperparameters:
+    hp = declared.hyperparameters
+    if hp != claim.hyperparameters:
         keys = sorted(k for k in set(hp) | set(claim.hyperparameters) if hp.get(k) != claim.hyperparameters.get(k))
         differences.extend(f"{k} {_shown(hp.get(k))} (attested {_shown(claim.hyperparameters.get(k))})" for k in keys[:3])
     if not _same_code(declared, claim):
         differences.append("another source tree")
-    data = declared.get("data")
-    manifest = data.get("manifest") if isinstance(data, dict) else None
-    if isinstance(manifest, dict) and manifest.get("root") != claim.manifest.root:
+    if declared.manifest.root != claim.manifest.root:
         differences.append("another dataset manifest")
-    if ("exact" in declared) != (claim.exact is not None):
-        differences.append("exact mode " + ("on" if "exact" in declared else "off"))
+    if (declared.exact is not None) != (claim.exact is not None):
+        differences.append("exact mode " + ("on" if declared.exact is not None else "off"))
     return differences
 
 
-def _same_code(declared: dict[str, Any], claim: TrainingClaim) -> bool:
-    code = declared.get("code")
-    return not isinstance(code, dict) or code.get("tree_digest") == claim.code.get("tree_digest")
+def _same_code(declared: RunDeclaration, claim: TrainingClaim) -> bool:
+    return bool(declared.code["tree_digest"] == claim.code.get("tree_digest"))
 
 
 def _shown(value: object) -> str:
@@ -325,16 +296,16 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _attested_files(store: Path, declared: dict[str, Any] | None, claim: TrainingClaim) -> list[SourceFile] | None:
+def _attested_files(store: Path, declared: RunDeclaration | None, claim: TrainingClaim) -> list[SourceFile] | None:
     """The store's per-file list, trusted only because it hashes to the signed tree digest.
 
     None where the store has none, or where its run.json declares another source tree (the store
     of another run: named as such at step (4), not as a forged list here).
     """
     claim_digest = str(claim.code["tree_digest"])
-    if declared is None or "code_files" not in declared or not _same_code(declared, claim):
+    if declared is None or not _same_code(declared, claim):
         return None
-    files = files_from_json(declared["code_files"], f"{store}/{RUN_FILE} code_files")
+    files = files_from_json(declared.code_files, f"{store}/{RUN_FILE} code_files")
     if tree_digest(files) != claim_digest:
         raise CommitmentError(f"{store}/{RUN_FILE}: its code file list does not hash to the signed tree digest")
     return files
@@ -363,7 +334,7 @@ def _check_tree(root: Path, attested_digest: str, attested: list[SourceFile] | N
 
 
 def _check_code(
-    claim: TrainingClaim, store: Path, declared: dict[str, Any] | None, options: VerifyOptions, report: Report
+    claim: TrainingClaim, store: Path, declared: RunDeclaration | None, options: VerifyOptions, report: Report
 ) -> list[Path]:
     """(3): every attested source tree against the auditor's copy, and the installed distributions.
 
@@ -979,17 +950,17 @@ def _replay_in_workers(
     if len(shares) > 1 and not options.remote:
         each = f"{threads} torch threads" if threads is not None else f"the recorded {claim.torch_threads} torch threads"
         report.notes.append(f"replay split over {len(shares)} worker processes run at once, {each} each")
-    requests = [worker_request(payload, store, options, share, threads, start.to_json()) for share in shares]
+    requests = [_worker_request(payload, store, options, share, threads, start) for share in shares]
     report.segment_count, report.sampled, report.sample_seed = len(claim.checkpoint_steps) - 1, drawn, seed
     done = 0
 
-    def finished(k: int, outcome: dict[str, Any] | SandboxError | LostTask) -> None:
+    def finished(k: int, outcome: WorkerAnswer | SandboxError | LostTask) -> None:
         nonlocal done
-        if progress is not None and isinstance(outcome, dict):  # not yet checked: progress only, of what it says it replayed
+        if progress is not None and isinstance(outcome, WorkerAnswer):  # not yet checked: progress only, of what it says it replayed
             done += min(len(shares[k]), _replayed_count(outcome))
             progress(done, len(drawn))
 
-    outcomes: list[dict[str, Any] | SandboxError | LostTask]
+    outcomes: list[WorkerAnswer | SandboxError | LostTask]
     if options.shard_requests is not None:
         settings = {"bounded": options.bounded, "ranks": options.ranks, "threads": options.threads, "sandbox": options.sandbox, "device": options.device}
         write_requests(
@@ -1044,11 +1015,18 @@ def _count_data_read(report: Report, claim: TrainingClaim, replayed: list[int], 
         report.data_samples_read = min(report.data_samples_read, len(needed))
 
 
-def _replayed_count(outcome: dict[str, Any] | SandboxError) -> int:
-    try:
-        return len(outcome["report"]["segments"]["replayed"])  # type: ignore[index]
-    except (KeyError, TypeError):
-        return 0
+def _replayed_count(outcome: WorkerAnswer) -> int:
+    return 0 if outcome.report is None else len(outcome.report.segments)
+
+
+def _worker_request(
+    payload: bytes, store: Path, options: VerifyOptions, share: list[int], threads: int | None, start: StartFiles,
+) -> WorkerRequest:
+    """A worker's request for ``share`` (sandbox/protocol.py): what the parent verified and the auditor's settings."""
+    return WorkerRequest.for_share(
+        payload, store, options.data, options.code, share, threads, bounded=options.bounded, device=options.device,
+        ranks=options.ranks, start=start,
+    )
 
 
 def _missing_file(e: OSError) -> MissingInputError:
@@ -1067,7 +1045,7 @@ def _is_allocation_failure(e: BaseException) -> bool:
 def replay_drawn(
     claim: TrainingClaim, evidence: Evidence, options: VerifyOptions, drawn: list[int], report: Report,
     progress: Progress | None = None, *, rank: int | None = None, payload: bytes | None = None,
-    manifest: ManifestIndex | None = None, start: StartFiles = StartFiles(),
+    manifest: ManifestIndex | None = None, start: StartFiles = _NO_START,
 ) -> None:
     """(6)-(8) for the segments ``drawn``: in the verifier's own process, or in a worker on its share.
 
@@ -1107,11 +1085,9 @@ def _replay_drawn(
 ) -> None:
     store = evidence.store
     if claim.distributed is not None and options.ranks == "local" and rank is None:
-        from trainwitness.verifier.ranks import replay_ranks_locally
-
         if payload is None:
             raise ValueError("replaying the ranks in local processes needs the verified statement's payload")
-        replay_ranks_locally(claim, store, payload, options, drawn, report, start.to_json())
+        replay_ranks_locally(claim, _worker_request(payload, store, options, drawn, options.threads, start), report)
         report.segment_count, report.sampled, report.sample_seed = len(claim.checkpoint_steps) - 1, list(drawn), options.seed
         _replay_mode(report, claim, options)
         return

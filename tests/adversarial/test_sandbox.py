@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from trainwitness.cli import main
 from trainwitness.errors import MalformedInputError
 from trainwitness.verifier.report import Report
-from trainwitness.verifier.sandbox import choose_isolation, merge_worker_report
+from trainwitness.verifier.sandbox import WorkerAnswer, choose_isolation, merge_worker_report
 
 from ..support.fuzzing import expect_ours, fuzz, json_values
 from ..support.runs import record_and_sign
@@ -72,7 +72,7 @@ def test_unknown_sandbox_mode_is_refused() -> None:
 
 
 def _worker_answer(answer: dict) -> None:  # type: ignore[type-arg]
-    expect_ours(merge_worker_report, Report(attestation="a"), answer, [0], statuses=(1, 2))
+    expect_ours(lambda a: merge_worker_report(Report(attestation="a"), WorkerAnswer.from_json(a), [0]), answer, statuses=(1, 2))
 
 
 _ANSWERS = (

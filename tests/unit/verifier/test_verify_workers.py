@@ -12,15 +12,19 @@ from hypothesis import strategies as st
 from trainwitness.cli import main
 from trainwitness.errors import MalformedInputError
 from trainwitness.tensors.state import FlatState
-from trainwitness.verifier import VerifyOptions, sandbox, verify, verify_run
+from trainwitness.verifier import VerifyOptions, verify, verify_run
 from trainwitness.verifier.report import Report
 from trainwitness.verifier.sandbox import (
     WORKER_CHECKS,
     SandboxError,
     SandboxLimits,
+    WorkerAnswer,
+    WorkerRequest,
+    choose_isolation,
     merge_worker_report,
+    processes,
+    protocol,
     split_shares,
-    worker_request,
     worker_threads,
 )
 
@@ -90,7 +94,7 @@ def test_a_misbehaving_worker_is_a_named_failure_not_a_traceback(
     behaviour: str, digits_run: RecordedRun, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     code, reason = MISBEHAVING_WORKERS[behaviour]
-    monkeypatch.setattr(sandbox, "_WORKER_CODE", code)
+    monkeypatch.setattr(processes, "WORKER_CODE", code)
     status = main(digits_run.verify_args("--all", "--workers", "2", "--sandbox", "off"))
     captured = capsys.readouterr()
     assert status == 1 and "Traceback" not in captured.err + captured.out
@@ -102,8 +106,8 @@ def test_a_misbehaving_worker_is_a_named_failure_not_a_traceback(
 def test_a_worker_past_its_wall_clock_limit_is_killed_and_named(
     digits_run: RecordedRun, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sandbox, "_WORKER_CODE", "import time; time.sleep(60)")
-    choose = sandbox.choose_isolation
+    monkeypatch.setattr(processes, "WORKER_CODE", "import time; time.sleep(60)")
+    choose = choose_isolation
     monkeypatch.setattr(verify, "choose_isolation", lambda mode, workers: choose(mode, SandboxLimits(wall_seconds=1), workers))
     assert main(digits_run.verify_args("--segments", "2", "--workers", "2", "--sandbox", "off")) == 1
     assert "past the 1 s wall-clock limit and was killed" in capsys.readouterr().out
@@ -113,9 +117,9 @@ def test_a_worker_flooding_its_pipes_is_cut_off_and_named(
     digits_run: RecordedRun, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # stderr: only a tail is kept; stdout: the answer is bounded, and the worker killed past the bound.
-    monkeypatch.setattr(sandbox, "MAX_ANSWER_BYTES", 1 << 20)
+    monkeypatch.setattr(protocol, "MAX_ANSWER_BYTES", 1 << 20)
     monkeypatch.setattr(
-        sandbox, "_WORKER_CODE",
+        processes, "WORKER_CODE",
         "import sys; sys.stdin.read(); sys.stderr.write('noise ' * 2_000_000 + '\\nlast words'); sys.stderr.flush(); "
         "sys.stdout.write('x' * (8 << 20)); sys.stdout.flush()",
     )
@@ -128,7 +132,7 @@ def test_a_worker_whose_descendant_keeps_its_pipes_open_is_given_up_soon_after_i
 ) -> None:
     # The grandchild leaves the worker's process group, so killing the group does not close the pipes.
     monkeypatch.setattr(
-        sandbox, "_WORKER_CODE",
+        processes, "WORKER_CODE",
         "import subprocess, sys; sys.stdin.read(); subprocess.Popen(['sleep', '20'], start_new_session=True)",
     )
     assert main(digits_run.verify_args("--segments", "2", "--workers", "2", "--sandbox", "off")) == 1
@@ -154,18 +158,18 @@ def _answer(segments: list[int], checks: tuple[str, ...] = WORKER_CHECKS, failed
 )
 def test_worker_answer_that_does_not_account_for_its_share_fails(answer: dict, reason: str) -> None:
     with pytest.raises(SandboxError, match=reason):
-        merge_worker_report(Report(attestation="a"), answer, [1, 2, 3])
+        merge_worker_report(Report(attestation="a"), WorkerAnswer.from_json(answer), [1, 2, 3])
 
 
 def test_worker_answer_with_a_failure_may_stop_early_and_its_failure_is_kept() -> None:
     report = Report(attestation="a")
-    merge_worker_report(report, _answer([1], checks=("manifest",), failed="replay"), [1, 2, 3])
+    merge_worker_report(report, WorkerAnswer.from_json(_answer([1], checks=("manifest",), failed="replay")), [1, 2, 3])
     assert not report.accepted and [c.name for c in report.checks if not c.passed] == ["replay"]
 
 
 def test_worker_pass_counts_only_for_the_checks_it_was_asked_to_do() -> None:
     report = Report(attestation="a")
-    merge_worker_report(report, _answer([1], checks=(*WORKER_CHECKS, "signature")), [1])
+    merge_worker_report(report, WorkerAnswer.from_json(_answer([1], checks=(*WORKER_CHECKS, "signature"))), [1])
     assert [c.name for c in report.checks] == list(WORKER_CHECKS)
 
 
@@ -178,7 +182,7 @@ def test_shares_cover_the_draw_once_in_order_and_none_is_empty(drawn: list[int],
 
 
 def test_worker_threads_share_the_cores_only_where_replay_stays_bitwise(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sandbox, "_cpus", lambda: 8)
+    monkeypatch.setattr(processes, "_cpus", lambda: 8)
     assert worker_threads(recorded=4, exact=True, chosen=None, workers=2) == 4
     assert worker_threads(recorded=1, exact=True, chosen=None, workers=3) == 2
     assert worker_threads(recorded=4, exact=False, chosen=None, workers=2) is None  # the recorded count
@@ -187,10 +191,15 @@ def test_worker_threads_share_the_cores_only_where_replay_stays_bitwise(monkeypa
 
 
 def test_worker_request_carries_the_verified_statement_and_not_the_inputs_the_parent_checked(tmp_path: Path) -> None:
-    request = worker_request(b'{"a": 1}', tmp_path / "store", VerifyOptions(), [3, 5], None)
+    options = VerifyOptions()
+    typed = WorkerRequest.for_share(
+        b'{"a": 1}', tmp_path / "store", options.data, options.code, [3, 5], None, bounded=options.bounded, device=options.device,
+        ranks=options.ranks,
+    )
+    request = typed.to_json()
     assert request["statement"] == '{"a": 1}' and request["segments"] == [3, 5]
     assert not {"weights", "public_key", "attestation", "seed", "policy"} & set(request)
-    json.dumps(request)  # JSON, nothing else, crosses to the worker
+    assert WorkerRequest.from_json(json.loads(json.dumps(request))) == typed  # JSON, nothing else, crosses to the worker
 
 
 def test_workers_below_one_is_refused_as_input_not_as_a_verdict(digits_run: RecordedRun) -> None:
