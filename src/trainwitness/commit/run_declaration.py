@@ -36,6 +36,7 @@ from trainwitness.commit.canonical import JSONValue, canonical_json, parse_json
 from trainwitness.commit.distributed import DataParallelRun
 from trainwitness.commit.hashing import parse_digest
 from trainwitness.commit.hints import ExactMode
+from trainwitness.commit.json_fields import is_kind
 from trainwitness.commit.statement import (
     ENVIRONMENT_FIELDS,
     FrozenInput,
@@ -198,8 +199,7 @@ class _Reader:
         if key not in obj:
             raise self.error(f"{name} is missing")
         value = obj[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        if not is_kind(value, kind):  # the project's one type rule for untrusted JSON (a bool is no int)
             raise self.error(f"{name} has the wrong type ({type(value).__name__})")
         return value
 
