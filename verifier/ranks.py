@@ -26,7 +26,7 @@ from trainwitness.commit.statement import TrainingClaim
 from trainwitness.errors import CheckName
 from trainwitness.verifier.report import Report
 from trainwitness.verifier.sandbox.isolation import Isolation, SandboxLimits
-from trainwitness.verifier.sandbox.merge import merge_worker_report
+from trainwitness.verifier.sandbox.merge import answer_report
 from trainwitness.verifier.sandbox.processes import answer_of, kill_worker, start_worker
 from trainwitness.verifier.sandbox.protocol import RankSeat, SandboxError, WorkerAnswer, WorkerRequest
 
@@ -97,14 +97,7 @@ def merge_rank_reports(report: Report, drawn: Sequence[int], outcomes: Sequence[
     for rank, outcome in enumerate(outcomes):
         if outcome is None:
             continue
-        part = Report(attestation=report.attestation)
-        try:
-            if isinstance(outcome, SandboxError):
-                raise outcome
-            merge_worker_report(part, outcome, drawn)
-        except SandboxError as e:
-            part.failed(e.check, str(e))
-        parts.append((rank, part))
+        parts.append((rank, answer_report(report.attestation, outcome, drawn)))
     stopped = [r for r, outcome in enumerate(outcomes) if outcome is None]
     if not parts:
         report.failed(CheckName.REPLAY, f"none of the {world} rank processes answered")

@@ -14,9 +14,21 @@ from trainwitness.errors import CheckName, MalformedInputError
 from trainwitness.verifier.report import Check, Report
 from trainwitness.verifier.sandbox.protocol import WORKER_CHECKS, SandboxError, WorkerAnswer
 
-__all__ = ["merge_worker_reports", "merge_worker_report", "describe_share"]
+__all__ = ["merge_worker_reports", "merge_worker_report", "answer_report", "describe_share"]
 
 _SHARE_CHECKS = (CheckName.DATA, CheckName.REPLAY)  # their details describe one worker's share, so each worker's is kept
+
+
+def answer_report(attestation: str, outcome: WorkerAnswer | SandboxError, segments: Sequence[int]) -> Report:
+    """One worker's (or rank process's) answer as a report of its own: its checks, or the failure it ended in."""
+    part = Report(attestation=attestation)
+    try:
+        if isinstance(outcome, SandboxError):
+            raise outcome
+        merge_worker_report(part, outcome, segments)
+    except SandboxError as e:
+        part.failed(e.check, str(e))
+    return part
 
 
 def merge_worker_reports(report: Report, shares: Sequence[Sequence[int]], outcomes: Sequence[WorkerAnswer | SandboxError]) -> None:
@@ -29,14 +41,7 @@ def merge_worker_reports(report: Report, shares: Sequence[Sequence[int]], outcom
     parts: list[tuple[str, Report]] = []
     for k, (share, outcome) in enumerate(zip(shares, outcomes, strict=True)):
         who = f"replay worker {k + 1} of {len(shares)} (segments {describe_share(share)})" if many else ""
-        part = Report(attestation=report.attestation)
-        try:
-            if isinstance(outcome, SandboxError):
-                raise outcome
-            merge_worker_report(part, outcome, share)
-        except SandboxError as e:
-            part.failed(e.check, str(e))
-        parts.append((who, part))
+        parts.append((who, answer_report(report.attestation, outcome, share)))
     names = list(dict.fromkeys(c.name for _, part in parts for c in part.checks))
     for name in names:
         for who, part in parts:
