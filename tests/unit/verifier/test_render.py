@@ -133,3 +133,15 @@ def test_the_terminal_summary_uses_rich_on_a_terminal_and_plain_text_otherwise()
     shown_text = terminal.getvalue()
     assert "REJECT" in shown_text and "FAIL" in shown_text and "segment 3 does not land" in shown_text
     assert "\u202e" not in shown_text and "\u2066" not in shown_text and "\\u202e" in shown_text
+
+
+def test_the_data_section_says_proven_only_when_the_data_check_passed() -> None:
+    report = Report(attestation="a.json", subject="m sha256:00", entry_point="pkg:spec")
+    report.data_bytes_read, report.data_total_bytes, report.data_samples_read = 10, 100, 2
+    report.failed("data", "sample 3 does not match its manifest entry")
+    assert "not all proven against the signed manifest root" in render_html(report)
+    assert "not all proven" in render_markdown(report)
+    report.checks.clear()
+    report.passed("data", "2 samples proven")
+    assert "each proven against the signed manifest root" in render_html(report) and "not all proven" not in render_html(report)
+    assert "each proven" in render_markdown(report)
