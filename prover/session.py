@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import multiprocessing
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -166,6 +167,11 @@ class Recording:
         fixed = {"sampler", "batch_sampler", "batch_size", "shuffle", "drop_last", "collate_fn", "in_order", "generator"}
         if fixed & set(kwargs):
             raise TypeError(f"data_loader() fixes {', '.join(sorted(fixed & set(kwargs)))}: the order is the declared sampler's")
+        if num_workers > 0:
+            # The recording writes checkpoints from background threads; a worker forked while one of them
+            # holds a C library lock (glibc's atexit lock was seen) waits for it forever. Workers started by
+            # a fork server (or spawned) begin without those threads.
+            kwargs.setdefault("multiprocessing_context", "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
         return torch.utils.data.DataLoader(
             self.dataset(), sampler=self.batch_sampler(micro_batches), batch_size=None, num_workers=num_workers,
             pin_memory=self.device.type == "cuda" if pin_memory is None else pin_memory,

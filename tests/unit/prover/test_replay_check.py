@@ -96,3 +96,19 @@ def test_a_loop_that_stops_early_is_not_signed_and_resumes(tmp_path: Path) -> No
     args = ["verify", str(signed.attestation), "--store", str(signed.store), "--weights", str(signed.weights),
             "--key", str(tmp_path / "out" / "trainwitness.pub"), "--all", "--sandbox", "off"]
     assert main(args) == 0
+
+
+def test_the_data_loader_never_forks_workers_from_the_recording_process(tmp_path: Path) -> None:
+    # The recording's writer threads may hold a C library lock at the instant of a fork (a worker
+    # was seen waiting forever on glibc's atexit lock): workers come from a fork server or are spawned.
+    from ...support.specs.plain_specs import plain_digits
+
+    with record(plain_digits, tmp_path / "out", {"total_steps": 4, "checkpoint_interval": 2}, progress=False) as run:
+        assert run.data_loader().multiprocessing_context is None  # no workers, nothing started
+        context = run.data_loader(num_workers=2).multiprocessing_context
+        assert context is not None and context.get_start_method() in ("forkserver", "spawn")
+        spawned = run.data_loader(num_workers=2, multiprocessing_context="spawn").multiprocessing_context
+        assert spawned is not None and spawned.get_start_method() == "spawn"  # the caller's choice is kept
+        for batch in run.data_loader(num_workers=2):  # and they deliver the declared batches
+            run.step(batch)
+    assert (tmp_path / "out" / "attestation.json").exists()
