@@ -23,7 +23,7 @@ import importlib.metadata
 import json
 from typing import Any
 
-from trainwitness.commit.statement import Statement
+from trainwitness.commit.statement import PREDICATE_TYPE, Statement
 from trainwitness.errors import MissingInputError
 from trainwitness.verifier.report import Report
 
@@ -70,7 +70,7 @@ def cyclonedx_json(report: Report, statement: Statement) -> str:
         Property(name="trainwitness:segments-replayed", value=f"{len(report.segments)} of {report.segment_count}"),
         *(Property(name=f"trainwitness:detection-probability:{k}-forged", value=f"{v:.4f}") for k, v in report.detection().items()),
         Property(name="trainwitness:data-proven", value=f"{report.data_samples_read} samples, {report.data_bytes_read} of {report.data_total_bytes} bytes"),
-        Property(name="trainwitness:predicate-type", value="https://trainwitness.dev/training-run/v1"),
+        Property(name="trainwitness:predicate-type", value=PREDICATE_TYPE),
         Property(name="trainwitness:total-steps", value=str(claim.total_steps)),
         Property(name="trainwitness:hyperparameters", value=json.dumps(claim.hyperparameters, sort_keys=True)),
     ]
@@ -93,8 +93,10 @@ def cyclonedx_json(report: Report, statement: Statement) -> str:
         type=ComponentType.APPLICATION, name=claim.entry_point, bom_ref="training-program",
         description="the training program, identified by its source tree digest (checked by the audit)",
         properties=[Property(name="trainwitness:source-tree-digest", value=str(claim.code["tree_digest"]))],
-        external_references=[ExternalReference(type=ExternalReferenceType.VCS, url=XsUri(str(claim.code["source_uri"])))]
-        if claim.code.get("source_uri") else [],
+        external_references=[ExternalReference(
+            type=ExternalReferenceType.VCS, url=XsUri(str(claim.code["source_uri"])),
+            comment="declared by the prover, not verified: the source tree digest is what the audit checked",
+        )] if claim.code.get("source_uri") else [],
     )
     data = []
     for number, source in enumerate(claim.manifest.sources):

@@ -21,7 +21,9 @@ pytest.importorskip("license_expression")
 
 @pytest.fixture(scope="module")
 def _licensed(tmp_path_factory: pytest.TempPathFactory) -> RecordedRun:
-    return record_and_sign(tmp_path_factory.mktemp("licensed"), weights_license="CC-BY-4.0", allow_local_uri=False)
+    return record_and_sign(
+        tmp_path_factory.mktemp("licensed"), weights_license="CC-BY-4.0", allow_local_uri=False, source_uri="https://example.org/upstream.git",
+    )
 
 
 @pytest.fixture
@@ -97,6 +99,10 @@ def test_export_writes_a_cyclonedx_ml_bom_that_its_library_validates(licensed: R
     assert properties["trainwitness:verdict"] == "ACCEPT" and properties["trainwitness:ml-policy-class"] == "Free Model"
     assert [c["type"] for c in bom["components"]] == ["application", "data"]
     assert bom["components"][1]["licenses"][0]["expression"] == "CC-BY-4.0"
+    payload = json.loads(__import__("base64").b64decode(json.loads(licensed.attestation.read_text())["payload"]))
+    assert properties["trainwitness:predicate-type"] == payload["predicateType"]  # the statement's own version
+    (reference,) = bom["components"][0]["externalReferences"]  # the signed source URI: declared, not checked
+    assert reference["url"] == "https://example.org/upstream.git" and "declared by the prover, not verified" in reference["comment"]
 
 
 def test_export_writes_nothing_for_a_rejected_audit(licensed: RecordedRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
