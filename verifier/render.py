@@ -172,12 +172,6 @@ def _section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{title}</h2>{body}</section>'
 
 
-def _data_proven(report: Report) -> bool:
-    """The data check ran and passed everywhere (a worker's failure is a check of the same name)."""
-    data = [c for c in report.checks if c.name == "data"]
-    return bool(data) and all(c.passed for c in data)
-
-
 def render_html(report: Report, verdict: str | None = None) -> str:
     """The whole report as one HTML document (str); opens with no network.
 
@@ -249,7 +243,7 @@ def render_html(report: Report, verdict: str | None = None) -> str:
         body = _data_plot(report) + (
             f"<p>{_bytes(report.data_bytes_read)} of {_bytes(report.data_total_bytes)} ({share:.1%}) read, "
             f"{report.data_samples_read} samples, "
-            + ("each proven against the signed manifest root.</p>" if _data_proven(report) else "not all proven against the signed manifest root (see the checks).</p>")
+            + ("each proven against the signed manifest root.</p>" if report.data_proven() else "not all proven against the signed manifest root (see the checks).</p>")
         )
     else:
         body = "<p class=note>No data was read.</p>"
@@ -346,7 +340,7 @@ def render_markdown(report: Report, verdict: str | None = None) -> str:
     lines += [f"- {k} forged: caught with probability {v:.1%}" for k, v in detection.items()] or ["not stated (the audit did not accept)"]
     lines += ["", "## Data read", ""]
     if report.data_total_bytes:
-        lines.append(f"{report.data_bytes_read} of {report.data_total_bytes} bytes ({report.data_bytes_read / report.data_total_bytes:.1%}), {report.data_samples_read} samples, " + ("each proven" if _data_proven(report) else "not all proven (see the checks)"))
+        lines.append(f"{report.data_bytes_read} of {report.data_total_bytes} bytes ({report.data_bytes_read / report.data_total_bytes:.1%}), {report.data_samples_read} samples, " + ("each proven" if report.data_proven() else "not all proven (see the checks)"))
     if report.fetched:
         lines.append(f"fetched from the network: {report.fetched_bytes} bytes in {report.fetch_requests} requests")
     lines += ["", "## Licences against the policy", ""]

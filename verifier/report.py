@@ -156,6 +156,11 @@ class Report:
     def replay_mode(self) -> str:
         return "exact" if self.exact is not None else "bounded" if self.bound is not None else "bitwise"
 
+    def data_proven(self) -> bool:
+        """The data check ran and passed everywhere (a worker's failure is a check of the same name)."""
+        data = [c for c in self.checks if c.name == CheckName.DATA]
+        return bool(data) and all(c.passed for c in data)
+
     def to_text(self) -> str:
         lines = [f"trainwitness verify: {self.verdict}"]
         # Known only once the signature verified: an unverified statement's claims are never shown.
@@ -221,9 +226,7 @@ class Report:
             )
         if self.data_total_bytes:
             share = self.data_bytes_read / self.data_total_bytes
-            proven = any(c.name == "data" and c.passed for c in self.checks) and not any(
-                c.name == "data" and not c.passed for c in self.checks
-            )
+            proven = self.data_proven()
             lines.append(
                 f"  data read: {self.data_bytes_read} of {self.data_total_bytes} bytes ({share:.1%}), "
                 f"{self.data_samples_read} samples, "
